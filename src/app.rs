@@ -1,0 +1,200 @@
+//! Wires the parts together for each command: config → mapping plan (checked against both live
+//! schemas) → pipeline. No processing logic lives here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::{self, compile::referenced_tables, Plan};
+use crate::model::Position;
+use crate::sink::postgres as pg;
+use crate::source::mysql as my;
+
+/// Loads the mapping set and compiles it against the live schemas of both databases.
+pub async fn load_plan(cfg: &Config) -> Result<Plan> {
+    let set = mapping::load_dir(&cfg.mappings)?;
+    let (sources, targets) = referenced_tables(&set, &cfg.mysql.database, &cfg.postgres.schema);
+    let mut conn = my::connect(&cfg.mysql, None, false).await?;
+    let mut source_schemas = HashMap::new();
+    for name in sources {
+        if let Some(t) = my::schema::read_table(&mut conn, &name).await? {
+            source_schemas.insert(name, Arc::new(t));
+        }
+    }
+    let _ = conn.disconnect().await;
+    let client = pg::connect(&cfg.postgres, "duplex check").await?;
+    let mut target_tables = HashMap::new();
+    for name in targets {
+        if let Some(t) = pg::schema::read_table(&client, &name).await? {
+            target_tables.insert(name, t);
+        }
+    }
+    mapping::compile(
+        &set,
+        &cfg.mysql.database,
+        &cfg.postgres.schema,
+        &source_schemas,
+        &target_tables,
+    )
+}
+
+/// `duplex setup`: creates duplex's tables and records the current binlog end as the starting
+/// checkpoint when there is none yet.
+pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
+    let client = pg::connect(&cfg.postgres, "duplex setup").await?;
+    checkpoint::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
+    let existing = checkpoint::load(
+        &client,
+        &cfg.postgres.duplex_schema,
+        &cfg.pipeline,
+        checkpoint::FORWARD,
+    )
+    .await?;
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    let position = match &cfg.mysql.start_position {
+        Some(p) => Position::Mysql(p.parse()?),
+        None => {
+            let mut conn = my::connect(&cfg.mysql, None, false).await?;
+            Position::Mysql(my::current_position(&mut conn).await?)
+        }
+    };
+    let stmt = client
+        .prepare(&checkpoint::store_sql(&cfg.postgres.duplex_schema))
+        .await
+        .map_err(|e| Error::from_pg(e, true, "preparing the checkpoint statement"))?;
+    checkpoint::store(
+        &client,
+        &stmt,
+        &cfg.pipeline,
+        checkpoint::FORWARD,
+        &position,
+    )
+    .await?;
+    Ok(Some(position))
+}
+
+/// One line of `duplex check`.
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    pub ok: bool,
+    pub what: String,
+    pub fix: String,
+}
+
+/// `duplex check`: the configuration, server settings and privileges, and the mapping set
+/// compiled against both live schemas — the same validation `run` does.
+pub async fn check(cfg: &Config) -> Vec<CheckLine> {
+    let mut out = vec![CheckLine {
+        ok: true,
+        what: format!("config {} is valid", cfg.path.display()),
+        fix: String::new(),
+    }];
+    match my::connect(&cfg.mysql, None, false).await {
+        Ok(mut conn) => {
+            match my::check_server(&mut conn).await {
+                Ok(findings) => out.extend(findings.into_iter().map(|f| CheckLine {
+                    ok: f.ok,
+                    what: format!("MySQL: {}", f.what),
+                    fix: f.fix,
+                })),
+                Err(e) => out.push(CheckLine {
+                    ok: false,
+                    what: format!("MySQL: {e}"),
+                    fix: "grant the duplex user access to server variables and SHOW GRANTS".into(),
+                }),
+            }
+            let _ = conn.disconnect().await;
+        }
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("MySQL: {e}"),
+            fix: "check [mysql] host, port, user and password in the config, and that the server is up".into(),
+        }),
+    }
+    match pg::connect(&cfg.postgres, "duplex check").await {
+        Ok(client) => {
+            let present = client
+                .query_opt(
+                    "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'checkpoint'",
+                    &[&cfg.postgres.duplex_schema],
+                )
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            out.push(CheckLine {
+                ok: present,
+                what: format!("PostgreSQL: duplex's tables in schema {}", cfg.postgres.duplex_schema),
+                fix: format!("run `duplex setup -c {}`", cfg.path.display()),
+            });
+        }
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: {e}"),
+            fix: "check [postgres] host, port, user, password and dbname in the config, and that the server is up".into(),
+        }),
+    }
+    match load_plan(cfg).await {
+        Ok(plan) => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "mappings in {}: {} table(s) compiled against both schemas",
+                cfg.mappings.display(),
+                plan.tables.len()
+            ),
+            fix: String::new(),
+        }),
+        Err(e) if e.kind() == ErrorKind::Mapping => {
+            for line in e.message().lines() {
+                out.push(CheckLine {
+                    ok: false,
+                    what: format!("mapping: {line}"),
+                    fix: "edit the mapping file at that line, or the table it names".into(),
+                });
+            }
+        }
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("mappings: {e}"),
+            fix: "see the message".into(),
+        }),
+    }
+    out
+}
+
+/// `duplex run`: replicates until SIGTERM / SIGINT.
+pub async fn run(cfg: &Config) -> Result<()> {
+    crate::telemetry::install(cfg.metrics_listen)?;
+    let plan = Arc::new(load_plan(cfg).await?);
+    tracing::info!(
+        pipeline = %cfg.pipeline,
+        tables = plan.tables.len(),
+        metrics = %cfg.metrics_listen,
+        "mappings compiled"
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down: finishing the transaction in flight");
+        let _ = stop_tx.send(true);
+    });
+    crate::pipeline::run_forward(cfg, plan, stop_rx).await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,122 @@
+//! duplex's own tables on PostgreSQL: the checkpoint (source position per pipeline and
+//! direction) and the dead-letter table.
+//!
+//! Invariant: a checkpoint is written in the same transaction as the changes it covers, and it
+//! never moves backward — the update carries a guard on the stored order key and fails the
+//! transaction when the new position is behind the stored one.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{pg_ident, Position};
+
+/// The direction label stored with a checkpoint.
+pub const FORWARD: &str = "mysql_to_pg";
+
+/// Creates duplex's schema and tables if they do not exist.
+pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
+    let s = pg_ident(schema);
+    let ddl = format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+         CREATE TABLE IF NOT EXISTS {s}.checkpoint (
+             pipeline   text NOT NULL,
+             direction  text NOT NULL,
+             position   text NOT NULL,
+             ord_major  bigint NOT NULL,
+             ord_minor  bigint NOT NULL,
+             updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             PRIMARY KEY (pipeline, direction)
+         );
+         CREATE TABLE IF NOT EXISTS {s}.dead_letter (
+             id            bigserial PRIMARY KEY,
+             pipeline      text NOT NULL,
+             direction     text NOT NULL,
+             source_table  text NOT NULL,
+             target_table  text NOT NULL,
+             op            text NOT NULL,
+             position      text NOT NULL,
+             txn_id        text NOT NULL,
+             row_data      jsonb NOT NULL,
+             reason        text NOT NULL,
+             first_attempt timestamptz NOT NULL DEFAULT clock_timestamp(),
+             last_attempt  timestamptz NOT NULL DEFAULT clock_timestamp(),
+             attempts      integer NOT NULL DEFAULT 1,
+             resolved      boolean NOT NULL DEFAULT false
+         );
+         CREATE INDEX IF NOT EXISTS dead_letter_unresolved ON {s}.dead_letter (pipeline, resolved);"
+    );
+    client.batch_execute(&ddl).await.map_err(|e| {
+        Error::from_pg(
+            e,
+            true,
+            &format!("creating duplex's tables in schema {schema}"),
+        )
+    })
+}
+
+/// The totally ordered key stored next to a position, for the never-backward guard.
+pub fn order_key(p: &Position) -> (i64, i64) {
+    match p {
+        Position::Mysql(m) => (m.file.sequence() as i64, m.pos as i64),
+        Position::Postgres(l) => (0, l.0 as i64),
+    }
+}
+
+/// Reads the stored position of a pipeline direction.
+pub async fn load(
+    client: &Client,
+    schema: &str,
+    pipeline: &str,
+    direction: &str,
+) -> Result<Option<Position>> {
+    let sql = format!(
+        "SELECT position FROM {}.checkpoint WHERE pipeline = $1 AND direction = $2",
+        pg_ident(schema)
+    );
+    let row = client
+        .query_opt(&sql, &[&pipeline, &direction])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "reading the checkpoint"))?;
+    row.map(|r| r.get::<_, String>(0).parse::<Position>())
+        .transpose()
+}
+
+/// The statement that stores a checkpoint; parameters: pipeline, direction, position, major, minor.
+pub fn store_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {s}.checkpoint AS c (pipeline, direction, position, ord_major, ord_minor) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (pipeline, direction) DO UPDATE \
+         SET position = EXCLUDED.position, ord_major = EXCLUDED.ord_major, \
+             ord_minor = EXCLUDED.ord_minor, updated_at = clock_timestamp() \
+         WHERE (c.ord_major, c.ord_minor) <= (EXCLUDED.ord_major, EXCLUDED.ord_minor)",
+        s = pg_ident(schema)
+    )
+}
+
+/// Stores a checkpoint inside the caller's open transaction.
+pub async fn store(
+    client: &Client,
+    stmt: &tokio_postgres::Statement,
+    pipeline: &str,
+    direction: &str,
+    position: &Position,
+) -> Result<()> {
+    let (major, minor) = order_key(position);
+    let n = client
+        .execute(
+            stmt,
+            &[&pipeline, &direction, &position.to_string(), &major, &minor],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "writing the checkpoint"))?;
+    if n != 1 {
+        return Err(Error::new(
+            ErrorKind::Invariant,
+            format!(
+                "checkpoint of pipeline {pipeline} would move backward to {position}; refusing"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,446 @@
+//! `duplex.toml`: connection settings for both databases, the mapping set, the pipeline name,
+//! the metrics listener and the source time zone.
+//!
+//! Unknown keys are errors that name the key path (`mysql.pasword`). Passwords come only from an
+//! environment variable or a file, are held in [`Secret`] and never printed (its `Debug` and
+//! `Display` show `***`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_MYSQL_PORT: u16 = 3306;
+pub const DEFAULT_PG_PORT: u16 = 5432;
+pub const DEFAULT_DUPLEX_DATABASE: &str = "duplex";
+pub const DEFAULT_DUPLEX_SCHEMA: &str = "duplex";
+pub const DEFAULT_PG_SCHEMA: &str = "public";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
+pub const DEFAULT_SERVER_ID: u32 = 4_242_001;
+pub const DEFAULT_BATCH_MAX_ROWS: usize = 50_000;
+pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 20;
+pub const DEFAULT_CHUNK_ROWS: usize = 2_000;
+pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 10;
+
+/// A password. Never printed.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    pipeline: String,
+    mappings: PathBuf,
+    #[serde(default = "default_tz")]
+    source_time_zone: String,
+    mysql: RawMysql,
+    postgres: RawPostgres,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    apply: ApplyConfig,
+}
+
+fn default_tz() -> String {
+    DEFAULT_TIME_ZONE.into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMysql {
+    host: String,
+    #[serde(default = "default_mysql_port")]
+    port: u16,
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    database: String,
+    #[serde(default = "default_server_id")]
+    server_id: u32,
+    #[serde(default = "default_duplex_db")]
+    duplex_database: String,
+    start_position: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_s: u64,
+}
+
+fn default_mysql_port() -> u16 {
+    DEFAULT_MYSQL_PORT
+}
+fn default_server_id() -> u32 {
+    DEFAULT_SERVER_ID
+}
+fn default_duplex_db() -> String {
+    DEFAULT_DUPLEX_DATABASE.into()
+}
+fn default_connect_timeout() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_S
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPostgres {
+    host: String,
+    #[serde(default = "default_pg_port")]
+    port: u16,
+    user: String,
+    password_env: Option<String>,
+    password_file: Option<PathBuf>,
+    dbname: String,
+    #[serde(default = "default_pg_schema")]
+    schema: String,
+    #[serde(default = "default_duplex_schema")]
+    duplex_schema: String,
+    #[serde(default = "default_connect_timeout")]
+    connect_timeout_s: u64,
+}
+
+fn default_pg_port() -> u16 {
+    DEFAULT_PG_PORT
+}
+fn default_pg_schema() -> String {
+    DEFAULT_PG_SCHEMA.into()
+}
+fn default_duplex_schema() -> String {
+    DEFAULT_DUPLEX_SCHEMA.into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "default_listen")]
+    listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> String {
+    DEFAULT_METRICS_LISTEN.into()
+}
+
+/// How the sink groups source transactions into target transactions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyConfig {
+    /// Commit a target transaction once it holds this many rows (at a source transaction end).
+    #[serde(default = "default_batch_rows")]
+    pub batch_max_rows: usize,
+    /// Commit at the latest this long after the first transaction of a batch arrived.
+    #[serde(default = "default_batch_delay")]
+    pub batch_max_delay_ms: u64,
+    /// Rows per chunk a source sends; also the sink's write unit.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+}
+
+impl Default for ApplyConfig {
+    fn default() -> Self {
+        ApplyConfig {
+            batch_max_rows: DEFAULT_BATCH_MAX_ROWS,
+            batch_max_delay_ms: DEFAULT_BATCH_MAX_DELAY_MS,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+        }
+    }
+}
+
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_MAX_ROWS
+}
+fn default_batch_delay() -> u64 {
+    DEFAULT_BATCH_MAX_DELAY_MS
+}
+fn default_chunk_rows() -> usize {
+    DEFAULT_CHUNK_ROWS
+}
+
+#[derive(Debug, Clone)]
+pub struct MysqlConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub database: String,
+    pub server_id: u32,
+    pub duplex_database: String,
+    pub start_position: Option<String>,
+    pub connect_timeout_s: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Secret,
+    pub dbname: String,
+    pub schema: String,
+    pub duplex_schema: String,
+    pub connect_timeout_s: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub pipeline: String,
+    /// The mapping directory, resolved against the config file's directory.
+    pub mappings: PathBuf,
+    pub source_time_zone: chrono_tz::Tz,
+    pub mysql: MysqlConfig,
+    pub postgres: PostgresConfig,
+    pub metrics_listen: std::net::SocketAddr,
+    pub apply: ApplyConfig,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("{}: cannot read: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used for messages and relative paths.
+    pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let de = toml::Deserializer::new(text);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner
+                .span()
+                .map(|s| format!(":{}", line_of(text, s.start)))
+                .unwrap_or_default();
+            Error::config(format!(
+                "{}{line}: key `{key}`: {}",
+                path.display(),
+                inner.message()
+            ))
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let err = |key: &str, msg: String| {
+            Error::config(format!("{}: key `{key}`: {msg}", path.display()))
+        };
+
+        if raw.pipeline.is_empty()
+            || raw.pipeline.len() > 40
+            || !raw
+                .pipeline
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(err(
+                "pipeline",
+                format!(
+                    "{:?} must be 1-40 characters of a-z, 0-9 and _ (it names replication origins and checkpoints)",
+                    raw.pipeline
+                ),
+            ));
+        }
+        let source_time_zone = chrono_tz::Tz::from_str(&raw.source_time_zone).map_err(|_| {
+            err(
+                "source_time_zone",
+                format!(
+                    "{:?} is not an IANA time zone name (e.g. \"Asia/Almaty\")",
+                    raw.source_time_zone
+                ),
+            )
+        })?;
+        let metrics_listen = raw.metrics.listen.parse().map_err(|_| {
+            err(
+                "metrics.listen",
+                format!(
+                    "{:?} is not a socket address like 127.0.0.1:9187",
+                    raw.metrics.listen
+                ),
+            )
+        })?;
+        if raw.apply.batch_max_rows == 0 || raw.apply.chunk_rows == 0 {
+            return Err(err(
+                "apply",
+                "batch_max_rows and chunk_rows must be at least 1".into(),
+            ));
+        }
+        if raw.mysql.server_id == 0 {
+            return Err(err(
+                "mysql.server_id",
+                "must not be 0 (a replica needs its own id)".into(),
+            ));
+        }
+        let mysql_password = secret(
+            "mysql",
+            raw.mysql.password_env.as_deref(),
+            raw.mysql.password_file.as_deref(),
+            base,
+            path,
+        )?;
+        let pg_password = secret(
+            "postgres",
+            raw.postgres.password_env.as_deref(),
+            raw.postgres.password_file.as_deref(),
+            base,
+            path,
+        )?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            pipeline: raw.pipeline,
+            mappings: base.join(raw.mappings),
+            source_time_zone,
+            mysql: MysqlConfig {
+                host: raw.mysql.host,
+                port: raw.mysql.port,
+                user: raw.mysql.user,
+                password: mysql_password,
+                database: raw.mysql.database,
+                server_id: raw.mysql.server_id,
+                duplex_database: raw.mysql.duplex_database,
+                start_position: raw.mysql.start_position,
+                connect_timeout_s: raw.mysql.connect_timeout_s,
+            },
+            postgres: PostgresConfig {
+                host: raw.postgres.host,
+                port: raw.postgres.port,
+                user: raw.postgres.user,
+                password: pg_password,
+                dbname: raw.postgres.dbname,
+                schema: raw.postgres.schema,
+                duplex_schema: raw.postgres.duplex_schema,
+                connect_timeout_s: raw.postgres.connect_timeout_s,
+            },
+            metrics_listen,
+            apply: raw.apply,
+        })
+    }
+}
+
+/// 1-based line number of a byte offset.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+fn secret(
+    section: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+    base: &Path,
+    path: &Path,
+) -> Result<Secret> {
+    match (env, file) {
+        (Some(_), Some(_)) => Err(Error::config(format!(
+            "{}: key `{section}`: set password_env or password_file, not both",
+            path.display()
+        ))),
+        (Some(var), None) => std::env::var(var).map(Secret).map_err(|_| {
+            Error::config(format!(
+                "{}: key `{section}.password_env`: environment variable {var} is not set",
+                path.display()
+            ))
+        }),
+        (None, Some(f)) => {
+            let full = base.join(f);
+            std::fs::read_to_string(&full)
+                .map(|s| Secret(s.trim_end_matches(['\n', '\r']).to_string()))
+                .map_err(|e| {
+                    Error::config(format!(
+                        "{}: key `{section}.password_file`: cannot read {}: {e}",
+                        path.display(),
+                        full.display()
+                    ))
+                })
+        }
+        // No password: trust or socket authentication.
+        (None, None) => Ok(Secret::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+pipeline = "shop"
+mappings = "mappings/bitrix"
+source_time_zone = "Asia/Almaty"
+
+[mysql]
+host = "127.0.0.1"
+user = "duplex"
+password_env = "DUPLEX_TEST_NEVER_SET_PW"
+database = "bitrix"
+
+[postgres]
+host = "127.0.0.1"
+user = "duplex"
+dbname = "crm"
+"#;
+
+    #[test]
+    fn unknown_key_names_its_path() {
+        let text = GOOD.replace(
+            "password_env = \"DUPLEX_TEST_NEVER_SET_PW\"",
+            "pasword = \"x\"",
+        );
+        let e = Config::parse(&text, Path::new("/etc/duplex.toml")).unwrap_err();
+        assert!(e.to_string().contains("key `mysql.pasword`"), "{e}");
+        assert!(e.to_string().contains("/etc/duplex.toml:9"), "{e}");
+    }
+
+    #[test]
+    fn missing_env_is_named_and_secret_not_printed() {
+        let e = Config::parse(GOOD, Path::new("d.toml")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("DUPLEX_TEST_NEVER_SET_PW is not set"),
+            "{e}"
+        );
+        let text = GOOD.replace("password_env = \"DUPLEX_TEST_NEVER_SET_PW\"", "");
+        let c = Config::parse(&text, Path::new("/x/d.toml")).unwrap();
+        assert_eq!(c.mappings, Path::new("/x/mappings/bitrix"));
+        assert_eq!(c.source_time_zone, chrono_tz::Asia::Almaty);
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "***");
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_zone_and_pipeline() {
+        let text = GOOD
+            .replace("Asia/Almaty", "Mars/Olympus")
+            .replace("password_env = \"DUPLEX_TEST_NEVER_SET_PW\"", "");
+        let e = Config::parse(&text, Path::new("d.toml")).unwrap_err();
+        assert!(e.to_string().contains("key `source_time_zone`"), "{e}");
+        let text = GOOD
+            .replace("\"shop\"", "\"Shop-1\"")
+            .replace("password_env = \"DUPLEX_TEST_NEVER_SET_PW\"", "");
+        let e = Config::parse(&text, Path::new("d.toml")).unwrap_err();
+        assert!(e.to_string().contains("key `pipeline`"), "{e}");
+    }
+}

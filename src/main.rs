@@ -1,0 +1,118 @@
+//! The `duplex` command line: a thin layer over [`duplex::app`].
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "duplex",
+    version,
+    about = "Change data capture between 1C-Bitrix MySQL/MariaDB and a CRM's PostgreSQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Replicate until SIGTERM: the transaction in flight is finished and checkpointed, exit 0.
+    Run {
+        /// The configuration file.
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+    },
+    /// Check the configuration, server settings, privileges and mappings; print what to fix.
+    Check {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+    },
+    /// Create duplex's own tables and record the starting position.
+    Setup {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let path = match &cli.command {
+            Command::Run { config } | Command::Check { config } | Command::Setup { config } => {
+                config.clone()
+            }
+        };
+        let cfg = match duplex::config::Config::load(&path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match cli.command {
+            Command::Run { .. } => match duplex::app::run(&cfg).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "duplex stopped");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Check { .. } => {
+                let lines = duplex::app::check(&cfg).await;
+                let mut failed = 0;
+                for l in &lines {
+                    if l.ok {
+                        println!("ok    {}", l.what);
+                    } else {
+                        failed += 1;
+                        println!("FAIL  {}", l.what);
+                        println!("      fix: {}", l.fix);
+                    }
+                }
+                if failed == 0 {
+                    println!("all {} checks passed", lines.len());
+                    ExitCode::SUCCESS
+                } else {
+                    println!("{failed} of {} checks failed", lines.len());
+                    ExitCode::FAILURE
+                }
+            }
+            Command::Setup { .. } => match duplex::app::setup(&cfg).await {
+                Ok(pos) => {
+                    println!(
+                        "duplex tables ready in schema {}; pipeline {} starts at {}",
+                        cfg.postgres.duplex_schema,
+                        cfg.pipeline,
+                        pos.map(|p| p.to_string())
+                            .unwrap_or_else(|| "the current binlog end".into())
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+        }
+    })
+}

@@ -1,0 +1,17 @@
+//! The change model shared by every source and sink: transactions of row changes over a closed
+//! [`Value`] enum, with printable, ordered source positions and the table schemas they refer to.
+//!
+//! Sources produce it, the mapping reads it, sinks consume what the mapping makes of it; none of
+//! those depend on each other, only on this module.
+
+pub mod change;
+pub mod position;
+pub mod schema;
+pub mod value;
+
+pub use change::{Image, Op, RowChange, SourceEvent, TxnBegin, TxnCommit};
+pub use position::{BinlogFile, Lsn, MariaGtidList, MysqlPosition, Position};
+pub use schema::{
+    my_ident, pg_ident, ColumnSchema, SourceType, TableName, TableSchema, TargetColumn, TargetKind,
+};
+pub use value::{Date, DateTime, Value};

@@ -1,0 +1,388 @@
+//! The pipeline: source transactions → mapping and encoding → batching → sink, with the one retry
+//! loop of the process.
+//!
+//! Invariants:
+//! - A target transaction is committed only at a source transaction boundary, and always with the
+//!   position of the last source transaction it holds; several small source transactions may
+//!   share one target transaction (commit when the queue is empty, the batch is large, or it is
+//!   older than `batch_max_delay_ms`).
+//! - On a transient error (network, restart, deadlock) everything is torn down and rebuilt from
+//!   the checkpoint after a capped, jittered backoff: what was not committed is read again.
+//! - When the target rejects a batch for a definite reason (a constraint), the pipeline restarts
+//!   from the checkpoint in *careful* mode: each source transaction alone, each row under a
+//!   savepoint, rejected rows into the dead-letter table, until it is past the failing batch.
+//! - On shutdown the transaction in flight is finished and checkpointed (given up after
+//!   [`SHUTDOWN_GRACE`], leaving the checkpoint where it was).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::Plan;
+use crate::model::{Position, SourceEvent};
+use crate::sink::postgres::PgSink;
+use crate::sink::{DeadLetter, Sink};
+use crate::source::mysql::MysqlSource;
+use crate::source::Source;
+use crate::telemetry;
+
+/// Source events in flight between the source and the sink (each a chunk of rows at most).
+const CHANNEL_EVENTS: usize = 64;
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// An idle source position is checkpointed at most this often.
+const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// Capped exponential backoff with full jitter.
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: BACKOFF_START,
+        }
+    }
+}
+
+impl Backoff {
+    pub fn next_delay(&mut self) -> Duration {
+        use rand::Rng;
+        let cap = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        cap.mul_f64(jitter)
+    }
+
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+}
+
+/// Why one run of the pipeline ended.
+enum Stop {
+    Shutdown,
+    /// The target rejected a batch; re-run carefully up to and including the transaction after
+    /// this position.
+    Rejected(Option<Position>, Error),
+}
+
+/// Runs MySQL → PostgreSQL until `shutdown` turns true. Returns an error only for what retrying
+/// cannot cure.
+pub async fn run_forward(
+    cfg: &Config,
+    plan: Arc<Plan>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut backoff = Backoff::default();
+    let mut careful_until: Option<Option<Position>> = None;
+    loop {
+        let started = Instant::now();
+        match run_once(cfg, plan.clone(), &mut shutdown, careful_until.take()).await {
+            Ok(Stop::Shutdown) => return Ok(()),
+            Ok(Stop::Rejected(at, e)) => {
+                tracing::warn!(error = %e, after = ?at.as_ref().map(|p| p.to_string()), "target rejected a batch; re-applying row by row to set the bad rows aside");
+                careful_until = Some(at);
+            }
+            Err(e) if e.is_transient() => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    backoff.reset();
+                }
+                let delay = backoff.next_delay();
+                metrics::counter!(telemetry::ERRORS, "kind" => e.kind().as_str()).increment(1);
+                metrics::counter!(telemetry::RECONNECTS).increment(1);
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "transient error; restarting from the checkpoint");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => {
+                metrics::counter!(telemetry::ERRORS, "kind" => e.kind().as_str()).increment(1);
+                return Err(e);
+            }
+        }
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+async fn run_once(
+    cfg: &Config,
+    plan: Arc<Plan>,
+    shutdown: &mut watch::Receiver<bool>,
+    careful_until: Option<Option<Position>>,
+) -> Result<Stop> {
+    let mut sink = PgSink::connect(
+        &cfg.postgres,
+        plan.clone(),
+        &cfg.pipeline,
+        cfg.source_time_zone,
+    )
+    .await?;
+    let from = match sink.checkpoint().await? {
+        Some(p) => Some(p),
+        None => cfg
+            .mysql
+            .start_position
+            .as_deref()
+            .map(|s| s.parse().map(Position::Mysql))
+            .transpose()?,
+    };
+    tracing::info!(from = %from.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "the current binlog end".into()), careful = careful_until.is_some(), "pipeline starting");
+    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
+    let mut source = MysqlSource::new(
+        cfg.mysql.clone(),
+        plan.forward_sources().into_iter().collect(),
+        cfg.apply.chunk_rows,
+    );
+    let start = from.clone();
+    let source_task = tokio::spawn(async move { source.run(start, tx).await });
+    let mut applier = Applier {
+        sink: &mut sink,
+        batch_max_rows: cfg.apply.batch_max_rows,
+        batch_max_delay: Duration::from_millis(cfg.apply.batch_max_delay_ms),
+        committed: from,
+        careful_until,
+    };
+    let result = applier.apply(rx, shutdown).await;
+    let source_result = if source_task.is_finished() {
+        source_task.await.ok()
+    } else {
+        source_task.abort();
+        None
+    };
+    match result {
+        Err(e)
+            if e.kind() == ErrorKind::SourceTransient && e.message().contains("source stopped") =>
+        {
+            // The channel closed: the source's own error says why.
+            match source_result {
+                Some(Err(se)) => Err(se),
+                _ => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
+struct Applier<'a, S: Sink> {
+    sink: &'a mut S,
+    batch_max_rows: usize,
+    batch_max_delay: Duration,
+    /// The position of the last committed target transaction.
+    committed: Option<Position>,
+    /// Some(x): careful mode until a transaction after position x is committed.
+    careful_until: Option<Option<Position>>,
+}
+
+struct Batch {
+    started: Instant,
+    rows: usize,
+    txns: usize,
+    last: Option<(Position, i64)>,
+}
+
+impl<S: Sink> Applier<'_, S> {
+    fn careful(&self) -> bool {
+        self.careful_until.is_some()
+    }
+
+    async fn apply(
+        &mut self,
+        mut rx: mpsc::Receiver<SourceEvent>,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Stop> {
+        let mut batch: Option<Batch> = None;
+        let mut txn_id: Option<String> = None;
+        let mut stopping: Option<Instant> = None;
+        let mut last_idle_checkpoint = Instant::now();
+        loop {
+            let ready_to_commit = txn_id.is_none() && batch.as_ref().is_some_and(|b| b.txns > 0);
+            if stopping.is_none() && *shutdown.borrow() {
+                stopping = Some(Instant::now());
+            }
+            if let Some(since) = stopping {
+                if txn_id.is_none() {
+                    if ready_to_commit {
+                        if let Err(e) = self.commit(&mut batch).await {
+                            return self.rejected(e).await;
+                        }
+                    }
+                    self.sink.rollback().await;
+                    return Ok(Stop::Shutdown);
+                }
+                if since.elapsed() > SHUTDOWN_GRACE {
+                    tracing::warn!("the transaction in flight did not finish in time; leaving it for the next start");
+                    self.sink.rollback().await;
+                    return Ok(Stop::Shutdown);
+                }
+            }
+            let event = if ready_to_commit {
+                match rx.try_recv() {
+                    Ok(ev) => Some(ev),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        if let Err(e) = self.commit(&mut batch).await {
+                            return self.rejected(e).await;
+                        }
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            } else if stopping.is_some() {
+                match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+                    Ok(ev) => ev,
+                    Err(_) => continue,
+                }
+            } else {
+                tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = shutdown.changed() => continue,
+                }
+            };
+            let Some(event) = event else {
+                if ready_to_commit {
+                    if let Err(e) = self.commit(&mut batch).await {
+                        return self.rejected(e).await;
+                    }
+                }
+                self.sink.rollback().await;
+                return Err(Error::new(ErrorKind::SourceTransient, "source stopped"));
+            };
+            match event {
+                SourceEvent::Begin(b) => {
+                    if batch.is_none() {
+                        self.sink.begin().await?;
+                        batch = Some(Batch {
+                            started: Instant::now(),
+                            rows: 0,
+                            txns: 0,
+                            last: None,
+                        });
+                    }
+                    txn_id = Some(b.id);
+                }
+                SourceEvent::Rows(rows) => {
+                    let id = txn_id.clone().unwrap_or_default();
+                    if let Some(b) = batch.as_mut() {
+                        b.rows += rows.len();
+                    }
+                    for change in &rows {
+                        let prepared = match self.sink.prepare(change) {
+                            Ok(p) => p,
+                            Err((target, e)) => {
+                                tracing::warn!(table = %change.table.name, txn = %id, error = %e, "row set aside into the dead-letter table");
+                                self.sink.dead_letter(DeadLetter::new(
+                                    change,
+                                    target,
+                                    &id,
+                                    e.to_string(),
+                                ));
+                                continue;
+                            }
+                        };
+                        for c in prepared {
+                            if self.careful() {
+                                let target = self.sink.target_of(&c);
+                                match self.sink.push_careful(c).await {
+                                    Ok(()) => {}
+                                    Err(e) if !e.is_transient() => {
+                                        tracing::warn!(table = %target, txn = %id, error = %e, "row rejected by the target; set aside into the dead-letter table");
+                                        self.sink.dead_letter(DeadLetter::new(
+                                            change,
+                                            target,
+                                            &id,
+                                            e.to_string(),
+                                        ));
+                                    }
+                                    Err(e) => return Err(e),
+                                }
+                            } else if let Err(e) = self.sink.push(c).await {
+                                return self.rejected(e).await;
+                            }
+                        }
+                    }
+                }
+                SourceEvent::Commit(c) => {
+                    txn_id = None;
+                    if let Some(b) = batch.as_mut() {
+                        b.txns += 1;
+                        b.last = Some((c.position.clone(), c.commit_time_us));
+                    }
+                    let full = batch.as_ref().is_some_and(|b| {
+                        b.rows >= self.batch_max_rows || b.started.elapsed() >= self.batch_max_delay
+                    });
+                    if self.careful() || full {
+                        if let Err(e) = self.commit(&mut batch).await {
+                            return self.rejected(e).await;
+                        }
+                    }
+                }
+                SourceEvent::Idle(pos) => {
+                    let ahead = match (&self.committed, &pos) {
+                        (Some(Position::Mysql(c)), Position::Mysql(p)) => p > c,
+                        (None, _) => true,
+                        _ => false,
+                    };
+                    if batch.is_none()
+                        && ahead
+                        && last_idle_checkpoint.elapsed() >= IDLE_CHECKPOINT_EVERY
+                    {
+                        last_idle_checkpoint = Instant::now();
+                        self.sink.begin().await?;
+                        self.sink.commit(&pos).await?;
+                        self.committed = Some(pos);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles an error of the fast path: definite target errors restart in careful mode.
+    async fn rejected(&mut self, e: Error) -> Result<Stop> {
+        self.sink.rollback().await;
+        if e.kind() == ErrorKind::SinkDefinite && !self.careful() {
+            Ok(Stop::Rejected(self.committed.clone(), e))
+        } else {
+            Err(e)
+        }
+    }
+
+    async fn commit(&mut self, batch: &mut Option<Batch>) -> Result<()> {
+        let Some(b) = batch.take() else { return Ok(()) };
+        let Some((position, commit_time_us)) = b.last else {
+            self.sink.rollback().await;
+            return Ok(());
+        };
+        let t0 = Instant::now();
+        self.sink.commit(&position).await?;
+        metrics::histogram!(telemetry::APPLY_BATCH_SECONDS).record(t0.elapsed().as_secs_f64());
+        metrics::counter!(telemetry::TXNS_APPLIED).increment(b.txns as u64);
+        metrics::counter!(telemetry::BATCHES_COMMITTED).increment(1);
+        if commit_time_us > 0 {
+            let now_us = chrono::Utc::now().timestamp_micros();
+            metrics::gauge!(telemetry::SOURCE_COMMIT_LAG_SECONDS)
+                .set((now_us - commit_time_us).max(0) as f64 / 1e6);
+        }
+        if let Some(Some(until)) = &self.careful_until {
+            let past = match (&position, until) {
+                (Position::Mysql(p), Position::Mysql(u)) => p > u,
+                _ => true,
+            };
+            if past {
+                tracing::info!(position = %position, "past the rejected batch; back to batched apply");
+                self.careful_until = None;
+            }
+        } else if self.careful_until.is_some() {
+            self.careful_until = None;
+        }
+        self.committed = Some(position);
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+//! Sinks apply mapped row changes to a target database, transaction by transaction, with the
+//! source position written in the same target transaction.
+//!
+//! Every sink has the same small parts: `prepare` (map and encode one source row change; a value
+//! that does not fit is an error for that row only), `begin` / `push` / `commit(position)` for the
+//! fast path, `push_careful` (one row under a savepoint, so one bad row can be set aside into the
+//! dead-letter table), and `checkpoint` to resume from.
+
+pub mod postgres;
+
+use crate::error::Result;
+use crate::model::{Position, RowChange};
+
+/// A row that could not be applied, with why.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub source_table: String,
+    pub target_table: String,
+    pub op: &'static str,
+    pub txn_id: String,
+    pub row: serde_json::Value,
+    pub reason: String,
+}
+
+impl DeadLetter {
+    pub fn new(change: &RowChange, target_table: String, txn_id: &str, reason: String) -> Self {
+        let image = change.after.as_ref().or(change.before.as_ref());
+        let mut row = serde_json::Map::new();
+        if let Some(values) = image {
+            for (c, v) in change.table.columns.iter().zip(values) {
+                row.insert(
+                    c.name.clone(),
+                    if v.is_null() {
+                        serde_json::Value::Null
+                    } else {
+                        serde_json::Value::String(v.to_string())
+                    },
+                );
+            }
+        }
+        DeadLetter {
+            source_table: change.table.name.to_string(),
+            target_table,
+            op: change.op.as_str(),
+            txn_id: txn_id.to_string(),
+            row: serde_json::Value::Object(row),
+            reason,
+        }
+    }
+}
+
+/// What the pipeline needs from a target database.
+pub trait Sink {
+    /// A mapped, encoded change ready to apply.
+    type Change;
+
+    /// Maps and encodes one source row change (into zero or more target changes). An error here
+    /// concerns this row only and sends it to the dead-letter table, named by the returned
+    /// target table.
+    fn prepare(
+        &self,
+        change: &RowChange,
+    ) -> std::result::Result<Vec<Self::Change>, (String, crate::error::Error)>;
+
+    /// The position to resume from.
+    fn checkpoint(&mut self) -> impl std::future::Future<Output = Result<Option<Position>>> + Send;
+
+    fn begin(&mut self) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    /// Buffers a change; may write buffered changes inside the open transaction.
+    fn push(
+        &mut self,
+        change: Self::Change,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    /// Writes one change under a savepoint; a definite error leaves the transaction usable.
+    fn push_careful(
+        &mut self,
+        change: Self::Change,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    /// Records a dead letter, written with the next commit.
+    fn dead_letter(&mut self, letter: DeadLetter);
+
+    /// Writes what is buffered, the dead letters and the checkpoint, and commits.
+    fn commit(
+        &mut self,
+        position: &Position,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+
+    fn rollback(&mut self) -> impl std::future::Future<Output = ()> + Send;
+
+    /// Target table name of a change, for dead letters.
+    fn target_of(&self, change: &Self::Change) -> String;
+}

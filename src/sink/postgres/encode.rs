@@ -1,0 +1,563 @@
+//! Encodes [`Value`]s into PostgreSQL's binary wire format for a target column kind.
+//!
+//! Encoding happens once, in the pipeline, before anything is sent: a value that does not fit
+//! (an integer out of range, a NUL byte in text, a string that is not a UUID) is caught here with
+//! a message naming the column, and its row goes to the dead-letter table instead of failing a
+//! whole batch on the server. Zero and partial MySQL dates become NULL in date/time columns.
+
+use chrono::{NaiveDate, NaiveDateTime, TimeZone};
+
+use crate::error::{Error, Result};
+use crate::model::value::format_time;
+use crate::model::{TargetKind, Value};
+
+/// Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01.
+const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
+const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120; // NaiveDate(2000-01-01).num_days_from_ce()
+const DAY_US: i64 = 86_400_000_000;
+
+/// A row of encoded cells sharing one buffer.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedRow {
+    pub buf: Vec<u8>,
+    /// (start, end) in `buf`, or `None` for NULL.
+    pub cells: Vec<Option<(u32, u32)>>,
+}
+
+impl EncodedRow {
+    pub fn with_capacity(cells: usize) -> Self {
+        EncodedRow {
+            buf: Vec::with_capacity(cells * 8),
+            cells: Vec::with_capacity(cells),
+        }
+    }
+
+    pub fn cell(&self, i: usize) -> Option<&[u8]> {
+        self.cells[i].map(|(s, e)| &self.buf[s as usize..e as usize])
+    }
+
+    /// Appends a value encoded for `kind`.
+    pub fn push(&mut self, v: &Value, kind: &TargetKind, tz: chrono_tz::Tz) -> Result<()> {
+        let start = self.buf.len();
+        if encode(v, kind, tz, &mut self.buf)? {
+            self.cells.push(Some((start as u32, self.buf.len() as u32)));
+        } else {
+            self.buf.truncate(start);
+            self.cells.push(None);
+        }
+        Ok(())
+    }
+
+    /// Bytes identifying the row's values (lengths included), for de-duplicating by key.
+    pub fn identity(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.buf.len() + self.cells.len() * 4);
+        for c in &self.cells {
+            match c {
+                None => out.extend_from_slice(&(-1i32).to_le_bytes()),
+                Some((s, e)) => {
+                    out.extend_from_slice(&((e - s) as i32).to_le_bytes());
+                    out.extend_from_slice(&self.buf[*s as usize..*e as usize]);
+                }
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+}
+
+/// Encodes `v` for a column of `kind` into `out`. Returns `false` for NULL (nothing written).
+pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>) -> Result<bool> {
+    use TargetKind as K;
+    let mismatch = || {
+        Error::convert(format!(
+            "a {} value ({}) cannot be stored in a {kind:?} column",
+            v.type_name(),
+            shorten(&v.to_string())
+        ))
+    };
+    if v.is_null() {
+        return Ok(false);
+    }
+    match kind {
+        K::Bool => {
+            let b = match v {
+                Value::Bool(b) => *b,
+                Value::Int(i) => *i != 0,
+                Value::UInt(u) => *u != 0,
+                Value::Bits { bytes, .. } => bytes.iter().any(|b| *b != 0),
+                _ => return Err(mismatch()),
+            };
+            out.push(b as u8);
+        }
+        K::Int2 => out.extend_from_slice(
+            &(int_in_range(v, i16::MIN as i128, i16::MAX as i128, "smallint")? as i16)
+                .to_be_bytes(),
+        ),
+        K::Int4 => out.extend_from_slice(
+            &(int_in_range(v, i32::MIN as i128, i32::MAX as i128, "integer")? as i32).to_be_bytes(),
+        ),
+        K::Int8 => match v {
+            Value::Bits { bytes, .. } => {
+                let mut x: u64 = 0;
+                for b in bytes {
+                    x = (x << 8) | *b as u64;
+                }
+                out.extend_from_slice(&(x as i64).to_be_bytes());
+            }
+            _ => out.extend_from_slice(
+                &(int_in_range(v, i64::MIN as i128, i64::MAX as i128, "bigint")? as i64)
+                    .to_be_bytes(),
+            ),
+        },
+        K::Numeric => {
+            let text = match v {
+                Value::Int(i) => i.to_string(),
+                Value::UInt(u) => u.to_string(),
+                Value::Decimal(d) => d.clone(),
+                Value::Float(f) if !f.is_finite() => return encode_numeric_special(*f as f64, out),
+                Value::Double(f) if !f.is_finite() => return encode_numeric_special(*f, out),
+                Value::Float(f) => f.to_string(),
+                Value::Double(f) => f.to_string(),
+                _ => return Err(mismatch()),
+            };
+            encode_numeric(&text, out)?;
+        }
+        K::Float4 => {
+            let f = float_of(v).ok_or_else(mismatch)?;
+            out.extend_from_slice(&(f as f32).to_be_bytes());
+        }
+        K::Float8 => {
+            let f = match v {
+                Value::Float(f) => *f as f64,
+                _ => float_of(v).ok_or_else(mismatch)?,
+            };
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+        K::Text => {
+            let s: std::borrow::Cow<'_, str> = match v {
+                Value::Text(s) | Value::Json(s) | Value::Decimal(s) => s.as_str().into(),
+                Value::Bytes(b) => match std::str::from_utf8(b) {
+                    Ok(s) => s.into(),
+                    Err(e) => {
+                        return Err(Error::convert(format!(
+                            "text is not valid in its column charset ({e}); bytes: {}",
+                            shorten(&v.to_string())
+                        )))
+                    }
+                },
+                Value::Timestamp(_) => v.to_string().into(),
+                other => other.to_string().into(),
+            };
+            if s.contains('\0') {
+                return Err(Error::convert(format!(
+                    "text contains a NUL byte, which PostgreSQL text cannot store: {}",
+                    shorten(&s.replace('\0', "\\0"))
+                )));
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+        K::Bytea => match v {
+            Value::Bytes(b) => out.extend_from_slice(b),
+            Value::Text(s) => out.extend_from_slice(s.as_bytes()),
+            Value::Bits { bytes, .. } => out.extend_from_slice(bytes),
+            _ => return Err(mismatch()),
+        },
+        K::Date => match v {
+            Value::Date(d) => {
+                if d.is_zero_or_partial() {
+                    return Ok(false);
+                }
+                let nd = d
+                    .to_chrono()
+                    .ok_or_else(|| Error::convert(format!("invalid date {d}")))?;
+                out.extend_from_slice(&days_since_pg_epoch(nd).to_be_bytes());
+            }
+            _ => return Err(mismatch()),
+        },
+        K::Timestamp | K::Timestamptz => {
+            let with_zone = *kind == K::Timestamptz;
+            let us = match v {
+                Value::DateTime(dt) => {
+                    if dt.date.is_zero_or_partial() {
+                        return Ok(false);
+                    }
+                    let naive = dt
+                        .to_chrono()
+                        .ok_or_else(|| Error::convert(format!("invalid datetime {dt}")))?;
+                    if with_zone {
+                        local_to_utc_us(naive, tz)
+                    } else {
+                        naive.and_utc().timestamp_micros()
+                    }
+                }
+                Value::Date(d) => {
+                    if d.is_zero_or_partial() {
+                        return Ok(false);
+                    }
+                    let naive = d
+                        .to_chrono()
+                        .ok_or_else(|| Error::convert(format!("invalid date {d}")))?
+                        .and_hms_opt(0, 0, 0)
+                        .expect("midnight exists");
+                    if with_zone {
+                        local_to_utc_us(naive, tz)
+                    } else {
+                        naive.and_utc().timestamp_micros()
+                    }
+                }
+                Value::Timestamp(instant) => {
+                    if with_zone {
+                        *instant
+                    } else {
+                        // A zoneless target gets the wall clock of the source zone.
+                        let utc = chrono::DateTime::from_timestamp_micros(*instant)
+                            .ok_or_else(mismatch)?;
+                        utc.with_timezone(&tz)
+                            .naive_local()
+                            .and_utc()
+                            .timestamp_micros()
+                    }
+                }
+                _ => return Err(mismatch()),
+            };
+            out.extend_from_slice(&(us - PG_EPOCH_OFFSET_US).to_be_bytes());
+        }
+        K::Time => match v {
+            Value::Time(us) if (0..DAY_US).contains(us) => out.extend_from_slice(&us.to_be_bytes()),
+            Value::Time(us) => {
+                return Err(Error::convert(format!(
+                    "TIME {} is outside 00:00:00..24:00:00; map it to an interval column",
+                    format_time(*us)
+                )))
+            }
+            _ => return Err(mismatch()),
+        },
+        K::Interval => match v {
+            Value::Time(us) => {
+                out.extend_from_slice(&us.to_be_bytes());
+                out.extend_from_slice(&0i32.to_be_bytes());
+                out.extend_from_slice(&0i32.to_be_bytes());
+            }
+            _ => return Err(mismatch()),
+        },
+        K::Json | K::Jsonb => {
+            let s = match v {
+                Value::Json(s) | Value::Text(s) => s,
+                _ => return Err(mismatch()),
+            };
+            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(s) {
+                return Err(Error::convert(format!(
+                    "not valid JSON ({e}): {}",
+                    shorten(s)
+                )));
+            }
+            if *kind == K::Jsonb {
+                if s.contains("\\u0000") {
+                    return Err(Error::convert(
+                        "JSON contains \\u0000, which jsonb cannot store",
+                    ));
+                }
+                out.push(1);
+            }
+            out.extend_from_slice(s.as_bytes());
+        }
+        K::Uuid => {
+            let bytes = match v {
+                Value::Uuid(u) => *u,
+                Value::Bytes(b) if b.len() == 16 => b.as_slice().try_into().expect("16 bytes"),
+                Value::Text(s) => {
+                    parse_uuid(s).ok_or_else(|| Error::convert(format!("{s:?} is not a UUID")))?
+                }
+                _ => return Err(mismatch()),
+            };
+            out.extend_from_slice(&bytes);
+        }
+        K::Bit => match v {
+            Value::Bits { len, bytes } => {
+                // MySQL keeps BIT(n) right-aligned; PostgreSQL wants it left-aligned.
+                let n = *len as usize;
+                let nbytes = n.div_ceil(8);
+                let mut value: u128 = 0;
+                for b in bytes {
+                    value = (value << 8) | *b as u128;
+                }
+                let shift = nbytes * 8 - n;
+                let value = value << shift;
+                out.extend_from_slice(&(n as i32).to_be_bytes());
+                for i in (0..nbytes).rev() {
+                    out.push((value >> (8 * i)) as u8);
+                }
+            }
+            _ => return Err(mismatch()),
+        },
+        K::Unsupported => return Err(mismatch()),
+    }
+    Ok(true)
+}
+
+fn shorten(s: &str) -> String {
+    if s.chars().count() > 80 {
+        let mut t: String = s.chars().take(80).collect();
+        t.push('…');
+        t
+    } else {
+        s.to_string()
+    }
+}
+
+fn int_in_range(v: &Value, min: i128, max: i128, name: &str) -> Result<i128> {
+    let x: i128 = match v {
+        Value::Int(i) => *i as i128,
+        Value::UInt(u) => *u as i128,
+        Value::Bool(b) => *b as i128,
+        Value::Decimal(d) => {
+            let t = d.trim_end_matches('0').trim_end_matches('.');
+            let t = if d.contains('.') { t } else { d.as_str() };
+            t.parse::<i128>().map_err(|_| {
+                Error::convert(format!("{d} is not a whole number for a {name} column"))
+            })?
+        }
+        _ => {
+            return Err(Error::convert(format!(
+                "a {} value cannot be stored in a {name} column",
+                v.type_name()
+            )))
+        }
+    };
+    if x < min || x > max {
+        return Err(Error::convert(format!(
+            "{x} is out of range for a {name} column"
+        )));
+    }
+    Ok(x)
+}
+
+fn float_of(v: &Value) -> Option<f64> {
+    Some(match v {
+        Value::Float(f) => *f as f64,
+        Value::Double(f) => *f,
+        Value::Int(i) => *i as f64,
+        Value::UInt(u) => *u as f64,
+        Value::Decimal(d) => d.parse().ok()?,
+        _ => return None,
+    })
+}
+
+fn days_since_pg_epoch(d: NaiveDate) -> i32 {
+    use chrono::Datelike;
+    d.num_days_from_ce() - PG_EPOCH_DAYS_FROM_CE
+}
+
+/// Interprets a wall-clock time in `tz`. An ambiguous time (clocks turned back) takes the
+/// earlier instant; a time in a gap (clocks turned forward) takes the offset before the gap.
+fn local_to_utc_us(naive: NaiveDateTime, tz: chrono_tz::Tz) -> i64 {
+    match tz.from_local_datetime(&naive).earliest() {
+        Some(t) => t.timestamp_micros(),
+        None => {
+            let before = naive - chrono::Duration::hours(3);
+            let offset = tz
+                .from_local_datetime(&before)
+                .earliest()
+                .map(|t| t.naive_local() - t.naive_utc())
+                .unwrap_or_default();
+            (naive - offset).and_utc().timestamp_micros()
+        }
+    }
+}
+
+fn parse_uuid(s: &str) -> Option<[u8; 16]> {
+    let hex: String = s
+        .trim()
+        .trim_matches(|c| c == '{' || c == '}')
+        .chars()
+        .filter(|c| *c != '-')
+        .collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+fn encode_numeric_special(f: f64, out: &mut Vec<u8>) -> Result<bool> {
+    let sign: u16 = if f.is_nan() {
+        0xC000
+    } else if f > 0.0 {
+        0xD000
+    } else {
+        0xF000
+    };
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&0i16.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    Ok(true)
+}
+
+/// Encodes exact decimal text (`-123.4500`, `1e5` not accepted) as PostgreSQL binary numeric.
+pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<()> {
+    let bad = || Error::convert(format!("{text:?} is not a decimal number"));
+    let t = text.trim();
+    let (neg, t) = match t.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, t.strip_prefix('+').unwrap_or(t)),
+    };
+    let (int_part, frac_part) = t.split_once('.').unwrap_or((t, ""));
+    if int_part.is_empty() && frac_part.is_empty() {
+        return Err(bad());
+    }
+    if !int_part
+        .bytes()
+        .chain(frac_part.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    let dscale = frac_part.len() as u16;
+    let int_part = int_part.trim_start_matches('0');
+    // Base-10000 groups: integer digits grouped from the point leftwards, fraction rightwards.
+    let mut digits: Vec<i16> = Vec::new();
+    let lead = int_part.len() % 4;
+    let mut int_groups = 0i16;
+    if lead > 0 {
+        digits.push(int_part[..lead].parse().expect("digits"));
+        int_groups += 1;
+    }
+    for chunk in int_part.as_bytes()[lead..].chunks(4) {
+        digits.push(
+            std::str::from_utf8(chunk)
+                .expect("ascii")
+                .parse()
+                .expect("digits"),
+        );
+        int_groups += 1;
+    }
+    for chunk in frac_part.as_bytes().chunks(4) {
+        let mut s = std::str::from_utf8(chunk).expect("ascii").to_string();
+        while s.len() < 4 {
+            s.push('0');
+        }
+        digits.push(s.parse().expect("digits"));
+    }
+    let mut weight = int_groups - 1;
+    // Strip leading zero groups (adjusting the weight) and trailing zero groups.
+    let first_nonzero = digits.iter().position(|d| *d != 0);
+    let (digits, weight) = match first_nonzero {
+        None => (Vec::new(), 0),
+        Some(p) => {
+            weight -= p as i16;
+            let mut d = digits[p..].to_vec();
+            while d.last() == Some(&0) {
+                d.pop();
+            }
+            (d, weight)
+        }
+    };
+    let sign: u16 = if neg && !digits.is_empty() { 0x4000 } else { 0 };
+    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&dscale.to_be_bytes());
+    for d in digits {
+        out.extend_from_slice(&d.to_be_bytes());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::value::{Date, DateTime};
+
+    fn num(s: &str) -> (i16, i16, u16, u16, Vec<i16>) {
+        let mut out = Vec::new();
+        encode_numeric(s, &mut out).unwrap();
+        let rd = |i: usize| i16::from_be_bytes([out[i], out[i + 1]]);
+        let n = rd(0);
+        let digits = (0..n as usize).map(|i| rd(8 + 2 * i)).collect();
+        (n, rd(2), rd(4) as u16, rd(6) as u16, digits)
+    }
+
+    #[test]
+    fn numerics() {
+        assert_eq!(num("0"), (0, 0, 0, 0, vec![]));
+        assert_eq!(num("0.0000"), (0, 0, 0, 4, vec![]));
+        assert_eq!(num("12345.6789"), (3, 1, 0, 4, vec![1, 2345, 6789]));
+        assert_eq!(num("-0.0001"), (1, -1, 0x4000, 4, vec![1]));
+        assert_eq!(
+            num("18446744073709551615"),
+            (5, 4, 0, 0, vec![1844, 6744, 737, 955, 1615])
+        );
+        assert_eq!(num("10000"), (1, 1, 0, 0, vec![1]));
+        assert_eq!(num("0.5"), (1, -1, 0, 1, vec![5000]));
+        assert!(encode_numeric("1e5", &mut Vec::new()).is_err());
+        assert!(encode_numeric("-", &mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn zero_dates_are_null_and_ranges_checked() {
+        let tz = chrono_tz::Asia::Almaty;
+        let zero = Value::DateTime(DateTime {
+            date: Date {
+                year: 0,
+                month: 0,
+                day: 0,
+            },
+            hour: 0,
+            minute: 0,
+            second: 0,
+            micro: 0,
+        });
+        let mut out = Vec::new();
+        assert!(!encode(&zero, &TargetKind::Timestamptz, tz, &mut out).unwrap());
+        assert!(out.is_empty());
+        assert!(encode(&Value::UInt(u64::MAX), &TargetKind::Int8, tz, &mut out).is_err());
+        assert!(encode(&Value::Int(40_000), &TargetKind::Int2, tz, &mut out).is_err());
+        let e = encode(&Value::Text("a\0b".into()), &TargetKind::Text, tz, &mut out).unwrap_err();
+        assert!(e.to_string().contains("NUL"), "{e}");
+    }
+
+    #[test]
+    fn local_time_in_zone() {
+        // 2024-06-01 12:00 in Almaty (UTC+5 since 2024-03-01) is 07:00 UTC.
+        let naive = NaiveDate::from_ymd_opt(2024, 6, 1)
+            .unwrap()
+            .and_hms_opt(12, 0, 0)
+            .unwrap();
+        let us = local_to_utc_us(naive, chrono_tz::Asia::Almaty);
+        assert_eq!(
+            us,
+            NaiveDate::from_ymd_opt(2024, 6, 1)
+                .unwrap()
+                .and_hms_opt(7, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_micros()
+        );
+        assert_eq!(
+            days_since_pg_epoch(NaiveDate::from_ymd_opt(2000, 1, 2).unwrap()),
+            1
+        );
+    }
+
+    #[test]
+    fn bits_left_aligned() {
+        let mut out = Vec::new();
+        let v = Value::Bits {
+            len: 10,
+            bytes: vec![0b10, 0b0000_0001],
+        };
+        encode(&v, &TargetKind::Bit, chrono_tz::UTC, &mut out).unwrap();
+        assert_eq!(out, vec![0, 0, 0, 10, 0b1000_0000, 0b0100_0000]);
+    }
+}

@@ -1,0 +1,654 @@
+//! The PostgreSQL sink: applies mapped changes with batched upserts and deletes by key, inside one
+//! transaction per batch of source transactions, together with the checkpoint.
+//!
+//! Buffered changes form *runs*: consecutive changes of one table and one kind (upsert or
+//! delete). Within a run, later changes of a key replace earlier ones (the target transaction
+//! commits only the final state anyway), and runs are written in order, so cross-table order
+//! (parents before children) is kept. Small runs go out as prepared multi-row statements; large
+//! ones through binary COPY into a session-local staging table and one `INSERT … SELECT … ON
+//! CONFLICT` / `DELETE … USING`.
+
+pub mod encode;
+pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::{BufMut, BytesMut};
+use futures_util::SinkExt;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{Client, NoTls, Statement};
+
+use self::encode::EncodedRow;
+use super::{DeadLetter, Sink};
+use crate::checkpoint;
+use crate::config::PostgresConfig;
+use crate::error::{Error, Result};
+use crate::mapping::{Plan, TablePlan};
+use crate::model::{pg_ident, Op, Position, RowChange};
+
+/// Runs at least this long are written through COPY.
+const COPY_MIN_ROWS: usize = 500;
+/// Buffered rows beyond this are written out (inside the open transaction) to bound memory.
+const FLUSH_ROWS: usize = 20_000;
+/// PostgreSQL's limit on bind parameters per statement.
+const MAX_PARAMS: usize = 65_535;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Upsert,
+    Delete,
+}
+
+/// A mapped, encoded change for one target table.
+#[derive(Debug, Clone)]
+pub struct PgChange {
+    /// Index into `Plan::tables`.
+    pub table: usize,
+    pub kind: Kind,
+    /// Upsert: every mapped column in plan order. Delete: the key columns in key order.
+    pub row: EncodedRow,
+}
+
+struct Run {
+    table: usize,
+    kind: Kind,
+    rows: Vec<EncodedRow>,
+    by_key: HashMap<Vec<u8>, usize>,
+}
+
+/// One pre-encoded cell as a statement parameter.
+#[derive(Debug)]
+struct Cell<'a>(Option<&'a [u8]>);
+
+impl ToSql for Cell<'_> {
+    fn to_sql(
+        &self,
+        _ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self.0 {
+            Some(b) => {
+                out.extend_from_slice(b);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        // Cells were encoded for the column's type when they were made.
+        self.to_sql(ty, out)
+    }
+}
+
+/// Connects to PostgreSQL; the connection task is spawned on the current runtime.
+pub async fn connect(cfg: &PostgresConfig, application: &str) -> Result<Client> {
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(&cfg.host)
+        .port(cfg.port)
+        .user(&cfg.user)
+        .dbname(&cfg.dbname)
+        .application_name(application)
+        .connect_timeout(std::time::Duration::from_secs(cfg.connect_timeout_s));
+    if !cfg.password.expose().is_empty() {
+        pg.password(cfg.password.expose());
+    }
+    let what = format!(
+        "connecting to PostgreSQL at {}:{} as {} (database {})",
+        cfg.host, cfg.port, cfg.user, cfg.dbname
+    );
+    let (client, conn) = pg
+        .connect(NoTls)
+        .await
+        .map_err(|e| Error::from_pg(e, true, &what))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+pub struct PgSink {
+    client: Client,
+    plan: Arc<Plan>,
+    pipeline: String,
+    tz: chrono_tz::Tz,
+    duplex_schema: String,
+    checkpoint_stmt: Statement,
+    dead_letter_stmt: Statement,
+    stmts: HashMap<(usize, Kind, usize), Statement>,
+    runs: Vec<Run>,
+    buffered: usize,
+    letters: Vec<DeadLetter>,
+    in_txn: bool,
+}
+
+impl PgSink {
+    pub async fn connect(
+        cfg: &PostgresConfig,
+        plan: Arc<Plan>,
+        pipeline: &str,
+        tz: chrono_tz::Tz,
+    ) -> Result<PgSink> {
+        let client = connect(cfg, &format!("duplex {pipeline}")).await?;
+        let checkpoint_stmt = client
+            .prepare(&checkpoint::store_sql(&cfg.duplex_schema))
+            .await
+            .map_err(|e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    "preparing the checkpoint statement (did `duplex setup` run?)",
+                )
+            })?;
+        let dead_letter_stmt = client
+            .prepare_typed(
+                &format!(
+                    "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    pg_ident(&cfg.duplex_schema)
+                ),
+                &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::JSONB, Type::TEXT],
+            )
+            .await
+            .map_err(|e| Error::from_pg(e, true, "preparing the dead-letter statement"))?;
+        // Session-local staging tables for large runs, created outside any transaction.
+        let mut ddl = String::new();
+        for (i, t) in plan.tables.iter().enumerate() {
+            let cols = column_list(t);
+            let keys = key_list(t);
+            ddl.push_str(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS duplex_stage_{i} AS SELECT {cols} FROM {} WITH NO DATA;\n\
+                 CREATE TEMP TABLE IF NOT EXISTS duplex_stagek_{i} AS SELECT {keys} FROM {} WITH NO DATA;\n",
+                t.target.pg_quoted(),
+                t.target.pg_quoted()
+            ));
+        }
+        if !ddl.is_empty() {
+            client
+                .batch_execute(&ddl)
+                .await
+                .map_err(|e| Error::from_pg(e, true, "creating staging tables"))?;
+        }
+        Ok(PgSink {
+            client,
+            plan,
+            pipeline: pipeline.to_string(),
+            tz,
+            duplex_schema: cfg.duplex_schema.clone(),
+            checkpoint_stmt,
+            dead_letter_stmt,
+            stmts: HashMap::new(),
+            runs: Vec::new(),
+            buffered: 0,
+            letters: Vec::new(),
+            in_txn: false,
+        })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn encode_row(&self, table: &TablePlan, values: &[crate::model::Value]) -> Result<EncodedRow> {
+        let mut row = EncodedRow::with_capacity(table.columns.len());
+        for c in &table.columns {
+            let v = values
+                .get(c.source_index)
+                .unwrap_or(&crate::model::Value::Null);
+            row.push(v, &c.target.kind, self.tz).map_err(|e| {
+                e.context(format!(
+                    "column {} → {}.{}",
+                    c.source_name, table.target, c.target.name
+                ))
+            })?;
+        }
+        Ok(row)
+    }
+
+    fn encode_key(&self, table: &TablePlan, values: &[crate::model::Value]) -> Result<EncodedRow> {
+        let mut row = EncodedRow::with_capacity(table.key.len());
+        for &k in &table.key {
+            let c = &table.columns[k];
+            let v = values
+                .get(c.source_index)
+                .unwrap_or(&crate::model::Value::Null);
+            row.push(v, &c.target.kind, self.tz).map_err(|e| {
+                e.context(format!(
+                    "key column {} → {}.{}",
+                    c.source_name, table.target, c.target.name
+                ))
+            })?;
+        }
+        Ok(row)
+    }
+
+    fn key_identity(&self, change: &PgChange) -> Vec<u8> {
+        match change.kind {
+            Kind::Delete => change.row.identity(),
+            Kind::Upsert => {
+                let t = &self.plan.tables[change.table];
+                let mut k = EncodedRow::with_capacity(t.key.len());
+                for &i in &t.key {
+                    match change.row.cell(i) {
+                        Some(b) => {
+                            let s = k.buf.len() as u32;
+                            k.buf.extend_from_slice(b);
+                            k.cells.push(Some((s, k.buf.len() as u32)));
+                        }
+                        None => k.cells.push(None),
+                    }
+                }
+                k.identity()
+            }
+        }
+    }
+
+    async fn statement(&mut self, table: usize, kind: Kind, rows: usize) -> Result<Statement> {
+        if let Some(s) = self.stmts.get(&(table, kind, rows)) {
+            return Ok(s.clone());
+        }
+        let t = &self.plan.tables[table];
+        let sql = match kind {
+            Kind::Upsert => upsert_values_sql(t, rows),
+            Kind::Delete => delete_values_sql(t, rows),
+        };
+        let stmt = self.client.prepare(&sql).await.map_err(|e| {
+            Error::from_pg(e, true, &format!("preparing a statement for {}", t.target))
+        })?;
+        self.stmts.insert((table, kind, rows), stmt.clone());
+        Ok(stmt)
+    }
+
+    async fn write_values(&mut self, table: usize, kind: Kind, rows: &[EncodedRow]) -> Result<()> {
+        let width = rows.first().map_or(1, |r| r.len().max(1));
+        let max_rows = (MAX_PARAMS / width).clamp(1, 256);
+        let mut i = 0;
+        while i < rows.len() {
+            let left = rows.len() - i;
+            let n = if left >= max_rows {
+                max_rows
+            } else if left > 64 {
+                64
+            } else {
+                left
+            };
+            let stmt = self.statement(table, kind, n).await?;
+            let chunk = &rows[i..i + n];
+            let params: Vec<Cell<'_>> = chunk
+                .iter()
+                .flat_map(|r| (0..r.len()).map(move |c| Cell(r.cell(c))))
+                .collect();
+            self.client
+                .execute_raw(&stmt, params.iter())
+                .await
+                .map_err(|e| {
+                    Error::from_pg(
+                        e,
+                        true,
+                        &format!("writing {} rows to {}", n, self.plan.tables[table].target),
+                    )
+                })?;
+            i += n;
+        }
+        Ok(())
+    }
+
+    async fn write_copy(&mut self, table: usize, kind: Kind, rows: &[EncodedRow]) -> Result<()> {
+        let t = self.plan.tables[table].clone();
+        let (stage, cols) = match kind {
+            Kind::Upsert => (format!("duplex_stage_{table}"), column_list(&t)),
+            Kind::Delete => (format!("duplex_stagek_{table}"), key_list(&t)),
+        };
+        let what = |e| {
+            Error::from_pg(
+                e,
+                true,
+                &format!("copying {} rows into {}", rows.len(), t.target),
+            )
+        };
+        let sink = self
+            .client
+            .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN (FORMAT binary)"))
+            .await
+            .map_err(what)?;
+        futures_util::pin_mut!(sink);
+        let mut buf = BytesMut::with_capacity(1 << 20);
+        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
+        buf.put_i32(0);
+        buf.put_i32(0);
+        for r in rows {
+            buf.put_i16(r.len() as i16);
+            for c in 0..r.len() {
+                match r.cell(c) {
+                    Some(b) => {
+                        buf.put_i32(b.len() as i32);
+                        buf.put_slice(b);
+                    }
+                    None => buf.put_i32(-1),
+                }
+            }
+            if buf.len() >= 1 << 20 {
+                sink.send(buf.split().freeze()).await.map_err(what)?;
+            }
+        }
+        buf.put_i16(-1);
+        sink.send(buf.split().freeze()).await.map_err(what)?;
+        sink.as_mut().finish().await.map_err(what)?;
+        let apply = match kind {
+            Kind::Upsert => format!(
+                "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} {}; TRUNCATE {stage}",
+                t.target.pg_quoted(),
+                on_conflict(&t)
+            ),
+            Kind::Delete => {
+                let cond: Vec<String> = t
+                    .key
+                    .iter()
+                    .map(|&k| {
+                        let c = pg_ident(&t.columns[k].target.name);
+                        format!("t.{c} = s.{c}")
+                    })
+                    .collect();
+                format!(
+                    "DELETE FROM {} t USING {stage} s WHERE {}; TRUNCATE {stage}",
+                    t.target.pg_quoted(),
+                    cond.join(" AND ")
+                )
+            }
+        };
+        self.client.batch_execute(&apply).await.map_err(|e| {
+            Error::from_pg(
+                e,
+                true,
+                &format!("applying {} staged rows to {}", rows.len(), t.target),
+            )
+        })
+    }
+
+    /// Writes every buffered run, in order, inside the open transaction.
+    async fn flush(&mut self) -> Result<()> {
+        let runs = std::mem::take(&mut self.runs);
+        self.buffered = 0;
+        for run in runs {
+            if run.rows.len() >= COPY_MIN_ROWS {
+                self.write_copy(run.table, run.kind, &run.rows).await?;
+            } else {
+                self.write_values(run.table, run.kind, &run.rows).await?;
+            }
+            let t = &self.plan.tables[run.table];
+            metrics::counter!(
+                crate::telemetry::ROWS_APPLIED,
+                "table" => t.target.to_string(),
+                "op" => if run.kind == Kind::Upsert { "upsert" } else { "delete" }
+            )
+            .increment(run.rows.len() as u64);
+        }
+        Ok(())
+    }
+}
+
+fn column_list(t: &TablePlan) -> String {
+    t.columns
+        .iter()
+        .map(|c| pg_ident(&c.target.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn key_list(t: &TablePlan) -> String {
+    t.key
+        .iter()
+        .map(|&k| pg_ident(&t.columns[k].target.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn on_conflict(t: &TablePlan) -> String {
+    let updates: Vec<String> = t
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !t.key.contains(i))
+        .map(|(_, c)| {
+            let n = pg_ident(&c.target.name);
+            format!("{n} = EXCLUDED.{n}")
+        })
+        .collect();
+    if updates.is_empty() {
+        format!("ON CONFLICT ({}) DO NOTHING", key_list(t))
+    } else {
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}",
+            key_list(t),
+            updates.join(", ")
+        )
+    }
+}
+
+fn upsert_values_sql(t: &TablePlan, rows: usize) -> String {
+    let width = t.columns.len();
+    let mut values = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        values.push(format!("({})", ps.join(", ")));
+    }
+    format!(
+        "INSERT INTO {} ({}) VALUES {} {}",
+        t.target.pg_quoted(),
+        column_list(t),
+        values.join(", "),
+        on_conflict(t)
+    )
+}
+
+fn delete_values_sql(t: &TablePlan, rows: usize) -> String {
+    let width = t.key.len();
+    let mut tuples = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        tuples.push(format!("({})", ps.join(", ")));
+    }
+    format!(
+        "DELETE FROM {} WHERE ({}) IN ({})",
+        t.target.pg_quoted(),
+        key_list(t),
+        tuples.join(", ")
+    )
+}
+
+impl Sink for PgSink {
+    type Change = PgChange;
+
+    fn prepare(&self, change: &RowChange) -> std::result::Result<Vec<PgChange>, (String, Error)> {
+        let mut out = Vec::new();
+        for (i, t) in self.plan.tables.iter().enumerate() {
+            if t.source != change.table.name || !t.direction.forward() {
+                continue;
+            }
+            let fail = |e: Error| (t.target.to_string(), e);
+            match change.op {
+                Op::Insert => {
+                    let after = change.after.as_deref().unwrap_or_default();
+                    out.push(PgChange {
+                        table: i,
+                        kind: Kind::Upsert,
+                        row: self.encode_row(t, after).map_err(fail)?,
+                    });
+                }
+                Op::Update => {
+                    let before = change.before.as_deref().unwrap_or_default();
+                    let after = change.after.as_deref().unwrap_or_default();
+                    if t.key_of(before) != t.key_of(after) {
+                        out.push(PgChange {
+                            table: i,
+                            kind: Kind::Delete,
+                            row: self.encode_key(t, before).map_err(fail)?,
+                        });
+                    }
+                    out.push(PgChange {
+                        table: i,
+                        kind: Kind::Upsert,
+                        row: self.encode_row(t, after).map_err(fail)?,
+                    });
+                }
+                Op::Delete => {
+                    let before = change.before.as_deref().unwrap_or_default();
+                    out.push(PgChange {
+                        table: i,
+                        kind: Kind::Delete,
+                        row: self.encode_key(t, before).map_err(fail)?,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<Position>> {
+        checkpoint::load(
+            &self.client,
+            &self.duplex_schema,
+            &self.pipeline,
+            checkpoint::FORWARD,
+        )
+        .await
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        if !self.in_txn {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| Error::from_pg(e, true, "starting a transaction"))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    async fn push(&mut self, change: PgChange) -> Result<()> {
+        let key = self.key_identity(&change);
+        let same = self
+            .runs
+            .last()
+            .is_some_and(|r| r.table == change.table && r.kind == change.kind);
+        if !same {
+            self.runs.push(Run {
+                table: change.table,
+                kind: change.kind,
+                rows: Vec::new(),
+                by_key: HashMap::new(),
+            });
+        }
+        let run = self.runs.last_mut().expect("a run exists");
+        match run.by_key.get(&key) {
+            Some(&at) => run.rows[at] = change.row,
+            None => {
+                run.by_key.insert(key, run.rows.len());
+                run.rows.push(change.row);
+                self.buffered += 1;
+            }
+        }
+        if self.buffered >= FLUSH_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn push_careful(&mut self, change: PgChange) -> Result<()> {
+        self.flush().await?;
+        self.client
+            .batch_execute("SAVEPOINT duplex_row")
+            .await
+            .map_err(|e| Error::from_pg(e, true, "setting a savepoint"))?;
+        let table = change.table;
+        let kind = change.kind;
+        match self
+            .write_values(table, kind, std::slice::from_ref(&change.row))
+            .await
+        {
+            Ok(()) => self
+                .client
+                .batch_execute("RELEASE SAVEPOINT duplex_row")
+                .await
+                .map_err(|e| Error::from_pg(e, true, "releasing a savepoint")),
+            Err(e) if !e.is_transient() => {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT duplex_row")
+                    .await
+                    .map_err(|e| Error::from_pg(e, true, "rolling back to a savepoint"))?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dead_letter(&mut self, letter: DeadLetter) {
+        self.letters.push(letter);
+    }
+
+    async fn commit(&mut self, position: &Position) -> Result<()> {
+        self.begin().await?;
+        self.flush().await?;
+        let position_text = position.to_string();
+        for l in std::mem::take(&mut self.letters) {
+            self.client
+                .execute(
+                    &self.dead_letter_stmt,
+                    &[
+                        &self.pipeline,
+                        &checkpoint::FORWARD,
+                        &l.source_table,
+                        &l.target_table,
+                        &l.op,
+                        &position_text,
+                        &l.txn_id,
+                        &l.row,
+                        &l.reason,
+                    ],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "writing a dead letter"))?;
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
+                .increment(1);
+        }
+        checkpoint::store(
+            &self.client,
+            &self.checkpoint_stmt,
+            &self.pipeline,
+            checkpoint::FORWARD,
+            position,
+        )
+        .await?;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::from_pg(e, true, "committing"))?;
+        self.in_txn = false;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        self.runs.clear();
+        self.buffered = 0;
+        self.letters.clear();
+        if self.in_txn {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            self.in_txn = false;
+        }
+    }
+
+    fn target_of(&self, change: &PgChange) -> String {
+        self.plan.tables[change.table].target.to_string()
+    }
+}

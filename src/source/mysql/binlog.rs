@@ -1,0 +1,485 @@
+//! The binlog stream: connects as a replica with its own server id, starts from a MariaDB GTID
+//! list (or binlog file:pos), groups row events into transactions and sends them on.
+//!
+//! A MariaDB transaction is `GTID … XID` (no BEGIN query event); a MySQL one is
+//! `GTID/ANONYMOUS_GTID, QUERY BEGIN … XID`. A non-transactional table's changes end with a
+//! `QUERY COMMIT`; a standalone DDL statement is `GTID(standalone) QUERY`. Row events of tables
+//! no mapping reads are skipped without decoding; transactions that touch none of them produce
+//! only a throttled [`SourceEvent::Idle`] so the checkpoint can still move forward.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::prelude::*;
+use mysql_async::BinlogStreamRequest;
+use tokio::sync::mpsc;
+
+use super::decode::decode;
+use super::schema::SchemaCache;
+use crate::config::MysqlConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{
+    Image, MariaGtidList, MysqlPosition, Op, Position, RowChange, SourceEvent, TableName,
+    TableSchema, TxnBegin, TxnCommit, Value,
+};
+use crate::source::Source;
+
+/// The server sends a heartbeat after this much idle time; no event for [`IDLE_TIMEOUT`] means the
+/// connection is dead.
+const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// At most one idle position per this interval.
+const IDLE_EVERY: Duration = Duration::from_millis(500);
+
+// Binlog event type codes (MySQL `log_event.h`, MariaDB `log_event.h`).
+const QUERY_EVENT: u8 = 2;
+const ROTATE_EVENT: u8 = 4;
+const XID_EVENT: u8 = 16;
+const TABLE_MAP_EVENT: u8 = 19;
+const HEARTBEAT_EVENT: u8 = 27;
+const MYSQL_GTID_EVENT: u8 = 33;
+const MYSQL_ANONYMOUS_GTID_EVENT: u8 = 34;
+const MARIADB_GTID_EVENT: u8 = 162;
+const MARIADB_QUERY_COMPRESSED: u8 = 165;
+const MARIADB_ROWS_COMPRESSED_FIRST: u8 = 166;
+const MARIADB_ROWS_COMPRESSED_LAST: u8 = 171;
+/// MariaDB GTID flag: the transaction is a single statement without XID (DDL, MyISAM).
+const FL_STANDALONE: u8 = 1;
+
+pub struct MysqlSource {
+    cfg: MysqlConfig,
+    watched: HashSet<TableName>,
+    chunk_rows: usize,
+}
+
+impl MysqlSource {
+    pub fn new(cfg: MysqlConfig, watched: HashSet<TableName>, chunk_rows: usize) -> Self {
+        MysqlSource {
+            cfg,
+            watched,
+            chunk_rows: chunk_rows.max(1),
+        }
+    }
+}
+
+/// The transaction being assembled.
+struct OpenTxn {
+    id: String,
+    gtid: Option<(u32, u32, u64)>,
+    standalone: bool,
+    begun: bool,
+    rows: Vec<RowChange>,
+    commit_time_us: i64,
+}
+
+/// Parses a MariaDB GTID event body: sequence number, domain id, flags.
+pub fn parse_mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8)> {
+    if data.len() < 13 {
+        return Err(Error::new(
+            ErrorKind::SourceDefinite,
+            format!("MariaDB GTID event too short ({} bytes)", data.len()),
+        ));
+    }
+    let seq = u64::from_le_bytes(data[0..8].try_into().expect("8 bytes"));
+    let domain = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+    Ok((seq, domain, data[12]))
+}
+
+/// The first (fake) Rotate event may carry the 4 checksum bytes at the end of its file name.
+pub fn clean_rotate_name(raw: &[u8]) -> String {
+    fn looks_right(n: &[u8]) -> bool {
+        match n.iter().rposition(|b| *b == b'.') {
+            Some(dot) => dot + 1 < n.len() && n[dot + 1..].iter().all(|b| b.is_ascii_digit()),
+            None => false,
+        }
+    }
+    let name = if !looks_right(raw) && raw.len() > 4 && looks_right(&raw[..raw.len() - 4]) {
+        &raw[..raw.len() - 4]
+    } else {
+        raw
+    };
+    String::from_utf8_lossy(name).into_owned()
+}
+
+impl Source for MysqlSource {
+    async fn run(&mut self, from: Option<Position>, tx: mpsc::Sender<SourceEvent>) -> Result<()> {
+        let mut meta = super::connect(&self.cfg, None, false).await?;
+        let mariadb = super::is_mariadb(&mut meta).await?;
+        let start = match from {
+            Some(Position::Mysql(p)) => p,
+            Some(other) => {
+                return Err(Error::new(
+                    ErrorKind::Invariant,
+                    format!("MySQL source asked to start from {other}"),
+                ))
+            }
+            None => super::current_position(&mut meta).await?,
+        };
+        let mut conn = super::connect(&self.cfg, None, false).await?;
+        let mut setup = vec![format!(
+            "SET @master_heartbeat_period = {HEARTBEAT_PERIOD_NS}"
+        )];
+        if mariadb {
+            setup.push("SET @mariadb_slave_capability = 4".into());
+            if let Some(g) = start.gtid.as_ref().filter(|g| !g.is_empty()) {
+                setup.push(format!("SET @slave_connect_state = '{g}'"));
+                setup.push("SET @slave_gtid_strict_mode = 0".into());
+                setup.push("SET @slave_gtid_ignore_duplicates = 0".into());
+            }
+        }
+        for q in setup {
+            conn.query_drop(&q).await.map_err(|e| {
+                Error::from_mysql(e, false, &format!("preparing the binlog connection ({q})"))
+            })?;
+        }
+        let file = start.file.0.clone();
+        let request = BinlogStreamRequest::new(self.cfg.server_id)
+            .with_filename(file.as_bytes())
+            .with_pos(start.pos);
+        let mut stream = conn.get_binlog_stream(request).await.map_err(|e| {
+            Error::from_mysql(e, false, &format!("requesting the binlog from {start}"))
+        })?;
+        tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
+
+        let mut cache = SchemaCache::default();
+        let mut table_ids: HashMap<u64, Option<Arc<TableSchema>>> = HashMap::new();
+        let mut current_file = start.file.0.clone();
+        let mut gtid_state = start.gtid.clone().unwrap_or_default();
+        let mut txn: Option<OpenTxn> = None;
+        let mut last_idle = Instant::now() - IDLE_EVERY;
+
+        loop {
+            let next = match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
+                Ok(Some(ev)) => ev,
+                Ok(None) => {
+                    return Err(Error::new(
+                        ErrorKind::SourceTransient,
+                        "the MySQL server ended the binlog stream",
+                    ))
+                }
+                Err(_) => {
+                    return Err(Error::new(
+                        ErrorKind::SourceTransient,
+                        format!(
+                            "no binlog event or heartbeat for {} s",
+                            IDLE_TIMEOUT.as_secs()
+                        ),
+                    ))
+                }
+            };
+            let event = next.map_err(|e| Error::from_mysql(e, false, "reading the binlog"))?;
+            let header = event.header();
+            let ty = header.event_type_raw();
+            let log_pos = header.log_pos() as u64;
+            let here = |file: &str, gtid: &MariaGtidList| MysqlPosition {
+                file: crate::model::BinlogFile(file.to_string()),
+                pos: log_pos,
+                gtid: if mariadb && !gtid.is_empty() {
+                    Some(gtid.clone())
+                } else {
+                    None
+                },
+            };
+            match ty {
+                ROTATE_EVENT => {
+                    if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
+                        current_file = clean_rotate_name(r.name_raw());
+                    }
+                }
+                MARIADB_GTID_EVENT => {
+                    let (seq, domain, flags) = parse_mariadb_gtid(event.data())?;
+                    let server = header.server_id();
+                    txn = Some(OpenTxn {
+                        id: format!("{domain}-{server}-{seq}"),
+                        gtid: Some((domain, server, seq)),
+                        standalone: flags & FL_STANDALONE != 0,
+                        begun: false,
+                        rows: Vec::new(),
+                        commit_time_us: header.timestamp() as i64 * 1_000_000,
+                    });
+                }
+                MYSQL_GTID_EVENT | MYSQL_ANONYMOUS_GTID_EVENT => {
+                    txn = Some(OpenTxn {
+                        id: format!("{current_file}:{log_pos}"),
+                        gtid: None,
+                        standalone: false,
+                        begun: false,
+                        rows: Vec::new(),
+                        commit_time_us: header.timestamp() as i64 * 1_000_000,
+                    });
+                }
+                QUERY_EVENT => {
+                    let query = match event.read_data() {
+                        Ok(Some(EventData::QueryEvent(q))) => q.query().to_string(),
+                        _ => String::new(),
+                    };
+                    let q = query.trim();
+                    if q.eq_ignore_ascii_case("BEGIN") {
+                        if txn.is_none() {
+                            txn = Some(OpenTxn {
+                                id: format!("{current_file}:{log_pos}"),
+                                gtid: None,
+                                standalone: false,
+                                begun: false,
+                                rows: Vec::new(),
+                                commit_time_us: header.timestamp() as i64 * 1_000_000,
+                            });
+                        }
+                    } else if q.eq_ignore_ascii_case("COMMIT")
+                        || txn.as_ref().is_some_and(|t| t.standalone)
+                        || txn.is_none()
+                    {
+                        if !q.eq_ignore_ascii_case("COMMIT") {
+                            // DDL (or another statement): table definitions may have changed.
+                            tracing::info!(statement = %q.chars().take(200).collect::<String>(), "DDL in the binlog; table definitions will be re-read");
+                            cache.clear();
+                            table_ids.clear();
+                        }
+                        if let Some(t) = txn.take() {
+                            if let Some((d, s, n)) = t.gtid {
+                                gtid_state.advance(d, s, n);
+                            }
+                            let pos = here(&current_file, &gtid_state);
+                            self.finish(t, pos, &tx, &mut last_idle).await?;
+                        }
+                    }
+                }
+                XID_EVENT => {
+                    if let Some(t) = txn.take() {
+                        if let Some((d, s, n)) = t.gtid {
+                            gtid_state.advance(d, s, n);
+                        }
+                        let pos = here(&current_file, &gtid_state);
+                        self.finish(t, pos, &tx, &mut last_idle).await?;
+                    }
+                }
+                TABLE_MAP_EVENT => {
+                    let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() else {
+                        continue;
+                    };
+                    let name = TableName::new(tme.database_name(), tme.table_name());
+                    if !self.watched.contains(&name) {
+                        table_ids.insert(tme.table_id(), None);
+                        continue;
+                    }
+                    let count = tme.columns_count() as usize;
+                    let mut schema = cache.get(&name).cloned();
+                    if schema.as_ref().is_none_or(|s| s.columns.len() != count) {
+                        schema = cache.refresh(&mut meta, &name).await?;
+                    }
+                    match schema {
+                        Some(s) if s.columns.len() == count => {
+                            table_ids.insert(tme.table_id(), Some(s));
+                        }
+                        Some(s) => {
+                            return Err(Error::new(
+                                ErrorKind::SourceDefinite,
+                                format!(
+                                    "table {name}: the binlog at {current_file}:{log_pos} has {count} columns but the live table has {}; \
+                                     the table was altered after this event was written. Re-snapshot the table or start after the ALTER",
+                                    s.columns.len()
+                                ),
+                            ))
+                        }
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::SourceDefinite,
+                                format!("table {name} appears in the binlog at {current_file}:{log_pos} but no longer exists"),
+                            ))
+                        }
+                    }
+                }
+                MARIADB_QUERY_COMPRESSED..=MARIADB_ROWS_COMPRESSED_LAST
+                    if ty == MARIADB_QUERY_COMPRESSED || ty >= MARIADB_ROWS_COMPRESSED_FIRST =>
+                {
+                    return Err(Error::new(
+                        ErrorKind::ServerSetting,
+                        "the binlog holds compressed events (log_bin_compress = ON): SET GLOBAL log_bin_compress = OFF",
+                    ));
+                }
+                HEARTBEAT_EVENT => {
+                    if txn.is_none() && last_idle.elapsed() >= IDLE_EVERY {
+                        // A heartbeat's log_pos is the sender's position in the current file.
+                        let pos = here(&current_file, &gtid_state);
+                        if pos.pos > 0 {
+                            last_idle = Instant::now();
+                            if tx
+                                .send(SourceEvent::Idle(Position::Mysql(pos)))
+                                .await
+                                .is_err()
+                            {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() else {
+                        continue;
+                    };
+                    let table_id = rows.table_id();
+                    let Some(Some(schema)) = table_ids.get(&table_id).cloned() else {
+                        continue;
+                    };
+                    let Some(tme) = stream.get_tme(table_id) else {
+                        continue;
+                    };
+                    let op =
+                        match &rows {
+                            RowsEventData::WriteRowsEvent(_)
+                            | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+                            RowsEventData::UpdateRowsEvent(_)
+                            | RowsEventData::UpdateRowsEventV1(_)
+                            | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
+                            RowsEventData::DeleteRowsEvent(_)
+                            | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+                        };
+                    let Some(open) = txn.as_mut() else {
+                        return Err(Error::new(
+                            ErrorKind::SourceDefinite,
+                            format!("row event for {} at {current_file}:{log_pos} outside a transaction", schema.name),
+                        ));
+                    };
+                    for row in rows.rows(tme) {
+                        let (before, after) = row.map_err(|e| {
+                            Error::new(
+                                ErrorKind::SourceDefinite,
+                                format!(
+                                    "decoding a row of {} at {current_file}:{log_pos}: {e}",
+                                    schema.name
+                                ),
+                            )
+                        })?;
+                        let before = before.map(|r| decode_row(r, &schema)).transpose()?;
+                        let after = after.map(|r| decode_row(r, &schema)).transpose()?;
+                        open.rows.push(RowChange {
+                            table: schema.clone(),
+                            op,
+                            before,
+                            after,
+                            image: Image::Full,
+                        });
+                    }
+                    if open.rows.len() >= self.chunk_rows {
+                        if !open.begun {
+                            open.begun = true;
+                            let begin = TxnBegin {
+                                id: open.id.clone(),
+                                commit_time_us: open.commit_time_us,
+                            };
+                            if tx.send(SourceEvent::Begin(begin)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        let chunk = std::mem::take(&mut open.rows);
+                        if tx.send(SourceEvent::Rows(chunk)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl MysqlSource {
+    /// Sends the end of a transaction (or an idle position when it touched no watched table).
+    async fn finish(
+        &self,
+        mut t: OpenTxn,
+        pos: MysqlPosition,
+        tx: &mpsc::Sender<SourceEvent>,
+        last_idle: &mut Instant,
+    ) -> Result<()> {
+        let closed = || Ok(());
+        if !t.begun && t.rows.is_empty() {
+            if last_idle.elapsed() >= IDLE_EVERY {
+                *last_idle = Instant::now();
+                if tx
+                    .send(SourceEvent::Idle(Position::Mysql(pos)))
+                    .await
+                    .is_err()
+                {
+                    return closed();
+                }
+            }
+            return Ok(());
+        }
+        if !t.begun {
+            let begin = TxnBegin {
+                id: t.id.clone(),
+                commit_time_us: t.commit_time_us,
+            };
+            if tx.send(SourceEvent::Begin(begin)).await.is_err() {
+                return closed();
+            }
+        }
+        if !t.rows.is_empty() {
+            let rows = std::mem::take(&mut t.rows);
+            if tx.send(SourceEvent::Rows(rows)).await.is_err() {
+                return closed();
+            }
+        }
+        let commit = TxnCommit {
+            position: Position::Mysql(pos),
+            commit_time_us: t.commit_time_us,
+        };
+        if tx.send(SourceEvent::Commit(commit)).await.is_err() {
+            return closed();
+        }
+        Ok(())
+    }
+}
+
+fn decode_row(
+    row: mysql_async::binlog::row::BinlogRow,
+    schema: &TableSchema,
+) -> Result<Vec<Value>> {
+    if row.len() != schema.columns.len() {
+        return Err(Error::new(
+            ErrorKind::ServerSetting,
+            format!(
+                "a row image of {} has {} of {} columns: binlog_row_image must be FULL",
+                schema.name,
+                row.len(),
+                schema.columns.len()
+            ),
+        ));
+    }
+    let values = row.unwrap();
+    values
+        .iter()
+        .zip(&schema.columns)
+        .map(|(v, c)| decode(v, c).map_err(|e| e.context(format!("table {}", schema.name))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotate_names() {
+        assert_eq!(clean_rotate_name(b"binlog.000012"), "binlog.000012");
+        assert_eq!(
+            clean_rotate_name(b"binlog.000012\xf1\x02\xa3\x04"),
+            "binlog.000012"
+        );
+        assert_eq!(
+            clean_rotate_name(b"mysql-bin.000001abcd"),
+            "mysql-bin.000001"
+        );
+    }
+
+    #[test]
+    fn gtid_event() {
+        let mut d = 42u64.to_le_bytes().to_vec();
+        d.extend(7u32.to_le_bytes());
+        d.push(FL_STANDALONE);
+        assert_eq!(parse_mariadb_gtid(&d).unwrap(), (42, 7, 1));
+        assert!(parse_mariadb_gtid(&d[..5]).is_err());
+    }
+}

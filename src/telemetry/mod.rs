@@ -1,0 +1,41 @@
+//! Telemetry: metric names (one place, `duplex_<name>_<unit>[_total]`, bounded labels: pipeline,
+//! direction, table, op — never a key value) and the Prometheus listener.
+
+use std::net::SocketAddr;
+
+use crate::error::{Error, Result};
+
+pub const TXNS_APPLIED: &str = "duplex_transactions_applied_total";
+pub const ROWS_APPLIED: &str = "duplex_rows_applied_total";
+pub const BATCHES_COMMITTED: &str = "duplex_batches_committed_total";
+pub const APPLY_BATCH_SECONDS: &str = "duplex_apply_batch_duration_seconds";
+pub const SOURCE_COMMIT_LAG_SECONDS: &str = "duplex_source_commit_lag_seconds";
+pub const DEAD_LETTERS: &str = "duplex_dead_letters_total";
+pub const ERRORS: &str = "duplex_errors_total";
+pub const RECONNECTS: &str = "duplex_reconnects_total";
+
+/// Describes every metric once and starts the Prometheus HTTP listener.
+pub fn install(listen: SocketAddr) -> Result<()> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .with_http_listener(listen)
+        .install()
+        .map_err(|e| Error::config(format!("metrics listener on {listen}: {e}")))?;
+    metrics::describe_counter!(TXNS_APPLIED, "Source transactions applied to the target");
+    metrics::describe_counter!(
+        ROWS_APPLIED,
+        "Rows written to the target, by table and operation"
+    );
+    metrics::describe_counter!(BATCHES_COMMITTED, "Target transactions committed");
+    metrics::describe_histogram!(
+        APPLY_BATCH_SECONDS,
+        "Time to apply and commit one target transaction"
+    );
+    metrics::describe_gauge!(
+        SOURCE_COMMIT_LAG_SECONDS,
+        "Time from the source commit of the newest applied transaction to its target commit"
+    );
+    metrics::describe_counter!(DEAD_LETTERS, "Rows set aside into the dead-letter table");
+    metrics::describe_counter!(ERRORS, "Errors by kind");
+    metrics::describe_counter!(RECONNECTS, "Pipeline restarts after a transient error");
+    Ok(())
+}

@@ -1,0 +1,228 @@
+//! Drives the `duplex` binary in tests: writes a config and a mapping set for a test's databases,
+//! runs `duplex setup`, starts and kills `duplex run`, waits for conditions, and compares tables
+//! across both servers row by row.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+
+use super::{servers, TestDbs};
+
+/// Environment variables the test configs read the passwords from.
+pub const MYSQL_PW_ENV: &str = "DUPLEX_TEST_MYSQL_PASSWORD";
+pub const PG_PW_ENV: &str = "DUPLEX_TEST_PG_PASSWORD";
+
+/// Path of the binary under test.
+pub fn duplex_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_duplex"))
+}
+
+/// A test's working directory: config, mappings and logs.
+pub struct Workdir {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Workdir {
+    /// Writes `duplex.toml` for `dbs` and the mapping files given as (file name, text).
+    pub fn new(dbs: &TestDbs, pipeline: &str, tz: &str, mappings: &[(&str, &str)]) -> Workdir {
+        Self::with_extra(dbs, pipeline, tz, mappings, "")
+    }
+
+    pub fn with_extra(
+        dbs: &TestDbs,
+        pipeline: &str,
+        tz: &str,
+        mappings: &[(&str, &str)],
+        extra: &str,
+    ) -> Workdir {
+        let s = servers();
+        let dir = tempfile::tempdir().expect("create a temporary work dir");
+        let mdir = dir.path().join("mappings");
+        std::fs::create_dir_all(&mdir).expect("create the mapping dir");
+        for (name, text) in mappings {
+            std::fs::write(mdir.join(name), text).expect("write a mapping file");
+        }
+        let config = dir.path().join("duplex.toml");
+        let text = format!(
+            r#"pipeline = "{pipeline}"
+mappings = "mappings"
+source_time_zone = "{tz}"
+
+[mysql]
+host = "127.0.0.1"
+port = {mp}
+user = "{mu}"
+password_env = "{MYSQL_PW_ENV}"
+database = "{mdb}"
+server_id = {sid}
+
+[postgres]
+host = "127.0.0.1"
+port = {pp}
+user = "{pu}"
+password_env = "{PG_PW_ENV}"
+dbname = "{pdb}"
+
+[metrics]
+listen = "127.0.0.1:0"
+{extra}
+"#,
+            mp = s.mysql_port,
+            mu = s.mysql_user,
+            mdb = dbs.mysql_db,
+            sid = super::next_server_id(),
+            pp = s.pg_port,
+            pu = s.pg_user,
+            pdb = dbs.pg_db,
+        );
+        std::fs::write(&config, text).expect("write duplex.toml");
+        Workdir { dir, config }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let s = servers();
+        let mut c = Command::new(duplex_bin());
+        c.args(args)
+            .arg("-c")
+            .arg(&self.config)
+            .env(MYSQL_PW_ENV, &s.mysql_password)
+            .env(PG_PW_ENV, &s.pg_password)
+            .env("RUST_LOG", "info");
+        c
+    }
+
+    /// Runs a one-shot command (`setup`, `check`), returning (success, stdout + stderr).
+    pub fn run_cmd(&self, args: &[&str]) -> (bool, String) {
+        let out = self.command(args).output().expect("run duplex");
+        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.push_str(&String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
+    }
+
+    pub fn setup(&self) {
+        let (ok, out) = self.run_cmd(&["setup"]);
+        assert!(ok, "duplex setup failed:\n{out}");
+    }
+
+    /// Starts `duplex run` with its log in the work dir (appending across restarts).
+    pub fn start(&self) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("duplex.log"))
+            .expect("open the duplex log");
+        self.command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start duplex run")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("duplex.log")).unwrap_or_default()
+    }
+}
+
+/// Sends SIGKILL and reaps.
+pub fn kill9(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends SIGTERM and waits for the exit status.
+pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill9(child);
+    None
+}
+
+/// Polls `f` until it returns true or `timeout` passes; panics with `what` and the log on timeout.
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, work: &Workdir, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + timeout;
+    loop {
+        if f().await {
+            return;
+        }
+        if Instant::now() > until {
+            let log = work.log();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            panic!("timed out after {timeout:?} waiting for {what}; duplex log tail:\n{tail}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Rows of a MySQL query rendered as text (NULL as None).
+pub async fn mysql_rows(conn: &mut mysql_async::Conn, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql_async::Value::NULL) | None => None,
+                    Some(mysql_async::Value::Bytes(b)) => {
+                        Some(String::from_utf8_lossy(b).into_owned())
+                    }
+                    Some(mysql_async::Value::Int(v)) => Some(v.to_string()),
+                    Some(mysql_async::Value::UInt(v)) => Some(v.to_string()),
+                    Some(other) => Some(other.as_sql(true)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Rows of a PostgreSQL query; every selected expression must be cast to text.
+pub async fn pg_rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    let rows = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| r.get::<_, Option<String>>(i))
+                .collect()
+        })
+        .collect()
+}
+
+/// Count of rows in a PostgreSQL table (0 when it cannot be read yet).
+pub async fn pg_count(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0)
+}

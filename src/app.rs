@@ -171,7 +171,19 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
 /// `duplex run`: replicates until SIGTERM / SIGINT.
 pub async fn run(cfg: &Config) -> Result<()> {
     crate::telemetry::install(cfg.metrics_listen)?;
-    let plan = Arc::new(load_plan(cfg).await?);
+    refuse_unsafe_source(cfg).await?;
+    let mut backoff = crate::pipeline::Backoff::default();
+    let plan = loop {
+        match load_plan(cfg).await {
+            Ok(p) => break Arc::new(p),
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot read the schemas yet; retrying");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     tracing::info!(
         pipeline = %cfg.pipeline,
         tables = plan.tables.len(),
@@ -185,6 +197,40 @@ pub async fn run(cfg: &Config) -> Result<()> {
         let _ = stop_tx.send(true);
     });
     crate::pipeline::run_forward(cfg, plan, stop_rx).await
+}
+
+/// Stops before replicating from a server whose settings would lose or corrupt changes.
+async fn refuse_unsafe_source(cfg: &Config) -> Result<()> {
+    let mut backoff = crate::pipeline::Backoff::default();
+    let mut conn = loop {
+        match my::connect(&cfg.mysql, None, false).await {
+            Ok(c) => break c,
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MySQL not reachable yet");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let findings = my::check_server(&mut conn).await?;
+    let _ = conn.disconnect().await;
+    let bad: Vec<String> = findings
+        .iter()
+        .filter(|f| !f.ok)
+        .map(|f| format!("{} — fix: {}", f.what, f.fix))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::ServerSetting,
+            format!(
+                "refusing to replicate from this MySQL server:\n  {}",
+                bad.join("\n  ")
+            ),
+        ))
+    }
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,207 @@
+//! Streaming correctness: inserts, updates (also of the key), deletes and multi-statement
+//! transactions reach PostgreSQL whole — a concurrent reader never sees half of a source
+//! transaction — and both sides end equal row by row.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rand::{Rng, SeedableRng};
+use support::harness::{mysql_rows, pg_count, pg_rows, terminate, wait_for, Workdir};
+
+const ACCOUNTS: i64 = 100;
+const START_BALANCE: i64 = 1000;
+const GROUP_SIZE: i64 = 5;
+
+const MAPPING: &str = r#"
+[[table]]
+source = "acct"
+target = "acct"
+columns = "all"
+
+[[table]]
+source = "grp"
+target = "grp_rows"
+
+[table.column]
+id = "id"
+g = "group_id"
+k = "k"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_never_sees_half_a_transaction_and_both_sides_end_equal() {
+    let dbs = support::fresh_dbs("stream").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE acct (id int PRIMARY KEY, balance bigint NOT NULL, note varchar(50));
+         CREATE TABLE grp (id int AUTO_INCREMENT PRIMARY KEY, g int NOT NULL, k int NOT NULL, extra varchar(10))",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE acct (id integer PRIMARY KEY, balance bigint NOT NULL, note text);
+         CREATE TABLE grp_rows (id integer PRIMARY KEY, group_id integer NOT NULL, k integer NOT NULL)",
+    )
+    .await
+    .unwrap();
+    let work = Workdir::new(&dbs, "stream", "UTC", &[("m.toml", MAPPING)]);
+    work.setup();
+    let mut child = work.start();
+
+    // The accounts arrive in one source transaction of 100 rows.
+    let values: Vec<String> = (1..=ACCOUNTS)
+        .map(|i| format!("({i}, {START_BALANCE}, 'acct {i}')"))
+        .collect();
+    my.query_drop(format!("INSERT INTO acct VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the accounts", &work, || async {
+        pg_count(&pg, "acct").await == ACCOUNTS
+    })
+    .await;
+
+    // A reader checks two invariants in one snapshot as fast as it can: money is conserved
+    // (every transfer is two updates) and every group has exactly GROUP_SIZE rows.
+    let stop = Arc::new(AtomicBool::new(false));
+    let checks = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let stop = stop.clone();
+        let checks = checks.clone();
+        let reader_pg = dbs.pg().await;
+        tokio::spawn(async move {
+            let mut violations = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                reader_pg
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+                    .await
+                    .unwrap();
+                let sum: i64 = reader_pg
+                    .query_one("SELECT sum(balance)::bigint FROM acct", &[])
+                    .await
+                    .unwrap()
+                    .get(0);
+                let bad = reader_pg
+                    .query(
+                        "SELECT group_id, count(*) FROM grp_rows GROUP BY group_id HAVING count(*) <> $1",
+                        &[&GROUP_SIZE],
+                    )
+                    .await
+                    .unwrap();
+                reader_pg.batch_execute("COMMIT").await.unwrap();
+                if sum != ACCOUNTS * START_BALANCE {
+                    violations.push(format!("sum of balances {sum}"));
+                }
+                for r in bad {
+                    let (g, n): (i32, i64) = (r.get(0), r.get(1));
+                    violations.push(format!("group {g} has {n} rows"));
+                }
+                checks.fetch_add(1, Ordering::Relaxed);
+            }
+            violations
+        })
+    };
+
+    // 600 source transactions of several statements each.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut live_groups: Vec<i32> = Vec::new();
+    for g in 1..=600 {
+        let from = rng.gen_range(1..=ACCOUNTS);
+        let to = rng.gen_range(1..=ACCOUNTS);
+        let amount = rng.gen_range(1..50);
+        let mut tx = my.start_transaction(Default::default()).await.unwrap();
+        tx.exec_drop(
+            "UPDATE acct SET balance = balance - ? WHERE id = ?",
+            (amount, from),
+        )
+        .await
+        .unwrap();
+        tx.exec_drop(
+            "UPDATE acct SET balance = balance + ?, note = ? WHERE id = ?",
+            (amount, format!("from {from}"), to),
+        )
+        .await
+        .unwrap();
+        for k in 0..GROUP_SIZE {
+            tx.exec_drop("INSERT INTO grp (g, k, extra) VALUES (?, ?, 'x')", (g, k))
+                .await
+                .unwrap();
+        }
+        live_groups.push(g);
+        if g % 7 == 0 {
+            // Delete a whole earlier group.
+            let victim = live_groups.remove(rng.gen_range(0..live_groups.len()));
+            tx.exec_drop("DELETE FROM grp WHERE g = ?", (victim,))
+                .await
+                .unwrap();
+        }
+        if g % 11 == 0 {
+            // Move a whole group to new keys (an update of the primary key).
+            let moved = live_groups[rng.gen_range(0..live_groups.len())];
+            tx.exec_drop("UPDATE grp SET id = -id WHERE g = ? AND id > 0", (moved,))
+                .await
+                .unwrap();
+        }
+        if g % 13 == 0 {
+            // An update that changes nothing the mapping sees, and one of an unmapped column.
+            tx.exec_drop("UPDATE grp SET extra = 'y' WHERE g = ?", (g,))
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+
+    let expected_groups = live_groups.len() as i64 * GROUP_SIZE;
+    wait_for(Duration::from_secs(60), "all groups", &work, || async {
+        pg_count(&pg, "grp_rows").await == expected_groups
+    })
+    .await;
+    // Let the reader look at the final state too.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let violations = reader.await.unwrap();
+    let n = checks.load(Ordering::Relaxed);
+    assert!(n > 20, "the reader ran only {n} checks");
+    assert!(
+        violations.is_empty(),
+        "a reader saw half a transaction ({n} checks):\n{}",
+        violations.join("\n")
+    );
+
+    let my_acct = mysql_rows(
+        &mut my,
+        "SELECT id, balance, note FROM acct ORDER BY acct.id",
+    )
+    .await;
+    let pg_acct = pg_rows(
+        &pg,
+        "SELECT id::text, balance::text, note FROM acct ORDER BY acct.id",
+    )
+    .await;
+    assert_eq!(my_acct, pg_acct, "acct differs");
+    let my_grp = mysql_rows(&mut my, "SELECT id, g, k FROM grp ORDER BY id").await;
+    let pg_grp = pg_rows(
+        &pg,
+        "SELECT id::text, group_id::text, k::text FROM grp_rows ORDER BY grp_rows.id",
+    )
+    .await;
+    assert_eq!(my_grp.len() as i64, expected_groups);
+    assert!(
+        my_grp
+            .iter()
+            .any(|r| r[0].as_deref().unwrap().parse::<i64>().unwrap() < 0),
+        "no key was moved"
+    );
+    assert_eq!(my_grp, pg_grp, "grp differs");
+
+    let status = terminate(&mut child, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "duplex did not exit 0 on SIGTERM: {status:?}\n{}",
+        work.log()
+    );
+}

@@ -205,3 +205,100 @@ async fn a_reader_never_sees_half_a_transaction_and_both_sides_end_equal() {
         work.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_rotation_and_alter_table_mid_stream_keep_values_in_place() {
+    let dbs = support::fresh_dbs("alter").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, a int NOT NULL, b varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, a integer NOT NULL, b text)")
+        .await
+        .unwrap();
+    let work = Workdir::new(&dbs, "alter", "UTC", &[("t.toml", "[[table]]\nsource = \"t\"\ntarget = \"t\"\n[table.column]\nid = \"id\"\na = \"a\"\nb = \"b\"\n")]);
+    work.setup();
+
+    // Everything is written while duplex is stopped, so it reads events from before the ALTER
+    // with the live table already changed, across a binlog rotation.
+    for i in 1..=10 {
+        my.query_drop(format!("INSERT INTO t VALUES ({i}, {}, 'v{i}')", i * 10))
+            .await
+            .unwrap();
+    }
+    my.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    for i in 11..=20 {
+        my.query_drop(format!("INSERT INTO t VALUES ({i}, {}, 'v{i}')", i * 10))
+            .await
+            .unwrap();
+    }
+    my.query_drop("ALTER TABLE t ADD COLUMN z int NOT NULL DEFAULT 7 AFTER id")
+        .await
+        .unwrap();
+    for i in 21..=30 {
+        my.query_drop(format!(
+            "INSERT INTO t (id, a, b, z) VALUES ({i}, {}, 'v{i}', 1)",
+            i * 10
+        ))
+        .await
+        .unwrap();
+    }
+    my.query_drop("UPDATE t SET b = 'after alter' WHERE id = 5")
+        .await
+        .unwrap();
+    let expected = mysql_rows(&mut my, "SELECT id, a, b FROM t ORDER BY id").await;
+
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "all 30 rows", &work, || async {
+        pg_rows(&pg, "SELECT id::text, a::text, b FROM t ORDER BY t.id").await == expected
+    })
+    .await;
+
+    // Dropping a mapped column: later rows of the table go to the dead-letter table with the
+    // reason, the stream goes on.
+    my.query_drop("ALTER TABLE t DROP COLUMN b").await.unwrap();
+    my.query_drop("INSERT INTO t (id, a) VALUES (31, 310)")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "a dead letter for the row after DROP COLUMN",
+        &work,
+        || async { pg_count(&pg, "duplex.dead_letter").await == 1 },
+    )
+    .await;
+    let letter = pg_rows(
+        &pg,
+        "SELECT source_table, op, reason, row_data->>'id' FROM duplex.dead_letter",
+    )
+    .await;
+    assert_eq!(
+        letter[0][0].as_deref(),
+        Some(format!("{}.t", dbs.mysql_db).as_str())
+    );
+    assert_eq!(letter[0][1].as_deref(), Some("insert"));
+    assert!(
+        letter[0][2]
+            .as_deref()
+            .unwrap()
+            .contains("column b (mapped at"),
+        "{letter:?}"
+    );
+    assert!(
+        letter[0][2]
+            .as_deref()
+            .unwrap()
+            .contains("no longer exists"),
+        "{letter:?}"
+    );
+    assert_eq!(letter[0][3].as_deref(), Some("31"));
+    assert_eq!(pg_count(&pg, "t").await, 30);
+
+    let status = terminate(&mut child, Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "duplex did not exit 0: {status:?}\n{}",
+        work.log()
+    );
+}

@@ -46,6 +46,38 @@ pub struct TablePlan {
 }
 
 impl TablePlan {
+    /// Where each mapped column sits in rows of another version of the source table (after an
+    /// ALTER TABLE): by name, with the type still convertible. Errors name the column.
+    pub fn bind(&self, schema: &TableSchema) -> std::result::Result<Vec<usize>, String> {
+        if *schema == *self.source_schema {
+            return Ok(self.columns.iter().map(|c| c.source_index).collect());
+        }
+        self.columns
+            .iter()
+            .map(|c| {
+                let i = schema.column_index(&c.source_name).ok_or_else(|| {
+                    format!(
+                        "column {} (mapped at {}) no longer exists in source table {}; fix the mapping and reload",
+                        c.source_name, self.origin, self.source
+                    )
+                })?;
+                let ty = &schema.columns[i].ty;
+                if !convertible(ty, &c.target.kind) {
+                    return Err(format!(
+                        "column {}.{} changed to {}, which cannot be stored in {} column {}.{}",
+                        self.source,
+                        c.source_name,
+                        schema.columns[i].column_type,
+                        c.target.type_name,
+                        self.target,
+                        c.target.name
+                    ));
+                }
+                Ok(i)
+            })
+            .collect()
+    }
+
     /// The target row (mapped columns in plan order) of a full source row image.
     pub fn target_row(&self, source_row: &[Value]) -> Vec<Value> {
         self.columns
@@ -373,7 +405,7 @@ pub fn convertible(from: &SourceType, to: &TargetKind) -> bool {
     use SourceType as S;
     use TargetKind as T;
     if *to == T::Text {
-        return !matches!(from, S::Binary);
+        return !matches!(from, S::Binary | S::Dropped);
     }
     match from {
         S::Int { bytes, .. } => {
@@ -400,6 +432,7 @@ pub fn convertible(from: &SourceType, to: &TargetKind) -> bool {
                 || (*n <= 63 && *to == T::Int8)
                 || (*n == 1 && *to == T::Bool)
         }
+        S::Dropped => false,
     }
 }
 

@@ -85,6 +85,8 @@ pub enum SourceType {
     Set(Vec<String>),
     Json,
     Bit(u16),
+    /// A column the binlog still carries but the live table no longer has (dropped since).
+    Dropped,
 }
 
 impl SourceType {
@@ -159,6 +161,7 @@ impl SourceType {
             SourceType::Set(_) => "set".into(),
             SourceType::Json => "json".into(),
             SourceType::Bit(n) => format!("bit({n})"),
+            SourceType::Dropped => "dropped column".into(),
         }
     }
 }

@@ -58,7 +58,7 @@ pub trait Sink {
     /// concerns this row only and sends it to the dead-letter table, named by the returned
     /// target table.
     fn prepare(
-        &self,
+        &mut self,
         change: &RowChange,
     ) -> std::result::Result<Vec<Self::Change>, (String, crate::error::Error)>;
 

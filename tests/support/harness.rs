@@ -14,9 +14,21 @@ use super::{servers, TestDbs};
 pub const MYSQL_PW_ENV: &str = "DUPLEX_TEST_MYSQL_PASSWORD";
 pub const PG_PW_ENV: &str = "DUPLEX_TEST_PG_PASSWORD";
 
-/// Path of the binary under test.
+/// Path of the binary under test: cargo's for tests and benches; for the demo (an example,
+/// which cargo gives no such variable) `DUPLEX_BIN` or the `duplex` next to `target/*/examples/`.
 pub fn duplex_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_duplex"))
+    if let Some(p) = option_env!("CARGO_BIN_EXE_duplex") {
+        return PathBuf::from(p);
+    }
+    if let Ok(p) = std::env::var("DUPLEX_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the current executable");
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target/<profile>/examples");
+    dir.join("duplex")
 }
 
 /// A test's working directory: config, mappings and logs.
@@ -28,15 +40,16 @@ pub struct Workdir {
 impl Workdir {
     /// Writes `duplex.toml` for `dbs` and the mapping files given as (file name, text).
     pub fn new(dbs: &TestDbs, pipeline: &str, tz: &str, mappings: &[(&str, &str)]) -> Workdir {
-        Self::with_extra(dbs, pipeline, tz, mappings, "")
+        Self::with_metrics(dbs, pipeline, tz, mappings, "127.0.0.1:0")
     }
 
-    pub fn with_extra(
+    /// Like [`Workdir::new`], with the metrics listener on `metrics`.
+    pub fn with_metrics(
         dbs: &TestDbs,
         pipeline: &str,
         tz: &str,
         mappings: &[(&str, &str)],
-        extra: &str,
+        metrics: &str,
     ) -> Workdir {
         let s = servers();
         let dir = tempfile::tempdir().expect("create a temporary work dir");
@@ -67,8 +80,7 @@ password_env = "{PG_PW_ENV}"
 dbname = "{pdb}"
 
 [metrics]
-listen = "127.0.0.1:0"
-{extra}
+listen = "{metrics}"
 "#,
             mp = s.mysql_port,
             mu = s.mysql_user,

@@ -25,7 +25,7 @@ use crate::checkpoint;
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::mapping::{Plan, TablePlan};
-use crate::model::{pg_ident, Op, Position, RowChange};
+use crate::model::{pg_ident, Op, Position, RowChange, TableSchema};
 
 /// Runs at least this long are written through COPY.
 const COPY_MIN_ROWS: usize = 500;
@@ -127,6 +127,15 @@ pub struct PgSink {
     checkpoint_stmt: Statement,
     dead_letter_stmt: Statement,
     stmts: HashMap<(usize, Kind, usize), Statement>,
+    /// (table, source schema version) → source column positions; the Arc keeps the address alive.
+    #[allow(clippy::type_complexity)]
+    bindings: HashMap<
+        (usize, usize),
+        (
+            Arc<TableSchema>,
+            std::result::Result<Arc<Vec<usize>>, String>,
+        ),
+    >,
     runs: Vec<Run>,
     buffered: usize,
     letters: Vec<DeadLetter>,
@@ -189,6 +198,7 @@ impl PgSink {
             checkpoint_stmt,
             dead_letter_stmt,
             stmts: HashMap::new(),
+            bindings: HashMap::new(),
             runs: Vec::new(),
             buffered: 0,
             letters: Vec::new(),
@@ -200,12 +210,19 @@ impl PgSink {
         &self.client
     }
 
-    fn encode_row(&self, table: &TablePlan, values: &[crate::model::Value]) -> Result<EncodedRow> {
-        let mut row = EncodedRow::with_capacity(table.columns.len());
-        for c in &table.columns {
-            let v = values
-                .get(c.source_index)
-                .unwrap_or(&crate::model::Value::Null);
+    /// Encodes the columns at `cols` (plan column numbers) of a source row whose mapped columns
+    /// sit at `idx`.
+    fn encode(
+        &self,
+        table: &TablePlan,
+        idx: &[usize],
+        cols: impl Iterator<Item = usize>,
+        values: &[crate::model::Value],
+    ) -> Result<EncodedRow> {
+        let mut row = EncodedRow::with_capacity(idx.len());
+        for i in cols {
+            let c = &table.columns[i];
+            let v = values.get(idx[i]).unwrap_or(&crate::model::Value::Null);
             row.push(v, &c.target.kind, self.tz).map_err(|e| {
                 e.context(format!(
                     "column {} → {}.{}",
@@ -216,21 +233,18 @@ impl PgSink {
         Ok(row)
     }
 
-    fn encode_key(&self, table: &TablePlan, values: &[crate::model::Value]) -> Result<EncodedRow> {
-        let mut row = EncodedRow::with_capacity(table.key.len());
-        for &k in &table.key {
-            let c = &table.columns[k];
-            let v = values
-                .get(c.source_index)
-                .unwrap_or(&crate::model::Value::Null);
-            row.push(v, &c.target.kind, self.tz).map_err(|e| {
-                e.context(format!(
-                    "key column {} → {}.{}",
-                    c.source_name, table.target, c.target.name
-                ))
-            })?;
+    /// Source column positions of table `t` for the table version a row was decoded with.
+    fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
+        let key = (t, Arc::as_ptr(schema) as usize);
+        if let Some((_, b)) = self.bindings.get(&key) {
+            return b.clone().map_err(Error::mapping);
         }
-        Ok(row)
+        let b = self.plan.tables[t].bind(schema).map(Arc::new);
+        if let Err(e) = &b {
+            tracing::error!(error = %e, "source table changed incompatibly; its rows go to the dead-letter table");
+        }
+        self.bindings.insert(key, (schema.clone(), b.clone()));
+        b.map_err(Error::mapping)
     }
 
     fn key_identity(&self, change: &PgChange) -> Vec<u8> {
@@ -470,46 +484,50 @@ fn delete_values_sql(t: &TablePlan, rows: usize) -> String {
 impl Sink for PgSink {
     type Change = PgChange;
 
-    fn prepare(&self, change: &RowChange) -> std::result::Result<Vec<PgChange>, (String, Error)> {
+    fn prepare(
+        &mut self,
+        change: &RowChange,
+    ) -> std::result::Result<Vec<PgChange>, (String, Error)> {
         let mut out = Vec::new();
-        for (i, t) in self.plan.tables.iter().enumerate() {
+        for i in 0..self.plan.tables.len() {
+            let t = self.plan.tables[i].clone();
             if t.source != change.table.name || !t.direction.forward() {
                 continue;
             }
             let fail = |e: Error| (t.target.to_string(), e);
+            let idx = self.binding(i, &change.table).map_err(fail)?;
+            let all = 0..t.columns.len();
+            let key = t.key.iter().copied();
+            let none = Vec::new();
+            let before = change.before.as_ref().unwrap_or(&none);
+            let after = change.after.as_ref().unwrap_or(&none);
             match change.op {
-                Op::Insert => {
-                    let after = change.after.as_deref().unwrap_or_default();
-                    out.push(PgChange {
-                        table: i,
-                        kind: Kind::Upsert,
-                        row: self.encode_row(t, after).map_err(fail)?,
-                    });
-                }
+                Op::Insert => out.push(PgChange {
+                    table: i,
+                    kind: Kind::Upsert,
+                    row: self.encode(&t, &idx, all, after).map_err(fail)?,
+                }),
                 Op::Update => {
-                    let before = change.before.as_deref().unwrap_or_default();
-                    let after = change.after.as_deref().unwrap_or_default();
-                    if t.key_of(before) != t.key_of(after) {
+                    let old_key = self.encode(&t, &idx, key.clone(), before).map_err(fail)?;
+                    let new_key = self.encode(&t, &idx, key, after).map_err(fail)?;
+                    if old_key.identity() != new_key.identity() {
                         out.push(PgChange {
                             table: i,
                             kind: Kind::Delete,
-                            row: self.encode_key(t, before).map_err(fail)?,
+                            row: old_key,
                         });
                     }
                     out.push(PgChange {
                         table: i,
                         kind: Kind::Upsert,
-                        row: self.encode_row(t, after).map_err(fail)?,
+                        row: self.encode(&t, &idx, all, after).map_err(fail)?,
                     });
                 }
-                Op::Delete => {
-                    let before = change.before.as_deref().unwrap_or_default();
-                    out.push(PgChange {
-                        table: i,
-                        kind: Kind::Delete,
-                        row: self.encode_key(t, before).map_err(fail)?,
-                    });
-                }
+                Op::Delete => out.push(PgChange {
+                    table: i,
+                    kind: Kind::Delete,
+                    row: self.encode(&t, &idx, key, before).map_err(fail)?,
+                }),
             }
         }
         Ok(out)

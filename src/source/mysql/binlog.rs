@@ -274,16 +274,23 @@ impl Source for MysqlSource {
                         Some(s) if s.columns.len() == count => {
                             table_ids.insert(tme.table_id(), Some(s));
                         }
-                        Some(s) => {
-                            return Err(Error::new(
-                                ErrorKind::SourceDefinite,
-                                format!(
-                                    "table {name}: the binlog at {current_file}:{log_pos} has {count} columns but the live table has {}; \
-                                     the table was altered after this event was written. Re-snapshot the table or start after the ALTER",
-                                    s.columns.len()
-                                ),
-                            ))
-                        }
+                        Some(live) => match super::schema::from_table_map(&tme, &live) {
+                            Some(then) => {
+                                tracing::info!(table = %name, at = %format!("{current_file}:{log_pos}"), "reading events written before an ALTER TABLE with the column names the binlog carries");
+                                table_ids.insert(tme.table_id(), Some(Arc::new(then)));
+                            }
+                            None => {
+                                return Err(Error::new(
+                                    ErrorKind::SourceDefinite,
+                                    format!(
+                                        "table {name}: the binlog at {current_file}:{log_pos} has {count} columns but the live table has {}; \
+                                         the table was altered after this event was written and the binlog carries no column names. \
+                                         Set binlog_row_metadata = FULL, or start after the ALTER",
+                                        live.columns.len()
+                                    ),
+                                ))
+                            }
+                        },
                         None => {
                             return Err(Error::new(
                                 ErrorKind::SourceDefinite,

@@ -43,6 +43,11 @@ fn decode_value(v: &MyValue, col: &ColumnSchema) -> Result<Value> {
         return Ok(Value::Null);
     }
     Ok(match (&col.ty, v) {
+        // Kept only so the row lines up; no mapping can use it.
+        (SourceType::Dropped, MyValue::Bytes(b)) => Value::Bytes(b.clone()),
+        (SourceType::Dropped, MyValue::Int(i)) => Value::Int(*i),
+        (SourceType::Dropped, MyValue::UInt(u)) => Value::UInt(*u),
+        (SourceType::Dropped, _) => Value::Null,
         (SourceType::Int { bytes, unsigned }, MyValue::Int(i)) => {
             int_value(*i as u64, *bytes, *unsigned)
         }

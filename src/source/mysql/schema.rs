@@ -119,6 +119,52 @@ pub async fn read_table(
     }))
 }
 
+/// The table version a table map event describes, when the server writes column names into the
+/// binlog (`binlog_row_metadata = FULL`): columns that still exist take their live definition,
+/// columns dropped since are kept as placeholders so the row images line up. This is what lets
+/// events written before an `ALTER TABLE` be read after it.
+pub fn from_table_map(
+    tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+    live: &TableSchema,
+) -> Option<TableSchema> {
+    let meta =
+        mysql_async::binlog::events::OptionalMetaExtractor::new(tme.iter_optional_meta()).ok()?;
+    let names: Vec<String> = meta
+        .iter_column_name()
+        .map(|n| n.map(|n| n.name().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .ok()?;
+    if names.len() != tme.columns_count() as usize || names.is_empty() {
+        return None;
+    }
+    let columns: Vec<ColumnSchema> = names
+        .iter()
+        .map(|n| match live.column_index(n) {
+            Some(i) => live.columns[i].clone(),
+            None => ColumnSchema {
+                name: n.clone(),
+                ty: SourceType::Dropped,
+                nullable: true,
+                column_type: "(dropped since)".into(),
+            },
+        })
+        .collect();
+    let primary_key: Option<Vec<usize>> = live
+        .primary_key
+        .iter()
+        .map(|&i| {
+            names
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(&live.columns[i].name))
+        })
+        .collect();
+    Some(TableSchema {
+        name: live.name.clone(),
+        columns,
+        primary_key: primary_key.unwrap_or_default(),
+    })
+}
+
 /// Table definitions by name, shared with the pipeline as `Arc`s so a row change can point at the
 /// exact version it was decoded with.
 #[derive(Default)]

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing (MariaDB, PostgreSQL 15), then runs every test.
+# The tests start their own private database servers on free ports of 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh
+cargo test --locked --all-targets "$@"

@@ -42,6 +42,19 @@ pub struct DateTime {
 }
 
 impl DateTime {
+    /// MySQL's zero datetime `0000-00-00 00:00:00`.
+    pub const ZERO: DateTime = DateTime {
+        date: Date {
+            year: 0,
+            month: 0,
+            day: 0,
+        },
+        hour: 0,
+        minute: 0,
+        second: 0,
+        micro: 0,
+    };
+
     pub fn to_chrono(&self) -> Option<chrono::NaiveDateTime> {
         self.date.to_chrono()?.and_hms_micro_opt(
             self.hour as u32,
@@ -208,17 +221,7 @@ mod tests {
             bytes: vec![0b10, 0b0000_0001],
         };
         assert_eq!(v.to_string(), "b'1000000001'");
-        let d = DateTime {
-            date: Date {
-                year: 0,
-                month: 0,
-                day: 0,
-            },
-            hour: 0,
-            minute: 0,
-            second: 0,
-            micro: 0,
-        };
+        let d = DateTime::ZERO;
         assert_eq!(Value::DateTime(d).to_string(), "0000-00-00 00:00:00");
         assert!(d.date.is_zero_or_partial());
         assert!(d.to_chrono().is_none());

@@ -477,7 +477,7 @@ pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::value::{Date, DateTime};
+    use crate::model::value::DateTime;
 
     fn num(s: &str) -> (i16, i16, u16, u16, Vec<i16>) {
         let mut out = Vec::new();
@@ -507,17 +507,7 @@ mod tests {
     #[test]
     fn zero_dates_are_null_and_ranges_checked() {
         let tz = chrono_tz::Asia::Almaty;
-        let zero = Value::DateTime(DateTime {
-            date: Date {
-                year: 0,
-                month: 0,
-                day: 0,
-            },
-            hour: 0,
-            minute: 0,
-            second: 0,
-            micro: 0,
-        });
+        let zero = Value::DateTime(DateTime::ZERO);
         let mut out = Vec::new();
         assert!(!encode(&zero, &TargetKind::Timestamptz, tz, &mut out).unwrap());
         assert!(out.is_empty());

@@ -75,6 +75,19 @@ struct OpenTxn {
     commit_time_us: i64,
 }
 
+impl OpenTxn {
+    fn new(id: String, gtid: Option<(u32, u32, u64)>, standalone: bool, timestamp: u32) -> Self {
+        OpenTxn {
+            id,
+            gtid,
+            standalone,
+            begun: false,
+            rows: Vec::new(),
+            commit_time_us: timestamp as i64 * 1_000_000,
+        }
+    }
+}
+
 /// Parses a MariaDB GTID event body: sequence number, domain id, flags.
 pub fn parse_mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8)> {
     if data.len() < 13 {
@@ -174,15 +187,6 @@ impl Source for MysqlSource {
             let header = event.header();
             let ty = header.event_type_raw();
             let log_pos = header.log_pos() as u64;
-            let here = |file: &str, gtid: &MariaGtidList| MysqlPosition {
-                file: crate::model::BinlogFile(file.to_string()),
-                pos: log_pos,
-                gtid: if mariadb && !gtid.is_empty() {
-                    Some(gtid.clone())
-                } else {
-                    None
-                },
-            };
             match ty {
                 ROTATE_EVENT => {
                     if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
@@ -192,24 +196,20 @@ impl Source for MysqlSource {
                 MARIADB_GTID_EVENT => {
                     let (seq, domain, flags) = parse_mariadb_gtid(event.data())?;
                     let server = header.server_id();
-                    txn = Some(OpenTxn {
-                        id: format!("{domain}-{server}-{seq}"),
-                        gtid: Some((domain, server, seq)),
-                        standalone: flags & FL_STANDALONE != 0,
-                        begun: false,
-                        rows: Vec::new(),
-                        commit_time_us: header.timestamp() as i64 * 1_000_000,
-                    });
+                    txn = Some(OpenTxn::new(
+                        format!("{domain}-{server}-{seq}"),
+                        Some((domain, server, seq)),
+                        flags & FL_STANDALONE != 0,
+                        header.timestamp(),
+                    ));
                 }
                 MYSQL_GTID_EVENT | MYSQL_ANONYMOUS_GTID_EVENT => {
-                    txn = Some(OpenTxn {
-                        id: format!("{current_file}:{log_pos}"),
-                        gtid: None,
-                        standalone: false,
-                        begun: false,
-                        rows: Vec::new(),
-                        commit_time_us: header.timestamp() as i64 * 1_000_000,
-                    });
+                    txn = Some(OpenTxn::new(
+                        format!("{current_file}:{log_pos}"),
+                        None,
+                        false,
+                        header.timestamp(),
+                    ));
                 }
                 QUERY_EVENT => {
                     let query = match event.read_data() {
@@ -219,14 +219,12 @@ impl Source for MysqlSource {
                     let q = query.trim();
                     if q.eq_ignore_ascii_case("BEGIN") {
                         if txn.is_none() {
-                            txn = Some(OpenTxn {
-                                id: format!("{current_file}:{log_pos}"),
-                                gtid: None,
-                                standalone: false,
-                                begun: false,
-                                rows: Vec::new(),
-                                commit_time_us: header.timestamp() as i64 * 1_000_000,
-                            });
+                            txn = Some(OpenTxn::new(
+                                format!("{current_file}:{log_pos}"),
+                                None,
+                                false,
+                                header.timestamp(),
+                            ));
                         }
                     } else if q.eq_ignore_ascii_case("COMMIT")
                         || txn.as_ref().is_some_and(|t| t.standalone)
@@ -239,20 +237,16 @@ impl Source for MysqlSource {
                             table_ids.clear();
                         }
                         if let Some(t) = txn.take() {
-                            if let Some((d, s, n)) = t.gtid {
-                                gtid_state.advance(d, s, n);
-                            }
-                            let pos = here(&current_file, &gtid_state);
+                            let pos =
+                                end_position(&t, &mut gtid_state, &current_file, log_pos, mariadb);
                             self.finish(t, pos, &tx, &mut last_idle).await?;
                         }
                     }
                 }
                 XID_EVENT => {
                     if let Some(t) = txn.take() {
-                        if let Some((d, s, n)) = t.gtid {
-                            gtid_state.advance(d, s, n);
-                        }
-                        let pos = here(&current_file, &gtid_state);
+                        let pos =
+                            end_position(&t, &mut gtid_state, &current_file, log_pos, mariadb);
                         self.finish(t, pos, &tx, &mut last_idle).await?;
                     }
                 }
@@ -310,7 +304,7 @@ impl Source for MysqlSource {
                 HEARTBEAT_EVENT => {
                     if txn.is_none() && last_idle.elapsed() >= IDLE_EVERY {
                         // A heartbeat's log_pos is the sender's position in the current file.
-                        let pos = here(&current_file, &gtid_state);
+                        let pos = position_at(&current_file, log_pos, &gtid_state, mariadb);
                         if pos.pos > 0 {
                             last_idle = Instant::now();
                             if tx
@@ -439,6 +433,29 @@ impl MysqlSource {
         }
         Ok(())
     }
+}
+
+/// The binlog position at `log_pos` of `file`, with the GTID state when the server has one.
+fn position_at(file: &str, log_pos: u64, gtid: &MariaGtidList, mariadb: bool) -> MysqlPosition {
+    MysqlPosition {
+        file: crate::model::BinlogFile(file.to_string()),
+        pos: log_pos,
+        gtid: (mariadb && !gtid.is_empty()).then(|| gtid.clone()),
+    }
+}
+
+/// Records a finished transaction's GTID and returns the position right after it.
+fn end_position(
+    t: &OpenTxn,
+    gtid_state: &mut MariaGtidList,
+    file: &str,
+    log_pos: u64,
+    mariadb: bool,
+) -> MysqlPosition {
+    if let Some((d, s, n)) = t.gtid {
+        gtid_state.advance(d, s, n);
+    }
+    position_at(file, log_pos, gtid_state, mariadb)
 }
 
 fn decode_row(

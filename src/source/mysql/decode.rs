@@ -110,20 +110,13 @@ fn decode_value(v: &MyValue, col: &ColumnSchema) -> Result<Value> {
             Value::Int(if y == 1900 { 0 } else { y })
         }
         (SourceType::Year, MyValue::Int(y)) => Value::Int(*y),
-        (SourceType::Enum(labels), MyValue::Int(i)) => {
-            let i = *i as usize;
+        (SourceType::Enum(labels), MyValue::Int(_) | MyValue::UInt(_)) => {
+            let i = match v {
+                MyValue::Int(i) => *i as usize,
+                MyValue::UInt(u) => *u as usize,
+                _ => unreachable!("matched above"),
+            };
             // Index 0 is the empty string MySQL stores for an invalid value.
-            Value::Text(if i == 0 {
-                String::new()
-            } else {
-                labels
-                    .get(i - 1)
-                    .cloned()
-                    .ok_or_else(|| bad(&format!("enum index {i}")))?
-            })
-        }
-        (SourceType::Enum(labels), MyValue::UInt(i)) => {
-            let i = *i as usize;
             Value::Text(if i == 0 {
                 String::new()
             } else {
@@ -176,17 +169,7 @@ fn int_value(raw: u64, bytes: u8, unsigned: bool) -> Value {
 
 fn timestamp_value(sec: i64, us: i64) -> Value {
     if sec == 0 && us == 0 {
-        Value::DateTime(DateTime {
-            date: Date {
-                year: 0,
-                month: 0,
-                day: 0,
-            },
-            hour: 0,
-            minute: 0,
-            second: 0,
-            micro: 0,
-        })
+        Value::DateTime(DateTime::ZERO)
     } else {
         Value::Timestamp(sec * 1_000_000 + us)
     }

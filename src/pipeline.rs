@@ -148,7 +148,8 @@ async fn run_once(
         sink: &mut sink,
         batch_max_rows: cfg.apply.batch_max_rows,
         batch_max_delay: Duration::from_millis(cfg.apply.batch_max_delay_ms),
-        committed: from,
+        committed: from.clone(),
+        last_seen: from,
         careful_until,
     };
     let result = applier.apply(rx, shutdown).await;
@@ -178,6 +179,8 @@ struct Applier<'a, S: Sink> {
     batch_max_delay: Duration,
     /// The position of the last committed target transaction.
     committed: Option<Position>,
+    /// The position of the last source transaction received (committed or not).
+    last_seen: Option<Position>,
     /// Some(x): careful mode until a transaction after position x is committed.
     careful_until: Option<Option<Position>>,
 }
@@ -311,6 +314,7 @@ impl<S: Sink> Applier<'_, S> {
                 }
                 SourceEvent::Commit(c) => {
                     txn_id = None;
+                    self.last_seen = Some(c.position.clone());
                     if let Some(b) = batch.as_mut() {
                         b.txns += 1;
                         b.last = Some((c.position.clone(), c.commit_time_us));
@@ -348,7 +352,9 @@ impl<S: Sink> Applier<'_, S> {
     async fn rejected(&mut self, e: Error) -> Result<Stop> {
         self.sink.rollback().await;
         if e.kind() == ErrorKind::SinkDefinite && !self.careful() {
-            Ok(Stop::Rejected(self.committed.clone(), e))
+            // Carefully up to the newest transaction received, and the one after it (which may
+            // have been arriving when the batch failed).
+            Ok(Stop::Rejected(self.last_seen.clone(), e))
         } else {
             Err(e)
         }

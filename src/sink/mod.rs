@@ -33,7 +33,8 @@ impl DeadLetter {
                     if v.is_null() {
                         serde_json::Value::Null
                     } else {
-                        serde_json::Value::String(v.to_string())
+                        // jsonb cannot hold NUL; keep it visible as an escape.
+                        serde_json::Value::String(v.to_string().replace('\0', "\\0"))
                     },
                 );
             }
@@ -44,7 +45,7 @@ impl DeadLetter {
             op: change.op.as_str(),
             txn_id: txn_id.to_string(),
             row: serde_json::Value::Object(row),
-            reason,
+            reason: reason.replace('\0', "\\0"),
         }
     }
 }

@@ -239,8 +239,15 @@ async fn wait_for_signal() {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    // SIGHUP would end the process by default; mapping reload is not there yet, so say so.
+    let mut hup = signal(SignalKind::hangup()).ok();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                tracing::warn!("SIGHUP received: reloading mappings is not supported yet; restart duplex to apply mapping changes");
+            }
+        }
     }
 }

@@ -79,21 +79,25 @@ fn main() -> ExitCode {
             },
             Command::Check { .. } => {
                 let lines = duplex::app::check(&cfg).await;
-                let mut failed = 0;
+                let mut out = String::new();
+                let failed = lines.iter().filter(|l| !l.ok).count();
                 for l in &lines {
                     if l.ok {
-                        println!("ok    {}", l.what);
+                        out.push_str(&format!("ok    {}\n", l.what));
                     } else {
-                        failed += 1;
-                        println!("FAIL  {}", l.what);
-                        println!("      fix: {}", l.fix);
+                        out.push_str(&format!("FAIL  {}\n      fix: {}\n", l.what, l.fix));
                     }
                 }
                 if failed == 0 {
-                    println!("all {} checks passed", lines.len());
+                    out.push_str(&format!("all {} checks passed\n", lines.len()));
+                } else {
+                    out.push_str(&format!("{failed} of {} checks failed\n", lines.len()));
+                }
+                // A closed pipe (`duplex check | head`) is not an error worth a panic.
+                let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+                if failed == 0 {
                     ExitCode::SUCCESS
                 } else {
-                    println!("{failed} of {} checks failed", lines.len());
                     ExitCode::FAILURE
                 }
             }

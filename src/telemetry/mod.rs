@@ -37,5 +37,9 @@ pub fn install(listen: SocketAddr) -> Result<()> {
     metrics::describe_counter!(DEAD_LETTERS, "Rows set aside into the dead-letter table");
     metrics::describe_counter!(ERRORS, "Errors by kind");
     metrics::describe_counter!(RECONNECTS, "Pipeline restarts after a transient error");
+    // Present from the start, so rate() and increase() see the first increment.
+    for name in [TXNS_APPLIED, BATCHES_COMMITTED, RECONNECTS] {
+        metrics::counter!(name).absolute(0);
+    }
     Ok(())
 }

@@ -123,18 +123,21 @@ listen = "{metrics}"
         assert!(ok, "duplex setup failed:\n{out}");
     }
 
-    /// Starts `duplex run` with its log in the work dir (appending across restarts).
-    pub fn start(&self) -> Child {
+    /// Starts `duplex run` with its log in the work dir (appending across restarts). The process
+    /// is killed when the handle is dropped, so a failing test leaves nothing running.
+    pub fn start(&self) -> Duplex {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("duplex.log"))
             .expect("open the duplex log");
-        self.command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start duplex run")
+        Duplex(
+            self.command(&["run"])
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start duplex run"),
+        )
     }
 
     pub fn log(&self) -> String {
@@ -142,20 +145,38 @@ listen = "{metrics}"
     }
 }
 
-/// Sends SIGKILL and reaps.
-pub fn kill9(child: &mut Child) {
-    let _ = child.kill();
-    let _ = child.wait();
+/// A running `duplex run`; killed on drop.
+pub struct Duplex(pub Child);
+
+impl Duplex {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
 }
 
-/// Sends SIGTERM and waits for the exit status.
-pub fn terminate(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+impl Drop for Duplex {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Sends SIGKILL and reaps.
+pub fn kill9(child: &mut Duplex) {
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+}
+
+/// Sends SIGTERM and waits for the exit status (SIGKILL after `within`).
+pub fn terminate(child: &mut Duplex, within: Duration) -> Option<std::process::ExitStatus> {
     unsafe {
         libc::kill(child.id() as i32, libc::SIGTERM);
     }
     let until = Instant::now() + within;
     while Instant::now() < until {
-        if let Ok(Some(st)) = child.try_wait() {
+        if let Ok(Some(st)) = child.0.try_wait() {
             return Some(st);
         }
         std::thread::sleep(Duration::from_millis(20));

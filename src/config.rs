@@ -23,7 +23,7 @@ pub const DEFAULT_TIME_ZONE: &str = "UTC";
 pub const DEFAULT_SERVER_ID: u32 = 4_242_001;
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 50_000;
 pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 20;
-pub const DEFAULT_CHUNK_ROWS: usize = 2_000;
+pub const DEFAULT_CHUNK_ROWS: usize = 1_000;
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 10;
 
 /// A password. Never printed.

@@ -29,8 +29,10 @@ use crate::source::mysql::MysqlSource;
 use crate::source::Source;
 use crate::telemetry;
 
-/// Source events in flight between the source and the sink (each a chunk of rows at most).
-const CHANNEL_EVENTS: usize = 64;
+/// Source events in flight between the source and the sink (each a chunk of at most
+/// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
+/// decoded rows in memory, which for wide tables with two images per update matters.
+const CHANNEL_EVENTS: usize = 4;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

@@ -30,7 +30,7 @@ use crate::model::{pg_ident, Op, Position, RowChange, TableSchema};
 /// Runs at least this long are written through COPY.
 const COPY_MIN_ROWS: usize = 500;
 /// Buffered rows beyond this are written out (inside the open transaction) to bound memory.
-const FLUSH_ROWS: usize = 20_000;
+const FLUSH_ROWS: usize = 10_000;
 /// PostgreSQL's limit on bind parameters per statement.
 const MAX_PARAMS: usize = 65_535;
 

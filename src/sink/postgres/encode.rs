@@ -16,6 +16,41 @@ const PG_EPOCH_OFFSET_US: i64 = 946_684_800_000_000;
 const PG_EPOCH_DAYS_FROM_CE: i32 = 730_120; // NaiveDate(2000-01-01).num_days_from_ce()
 const DAY_US: i64 = 86_400_000_000;
 
+/// One pre-encoded cell as a statement parameter: written as is, whatever type the server
+/// inferred (the cell was encoded for the column's type when it was made).
+#[derive(Debug)]
+pub struct Cell<'a>(pub Option<&'a [u8]>);
+
+impl tokio_postgres::types::ToSql for Cell<'_> {
+    fn to_sql(
+        &self,
+        _ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        match self.0 {
+            Some(b) => {
+                out.extend_from_slice(b);
+                Ok(tokio_postgres::types::IsNull::No)
+            }
+            None => Ok(tokio_postgres::types::IsNull::Yes),
+        }
+    }
+
+    fn accepts(_ty: &tokio_postgres::types::Type) -> bool {
+        true
+    }
+
+    fn to_sql_checked(
+        &self,
+        ty: &tokio_postgres::types::Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<tokio_postgres::types::IsNull, Box<dyn std::error::Error + Sync + Send>>
+    {
+        self.to_sql(ty, out)
+    }
+}
+
 /// A row of encoded cells sharing one buffer.
 #[derive(Debug, Clone, Default)]
 pub struct EncodedRow {
@@ -355,10 +390,11 @@ fn days_since_pg_epoch(d: NaiveDate) -> i32 {
     d.num_days_from_ce() - PG_EPOCH_DAYS_FROM_CE
 }
 
-/// Interprets a wall-clock time in `tz`. An ambiguous time (clocks turned back) takes the
-/// earlier instant; a time in a gap (clocks turned forward) takes the offset before the gap.
+/// Interprets a wall-clock time in `tz` the way PostgreSQL's `AT TIME ZONE` does: an ambiguous
+/// time (clocks turned back) takes the offset after the transition (the later instant); a time
+/// in a gap (clocks turned forward) takes the offset before the gap.
 fn local_to_utc_us(naive: NaiveDateTime, tz: chrono_tz::Tz) -> i64 {
-    match tz.from_local_datetime(&naive).earliest() {
+    match tz.from_local_datetime(&naive).latest() {
         Some(t) => t.timestamp_micros(),
         None => {
             let before = naive - chrono::Duration::hours(3);

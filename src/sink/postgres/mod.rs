@@ -16,10 +16,10 @@ use std::sync::Arc;
 
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
-use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
-use self::encode::EncodedRow;
+use self::encode::{Cell, EncodedRow};
 use super::{DeadLetter, Sink};
 use crate::checkpoint;
 use crate::config::PostgresConfig;
@@ -55,39 +55,6 @@ struct Run {
     kind: Kind,
     rows: Vec<EncodedRow>,
     by_key: HashMap<Vec<u8>, usize>,
-}
-
-/// One pre-encoded cell as a statement parameter.
-#[derive(Debug)]
-struct Cell<'a>(Option<&'a [u8]>);
-
-impl ToSql for Cell<'_> {
-    fn to_sql(
-        &self,
-        _ty: &Type,
-        out: &mut BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self.0 {
-            Some(b) => {
-                out.extend_from_slice(b);
-                Ok(IsNull::No)
-            }
-            None => Ok(IsNull::Yes),
-        }
-    }
-
-    fn accepts(_ty: &Type) -> bool {
-        true
-    }
-
-    fn to_sql_checked(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        // Cells were encoded for the column's type when they were made.
-        self.to_sql(ty, out)
-    }
 }
 
 /// Connects to PostgreSQL; the connection task is spawned on the current runtime.

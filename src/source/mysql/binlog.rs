@@ -12,18 +12,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::*;
 use mysql_async::BinlogStreamRequest;
 use tokio::sync::mpsc;
 
-use super::decode::decode;
+use super::rows::{decode_rows, RowLayout};
 use super::schema::SchemaCache;
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    Image, MariaGtidList, MysqlPosition, Op, Position, RowChange, SourceEvent, TableName,
-    TableSchema, TxnBegin, TxnCommit, Value,
+    MariaGtidList, MysqlPosition, Position, RowChange, SourceEvent, TableName, TableSchema,
+    TxnBegin, TxnCommit,
 };
 use crate::source::Source;
 
@@ -158,7 +158,8 @@ impl Source for MysqlSource {
         tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
 
         let mut cache = SchemaCache::default();
-        let mut table_ids: HashMap<u64, Option<Arc<TableSchema>>> = HashMap::new();
+        let mut table_ids: HashMap<u64, Option<(Arc<TableSchema>, Arc<RowLayout>)>> =
+            HashMap::new();
         let mut current_file = start.file.0.clone();
         let mut gtid_state = start.gtid.clone().unwrap_or_default();
         let mut txn: Option<OpenTxn> = None;
@@ -266,12 +267,12 @@ impl Source for MysqlSource {
                     }
                     match schema {
                         Some(s) if s.columns.len() == count => {
-                            table_ids.insert(tme.table_id(), Some(s));
+                            table_ids.insert(tme.table_id(), Some((s, Arc::new(RowLayout::new(&tme)?))));
                         }
                         Some(live) => match super::schema::from_table_map(&tme, &live) {
                             Some(then) => {
                                 tracing::info!(table = %name, at = %format!("{current_file}:{log_pos}"), "reading events written before an ALTER TABLE with the column names the binlog carries");
-                                table_ids.insert(tme.table_id(), Some(Arc::new(then)));
+                                table_ids.insert(tme.table_id(), Some((Arc::new(then), Arc::new(RowLayout::new(&tme)?))));
                             }
                             None => {
                                 return Err(Error::new(
@@ -322,48 +323,17 @@ impl Source for MysqlSource {
                         continue;
                     };
                     let table_id = rows.table_id();
-                    let Some(Some(schema)) = table_ids.get(&table_id).cloned() else {
+                    let Some(Some((schema, layout))) = table_ids.get(&table_id) else {
                         continue;
                     };
-                    let Some(tme) = stream.get_tme(table_id) else {
-                        continue;
-                    };
-                    let op =
-                        match &rows {
-                            RowsEventData::WriteRowsEvent(_)
-                            | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
-                            RowsEventData::UpdateRowsEvent(_)
-                            | RowsEventData::UpdateRowsEventV1(_)
-                            | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
-                            RowsEventData::DeleteRowsEvent(_)
-                            | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
-                        };
                     let Some(open) = txn.as_mut() else {
                         return Err(Error::new(
                             ErrorKind::SourceDefinite,
                             format!("row event for {} at {current_file}:{log_pos} outside a transaction", schema.name),
                         ));
                     };
-                    for row in rows.rows(tme) {
-                        let (before, after) = row.map_err(|e| {
-                            Error::new(
-                                ErrorKind::SourceDefinite,
-                                format!(
-                                    "decoding a row of {} at {current_file}:{log_pos}: {e}",
-                                    schema.name
-                                ),
-                            )
-                        })?;
-                        let before = before.map(|r| decode_row(r, &schema)).transpose()?;
-                        let after = after.map(|r| decode_row(r, &schema)).transpose()?;
-                        open.rows.push(RowChange {
-                            table: schema.clone(),
-                            op,
-                            before,
-                            after,
-                            image: Image::Full,
-                        });
-                    }
+                    decode_rows(&rows, layout, schema, &mut open.rows)
+                        .map_err(|e| e.context(format!("at {current_file}:{log_pos}")))?;
                     if open.rows.len() >= self.chunk_rows {
                         if !open.begun {
                             open.begun = true;
@@ -456,29 +426,6 @@ fn end_position(
         gtid_state.advance(d, s, n);
     }
     position_at(file, log_pos, gtid_state, mariadb)
-}
-
-fn decode_row(
-    row: mysql_async::binlog::row::BinlogRow,
-    schema: &TableSchema,
-) -> Result<Vec<Value>> {
-    if row.len() != schema.columns.len() {
-        return Err(Error::new(
-            ErrorKind::ServerSetting,
-            format!(
-                "a row image of {} has {} of {} columns: binlog_row_image must be FULL",
-                schema.name,
-                row.len(),
-                schema.columns.len()
-            ),
-        ));
-    }
-    let values = row.unwrap();
-    values
-        .iter()
-        .zip(&schema.columns)
-        .map(|(v, c)| decode(v, c).map_err(|e| e.context(format!("table {}", schema.name))))
-        .collect()
 }
 
 #[cfg(test)]

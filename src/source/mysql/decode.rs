@@ -13,11 +13,11 @@ use crate::model::value::{Date, DateTime};
 use crate::model::{ColumnSchema, SourceType, Value};
 
 /// Decodes one column value of a row image.
-pub fn decode(value: &BinlogValue<'_>, col: &ColumnSchema) -> Result<Value> {
+pub fn decode(value: BinlogValue<'_>, col: &ColumnSchema) -> Result<Value> {
     match value {
         BinlogValue::Value(v) => decode_value(v, col),
         BinlogValue::Jsonb(j) => {
-            let json = serde_json::Value::try_from(j.clone()).map_err(|e| {
+            let json = serde_json::Value::try_from(j).map_err(|e| {
                 Error::convert(format!("column {}: bad binary JSON: {e}", col.name))
             })?;
             Ok(Value::Json(json.to_string()))
@@ -32,7 +32,7 @@ pub fn decode(value: &BinlogValue<'_>, col: &ColumnSchema) -> Result<Value> {
     }
 }
 
-fn decode_value(v: &MyValue, col: &ColumnSchema) -> Result<Value> {
+fn decode_value(v: MyValue, col: &ColumnSchema) -> Result<Value> {
     let bad = |what: &str| {
         Error::convert(format!(
             "column {} ({}): unexpected binlog value {what}",
@@ -44,47 +44,42 @@ fn decode_value(v: &MyValue, col: &ColumnSchema) -> Result<Value> {
     }
     Ok(match (&col.ty, v) {
         // Kept only so the row lines up; no mapping can use it.
-        (SourceType::Dropped, MyValue::Bytes(b)) => Value::Bytes(b.clone()),
-        (SourceType::Dropped, MyValue::Int(i)) => Value::Int(*i),
-        (SourceType::Dropped, MyValue::UInt(u)) => Value::UInt(*u),
+        (SourceType::Dropped, MyValue::Bytes(b)) => Value::Bytes(b),
+        (SourceType::Dropped, MyValue::Int(i)) => Value::Int(i),
+        (SourceType::Dropped, MyValue::UInt(u)) => Value::UInt(u),
         (SourceType::Dropped, _) => Value::Null,
         (SourceType::Int { bytes, unsigned }, MyValue::Int(i)) => {
-            int_value(*i as u64, *bytes, *unsigned)
+            int_value(i as u64, *bytes, *unsigned)
         }
-        (SourceType::Int { bytes, unsigned }, MyValue::UInt(u)) => int_value(*u, *bytes, *unsigned),
-        (SourceType::Float, MyValue::Float(f)) => Value::Float(*f),
-        (SourceType::Float, MyValue::Double(f)) => Value::Float(*f as f32),
-        (SourceType::Double, MyValue::Double(f)) => Value::Double(*f),
-        (SourceType::Double, MyValue::Float(f)) => Value::Double(*f as f64),
+        (SourceType::Int { bytes, unsigned }, MyValue::UInt(u)) => int_value(u, *bytes, *unsigned),
+        (SourceType::Float, MyValue::Float(f)) => Value::Float(f),
+        (SourceType::Float, MyValue::Double(f)) => Value::Float(f as f32),
+        (SourceType::Double, MyValue::Double(f)) => Value::Double(f),
+        (SourceType::Double, MyValue::Float(f)) => Value::Double(f as f64),
         (SourceType::Decimal { .. }, MyValue::Bytes(b)) => {
-            let s = std::str::from_utf8(b).map_err(|_| bad("decimal bytes"))?;
-            Value::Decimal(s.to_string())
+            Value::Decimal(String::from_utf8(b).map_err(|_| bad("decimal bytes"))?)
         }
         (SourceType::Text { charset }, MyValue::Bytes(b)) => text_value(b, charset),
-        (SourceType::Json, MyValue::Bytes(b)) => match std::str::from_utf8(b) {
-            Ok(s) => Value::Json(s.to_string()),
-            Err(_) => Value::Bytes(b.clone()),
+        (SourceType::Json, MyValue::Bytes(b)) => match String::from_utf8(b) {
+            Ok(s) => Value::Json(s),
+            Err(e) => Value::Bytes(e.into_bytes()),
         },
-        (SourceType::Binary, MyValue::Bytes(b)) => Value::Bytes(b.clone()),
-        (SourceType::Date, MyValue::Date(y, m, d, ..)) => Value::Date(Date {
-            year: *y,
-            month: *m,
-            day: *d,
-        }),
-        (SourceType::DateTime, MyValue::Date(y, m, d, h, mi, s, us)) => Value::DateTime(DateTime {
-            date: Date {
-                year: *y,
-                month: *m,
-                day: *d,
-            },
-            hour: *h,
-            minute: *mi,
-            second: *s,
-            micro: *us,
-        }),
+        (SourceType::Binary, MyValue::Bytes(b)) => Value::Bytes(b),
+        (SourceType::Date, MyValue::Date(year, month, day, ..)) => {
+            Value::Date(Date { year, month, day })
+        }
+        (SourceType::DateTime, MyValue::Date(year, month, day, hour, minute, second, micro)) => {
+            Value::DateTime(DateTime {
+                date: Date { year, month, day },
+                hour,
+                minute,
+                second,
+                micro,
+            })
+        }
         // TIMESTAMP2 arrives as "seconds[.micros]" since the epoch; 0 is MySQL's zero timestamp.
         (SourceType::Timestamp, MyValue::Bytes(b)) => {
-            let s = std::str::from_utf8(b).map_err(|_| bad("timestamp bytes"))?;
+            let s = std::str::from_utf8(&b).map_err(|_| bad("timestamp bytes"))?;
             let (sec, frac) = s.split_once('.').unwrap_or((s, "0"));
             let sec: i64 = sec.parse().map_err(|_| bad(s))?;
             let mut frac = frac.to_string();
@@ -94,26 +89,26 @@ fn decode_value(v: &MyValue, col: &ColumnSchema) -> Result<Value> {
             let us: i64 = frac[..6].parse().map_err(|_| bad(s))?;
             timestamp_value(sec, us)
         }
-        (SourceType::Timestamp, MyValue::Int(sec)) => timestamp_value(*sec, 0),
+        (SourceType::Timestamp, MyValue::Int(sec)) => timestamp_value(sec, 0),
         (SourceType::Time, MyValue::Time(neg, days, h, m, s, us)) => {
-            let total = ((*days as i64 * 24 + *h as i64) * 3600 + *m as i64 * 60 + *s as i64)
+            let total = ((days as i64 * 24 + h as i64) * 3600 + m as i64 * 60 + s as i64)
                 * 1_000_000
-                + *us as i64;
-            Value::Time(if *neg { -total } else { total })
+                + us as i64;
+            Value::Time(if neg { -total } else { total })
         }
         // The library adds 1900 to the stored byte; the stored 0 means YEAR 0000.
         (SourceType::Year, MyValue::Bytes(b)) => {
-            let y: i64 = std::str::from_utf8(b)
+            let y: i64 = std::str::from_utf8(&b)
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| bad("year"))?;
             Value::Int(if y == 1900 { 0 } else { y })
         }
-        (SourceType::Year, MyValue::Int(y)) => Value::Int(*y),
-        (SourceType::Enum(labels), MyValue::Int(_) | MyValue::UInt(_)) => {
+        (SourceType::Year, MyValue::Int(y)) => Value::Int(y),
+        (SourceType::Enum(labels), v @ (MyValue::Int(_) | MyValue::UInt(_))) => {
             let i = match v {
-                MyValue::Int(i) => *i as usize,
-                MyValue::UInt(u) => *u as usize,
+                MyValue::Int(i) => i as usize,
+                MyValue::UInt(u) => u as usize,
                 _ => unreachable!("matched above"),
             };
             // Index 0 is the empty string MySQL stores for an invalid value.
@@ -139,10 +134,7 @@ fn decode_value(v: &MyValue, col: &ColumnSchema) -> Result<Value> {
                 .collect();
             Value::Text(names.join(","))
         }
-        (SourceType::Bit(n), MyValue::Bytes(b)) => Value::Bits {
-            len: *n,
-            bytes: b.clone(),
-        },
+        (SourceType::Bit(n), MyValue::Bytes(bytes)) => Value::Bits { len: *n, bytes },
         (_, other) => return Err(bad(&format!("{other:?}"))),
     })
 }
@@ -178,10 +170,10 @@ fn timestamp_value(sec: i64, us: i64) -> Value {
 /// Converts text bytes in a MySQL charset to UTF-8. Bytes that are not valid in the charset stay
 /// [`Value::Bytes`], so the sink rejects the row into the dead-letter table instead of storing
 /// replacement characters.
-pub fn text_value(bytes: &[u8], charset: &str) -> Value {
+pub fn text_value(bytes: Vec<u8>, charset: &str) -> Value {
     let encoding = match charset {
         "utf8" | "utf8mb3" | "utf8mb4" | "ascii" => None,
-        "binary" => return Value::Bytes(bytes.to_vec()),
+        "binary" => return Value::Bytes(bytes),
         // MySQL's latin1 is Windows-1252 with the five undefined bytes mapped to C1 controls,
         // which is exactly the WHATWG windows-1252 decoder.
         "latin1" => Some(encoding_rs::WINDOWS_1252),
@@ -204,21 +196,21 @@ pub fn text_value(bytes: &[u8], charset: &str) -> Value {
         "gb18030" => Some(encoding_rs::GB18030),
         "big5" => Some(encoding_rs::BIG5),
         "utf16" | "utf16le" | "ucs2" | "utf32" => {
-            return match decode_wide(bytes, charset) {
+            return match decode_wide(&bytes, charset) {
                 Some(s) => Value::Text(s),
-                None => Value::Bytes(bytes.to_vec()),
+                None => Value::Bytes(bytes),
             }
         }
         other => encoding_rs::Encoding::for_label(other.as_bytes()),
     };
     match encoding {
-        None => match std::str::from_utf8(bytes) {
-            Ok(s) => Value::Text(s.to_string()),
-            Err(_) => Value::Bytes(bytes.to_vec()),
+        None => match String::from_utf8(bytes) {
+            Ok(s) => Value::Text(s),
+            Err(e) => Value::Bytes(e.into_bytes()),
         },
-        Some(enc) => match enc.decode_without_bom_handling_and_without_replacement(bytes) {
+        Some(enc) => match enc.decode_without_bom_handling_and_without_replacement(&bytes) {
             Some(s) => Value::Text(s.into_owned()),
-            None => Value::Bytes(bytes.to_vec()),
+            None => Value::Bytes(bytes),
         },
     }
 }
@@ -274,16 +266,22 @@ mod tests {
     fn charsets() {
         // "Привет" in cp1251
         let cp = [0xCF, 0xF0, 0xE8, 0xE2, 0xE5, 0xF2];
-        assert_eq!(text_value(&cp, "cp1251"), Value::Text("Привет".into()));
-        assert_eq!(text_value(&[0xE9], "latin1"), Value::Text("é".into()));
-        assert_eq!(text_value(&[0x80], "latin1"), Value::Text("€".into()));
-        assert_eq!(text_value(&[0x81], "latin1"), Value::Text("\u{81}".into()));
         assert_eq!(
-            text_value("🌹".as_bytes(), "utf8mb4"),
+            text_value(cp.to_vec(), "cp1251"),
+            Value::Text("Привет".into())
+        );
+        assert_eq!(text_value(vec![0xE9], "latin1"), Value::Text("é".into()));
+        assert_eq!(text_value(vec![0x80], "latin1"), Value::Text("€".into()));
+        assert_eq!(
+            text_value(vec![0x81], "latin1"),
+            Value::Text("\u{81}".into())
+        );
+        assert_eq!(
+            text_value("🌹".as_bytes().to_vec(), "utf8mb4"),
             Value::Text("🌹".into())
         );
         assert_eq!(
-            text_value(&[0xFF, 0xFE], "utf8mb3"),
+            text_value(vec![0xFF, 0xFE], "utf8mb3"),
             Value::Bytes(vec![0xFF, 0xFE])
         );
     }

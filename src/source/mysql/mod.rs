@@ -4,6 +4,7 @@
 
 pub mod binlog;
 pub mod decode;
+pub mod rows;
 pub mod schema;
 
 use mysql_async::prelude::*;

@@ -65,6 +65,9 @@ impl MysqlSource {
     }
 }
 
+/// A watched table's version and row layout, by binlog table id.
+type Mapped = (Arc<TableSchema>, Arc<RowLayout>);
+
 /// The transaction being assembled.
 struct OpenTxn {
     id: String,
@@ -158,8 +161,7 @@ impl Source for MysqlSource {
         tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
 
         let mut cache = SchemaCache::default();
-        let mut table_ids: HashMap<u64, Option<(Arc<TableSchema>, Arc<RowLayout>)>> =
-            HashMap::new();
+        let mut table_ids: HashMap<u64, Option<Mapped>> = HashMap::new();
         let mut current_file = start.file.0.clone();
         let mut gtid_state = start.gtid.clone().unwrap_or_default();
         let mut txn: Option<OpenTxn> = None;

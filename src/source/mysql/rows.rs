@@ -120,13 +120,15 @@ pub fn decode_rows(
         RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
         RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => Op::Update,
         RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
-        RowsEventData::PartialUpdateRowsEvent(_) => return Err(Error::new(
-            ErrorKind::ServerSetting,
-            format!(
+        RowsEventData::PartialUpdateRowsEvent(_) => {
+            return Err(Error::new(
+                ErrorKind::ServerSetting,
+                format!(
                 "partial JSON update of {} in the binlog: SET GLOBAL binlog_row_value_options = ''",
                 schema.name
             ),
-        )),
+            ))
+        }
     };
     let n = event.num_columns() as usize;
     let before_cols: Vec<bool> = event

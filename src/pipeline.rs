@@ -22,13 +22,16 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::Plan;
-use crate::model::{Position, SourceEvent};
+use crate::model::{Position, SourceEvent, TxnBegin, TxnCommit};
 use crate::sink::postgres::PgSink;
-use crate::sink::{DeadLetter, Sink};
+use crate::sink::{DeadLetter, Encoder, Sink};
 use crate::source::mysql::MysqlSource;
 use crate::source::Source;
 use crate::telemetry;
 
+/// Encoded chunks in flight between the encoder and the writer; encoded rows are compact, so
+/// this can be deeper, letting the reader and encoder run ahead while PostgreSQL applies.
+const ENCODED_EVENTS: usize = 16;
 /// Source events in flight between the source and the sink (each a chunk of at most
 /// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
 /// decoded rows in memory, which for wide tables with two images per update matters.
@@ -63,6 +66,70 @@ impl Backoff {
 
     pub fn reset(&mut self) {
         self.next = BACKOFF_START;
+    }
+}
+
+/// What the encoder stage hands to the writer: the source events, with rows mapped and encoded.
+enum Encoded<C> {
+    Begin(TxnBegin),
+    Rows(Vec<Item<C>>),
+    Commit(TxnCommit),
+    Idle(Position),
+}
+
+/// One source row change after mapping and encoding.
+enum Item<C> {
+    /// Changes to apply.
+    Apply(Vec<C>),
+    /// Changes to apply one by one, each with the dead letter to record if the target rejects
+    /// it (careful mode).
+    Careful(Vec<(C, DeadLetter)>),
+    /// The row cannot be mapped or encoded.
+    Dead(DeadLetter),
+}
+
+/// The encoder stage: maps and encodes each chunk on its own task, so encoding overlaps with
+/// the writer waiting on PostgreSQL.
+async fn encode_stage<E: Encoder>(
+    mut encoder: E,
+    mut rx: mpsc::Receiver<SourceEvent>,
+    tx: mpsc::Sender<Encoded<E::Change>>,
+    careful: bool,
+) {
+    let mut txn_id = String::new();
+    while let Some(event) = rx.recv().await {
+        let out = match event {
+            SourceEvent::Begin(b) => {
+                txn_id = b.id.clone();
+                Encoded::Begin(b)
+            }
+            SourceEvent::Rows(rows) => Encoded::Rows(
+                rows.iter()
+                    .map(|change| match encoder.prepare(change) {
+                        Ok(changes) if careful => Item::Careful(
+                            changes
+                                .into_iter()
+                                .map(|c| {
+                                    let target = encoder.target_of(&c);
+                                    let letter = DeadLetter::new(change, target, &txn_id, String::new());
+                                    (c, letter)
+                                })
+                                .collect(),
+                        ),
+                        Ok(changes) => Item::Apply(changes),
+                        Err((target, e)) => {
+                            tracing::warn!(table = %change.table.name, txn = %txn_id, error = %e, "row set aside into the dead-letter table");
+                            Item::Dead(DeadLetter::new(change, target, &txn_id, e.to_string()))
+                        }
+                    })
+                    .collect(),
+            ),
+            SourceEvent::Commit(c) => Encoded::Commit(c),
+            SourceEvent::Idle(p) => Encoded::Idle(p),
+        };
+        if tx.send(out).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -146,6 +213,13 @@ async fn run_once(
     );
     let start = from.clone();
     let source_task = tokio::spawn(async move { source.run(start, tx).await });
+    let (etx, erx) = mpsc::channel(ENCODED_EVENTS);
+    let encoder_task = tokio::spawn(encode_stage(
+        sink.encoder(),
+        rx,
+        etx,
+        careful_until.is_some(),
+    ));
     let mut applier = Applier {
         sink: &mut sink,
         batch_max_rows: cfg.apply.batch_max_rows,
@@ -154,7 +228,8 @@ async fn run_once(
         last_seen: from,
         careful_until,
     };
-    let result = applier.apply(rx, shutdown).await;
+    let result = applier.apply(erx, shutdown).await;
+    encoder_task.abort();
     let source_result = if source_task.is_finished() {
         source_task.await.ok()
     } else {
@@ -201,7 +276,7 @@ impl<S: Sink> Applier<'_, S> {
 
     async fn apply(
         &mut self,
-        mut rx: mpsc::Receiver<SourceEvent>,
+        mut rx: mpsc::Receiver<Encoded<<S::Encoder as Encoder>::Change>>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Stop> {
         let mut batch: Option<Batch> = None;
@@ -261,7 +336,7 @@ impl<S: Sink> Applier<'_, S> {
                 return Err(Error::new(ErrorKind::SourceTransient, "source stopped"));
             };
             match event {
-                SourceEvent::Begin(b) => {
+                Encoded::Begin(b) => {
                     if batch.is_none() {
                         self.sink.begin().await?;
                         batch = Some(Batch {
@@ -273,48 +348,43 @@ impl<S: Sink> Applier<'_, S> {
                     }
                     txn_id = Some(b.id);
                 }
-                SourceEvent::Rows(rows) => {
-                    let id = txn_id.clone().unwrap_or_default();
+                Encoded::Rows(items) => {
                     if let Some(b) = batch.as_mut() {
-                        b.rows += rows.len();
+                        b.rows += items.len();
                     }
-                    for change in &rows {
-                        let prepared = match self.sink.prepare(change) {
-                            Ok(p) => p,
-                            Err((target, e)) => {
-                                tracing::warn!(table = %change.table.name, txn = %id, error = %e, "row set aside into the dead-letter table");
-                                self.sink.dead_letter(DeadLetter::new(
-                                    change,
-                                    target,
-                                    &id,
-                                    e.to_string(),
-                                ));
-                                continue;
-                            }
-                        };
-                        for c in prepared {
-                            if self.careful() {
-                                let target = self.sink.target_of(&c);
-                                match self.sink.push_careful(c).await {
-                                    Ok(()) => {}
-                                    Err(e) if !e.is_transient() => {
-                                        tracing::warn!(table = %target, txn = %id, error = %e, "row rejected by the target; set aside into the dead-letter table");
-                                        self.sink.dead_letter(DeadLetter::new(
-                                            change,
-                                            target,
-                                            &id,
-                                            e.to_string(),
-                                        ));
+                    for item in items {
+                        match item {
+                            Item::Apply(changes) => {
+                                for c in changes {
+                                    if let Err(e) = self.sink.push(c).await {
+                                        return self.rejected(e).await;
                                     }
-                                    Err(e) => return Err(e),
                                 }
-                            } else if let Err(e) = self.sink.push(c).await {
-                                return self.rejected(e).await;
                             }
+                            Item::Careful(changes) => {
+                                for (c, mut letter) in changes {
+                                    if !self.careful() {
+                                        if let Err(e) = self.sink.push(c).await {
+                                            return self.rejected(e).await;
+                                        }
+                                        continue;
+                                    }
+                                    match self.sink.push_careful(c).await {
+                                        Ok(()) => {}
+                                        Err(e) if !e.is_transient() => {
+                                            tracing::warn!(table = %letter.target_table, txn = %letter.txn_id, error = %e, "row rejected by the target; set aside into the dead-letter table");
+                                            letter.reason = e.to_string().replace('\0', "\\0");
+                                            self.sink.dead_letter(letter);
+                                        }
+                                        Err(e) => return Err(e),
+                                    }
+                                }
+                            }
+                            Item::Dead(letter) => self.sink.dead_letter(letter),
                         }
                     }
                 }
-                SourceEvent::Commit(c) => {
+                Encoded::Commit(c) => {
                     txn_id = None;
                     self.last_seen = Some(c.position.clone());
                     if let Some(b) = batch.as_mut() {
@@ -330,7 +400,7 @@ impl<S: Sink> Applier<'_, S> {
                         }
                     }
                 }
-                SourceEvent::Idle(pos) => {
+                Encoded::Idle(pos) => {
                     let ahead = match (&self.committed, &pos) {
                         (Some(Position::Mysql(c)), Position::Mysql(p)) => p > c,
                         (None, _) => true,

@@ -50,10 +50,10 @@ impl DeadLetter {
     }
 }
 
-/// What the pipeline needs from a target database.
-pub trait Sink {
+/// Maps and encodes source row changes for one sink; runs on its own task, ahead of the writer.
+pub trait Encoder: Send + 'static {
     /// A mapped, encoded change ready to apply.
-    type Change;
+    type Change: Send + 'static;
 
     /// Maps and encodes one source row change (into zero or more target changes). An error here
     /// concerns this row only and sends it to the dead-letter table, named by the returned
@@ -63,6 +63,17 @@ pub trait Sink {
         change: &RowChange,
     ) -> std::result::Result<Vec<Self::Change>, (String, crate::error::Error)>;
 
+    /// Target table name of a change, for dead letters.
+    fn target_of(&self, change: &Self::Change) -> String;
+}
+
+/// What the pipeline needs from a target database.
+pub trait Sink {
+    type Encoder: Encoder;
+
+    /// A new encoder for this sink's mapping plan.
+    fn encoder(&self) -> Self::Encoder;
+
     /// The position to resume from.
     fn checkpoint(&mut self) -> impl std::future::Future<Output = Result<Option<Position>>> + Send;
 
@@ -71,13 +82,13 @@ pub trait Sink {
     /// Buffers a change; may write buffered changes inside the open transaction.
     fn push(
         &mut self,
-        change: Self::Change,
+        change: <Self::Encoder as Encoder>::Change,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
     /// Writes one change under a savepoint; a definite error leaves the transaction usable.
     fn push_careful(
         &mut self,
-        change: Self::Change,
+        change: <Self::Encoder as Encoder>::Change,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
     /// Records a dead letter, written with the next commit.
@@ -90,7 +101,4 @@ pub trait Sink {
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
     fn rollback(&mut self) -> impl std::future::Future<Output = ()> + Send;
-
-    /// Target table name of a change, for dead letters.
-    fn target_of(&self, change: &Self::Change) -> String;
 }

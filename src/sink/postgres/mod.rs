@@ -9,6 +9,7 @@
 //! CONFLICT` / `DELETE … USING`.
 
 pub mod encode;
+pub mod prepare;
 pub mod schema;
 
 use std::collections::HashMap;
@@ -25,7 +26,9 @@ use crate::checkpoint;
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::mapping::{Plan, TablePlan};
-use crate::model::{pg_ident, Op, Position, RowChange, TableSchema};
+use crate::model::{pg_ident, Position};
+
+pub use self::prepare::PgEncoder;
 
 /// Runs at least this long are written through COPY.
 const COPY_MIN_ROWS: usize = 500;
@@ -48,6 +51,8 @@ pub struct PgChange {
     pub kind: Kind,
     /// Upsert: every mapped column in plan order. Delete: the key columns in key order.
     pub row: EncodedRow,
+    /// The key's bytes, to find later changes of the same row.
+    pub key: Vec<u8>,
 }
 
 struct Run {
@@ -94,15 +99,6 @@ pub struct PgSink {
     checkpoint_stmt: Statement,
     dead_letter_stmt: Statement,
     stmts: HashMap<(usize, Kind, usize), Statement>,
-    /// (table, source schema version) → source column positions; the Arc keeps the address alive.
-    #[allow(clippy::type_complexity)]
-    bindings: HashMap<
-        (usize, usize),
-        (
-            Arc<TableSchema>,
-            std::result::Result<Arc<Vec<usize>>, String>,
-        ),
-    >,
     runs: Vec<Run>,
     buffered: usize,
     letters: Vec<DeadLetter>,
@@ -165,7 +161,6 @@ impl PgSink {
             checkpoint_stmt,
             dead_letter_stmt,
             stmts: HashMap::new(),
-            bindings: HashMap::new(),
             runs: Vec::new(),
             buffered: 0,
             letters: Vec::new(),
@@ -175,64 +170,6 @@ impl PgSink {
 
     pub fn client(&self) -> &Client {
         &self.client
-    }
-
-    /// Encodes the columns at `cols` (plan column numbers) of a source row whose mapped columns
-    /// sit at `idx`.
-    fn encode(
-        &self,
-        table: &TablePlan,
-        idx: &[usize],
-        cols: impl Iterator<Item = usize>,
-        values: &[crate::model::Value],
-    ) -> Result<EncodedRow> {
-        let mut row = EncodedRow::with_capacity(idx.len());
-        for i in cols {
-            let c = &table.columns[i];
-            let v = values.get(idx[i]).unwrap_or(&crate::model::Value::Null);
-            row.push(v, &c.target.kind, self.tz).map_err(|e| {
-                e.context(format!(
-                    "column {} → {}.{}",
-                    c.source_name, table.target, c.target.name
-                ))
-            })?;
-        }
-        Ok(row)
-    }
-
-    /// Source column positions of table `t` for the table version a row was decoded with.
-    fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
-        let key = (t, Arc::as_ptr(schema) as usize);
-        if let Some((_, b)) = self.bindings.get(&key) {
-            return b.clone().map_err(Error::mapping);
-        }
-        let b = self.plan.tables[t].bind(schema).map(Arc::new);
-        if let Err(e) = &b {
-            tracing::error!(error = %e, "source table changed incompatibly; its rows go to the dead-letter table");
-        }
-        self.bindings.insert(key, (schema.clone(), b.clone()));
-        b.map_err(Error::mapping)
-    }
-
-    fn key_identity(&self, change: &PgChange) -> Vec<u8> {
-        match change.kind {
-            Kind::Delete => change.row.identity(),
-            Kind::Upsert => {
-                let t = &self.plan.tables[change.table];
-                let mut k = EncodedRow::with_capacity(t.key.len());
-                for &i in &t.key {
-                    match change.row.cell(i) {
-                        Some(b) => {
-                            let s = k.buf.len() as u32;
-                            k.buf.extend_from_slice(b);
-                            k.cells.push(Some((s, k.buf.len() as u32)));
-                        }
-                        None => k.cells.push(None),
-                    }
-                }
-                k.identity()
-            }
-        }
     }
 
     async fn statement(&mut self, table: usize, kind: Kind, rows: usize) -> Result<Statement> {
@@ -449,55 +386,10 @@ fn delete_values_sql(t: &TablePlan, rows: usize) -> String {
 }
 
 impl Sink for PgSink {
-    type Change = PgChange;
+    type Encoder = PgEncoder;
 
-    fn prepare(
-        &mut self,
-        change: &RowChange,
-    ) -> std::result::Result<Vec<PgChange>, (String, Error)> {
-        let mut out = Vec::new();
-        for i in 0..self.plan.tables.len() {
-            let t = self.plan.tables[i].clone();
-            if t.source != change.table.name || !t.direction.forward() {
-                continue;
-            }
-            let fail = |e: Error| (t.target.to_string(), e);
-            let idx = self.binding(i, &change.table).map_err(fail)?;
-            let all = 0..t.columns.len();
-            let key = t.key.iter().copied();
-            let none = Vec::new();
-            let before = change.before.as_ref().unwrap_or(&none);
-            let after = change.after.as_ref().unwrap_or(&none);
-            match change.op {
-                Op::Insert => out.push(PgChange {
-                    table: i,
-                    kind: Kind::Upsert,
-                    row: self.encode(&t, &idx, all, after).map_err(fail)?,
-                }),
-                Op::Update => {
-                    let old_key = self.encode(&t, &idx, key.clone(), before).map_err(fail)?;
-                    let new_key = self.encode(&t, &idx, key, after).map_err(fail)?;
-                    if old_key.identity() != new_key.identity() {
-                        out.push(PgChange {
-                            table: i,
-                            kind: Kind::Delete,
-                            row: old_key,
-                        });
-                    }
-                    out.push(PgChange {
-                        table: i,
-                        kind: Kind::Upsert,
-                        row: self.encode(&t, &idx, all, after).map_err(fail)?,
-                    });
-                }
-                Op::Delete => out.push(PgChange {
-                    table: i,
-                    kind: Kind::Delete,
-                    row: self.encode(&t, &idx, key, before).map_err(fail)?,
-                }),
-            }
-        }
-        Ok(out)
+    fn encoder(&self) -> PgEncoder {
+        PgEncoder::new(self.plan.clone(), self.tz)
     }
 
     async fn checkpoint(&mut self) -> Result<Option<Position>> {
@@ -522,7 +414,7 @@ impl Sink for PgSink {
     }
 
     async fn push(&mut self, change: PgChange) -> Result<()> {
-        let key = self.key_identity(&change);
+        let key = change.key;
         let same = self
             .runs
             .last()
@@ -631,9 +523,5 @@ impl Sink for PgSink {
             let _ = self.client.batch_execute("ROLLBACK").await;
             self.in_txn = false;
         }
-    }
-
-    fn target_of(&self, change: &PgChange) -> String {
-        self.plan.tables[change.table].target.to_string()
     }
 }

@@ -1,0 +1,149 @@
+//! Mapping and encoding of source row changes into [`PgChange`]s, done on its own task ahead of
+//! the writer so that encoding the next rows overlaps with PostgreSQL applying the previous ones.
+//!
+//! A row decoded under another version of its source table (after an ALTER TABLE) is mapped by
+//! column name ([`crate::mapping::TablePlan::bind`]); the binding is worked out once per table
+//! version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::encode::EncodedRow;
+use super::{Kind, PgChange};
+use crate::error::{Error, Result};
+use crate::mapping::{Plan, TablePlan};
+use crate::model::{Op, RowChange, TableSchema, Value};
+use crate::sink::Encoder;
+
+type Binding = std::result::Result<Arc<Vec<usize>>, String>;
+
+pub struct PgEncoder {
+    plan: Arc<Plan>,
+    tz: chrono_tz::Tz,
+    /// (table, source schema version) → source column positions; the Arc keeps the address alive.
+    bindings: HashMap<(usize, usize), (Arc<TableSchema>, Binding)>,
+}
+
+impl PgEncoder {
+    pub fn new(plan: Arc<Plan>, tz: chrono_tz::Tz) -> Self {
+        PgEncoder {
+            plan,
+            tz,
+            bindings: HashMap::new(),
+        }
+    }
+
+    /// Encodes the columns at `cols` (plan column numbers) of a source row whose mapped columns
+    /// sit at `idx`.
+    fn encode(
+        &self,
+        table: &TablePlan,
+        idx: &[usize],
+        cols: impl Iterator<Item = usize>,
+        values: &[Value],
+    ) -> Result<EncodedRow> {
+        let mut row = EncodedRow::with_capacity(idx.len());
+        for i in cols {
+            let c = &table.columns[i];
+            let v = values.get(idx[i]).unwrap_or(&Value::Null);
+            row.push(v, &c.target.kind, self.tz).map_err(|e| {
+                e.context(format!(
+                    "column {} → {}.{}",
+                    c.source_name, table.target, c.target.name
+                ))
+            })?;
+        }
+        Ok(row)
+    }
+
+    /// Source column positions of table `t` for the table version a row was decoded with.
+    fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
+        let key = (t, Arc::as_ptr(schema) as usize);
+        if let Some((_, b)) = self.bindings.get(&key) {
+            return b.clone().map_err(Error::mapping);
+        }
+        let b = self.plan.tables[t].bind(schema).map(Arc::new);
+        if let Err(e) = &b {
+            tracing::error!(error = %e, "source table changed incompatibly; its rows go to the dead-letter table");
+        }
+        self.bindings.insert(key, (schema.clone(), b.clone()));
+        b.map_err(Error::mapping)
+    }
+
+    /// The key bytes of an upsert row (its key cells).
+    fn upsert_key(t: &TablePlan, row: &EncodedRow) -> Vec<u8> {
+        let mut k = EncodedRow::with_capacity(t.key.len());
+        for &i in &t.key {
+            match row.cell(i) {
+                Some(b) => {
+                    let s = k.buf.len() as u32;
+                    k.buf.extend_from_slice(b);
+                    k.cells.push(Some((s, k.buf.len() as u32)));
+                }
+                None => k.cells.push(None),
+            }
+        }
+        k.identity()
+    }
+}
+
+impl Encoder for PgEncoder {
+    type Change = PgChange;
+
+    fn prepare(
+        &mut self,
+        change: &RowChange,
+    ) -> std::result::Result<Vec<PgChange>, (String, Error)> {
+        let mut out = Vec::new();
+        for i in 0..self.plan.tables.len() {
+            let t = self.plan.tables[i].clone();
+            if t.source != change.table.name || !t.direction.forward() {
+                continue;
+            }
+            let fail = |e: Error| (t.target.to_string(), e);
+            let idx = self.binding(i, &change.table).map_err(fail)?;
+            let none = Vec::new();
+            let before = change.before.as_ref().unwrap_or(&none);
+            let after = change.after.as_ref().unwrap_or(&none);
+            let upsert = |enc: &Self, values: &[Value]| -> Result<PgChange> {
+                let row = enc.encode(&t, &idx, 0..t.columns.len(), values)?;
+                Ok(PgChange {
+                    table: i,
+                    kind: Kind::Upsert,
+                    key: Self::upsert_key(&t, &row),
+                    row,
+                })
+            };
+            let delete = |old_key: EncodedRow| PgChange {
+                table: i,
+                kind: Kind::Delete,
+                key: old_key.identity(),
+                row: old_key,
+            };
+            match change.op {
+                Op::Insert => out.push(upsert(self, after).map_err(fail)?),
+                Op::Update => {
+                    let old_key = self
+                        .encode(&t, &idx, t.key.iter().copied(), before)
+                        .map_err(fail)?;
+                    let new = upsert(self, after).map_err(fail)?;
+                    if old_key.identity() != new.key {
+                        out.push(delete(old_key));
+                    }
+                    out.push(new);
+                }
+                Op::Delete => {
+                    let old_key = self
+                        .encode(&t, &idx, t.key.iter().copied(), before)
+                        .map_err(fail)?;
+                    out.push(delete(old_key));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn target_of(&self, change: &PgChange) -> String {
+        self.plan.tables[change.table].target.to_string()
+    }
+}

@@ -31,7 +31,7 @@ use crate::telemetry;
 
 /// Encoded chunks in flight between the encoder and the writer; encoded rows are compact, so
 /// this can be deeper, letting the reader and encoder run ahead while PostgreSQL applies.
-const ENCODED_EVENTS: usize = 16;
+const ENCODED_EVENTS: usize = 8;
 /// Source events in flight between the source and the sink (each a chunk of at most
 /// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
 /// decoded rows in memory, which for wide tables with two images per update matters.

@@ -302,3 +302,71 @@ async fn binlog_rotation_and_alter_table_mid_stream_keep_values_in_place() {
         work.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_insert_batch_applied_again_after_a_rewind_ends_the_same() {
+    let dbs = support::fresh_dbs("rewind").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20) NOT NULL)")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text NOT NULL)")
+        .await
+        .unwrap();
+    let work = Workdir::new(
+        &dbs,
+        "rewind",
+        "UTC",
+        &[(
+            "t.toml",
+            "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n",
+        )],
+    );
+    work.setup();
+    let start = pg_rows(
+        &pg,
+        "SELECT position, ord_major::text, ord_minor::text FROM duplex.checkpoint",
+    )
+    .await;
+
+    // 3000 rows in one transaction: written with a direct COPY the first time.
+    let values: Vec<String> = (1..=3000).map(|i| format!("({i}, 'v{i}')")).collect();
+    my.query_drop(format!("INSERT INTO t VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "3000 rows", &work, || async {
+        pg_count(&pg, "t").await == 3000
+    })
+    .await;
+    terminate(&mut child, Duration::from_secs(20));
+
+    // Rewind the checkpoint (as a restore of an older backup would) and damage some rows: the
+    // same inserts arrive again, a direct COPY is refused, and the upsert path restores them.
+    let (pos, major, minor) = (
+        start[0][0].clone().unwrap(),
+        start[0][1].clone().unwrap(),
+        start[0][2].clone().unwrap(),
+    );
+    pg.batch_execute(&format!(
+        "UPDATE duplex.checkpoint SET position = '{pos}', ord_major = {major}, ord_minor = {minor}; UPDATE t SET v = 'damaged' WHERE id % 100 = 0"
+    ))
+    .await
+    .unwrap();
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the damaged rows restored",
+        &work,
+        || async { pg_count(&pg, "t WHERE v = 'damaged'").await == 0 },
+    )
+    .await;
+    let expected = mysql_rows(&mut my, "SELECT id, v FROM t ORDER BY id").await;
+    assert_eq!(
+        pg_rows(&pg, "SELECT id::text, v FROM t ORDER BY t.id").await,
+        expected
+    );
+    let status = terminate(&mut child, Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()));
+}

@@ -51,59 +51,99 @@ impl tokio_postgres::types::ToSql for Cell<'_> {
     }
 }
 
-/// A row of encoded cells sharing one buffer.
-#[derive(Debug, Clone, Default)]
+/// A row of encoded cells in PostgreSQL's binary COPY layout: for each cell a big-endian i32
+/// length (-1 for NULL) and the bytes. A COPY writes the row with one copy; the bytes also
+/// identify the row's values (for finding later changes of the same key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EncodedRow {
-    pub buf: Vec<u8>,
-    /// (start, end) in `buf`, or `None` for NULL.
-    pub cells: Vec<Option<(u32, u32)>>,
+    buf: Vec<u8>,
+    cells: u16,
 }
 
 impl EncodedRow {
     pub fn with_capacity(cells: usize) -> Self {
         EncodedRow {
-            buf: Vec::with_capacity(cells * 8),
-            cells: Vec::with_capacity(cells),
+            buf: Vec::with_capacity(cells * 12),
+            cells: 0,
         }
     }
 
+    /// The cells in order (`None` for NULL).
+    pub fn cells(&self) -> Cells<'_> {
+        Cells { rest: &self.buf }
+    }
+
+    /// The `i`-th cell.
     pub fn cell(&self, i: usize) -> Option<&[u8]> {
-        self.cells[i].map(|(s, e)| &self.buf[s as usize..e as usize])
+        self.cells().nth(i).flatten()
     }
 
     /// Appends a value encoded for `kind`.
     pub fn push(&mut self, v: &Value, kind: &TargetKind, tz: chrono_tz::Tz) -> Result<()> {
-        let start = self.buf.len();
-        if encode(v, kind, tz, &mut self.buf)? {
-            self.cells.push(Some((start as u32, self.buf.len() as u32)));
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        let len = if encode(v, kind, tz, &mut self.buf)? {
+            (self.buf.len() - at - 4) as i32
         } else {
-            self.buf.truncate(start);
-            self.cells.push(None);
-        }
+            self.buf.truncate(at + 4);
+            -1
+        };
+        self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        self.cells += 1;
         Ok(())
     }
 
-    /// Bytes identifying the row's values (lengths included), for de-duplicating by key.
-    pub fn identity(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.buf.len() + self.cells.len() * 4);
-        for c in &self.cells {
-            match c {
-                None => out.extend_from_slice(&(-1i32).to_le_bytes()),
-                Some((s, e)) => {
-                    out.extend_from_slice(&((e - s) as i32).to_le_bytes());
-                    out.extend_from_slice(&self.buf[*s as usize..*e as usize]);
-                }
+    /// Appends an already encoded cell.
+    pub fn push_encoded(&mut self, cell: Option<&[u8]>) {
+        match cell {
+            Some(b) => {
+                self.buf.extend_from_slice(&(b.len() as i32).to_be_bytes());
+                self.buf.extend_from_slice(b);
             }
+            None => self.buf.extend_from_slice(&(-1i32).to_be_bytes()),
         }
-        out
+        self.cells += 1;
+    }
+
+    /// The cells in COPY layout.
+    pub fn as_copy_bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// The row's bytes, identifying its values (lengths included).
+    pub fn identity(&self) -> Vec<u8> {
+        self.buf.clone()
     }
 
     pub fn len(&self) -> usize {
-        self.cells.len()
+        self.cells as usize
     }
 
     pub fn is_empty(&self) -> bool {
-        self.cells.is_empty()
+        self.cells == 0
+    }
+}
+
+/// Iterator over the cells of an [`EncodedRow`].
+pub struct Cells<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Cells<'a> {
+    type Item = Option<&'a [u8]>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.rest.len() < 4 {
+            return None;
+        }
+        let len = i32::from_be_bytes(self.rest[..4].try_into().expect("4 bytes"));
+        self.rest = &self.rest[4..];
+        if len < 0 {
+            return Some(None);
+        }
+        let (cell, rest) = self.rest.split_at(len as usize);
+        self.rest = rest;
+        Some(Some(cell))
     }
 }
 

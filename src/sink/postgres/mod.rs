@@ -53,11 +53,15 @@ pub struct PgChange {
     pub row: EncodedRow,
     /// The key's bytes, to find later changes of the same row.
     pub key: Vec<u8>,
+    /// The change is a source INSERT.
+    pub from_insert: bool,
 }
 
 struct Run {
     table: usize,
     kind: Kind,
+    /// Every change came from a source INSERT (a candidate for direct COPY).
+    inserts_only: bool,
     rows: Vec<EncodedRow>,
     by_key: HashMap<Vec<u8>, usize>,
 }
@@ -203,10 +207,7 @@ impl PgSink {
             };
             let stmt = self.statement(table, kind, n).await?;
             let chunk = &rows[i..i + n];
-            let params: Vec<Cell<'_>> = chunk
-                .iter()
-                .flat_map(|r| (0..r.len()).map(move |c| Cell(r.cell(c))))
-                .collect();
+            let params: Vec<Cell<'_>> = chunk.iter().flat_map(|r| r.cells().map(Cell)).collect();
             self.client
                 .execute_raw(&stmt, params.iter())
                 .await
@@ -222,24 +223,20 @@ impl PgSink {
         Ok(())
     }
 
-    async fn write_copy(&mut self, table: usize, kind: Kind, rows: &[EncodedRow]) -> Result<()> {
-        let t = self.plan.tables[table].clone();
-        let (stage, cols) = match kind {
-            Kind::Upsert => (format!("duplex_stage_{table}"), column_list(&t)),
-            Kind::Delete => (format!("duplex_stagek_{table}"), key_list(&t)),
-        };
-        let what = |e| {
-            Error::from_pg(
-                e,
-                true,
-                &format!("copying {} rows into {}", rows.len(), t.target),
-            )
-        };
+    /// Sends `rows` with binary COPY into `into` (a table name, already quoted).
+    async fn copy_rows(
+        &self,
+        into: &str,
+        cols: &str,
+        rows: &[EncodedRow],
+        what: &str,
+    ) -> Result<()> {
+        let err = |e| Error::from_pg(e, true, &format!("copying {} rows into {what}", rows.len()));
         let sink = self
             .client
-            .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN (FORMAT binary)"))
+            .copy_in(&format!("COPY {into} ({cols}) FROM STDIN (FORMAT binary)"))
             .await
-            .map_err(what)?;
+            .map_err(err)?;
         futures_util::pin_mut!(sink);
         let mut buf = BytesMut::with_capacity(1 << 20);
         buf.put_slice(b"PGCOPY\n\xff\r\n\0");
@@ -247,22 +244,65 @@ impl PgSink {
         buf.put_i32(0);
         for r in rows {
             buf.put_i16(r.len() as i16);
-            for c in 0..r.len() {
-                match r.cell(c) {
-                    Some(b) => {
-                        buf.put_i32(b.len() as i32);
-                        buf.put_slice(b);
-                    }
-                    None => buf.put_i32(-1),
-                }
-            }
+            buf.put_slice(r.as_copy_bytes());
             if buf.len() >= 1 << 20 {
-                sink.send(buf.split().freeze()).await.map_err(what)?;
+                sink.send(buf.split().freeze()).await.map_err(err)?;
             }
         }
         buf.put_i16(-1);
-        sink.send(buf.split().freeze()).await.map_err(what)?;
-        sink.as_mut().finish().await.map_err(what)?;
+        sink.send(buf.split().freeze()).await.map_err(err)?;
+        sink.as_mut().finish().await.map_err(err)?;
+        Ok(())
+    }
+
+    /// Rows that were all inserted at the source are usually new on the target too: COPY them
+    /// straight in, under a savepoint. Returns false (and leaves nothing behind) when that is
+    /// refused — a row already exists after a restart, say — and the upsert path must be used.
+    async fn try_copy_direct(&mut self, table: usize, rows: &[EncodedRow]) -> Result<bool> {
+        let t = self.plan.tables[table].clone();
+        let sp = |e| Error::from_pg(e, true, "setting a savepoint");
+        self.client
+            .batch_execute("SAVEPOINT duplex_copy")
+            .await
+            .map_err(sp)?;
+        match self
+            .copy_rows(
+                &t.target.pg_quoted(),
+                &column_list(&t),
+                rows,
+                &t.target.to_string(),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT duplex_copy")
+                    .await
+                    .map_err(sp)?;
+                Ok(true)
+            }
+            Err(e) if !e.is_transient() => {
+                tracing::debug!(table = %t.target, error = %e, "direct COPY refused; upserting");
+                self.client
+                    .batch_execute(
+                        "ROLLBACK TO SAVEPOINT duplex_copy; RELEASE SAVEPOINT duplex_copy",
+                    )
+                    .await
+                    .map_err(sp)?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn write_copy(&mut self, table: usize, kind: Kind, rows: &[EncodedRow]) -> Result<()> {
+        let t = self.plan.tables[table].clone();
+        let (stage, cols) = match kind {
+            Kind::Upsert => (format!("duplex_stage_{table}"), column_list(&t)),
+            Kind::Delete => (format!("duplex_stagek_{table}"), key_list(&t)),
+        };
+        self.copy_rows(&stage, &cols, rows, &t.target.to_string())
+            .await?;
         let apply = match kind {
             Kind::Upsert => format!(
                 "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} {}; TRUNCATE {stage}",
@@ -300,7 +340,12 @@ impl PgSink {
         self.buffered = 0;
         for run in runs {
             if run.rows.len() >= COPY_MIN_ROWS {
-                self.write_copy(run.table, run.kind, &run.rows).await?;
+                let direct = run.kind == Kind::Upsert
+                    && run.inserts_only
+                    && self.try_copy_direct(run.table, &run.rows).await?;
+                if !direct {
+                    self.write_copy(run.table, run.kind, &run.rows).await?;
+                }
             } else {
                 self.write_values(run.table, run.kind, &run.rows).await?;
             }
@@ -423,11 +468,13 @@ impl Sink for PgSink {
             self.runs.push(Run {
                 table: change.table,
                 kind: change.kind,
+                inserts_only: true,
                 rows: Vec::new(),
                 by_key: HashMap::new(),
             });
         }
         let run = self.runs.last_mut().expect("a run exists");
+        run.inserts_only &= change.from_insert;
         match run.by_key.get(&key) {
             Some(&at) => run.rows[at] = change.row,
             None => {

@@ -74,14 +74,7 @@ impl PgEncoder {
     fn upsert_key(t: &TablePlan, row: &EncodedRow) -> Vec<u8> {
         let mut k = EncodedRow::with_capacity(t.key.len());
         for &i in &t.key {
-            match row.cell(i) {
-                Some(b) => {
-                    let s = k.buf.len() as u32;
-                    k.buf.extend_from_slice(b);
-                    k.cells.push(Some((s, k.buf.len() as u32)));
-                }
-                None => k.cells.push(None),
-            }
+            k.push_encoded(row.cell(i));
         }
         k.identity()
     }
@@ -105,6 +98,7 @@ impl Encoder for PgEncoder {
             let none = Vec::new();
             let before = change.before.as_ref().unwrap_or(&none);
             let after = change.after.as_ref().unwrap_or(&none);
+            let from_insert = change.op == Op::Insert;
             let upsert = |enc: &Self, values: &[Value]| -> Result<PgChange> {
                 let row = enc.encode(&t, &idx, 0..t.columns.len(), values)?;
                 Ok(PgChange {
@@ -112,6 +106,7 @@ impl Encoder for PgEncoder {
                     kind: Kind::Upsert,
                     key: Self::upsert_key(&t, &row),
                     row,
+                    from_insert,
                 })
             };
             let delete = |old_key: EncodedRow| PgChange {
@@ -119,6 +114,7 @@ impl Encoder for PgEncoder {
                 kind: Kind::Delete,
                 key: old_key.identity(),
                 row: old_key,
+                from_insert: false,
             };
             match change.op {
                 Op::Insert => out.push(upsert(self, after).map_err(fail)?),

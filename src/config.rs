@@ -22,7 +22,7 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
 pub const DEFAULT_SERVER_ID: u32 = 4_242_001;
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 50_000;
-pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 20;
+pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
 pub const DEFAULT_CHUNK_ROWS: usize = 1_000;
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 10;
 

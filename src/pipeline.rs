@@ -31,11 +31,11 @@ use crate::telemetry;
 
 /// Encoded chunks in flight between the encoder and the writer; encoded rows are compact, so
 /// this can be deeper, letting the reader and encoder run ahead while PostgreSQL applies.
-const ENCODED_EVENTS: usize = 8;
+const ENCODED_EVENTS: usize = 4;
 /// Source events in flight between the source and the sink (each a chunk of at most
 /// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
 /// decoded rows in memory, which for wide tables with two images per update matters.
-const CHANNEL_EVENTS: usize = 4;
+const CHANNEL_EVENTS: usize = 2;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

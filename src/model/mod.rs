@@ -10,7 +10,9 @@ pub mod schema;
 pub mod value;
 
 pub use change::{Image, Op, RowChange, SourceEvent, TxnBegin, TxnCommit};
-pub use position::{BinlogFile, Lsn, MariaGtidList, MysqlPosition, Position};
+pub use position::{
+    BinlogFile, GtidState, Lsn, MariaGtidList, MysqlGtidSet, MysqlPosition, Position,
+};
 pub use schema::{
     my_ident, pg_ident, ColumnSchema, SourceType, TableName, TableSchema, TargetColumn, TargetKind,
 };

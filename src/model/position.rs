@@ -7,6 +7,8 @@
 //!   of several replication domains are only partially ordered.
 //! - [`MariaGtidList`] is a set of `domain-server-sequence` triples, one per domain; it is
 //!   ordered per domain by sequence number ([`MariaGtidList::covers`]).
+//! - [`MysqlGtidSet`] is MySQL's executed GTID set: per server UUID, the transaction numbers
+//!   seen, as disjoint intervals. It is a set, so it is only partially ordered (by inclusion).
 //! - [`Lsn`] is PostgreSQL's WAL location, totally ordered as a 64-bit number.
 
 use std::cmp::Ordering;
@@ -115,13 +117,161 @@ impl FromStr for MariaGtidList {
     }
 }
 
+/// MySQL's GTID set (`3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7,…`): per source UUID (and tag,
+/// on MySQL 8.4), the transaction numbers seen, as sorted, disjoint, inclusive intervals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct MysqlGtidSet {
+    pub sets: BTreeMap<String, Vec<(u64, u64)>>,
+}
+
+impl MysqlGtidSet {
+    /// Records transaction `gno` of `source` (a UUID, or `uuid:tag`).
+    pub fn add(&mut self, source: &str, gno: u64) {
+        self.add_interval(source, gno, gno);
+    }
+
+    /// Records transactions `first..=last` of `source`, merging touching intervals.
+    pub fn add_interval(&mut self, source: &str, first: u64, last: u64) {
+        let v = self.sets.entry(source.to_ascii_lowercase()).or_default();
+        // Intervals ending before `first - 1` stay; from there, merge what touches.
+        let at = v.partition_point(|(_, end)| end.saturating_add(1) < first);
+        let (mut lo, mut hi) = (first, last);
+        while at < v.len() && v[at].0 <= hi.saturating_add(1) {
+            lo = lo.min(v[at].0);
+            hi = hi.max(v[at].1);
+            v.remove(at);
+        }
+        v.insert(at, (lo, hi));
+    }
+
+    pub fn contains(&self, source: &str, gno: u64) -> bool {
+        self.sets
+            .get(&source.to_ascii_lowercase())
+            .is_some_and(|v| v.iter().any(|(a, b)| *a <= gno && gno <= *b))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty()
+    }
+}
+
+impl fmt::Display for MysqlGtidSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (source, intervals)) in self.sets.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(source)?;
+            for (a, b) in intervals {
+                if a == b {
+                    write!(f, ":{a}")?;
+                } else {
+                    write!(f, ":{a}-{b}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FromStr for MysqlGtidSet {
+    type Err = Error;
+
+    /// Parses MySQL's text form, as `@@gtid_executed` prints it (newlines allowed).
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let mut set = MysqlGtidSet::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || {
+                Error::config(format!(
+                    "bad MySQL GTID set {part:?}: expected uuid:1-5[:7-9…]"
+                ))
+            };
+            let mut fields = part.split(':');
+            let uuid = fields.next().ok_or_else(bad)?;
+            if uuid.len() != 36 || !uuid.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+                return Err(bad());
+            }
+            let mut source = uuid.to_ascii_lowercase();
+            let mut any = false;
+            for field in fields {
+                if field
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                {
+                    // A tag (MySQL 8.4): `uuid:tag:1-5`.
+                    source = format!("{}:{}", uuid.to_ascii_lowercase(), field);
+                    continue;
+                }
+                let (a, b) = match field.split_once('-') {
+                    Some((a, b)) => (
+                        a.parse::<u64>().map_err(|_| bad())?,
+                        b.parse::<u64>().map_err(|_| bad())?,
+                    ),
+                    None => {
+                        let a = field.parse::<u64>().map_err(|_| bad())?;
+                        (a, a)
+                    }
+                };
+                if a == 0 || b < a {
+                    return Err(bad());
+                }
+                set.add_interval(&source, a, b);
+                any = true;
+            }
+            if !any {
+                return Err(bad());
+            }
+        }
+        Ok(set)
+    }
+}
+
+/// The GTID state of a source: MariaDB's per-domain list or MySQL's set.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum GtidState {
+    Maria(MariaGtidList),
+    Mysql(MysqlGtidSet),
+}
+
+impl GtidState {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            GtidState::Maria(m) => m.is_empty(),
+            GtidState::Mysql(m) => m.is_empty(),
+        }
+    }
+}
+
+impl fmt::Display for GtidState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            GtidState::Maria(m) => write!(f, "{m}"),
+            GtidState::Mysql(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl FromStr for GtidState {
+    type Err = Error;
+
+    /// MySQL sets name a UUID and a colon; MariaDB lists are `domain-server-seq`.
+    fn from_str(s: &str) -> Result<Self, Error> {
+        if s.contains(':') {
+            Ok(GtidState::Mysql(s.parse()?))
+        } else {
+            Ok(GtidState::Maria(s.parse()?))
+        }
+    }
+}
+
 /// Where a MySQL/MariaDB transaction ends: the binlog coordinates after its commit event, and
 /// the GTID state including it when the server has GTIDs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct MysqlPosition {
     pub file: BinlogFile,
     pub pos: u64,
-    pub gtid: Option<MariaGtidList>,
+    pub gtid: Option<GtidState>,
 }
 
 impl MysqlPosition {
@@ -164,7 +314,7 @@ impl FromStr for MysqlPosition {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         let (coords, gtid) = match s.split_once('@') {
-            Some((c, g)) => (c, Some(g.parse::<MariaGtidList>()?)),
+            Some((c, g)) => (c, Some(g.parse::<GtidState>()?)),
             None => (s, None),
         };
         let (file, pos) = coords.rsplit_once(':').ok_or_else(|| {
@@ -253,7 +403,10 @@ mod tests {
         let b: MysqlPosition = "binlog.000010:4@0-1-42,3-7-9".parse().unwrap();
         assert!(a < b, "file sequence orders before offset");
         assert_eq!(b.to_string(), "binlog.000010:4@0-1-42,3-7-9");
-        assert_eq!(b.gtid.as_ref().unwrap().domains[&3], (7, 9));
+        assert_eq!(
+            b.gtid,
+            Some(GtidState::Maria("0-1-42,3-7-9".parse().unwrap()))
+        );
         let p: Position = "mysql:binlog.000010:4@0-1-42".parse().unwrap();
         assert_eq!(p.to_string(), "mysql:binlog.000010:4@0-1-42");
         let l: Lsn = "16/B374D848".parse().unwrap();
@@ -264,6 +417,31 @@ mod tests {
         assert!(":1".parse::<MysqlPosition>().is_err());
         assert!("0-1".parse::<MariaGtidList>().is_err());
         assert!("0-1-2,0-1-3".parse::<MariaGtidList>().is_err());
+    }
+
+    #[test]
+    fn mysql_gtid_sets() {
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let mut s = MysqlGtidSet::default();
+        for gno in [1, 2, 3, 7, 5, 4, 9] {
+            s.add(u, gno);
+        }
+        assert_eq!(s.to_string(), format!("{u}:1-5:7:9"));
+        s.add(u, 8);
+        assert_eq!(s.to_string(), format!("{u}:1-5:7-9"));
+        s.add(u, 6);
+        assert_eq!(s.to_string(), format!("{u}:1-9"));
+        assert!(s.contains(u, 9) && !s.contains(u, 10));
+        let text = "3E11FA47-71CA-11E1-9E33-C80AA9429562:1-5:11-18,\n2174b383-5441-11e8-b90a-c80aa9429562:1-3";
+        let parsed: MysqlGtidSet = text.parse().unwrap();
+        assert_eq!(parsed.to_string(), "2174b383-5441-11e8-b90a-c80aa9429562:1-3,3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:11-18");
+        let p: MysqlPosition = format!("binlog.000003:120@{parsed}").parse().unwrap();
+        assert_eq!(p.gtid, Some(GtidState::Mysql(parsed.clone())));
+        assert_eq!(p.to_string().parse::<MysqlPosition>().unwrap(), p);
+        let tagged: MysqlGtidSet = format!("{u}:orders:1-4").parse().unwrap();
+        assert_eq!(tagged.to_string(), format!("{u}:orders:1-4"));
+        assert!("nonsense:1-2".parse::<MysqlGtidSet>().is_err());
+        assert!(format!("{u}:5-2").parse::<MysqlGtidSet>().is_err());
     }
 
     #[test]

@@ -22,8 +22,8 @@ use super::schema::SchemaCache;
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    MariaGtidList, MysqlPosition, Position, RowChange, SourceEvent, TableName, TableSchema,
-    TxnBegin, TxnCommit,
+    GtidState, MariaGtidList, MysqlGtidSet, MysqlPosition, Position, RowChange, SourceEvent,
+    TableName, TableSchema, TxnBegin, TxnCommit,
 };
 use crate::source::Source;
 
@@ -65,13 +65,49 @@ impl MysqlSource {
     }
 }
 
+/// The GTID of one transaction.
+enum TxnGtid {
+    /// MariaDB: domain, server, sequence number.
+    Maria(u32, u32, u64),
+    /// MySQL: source UUID, transaction number.
+    Mysql(String, u64),
+}
+
+/// Formats a 16-byte server UUID the way MySQL prints it.
+fn format_uuid(b: &[u8; 16]) -> String {
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// MySQL's wire form of a GTID set, for COM_BINLOG_DUMP_GTID.
+fn to_sids(set: &MysqlGtidSet) -> Result<Vec<mysql_async::Sid<'static>>> {
+    set.sets
+        .iter()
+        .map(|(source, intervals)| {
+            let text: String = std::iter::once(source.clone())
+                .chain(intervals.iter().map(|(a, b)| format!("{a}-{b}")))
+                .collect::<Vec<_>>()
+                .join(":");
+            text.parse::<mysql_async::Sid<'static>>()
+                .map_err(|e| Error::new(ErrorKind::Config, format!("GTID set {text}: {e}")))
+        })
+        .collect()
+}
+
 /// A watched table's version and row layout, by binlog table id.
 type Mapped = (Arc<TableSchema>, Arc<RowLayout>);
 
 /// The transaction being assembled.
 struct OpenTxn {
     id: String,
-    gtid: Option<(u32, u32, u64)>,
+    gtid: Option<TxnGtid>,
     standalone: bool,
     begun: bool,
     rows: Vec<RowChange>,
@@ -79,7 +115,7 @@ struct OpenTxn {
 }
 
 impl OpenTxn {
-    fn new(id: String, gtid: Option<(u32, u32, u64)>, standalone: bool, timestamp: u32) -> Self {
+    fn new(id: String, gtid: Option<TxnGtid>, standalone: bool, timestamp: u32) -> Self {
         OpenTxn {
             id,
             gtid,
@@ -140,7 +176,7 @@ impl Source for MysqlSource {
         )];
         if mariadb {
             setup.push("SET @mariadb_slave_capability = 4".into());
-            if let Some(g) = start.gtid.as_ref().filter(|g| !g.is_empty()) {
+            if let Some(GtidState::Maria(g)) = start.gtid.as_ref().filter(|g| !g.is_empty()) {
                 setup.push(format!("SET @slave_connect_state = '{g}'"));
                 setup.push("SET @slave_gtid_strict_mode = 0".into());
                 setup.push("SET @slave_gtid_ignore_duplicates = 0".into());
@@ -152,9 +188,14 @@ impl Source for MysqlSource {
             })?;
         }
         let file = start.file.0.clone();
-        let request = BinlogStreamRequest::new(self.cfg.server_id)
-            .with_filename(file.as_bytes())
-            .with_pos(start.pos);
+        let mut request = BinlogStreamRequest::new(self.cfg.server_id);
+        match start.gtid.as_ref() {
+            // MySQL with GTIDs: the server starts after everything in the set.
+            Some(GtidState::Mysql(set)) if !mariadb && !set.is_empty() => {
+                request = request.with_gtid().with_gtid_set(to_sids(set)?);
+            }
+            _ => request = request.with_filename(file.as_bytes()).with_pos(start.pos),
+        }
         let mut stream = conn.get_binlog_stream(request).await.map_err(|e| {
             Error::from_mysql(e, false, &format!("requesting the binlog from {start}"))
         })?;
@@ -163,7 +204,11 @@ impl Source for MysqlSource {
         let mut cache = SchemaCache::default();
         let mut table_ids: HashMap<u64, Option<Mapped>> = HashMap::new();
         let mut current_file = start.file.0.clone();
-        let mut gtid_state = start.gtid.clone().unwrap_or_default();
+        let mut gtid_state = start.gtid.clone().unwrap_or(if mariadb {
+            GtidState::Maria(MariaGtidList::default())
+        } else {
+            GtidState::Mysql(MysqlGtidSet::default())
+        });
         let mut txn: Option<OpenTxn> = None;
         let mut last_idle = Instant::now() - IDLE_EVERY;
 
@@ -201,18 +246,23 @@ impl Source for MysqlSource {
                     let server = header.server_id();
                     txn = Some(OpenTxn::new(
                         format!("{domain}-{server}-{seq}"),
-                        Some((domain, server, seq)),
+                        Some(TxnGtid::Maria(domain, server, seq)),
                         flags & FL_STANDALONE != 0,
                         header.timestamp(),
                     ));
                 }
                 MYSQL_GTID_EVENT | MYSQL_ANONYMOUS_GTID_EVENT => {
-                    txn = Some(OpenTxn::new(
-                        format!("{current_file}:{log_pos}"),
-                        None,
-                        false,
-                        header.timestamp(),
-                    ));
+                    let gtid = match event.read_data() {
+                        Ok(Some(EventData::GtidEvent(g))) if ty == MYSQL_GTID_EVENT => {
+                            Some(TxnGtid::Mysql(format_uuid(&g.sid()), g.gno()))
+                        }
+                        _ => None,
+                    };
+                    let id = match &gtid {
+                        Some(TxnGtid::Mysql(u, n)) => format!("{u}:{n}"),
+                        _ => format!("{current_file}:{log_pos}"),
+                    };
+                    txn = Some(OpenTxn::new(id, gtid, false, header.timestamp()));
                 }
                 QUERY_EVENT => {
                     let query = match event.read_data() {
@@ -240,16 +290,14 @@ impl Source for MysqlSource {
                             table_ids.clear();
                         }
                         if let Some(t) = txn.take() {
-                            let pos =
-                                end_position(&t, &mut gtid_state, &current_file, log_pos, mariadb);
+                            let pos = end_position(&t, &mut gtid_state, &current_file, log_pos);
                             self.finish(t, pos, &tx, &mut last_idle).await?;
                         }
                     }
                 }
                 XID_EVENT => {
                     if let Some(t) = txn.take() {
-                        let pos =
-                            end_position(&t, &mut gtid_state, &current_file, log_pos, mariadb);
+                        let pos = end_position(&t, &mut gtid_state, &current_file, log_pos);
                         self.finish(t, pos, &tx, &mut last_idle).await?;
                     }
                 }
@@ -307,7 +355,7 @@ impl Source for MysqlSource {
                 HEARTBEAT_EVENT => {
                     if txn.is_none() && last_idle.elapsed() >= IDLE_EVERY {
                         // A heartbeat's log_pos is the sender's position in the current file.
-                        let pos = position_at(&current_file, log_pos, &gtid_state, mariadb);
+                        let pos = position_at(&current_file, log_pos, &gtid_state);
                         if pos.pos > 0 {
                             last_idle = Instant::now();
                             if tx
@@ -408,26 +456,27 @@ impl MysqlSource {
 }
 
 /// The binlog position at `log_pos` of `file`, with the GTID state when the server has one.
-fn position_at(file: &str, log_pos: u64, gtid: &MariaGtidList, mariadb: bool) -> MysqlPosition {
+fn position_at(file: &str, log_pos: u64, gtid: &GtidState) -> MysqlPosition {
     MysqlPosition {
         file: crate::model::BinlogFile(file.to_string()),
         pos: log_pos,
-        gtid: (mariadb && !gtid.is_empty()).then(|| gtid.clone()),
+        gtid: (!gtid.is_empty()).then(|| gtid.clone()),
     }
 }
 
 /// Records a finished transaction's GTID and returns the position right after it.
 fn end_position(
     t: &OpenTxn,
-    gtid_state: &mut MariaGtidList,
+    gtid_state: &mut GtidState,
     file: &str,
     log_pos: u64,
-    mariadb: bool,
 ) -> MysqlPosition {
-    if let Some((d, s, n)) = t.gtid {
-        gtid_state.advance(d, s, n);
+    match (&t.gtid, gtid_state as &mut GtidState) {
+        (Some(TxnGtid::Maria(d, s, n)), GtidState::Maria(state)) => state.advance(*d, *s, *n),
+        (Some(TxnGtid::Mysql(u, n)), GtidState::Mysql(state)) => state.add(u, *n),
+        _ => {}
     }
-    position_at(file, log_pos, gtid_state, mariadb)
+    position_at(file, log_pos, gtid_state)
 }
 
 #[cfg(test)]
@@ -445,6 +494,27 @@ mod tests {
             clean_rotate_name(b"mysql-bin.000001abcd"),
             "mysql-bin.000001"
         );
+    }
+
+    #[test]
+    fn uuids_and_sids() {
+        let b = [
+            0x3e, 0x11, 0xfa, 0x47, 0x71, 0xca, 0x11, 0xe1, 0x9e, 0x33, 0xc8, 0x0a, 0xa9, 0x42,
+            0x95, 0x62,
+        ];
+        assert_eq!(format_uuid(&b), "3e11fa47-71ca-11e1-9e33-c80aa9429562");
+        let set: MysqlGtidSet = "3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5:7"
+            .parse()
+            .unwrap();
+        let sids = to_sids(&set).unwrap();
+        assert_eq!(sids.len(), 1);
+        assert_eq!(sids[0].uuid(), b);
+        let iv: Vec<(u64, u64)> = sids[0]
+            .intervals()
+            .iter()
+            .map(|i| (i.start(), i.end()))
+            .collect();
+        assert_eq!(iv, vec![(1, 6), (7, 8)], "half-open on the wire");
     }
 
     #[test]

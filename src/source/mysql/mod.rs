@@ -12,7 +12,7 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 
 use crate::config::MysqlConfig;
 use crate::error::{Error, Result};
-use crate::model::{MariaGtidList, MysqlPosition};
+use crate::model::{GtidState, MariaGtidList, MysqlGtidSet, MysqlPosition};
 
 pub use binlog::MysqlSource;
 
@@ -84,13 +84,19 @@ pub async fn current_position(conn: &mut Conn) -> Result<MysqlPosition> {
     let file: String = row.get(0).unwrap_or_default();
     let pos: u64 = row.get(1).unwrap_or_default();
     let mut position = MysqlPosition::new(file.clone(), pos);
-    if mariadb {
+    if !mariadb {
+        // MySQL reports the executed GTID set in the same row, consistent with file:pos.
+        let executed: Option<String> = row.get_opt(4).and_then(|r| r.ok());
+        if let Some(set) = executed.filter(|s| !s.trim().is_empty()) {
+            position.gtid = Some(GtidState::Mysql(set.parse::<MysqlGtidSet>()?));
+        }
+    } else {
         let gtid: Option<Option<String>> = conn
             .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
             .await
             .map_err(|e| Error::from_mysql(e, false, "reading the GTID position"))?;
         if let Some(Some(g)) = gtid {
-            position.gtid = Some(g.parse::<MariaGtidList>()?);
+            position.gtid = Some(GtidState::Maria(g.parse::<MariaGtidList>()?));
         }
     }
     Ok(position)

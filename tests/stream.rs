@@ -370,3 +370,50 @@ async fn a_large_insert_batch_applied_again_after_a_rewind_ends_the_same() {
     let status = terminate(&mut child, Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_transaction_in_flight_and_exits_0() {
+    let dbs = support::fresh_dbs("sigterm").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20) NOT NULL)")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text NOT NULL)")
+        .await
+        .unwrap();
+    let work = Workdir::new(
+        &dbs,
+        "sigterm",
+        "UTC",
+        &[(
+            "t.toml",
+            "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n",
+        )],
+    );
+    work.setup();
+    // One source transaction of 150k rows, many chunks long.
+    my.query_drop("INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_150000")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "duplex to be inside the transaction",
+        &work,
+        || async { work.log().contains("binlog stream started") },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = terminate(&mut child, Duration::from_secs(40));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "duplex did not exit 0 on SIGTERM: {status:?}\n{}",
+        work.log()
+    );
+    // The transaction that was being applied was finished and checkpointed, not dropped.
+    assert_eq!(pg_count(&pg, "t").await, 150_000, "{}", work.log());
+    assert!(work
+        .log()
+        .contains("shutting down: finishing the transaction in flight"));
+}

@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::harness::{pg_count, pg_rows, terminate, wait_for, Workdir};
+use support::harness::{pg_count, pg_rows, stop_cleanly, wait_for, Workdir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_rows_are_set_aside_with_their_reason_and_the_stream_goes_on() {
@@ -90,12 +90,7 @@ async fn bad_rows_are_set_aside_with_their_reason_and_the_stream_goes_on() {
         "{letters:?}"
     );
 
-    let status = terminate(&mut child, Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "duplex did not exit 0: {status:?}\n{}",
-        work.log()
-    );
+    stop_cleanly(&mut child, &work);
     assert!(
         work.log().contains("re-applying row by row"),
         "careful mode was not used"

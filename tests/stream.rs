@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
-use support::harness::{mysql_rows, pg_count, pg_rows, terminate, wait_for, Workdir};
+use support::harness::{mysql_rows, pg_count, pg_rows, stop_cleanly, wait_for, Workdir};
 
 const ACCOUNTS: i64 = 100;
 const START_BALANCE: i64 = 1000;
@@ -198,12 +198,7 @@ async fn a_reader_never_sees_half_a_transaction_and_both_sides_end_equal() {
     );
     assert_eq!(my_grp, pg_grp, "grp differs");
 
-    let status = terminate(&mut child, Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "duplex did not exit 0 on SIGTERM: {status:?}\n{}",
-        work.log()
-    );
+    stop_cleanly(&mut child, &work);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,12 +290,7 @@ async fn binlog_rotation_and_alter_table_mid_stream_keep_values_in_place() {
     assert_eq!(letter[0][3].as_deref(), Some("31"));
     assert_eq!(pg_count(&pg, "t").await, 30);
 
-    let status = terminate(&mut child, Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "duplex did not exit 0: {status:?}\n{}",
-        work.log()
-    );
+    stop_cleanly(&mut child, &work);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +330,7 @@ async fn a_large_insert_batch_applied_again_after_a_rewind_ends_the_same() {
         pg_count(&pg, "t").await == 3000
     })
     .await;
-    terminate(&mut child, Duration::from_secs(20));
+    stop_cleanly(&mut child, &work);
 
     // Rewind the checkpoint (as a restore of an older backup would) and damage some rows: the
     // same inserts arrive again, a direct COPY is refused, and the upsert path restores them.
@@ -367,8 +357,7 @@ async fn a_large_insert_batch_applied_again_after_a_rewind_ends_the_same() {
         pg_rows(&pg, "SELECT id::text, v FROM t ORDER BY t.id").await,
         expected
     );
-    let status = terminate(&mut child, Duration::from_secs(20));
-    assert!(status.is_some_and(|s| s.success()));
+    stop_cleanly(&mut child, &work);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -405,12 +394,7 @@ async fn sigterm_finishes_the_transaction_in_flight_and_exits_0() {
     )
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let status = terminate(&mut child, Duration::from_secs(40));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "duplex did not exit 0 on SIGTERM: {status:?}\n{}",
-        work.log()
-    );
+    stop_cleanly(&mut child, &work);
     // The transaction that was being applied was finished and checkpointed, not dropped.
     assert_eq!(pg_count(&pg, "t").await, 150_000, "{}", work.log());
     assert!(work

@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::harness::{pg_count, pg_rows, terminate, wait_for, Workdir};
+use support::harness::{pg_count, pg_rows, stop_cleanly, wait_for, Workdir};
 
 struct Case {
     name: &'static str,
@@ -427,10 +427,5 @@ async fn every_bitrix_type_round_trips_into_the_right_postgres_type() {
     )
     .await;
 
-    let status = terminate(&mut child, Duration::from_secs(20));
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "duplex did not exit 0 on SIGTERM: {status:?}\n{}",
-        work.log()
-    );
+    stop_cleanly(&mut child, &work);
 }

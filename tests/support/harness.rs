@@ -185,6 +185,16 @@ pub fn terminate(child: &mut Duplex, within: Duration) -> Option<std::process::E
     None
 }
 
+/// SIGTERM, and asserts duplex exits 0 (it finishes the transaction in flight first).
+pub fn stop_cleanly(child: &mut Duplex, work: &Workdir) {
+    let status = terminate(child, Duration::from_secs(40));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "duplex did not exit 0 on SIGTERM: {status:?}\n{}",
+        work.log()
+    );
+}
+
 /// Polls `f` until it returns true or `timeout` passes; panics with `what` and the log on timeout.
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, work: &Workdir, mut f: F)
 where

@@ -3,6 +3,7 @@
 //! resumes right after it.
 
 pub mod mysql;
+pub mod postgres;
 
 use tokio::sync::mpsc;
 

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing (MariaDB, PostgreSQL 15), then runs every test.
 # The tests start their own private database servers on free ports of 127.0.0.1.
-# (Benchmarks are not run here — `cargo bench --bench throughput` — only type-checked.)
+# Benchmarks (`cargo bench --bench throughput`) and the demo are type-checked, not run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cargo check --locked --benches
-cargo test --locked --lib --bins --tests --examples "$@"
+cargo check --locked --benches --examples
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
+# One closing line for the whole run, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -401,11 +401,7 @@ impl<S: Sink> Applier<'_, S> {
                     }
                 }
                 Encoded::Idle(pos) => {
-                    let ahead = match (&self.committed, &pos) {
-                        (Some(Position::Mysql(c)), Position::Mysql(p)) => p > c,
-                        (None, _) => true,
-                        _ => false,
-                    };
+                    let ahead = self.committed.as_ref().is_none_or(|c| pos.is_after(c));
                     if batch.is_none()
                         && ahead
                         && last_idle_checkpoint.elapsed() >= IDLE_CHECKPOINT_EVERY
@@ -449,10 +445,7 @@ impl<S: Sink> Applier<'_, S> {
                 .set((now_us - commit_time_us).max(0) as f64 / 1e6);
         }
         if let Some(Some(until)) = &self.careful_until {
-            let past = match (&position, until) {
-                (Position::Mysql(p), Position::Mysql(u)) => p > u,
-                _ => true,
-            };
+            let past = position.is_after(until);
             if past {
                 tracing::info!(position = %position, "past the rejected batch; back to batched apply");
                 self.careful_until = None;

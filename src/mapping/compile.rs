@@ -405,7 +405,7 @@ pub fn convertible(from: &SourceType, to: &TargetKind) -> bool {
     use SourceType as S;
     use TargetKind as T;
     if *to == T::Text {
-        return !matches!(from, S::Binary | S::Dropped);
+        return !matches!(from, S::Binary | S::Dropped | S::Postgres(_));
     }
     match from {
         S::Int { bytes, .. } => {
@@ -432,7 +432,8 @@ pub fn convertible(from: &SourceType, to: &TargetKind) -> bool {
                 || (*n <= 63 && *to == T::Int8)
                 || (*n == 1 && *to == T::Bool)
         }
-        S::Dropped => false,
+        // PostgreSQL → PostgreSQL is not a direction duplex maps.
+        S::Dropped | S::Postgres(_) => false,
     }
 }
 

@@ -368,6 +368,17 @@ pub enum Position {
     Postgres(Lsn),
 }
 
+impl Position {
+    /// Whether `self` is strictly after `other` in the same source; `false` across sources.
+    pub fn is_after(&self, other: &Position) -> bool {
+        match (self, other) {
+            (Position::Mysql(a), Position::Mysql(b)) => a > b,
+            (Position::Postgres(a), Position::Postgres(b)) => a > b,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -87,6 +87,8 @@ pub enum SourceType {
     Bit(u16),
     /// A column the binlog still carries but the live table no longer has (dropped since).
     Dropped,
+    /// A PostgreSQL column (a PostgreSQL source table), by type family.
+    Postgres(TargetKind),
 }
 
 impl SourceType {
@@ -162,6 +164,7 @@ impl SourceType {
             SourceType::Json => "json".into(),
             SourceType::Bit(n) => format!("bit({n})"),
             SourceType::Dropped => "dropped column".into(),
+            SourceType::Postgres(k) => format!("PostgreSQL {k:?}"),
         }
     }
 }

@@ -107,6 +107,9 @@ pub enum Value {
         bytes: Vec<u8>,
     },
     Uuid([u8; 16]),
+    /// A value the source did not send because it did not change (PostgreSQL's unchanged
+    /// TOASTed column in an update); a sink leaves the target column as it is.
+    Unchanged,
 }
 
 impl Value {
@@ -133,6 +136,7 @@ impl Value {
             Value::Json(_) => "json",
             Value::Bits { .. } => "bit",
             Value::Uuid(_) => "uuid",
+            Value::Unchanged => "unchanged",
         }
     }
 }
@@ -192,6 +196,7 @@ impl fmt::Display for Value {
                 }
                 write!(f, "b'{s}'")
             }
+            Value::Unchanged => f.write_str("(unchanged)"),
             Value::Uuid(u) => {
                 for (i, b) in u.iter().enumerate() {
                     if matches!(i, 4 | 6 | 8 | 10) {

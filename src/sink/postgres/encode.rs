@@ -160,6 +160,11 @@ pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>
     if v.is_null() {
         return Ok(false);
     }
+    if *v == Value::Unchanged {
+        return Err(Error::convert(
+            "an unchanged value was not sent by the source and cannot be written",
+        ));
+    }
     match kind {
         K::Bool => {
             let b = match v {

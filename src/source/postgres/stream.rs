@@ -141,6 +141,15 @@ pub struct SystemId {
 impl ReplicationConn {
     /// Connects and authenticates with `replication=database`.
     pub async fn connect(cfg: &PostgresConfig, application: &str) -> Result<ReplicationConn> {
+        Self::connect_with(cfg, application, &[]).await
+    }
+
+    /// Like [`ReplicationConn::connect`], with session settings sent in the start-up packet.
+    pub async fn connect_with(
+        cfg: &PostgresConfig,
+        application: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<ReplicationConn> {
         let what = format!(
             "replication connection to PostgreSQL at {}:{} as {}",
             cfg.host, cfg.port, cfg.user
@@ -158,13 +167,14 @@ impl ReplicationConn {
             read: BytesMut::with_capacity(64 * 1024),
             write: BytesMut::with_capacity(1024),
         };
-        let params = [
+        let mut params = vec![
             ("user", cfg.user.as_str()),
             ("database", cfg.dbname.as_str()),
             ("replication", "database"),
             ("application_name", application),
             ("client_encoding", "UTF8"),
         ];
+        params.extend_from_slice(settings);
         frontend::startup_message(params.iter().copied(), &mut wire.write)
             .map_err(|e| io_error(e, &what))?;
         wire.flush(&what).await?;

@@ -47,6 +47,13 @@ pub async fn load_plan(cfg: &Config) -> Result<Plan> {
 pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     let client = pg::connect(&cfg.postgres, "duplex setup").await?;
     checkpoint::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
+    let plan = load_plan(cfg).await?;
+    if plan.has_reverse() {
+        crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, 1)).await?;
+    }
+    let mut my_conn = my::connect(&cfg.mysql, None, true).await?;
+    checkpoint::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
+    let _ = my_conn.disconnect().await;
     let existing = checkpoint::load(
         &client,
         &cfg.postgres.duplex_schema,

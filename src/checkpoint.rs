@@ -12,6 +12,53 @@ use crate::model::{pg_ident, Position};
 
 /// The direction label stored with a checkpoint.
 pub const FORWARD: &str = "mysql_to_pg";
+/// The direction label of PostgreSQL → MySQL.
+pub const REVERSE: &str = "pg_to_mysql";
+/// The checkpoint table's name, in duplex's schema on PostgreSQL and duplex's database on MySQL.
+/// On MySQL it is also the echo marker: every transaction duplex applies there writes it first.
+pub const TABLE: &str = "checkpoint";
+
+/// Creates duplex's database and tables on MySQL/MariaDB if they do not exist.
+pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result<()> {
+    use mysql_async::prelude::Queryable;
+    let db = crate::model::my_ident(database);
+    let ddl = format!(
+        "CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4;
+         CREATE TABLE IF NOT EXISTS {db}.checkpoint (
+             pipeline   varchar(64) NOT NULL,
+             direction  varchar(32) NOT NULL,
+             position   varchar(2000) NOT NULL,
+             ord_major  bigint NOT NULL,
+             ord_minor  bigint NOT NULL,
+             updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             PRIMARY KEY (pipeline, direction)
+         ) ENGINE=InnoDB;
+         CREATE TABLE IF NOT EXISTS {db}.dead_letter (
+             id            bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,
+             pipeline      varchar(64) NOT NULL,
+             direction     varchar(32) NOT NULL,
+             source_table  varchar(255) NOT NULL,
+             target_table  varchar(255) NOT NULL,
+             op            varchar(16) NOT NULL,
+             position      varchar(2000) NOT NULL,
+             txn_id        varchar(255) NOT NULL,
+             row_data      json NOT NULL,
+             reason        text NOT NULL,
+             first_attempt timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             last_attempt  timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             attempts      int NOT NULL DEFAULT 1,
+             resolved      tinyint(1) NOT NULL DEFAULT 0,
+             KEY dead_letter_unresolved (pipeline, resolved)
+         ) ENGINE=InnoDB"
+    );
+    conn.query_drop(ddl).await.map_err(|e| {
+        Error::from_mysql(
+            e,
+            true,
+            &format!("creating duplex's tables in MySQL database {database}"),
+        )
+    })
+}
 
 /// Creates duplex's schema and tables if they do not exist.
 pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {

@@ -20,6 +20,7 @@ pub mod config;
 pub mod error;
 pub mod mapping;
 pub mod model;
+pub mod origin;
 pub mod pipeline;
 pub mod sink;
 pub mod source;

@@ -131,6 +131,13 @@ impl Plan {
             .filter(|t| t.direction.forward())
     }
 
+    /// Whether any table is also replicated from PostgreSQL, so writes there must be tagged.
+    pub fn has_reverse(&self) -> bool {
+        self.tables
+            .iter()
+            .any(|t| t.direction != Direction::Forward)
+    }
+
     /// Source tables read by forward plans.
     pub fn forward_sources(&self) -> BTreeSet<TableName> {
         self.tables

@@ -117,6 +117,10 @@ impl PgSink {
         tz: chrono_tz::Tz,
     ) -> Result<PgSink> {
         let client = connect(cfg, &format!("duplex {pipeline}")).await?;
+        // Tables also replicated from PostgreSQL: tag our writes so that reader drops them.
+        if plan.has_reverse() {
+            crate::origin::bind_session(&client, &crate::origin::origin_name(pipeline, 1)).await?;
+        }
         let checkpoint_stmt = client
             .prepare(&checkpoint::store_sql(&cfg.duplex_schema))
             .await

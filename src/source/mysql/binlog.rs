@@ -110,6 +110,10 @@ struct OpenTxn {
     gtid: Option<TxnGtid>,
     standalone: bool,
     begun: bool,
+    /// A row event has been seen (the first one decides whether this is duplex's own write).
+    seen_rows: bool,
+    /// duplex's own write (its first row event is the checkpoint marker): dropped.
+    own: bool,
     rows: Vec<RowChange>,
     commit_time_us: i64,
 }
@@ -121,6 +125,8 @@ impl OpenTxn {
             gtid,
             standalone,
             begun: false,
+            seen_rows: false,
+            own: false,
             rows: Vec::new(),
             commit_time_us: timestamp as i64 * 1_000_000,
         }
@@ -203,6 +209,10 @@ impl Source for MysqlSource {
 
         let mut cache = SchemaCache::default();
         let mut table_ids: HashMap<u64, Option<Mapped>> = HashMap::new();
+        // Table ids of duplex's checkpoint table: a transaction that writes it first is duplex's
+        // own (the MySQL sink writes the checkpoint first in every transaction) and is dropped.
+        let marker = TableName::new(self.cfg.duplex_database.clone(), crate::checkpoint::TABLE);
+        let mut marker_ids: HashSet<u64> = HashSet::new();
         let mut current_file = start.file.0.clone();
         let mut gtid_state = start.gtid.clone().unwrap_or(if mariadb {
             GtidState::Maria(MariaGtidList::default())
@@ -306,6 +316,11 @@ impl Source for MysqlSource {
                         continue;
                     };
                     let name = TableName::new(tme.database_name(), tme.table_name());
+                    if name == marker {
+                        marker_ids.insert(tme.table_id());
+                    } else {
+                        marker_ids.remove(&tme.table_id());
+                    }
                     if !self.watched.contains(&name) {
                         table_ids.insert(tme.table_id(), None);
                         continue;
@@ -373,6 +388,15 @@ impl Source for MysqlSource {
                         continue;
                     };
                     let table_id = rows.table_id();
+                    if let Some(open) = txn.as_mut() {
+                        if !open.seen_rows {
+                            open.seen_rows = true;
+                            open.own = marker_ids.contains(&table_id);
+                        }
+                        if open.own {
+                            continue;
+                        }
+                    }
                     let Some(Some((schema, layout))) = table_ids.get(&table_id) else {
                         continue;
                     };

@@ -1,0 +1,99 @@
+//! Echo suppression: how duplex marks the transactions it writes so its readers drop them.
+//!
+//! - PostgreSQL: every writer connection of a pipeline binds its own replication origin,
+//!   `duplex_<pipeline>_<n>`; pgoutput then sends an Origin message in those transactions and
+//!   the PostgreSQL source drops transactions whose origin starts with `duplex_<pipeline>_`.
+//!   `duplex setup` creates the origins (superuser, or EXECUTE on the `pg_replication_origin_*`
+//!   functions).
+//! - MySQL/MariaDB: every applied transaction writes duplex's checkpoint row first; the binlog
+//!   source drops transactions whose first row event is that table. No privilege beyond writing
+//!   duplex's own table is needed.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The origin name of writer `n` of a pipeline.
+pub fn origin_name(pipeline: &str, n: u32) -> String {
+    format!("{}{n}", own_prefix(pipeline))
+}
+
+/// The prefix of every origin of a pipeline: what its readers drop.
+pub fn own_prefix(pipeline: &str) -> String {
+    format!("duplex_{pipeline}_")
+}
+
+/// Creates the origin if it does not exist (`duplex setup`).
+pub async fn create(client: &Client, name: &str) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_replication_origin_create($1) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+            &[&name],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| {
+            Error::from_pg(e, true, &format!("creating replication origin {name}")).context(
+                "echo suppression needs the replication origin functions: run setup as a superuser, \
+                 or GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), \
+                 pg_replication_origin_session_setup(text) TO <duplex role>",
+            )
+        })
+}
+
+/// Binds this session's writes to the origin. The origin is active in one session at a time;
+/// right after a crash the old session may still hold it for a moment, which is retried.
+pub async fn bind_session(client: &Client, name: &str) -> Result<()> {
+    match client
+        .execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
+            if text.contains("is already active") {
+                Err(Error::new(
+                    ErrorKind::SinkTransient,
+                    format!("replication origin {name}: {text}"),
+                ))
+            } else if text.contains("does not exist") {
+                Err(Error::new(
+                    ErrorKind::Config,
+                    format!("replication origin {name} does not exist: run `duplex setup`"),
+                ))
+            } else {
+                Err(Error::from_pg(
+                    e,
+                    true,
+                    &format!("binding replication origin {name}"),
+                ))
+            }
+        }
+    }
+}
+
+/// Drops the origin (`duplex teardown`).
+pub async fn drop(client: &Client, name: &str) -> Result<()> {
+    client
+        .execute(
+            "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname = $1",
+            &[&name],
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| Error::from_pg(e, true, &format!("dropping replication origin {name}")))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert_eq!(super::origin_name("shop", 1), "duplex_shop_1");
+        assert!(super::origin_name("shop", 1).starts_with(&super::own_prefix("shop")));
+        assert!(!super::origin_name("shop2", 1).starts_with(&super::own_prefix("shop")));
+    }
+}

@@ -50,6 +50,7 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     let plan = load_plan(cfg).await?;
     if plan.has_reverse() {
         crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, 1)).await?;
+        setup_publication_and_slot(cfg, &client, &plan).await?;
     }
     let mut my_conn = my::connect(&cfg.mysql, None, true).await?;
     checkpoint::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
@@ -84,6 +85,116 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     )
     .await?;
     Ok(Some(position))
+}
+
+/// Creates (or updates) the publication of the tables replicated from PostgreSQL, and the slot.
+async fn setup_publication_and_slot(
+    cfg: &Config,
+    client: &tokio_postgres::Client,
+    plan: &Plan,
+) -> Result<()> {
+    let name = crate::pipeline::slot_name(&cfg.pipeline);
+    let tables: Vec<String> = plan.reverse.iter().map(|r| r.source.pg_quoted()).collect();
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "looking up the publication"))?
+        .is_some();
+    let sql = if exists {
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {}",
+            crate::model::pg_ident(&name),
+            tables.join(", ")
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            crate::model::pg_ident(&name),
+            tables.join(", ")
+        )
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::from_pg(e, true, &format!("creating publication {name}")))?;
+    let slot_exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "looking up the replication slot"))?
+        .is_some();
+    if !slot_exists {
+        let mut conn = crate::source::postgres::stream::ReplicationConn::connect(
+            &cfg.postgres,
+            "duplex setup",
+        )
+        .await?;
+        let at = conn.create_slot(&name).await?;
+        tracing::info!(slot = %name, at = %at, "replication slot created");
+    }
+    Ok(())
+}
+
+/// `duplex teardown`: drops the replication slot (so PostgreSQL stops keeping WAL for it), the
+/// publication and the replication origin. duplex's tables and checkpoints stay.
+pub async fn teardown(cfg: &Config) -> Result<Vec<String>> {
+    let name = crate::pipeline::slot_name(&cfg.pipeline);
+    let client = pg::connect(&cfg.postgres, "duplex teardown").await?;
+    let mut done = Vec::new();
+    let mut backoff = crate::pipeline::Backoff::default();
+    for attempt in 0.. {
+        let slot = client
+            .query_opt(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&name],
+            )
+            .await
+            .map_err(|e| Error::from_pg(e, true, "looking up the replication slot"))?;
+        match slot {
+            None => break,
+            Some(_) => {
+                let mut conn = crate::source::postgres::stream::ReplicationConn::connect(
+                    &cfg.postgres,
+                    "duplex teardown",
+                )
+                .await?;
+                match conn.drop_slot(&name).await {
+                    Ok(()) => {
+                        done.push(format!("dropped replication slot {name}"));
+                        break;
+                    }
+                    // Still held by a reader that is shutting down.
+                    Err(e) if e.is_transient() && attempt < 20 => {
+                        tokio::time::sleep(backoff.next_delay()).await
+                    }
+                    Err(e) => return Err(e.context("stop `duplex run` before teardown")),
+                }
+            }
+        }
+    }
+    let dropped = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "looking up the publication"))?
+        .is_some();
+    if dropped {
+        client
+            .batch_execute(&format!(
+                "DROP PUBLICATION {}",
+                crate::model::pg_ident(&name)
+            ))
+            .await
+            .map_err(|e| Error::from_pg(e, true, "dropping the publication"))?;
+        done.push(format!("dropped publication {name}"));
+    }
+    let origin = crate::origin::origin_name(&cfg.pipeline, 1);
+    crate::origin::drop(&client, &origin).await?;
+    done.push(format!(
+        "dropped replication origin {origin} (if it existed)"
+    ));
+    Ok(done)
 }
 
 /// One line of `duplex check`.
@@ -198,12 +309,37 @@ pub async fn run(cfg: &Config) -> Result<()> {
         "mappings compiled"
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let signal_tx = stop_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutting down: finishing the transaction in flight");
-        let _ = stop_tx.send(true);
+        let _ = signal_tx.send(true);
     });
-    crate::pipeline::run_forward(cfg, plan, stop_rx).await
+    use crate::pipeline::{run as run_way, Way};
+    if plan.reverse.is_empty() {
+        return run_way(Way::Forward, cfg, plan, stop_rx).await;
+    }
+    // Both directions at once; a definite failure of one stops the other.
+    let forward = run_way(Way::Forward, cfg, plan.clone(), stop_rx.clone());
+    let reverse = run_way(Way::Reverse, cfg, plan, stop_rx);
+    tokio::pin!(forward, reverse);
+    tokio::select! {
+        r = &mut forward => {
+            if r.is_err() {
+                let _ = stop_tx.send(true);
+            }
+            let other = reverse.await;
+            r.and(other)
+        }
+        r = &mut reverse => {
+            if r.is_err() {
+                let _ = stop_tx.send(true);
+            }
+            let other = forward.await;
+            r.and(other)
+        }
+    }
 }
 
 /// Stops before replicating from a server whose settings would lose or corrupt changes.

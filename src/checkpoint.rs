@@ -30,6 +30,7 @@ pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result
              position   varchar(2000) NOT NULL,
              ord_major  bigint NOT NULL,
              ord_minor  bigint NOT NULL,
+             epoch      bigint NOT NULL DEFAULT 0,
              updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
              PRIMARY KEY (pipeline, direction)
          ) ENGINE=InnoDB;

@@ -32,8 +32,15 @@ enum Command {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
     },
-    /// Create duplex's own tables and record the starting position.
+    /// Create duplex's own tables and record the starting position; for tables also replicated
+    /// from PostgreSQL, create the publication, the replication slot and the origin.
     Setup {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+    },
+    /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
+    /// an abandoned slot makes PostgreSQL keep WAL forever.
+    Teardown {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
     },
@@ -60,9 +67,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         let path = match &cli.command {
-            Command::Run { config } | Command::Check { config } | Command::Setup { config } => {
-                config.clone()
-            }
+            Command::Run { config }
+            | Command::Check { config }
+            | Command::Setup { config }
+            | Command::Teardown { config } => config.clone(),
         };
         let cfg = match duplex::config::Config::load(&path) {
             Ok(c) => c,
@@ -104,6 +112,18 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+            Command::Teardown { .. } => match duplex::app::teardown(&cfg).await {
+                Ok(done) => {
+                    for line in done {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Setup { .. } => match duplex::app::setup(&cfg).await {
                 Ok(pos) => {
                     println!(

@@ -22,10 +22,12 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::Plan;
-use crate::model::{Position, SourceEvent, TxnBegin, TxnCommit};
+use crate::model::{Lsn, Position, SourceEvent, TxnBegin, TxnCommit};
+use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::{DeadLetter, Encoder, Sink};
 use crate::source::mysql::MysqlSource;
+use crate::source::postgres::PgSource;
 use crate::source::Source;
 use crate::telemetry;
 
@@ -141,9 +143,33 @@ enum Stop {
     Rejected(Option<Position>, Error),
 }
 
-/// Runs MySQL → PostgreSQL until `shutdown` turns true. Returns an error only for what retrying
+/// Which way a pipeline runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    /// MySQL/MariaDB binlog → PostgreSQL.
+    Forward,
+    /// PostgreSQL slot → MySQL/MariaDB.
+    Reverse,
+}
+
+impl Way {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Way::Forward => crate::checkpoint::FORWARD,
+            Way::Reverse => crate::checkpoint::REVERSE,
+        }
+    }
+}
+
+/// The replication slot and publication of a pipeline's reverse direction.
+pub fn slot_name(pipeline: &str) -> String {
+    format!("duplex_{pipeline}")
+}
+
+/// Runs one direction until `shutdown` turns true. Returns an error only for what retrying
 /// cannot cure.
-pub async fn run_forward(
+pub async fn run(
+    way: Way,
     cfg: &Config,
     plan: Arc<Plan>,
     mut shutdown: watch::Receiver<bool>,
@@ -152,10 +178,15 @@ pub async fn run_forward(
     let mut careful_until: Option<Option<Position>> = None;
     loop {
         let started = Instant::now();
-        match run_once(cfg, plan.clone(), &mut shutdown, careful_until.take()).await {
+        let careful = careful_until.take();
+        let outcome = match way {
+            Way::Forward => run_forward_once(cfg, plan.clone(), &mut shutdown, careful).await,
+            Way::Reverse => run_reverse_once(cfg, plan.clone(), &mut shutdown, careful).await,
+        };
+        match outcome {
             Ok(Stop::Shutdown) => return Ok(()),
             Ok(Stop::Rejected(at, e)) => {
-                tracing::warn!(error = %e, after = ?at.as_ref().map(|p| p.to_string()), "target rejected a batch; re-applying row by row to set the bad rows aside");
+                tracing::warn!(direction = way.as_str(), error = %e, after = ?at.as_ref().map(|p| p.to_string()), "target rejected a batch; re-applying row by row to set the bad rows aside");
                 careful_until = Some(at);
             }
             Err(e) if e.is_transient() => {
@@ -164,8 +195,8 @@ pub async fn run_forward(
                 }
                 let delay = backoff.next_delay();
                 metrics::counter!(telemetry::ERRORS, "kind" => e.kind().as_str()).increment(1);
-                metrics::counter!(telemetry::RECONNECTS).increment(1);
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "transient error; restarting from the checkpoint");
+                metrics::counter!(telemetry::RECONNECTS, "direction" => way.as_str()).increment(1);
+                tracing::warn!(direction = way.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64, "transient error; restarting from the checkpoint");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => return Ok(()),
@@ -182,7 +213,16 @@ pub async fn run_forward(
     }
 }
 
-async fn run_once(
+/// Runs MySQL → PostgreSQL (see [`run`]).
+pub async fn run_forward(
+    cfg: &Config,
+    plan: Arc<Plan>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    run(Way::Forward, cfg, plan, shutdown).await
+}
+
+async fn run_forward_once(
     cfg: &Config,
     plan: Arc<Plan>,
     shutdown: &mut watch::Receiver<bool>,
@@ -204,13 +244,79 @@ async fn run_once(
             .map(|s| s.parse().map(Position::Mysql))
             .transpose()?,
     };
-    tracing::info!(from = %from.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "the current binlog end".into()), careful = careful_until.is_some(), "pipeline starting");
-    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
-    let mut source = MysqlSource::new(
+    let source = MysqlSource::new(
         cfg.mysql.clone(),
         plan.forward_sources().into_iter().collect(),
         cfg.apply.chunk_rows,
     );
+    drive(
+        Way::Forward,
+        cfg,
+        &mut sink,
+        source,
+        from,
+        shutdown,
+        careful_until,
+        None,
+    )
+    .await
+}
+
+async fn run_reverse_once(
+    cfg: &Config,
+    plan: Arc<Plan>,
+    shutdown: &mut watch::Receiver<bool>,
+    careful_until: Option<Option<Position>>,
+) -> Result<Stop> {
+    let mut sink = MySqlSink::connect(
+        &cfg.mysql,
+        plan.clone(),
+        &cfg.pipeline,
+        cfg.source_time_zone,
+    )
+    .await?;
+    let from = sink.checkpoint().await?;
+    let committed = match &from {
+        Some(Position::Postgres(l)) => *l,
+        _ => Lsn(0),
+    };
+    let (flushed_tx, flushed_rx) = watch::channel(committed);
+    let slot = slot_name(&cfg.pipeline);
+    let source = PgSource::new(
+        cfg.postgres.clone(),
+        slot.clone(),
+        slot,
+        crate::origin::own_prefix(&cfg.pipeline),
+        cfg.apply.chunk_rows,
+        flushed_rx,
+    );
+    drive(
+        Way::Reverse,
+        cfg,
+        &mut sink,
+        source,
+        from,
+        shutdown,
+        careful_until,
+        Some(flushed_tx),
+    )
+    .await
+}
+
+/// Source → encoder → writer for one run; `flushed` learns every committed position.
+#[allow(clippy::too_many_arguments)]
+async fn drive<S: Sink, Src: Source + Send + 'static>(
+    way: Way,
+    cfg: &Config,
+    sink: &mut S,
+    mut source: Src,
+    from: Option<Position>,
+    shutdown: &mut watch::Receiver<bool>,
+    careful_until: Option<Option<Position>>,
+    flushed: Option<watch::Sender<Lsn>>,
+) -> Result<Stop> {
+    tracing::info!(direction = way.as_str(), from = %from.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "the source's current end".into()), careful = careful_until.is_some(), "pipeline starting");
+    let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
     let start = from.clone();
     let source_task = tokio::spawn(async move { source.run(start, tx).await });
     let (etx, erx) = mpsc::channel(ENCODED_EVENTS);
@@ -221,12 +327,13 @@ async fn run_once(
         careful_until.is_some(),
     ));
     let mut applier = Applier {
-        sink: &mut sink,
+        sink,
         batch_max_rows: cfg.apply.batch_max_rows,
         batch_max_delay: Duration::from_millis(cfg.apply.batch_max_delay_ms),
         committed: from.clone(),
         last_seen: from,
         careful_until,
+        flushed,
     };
     let result = applier.apply(erx, shutdown).await;
     encoder_task.abort();
@@ -260,6 +367,8 @@ struct Applier<'a, S: Sink> {
     last_seen: Option<Position>,
     /// Some(x): careful mode until a transaction after position x is committed.
     careful_until: Option<Option<Position>>,
+    /// Told every committed PostgreSQL position (the reverse direction's slot acknowledgement).
+    flushed: Option<watch::Sender<Lsn>>,
 }
 
 struct Batch {
@@ -409,6 +518,7 @@ impl<S: Sink> Applier<'_, S> {
                         last_idle_checkpoint = Instant::now();
                         self.sink.begin().await?;
                         self.sink.commit(&pos).await?;
+                        self.acknowledge(&pos);
                         self.committed = Some(pos);
                     }
                 }
@@ -436,6 +546,7 @@ impl<S: Sink> Applier<'_, S> {
         };
         let t0 = Instant::now();
         self.sink.commit(&position).await?;
+        tracing::debug!(position = %position, txns = b.txns, rows = b.rows, "committed");
         metrics::histogram!(telemetry::APPLY_BATCH_SECONDS).record(t0.elapsed().as_secs_f64());
         metrics::counter!(telemetry::TXNS_APPLIED).increment(b.txns as u64);
         metrics::counter!(telemetry::BATCHES_COMMITTED).increment(1);
@@ -453,7 +564,15 @@ impl<S: Sink> Applier<'_, S> {
         } else if self.careful_until.is_some() {
             self.careful_until = None;
         }
+        self.acknowledge(&position);
         self.committed = Some(position);
         Ok(())
+    }
+
+    /// Lets the source report a committed PostgreSQL position to the server.
+    fn acknowledge(&self, position: &Position) {
+        if let (Some(tx), Position::Postgres(lsn)) = (&self.flushed, position) {
+            let _ = tx.send(*lsn);
+        }
     }
 }

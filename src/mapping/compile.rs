@@ -109,6 +109,8 @@ impl TablePlan {
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub tables: Vec<Arc<TablePlan>>,
+    /// The PostgreSQL → MySQL plans of tables mapped `reverse` or `both`.
+    pub reverse: Vec<Arc<super::ReversePlan>>,
     by_source: HashMap<TableName, Vec<usize>>,
 }
 
@@ -118,7 +120,11 @@ impl Plan {
         for (i, t) in tables.iter().enumerate() {
             by_source.entry(t.source.clone()).or_default().push(i);
         }
-        Plan { tables, by_source }
+        Plan {
+            tables,
+            reverse: Vec::new(),
+            by_source,
+        }
     }
 
     /// The forward plans fed by a source table.
@@ -215,8 +221,17 @@ pub fn compile(
             }
         }
     }
+    let mut reverse = Vec::new();
+    for t in tables.iter().filter(|t| t.direction != Direction::Forward) {
+        match super::ReversePlan::of(t) {
+            Ok(r) => reverse.push(Arc::new(r)),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
     if errors.is_empty() {
-        Ok(Plan::new(tables))
+        let mut plan = Plan::new(tables);
+        plan.reverse = reverse;
+        Ok(plan)
     } else {
         Err(Error::mapping(errors.join("\n")))
     }

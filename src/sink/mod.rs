@@ -6,6 +6,7 @@
 //! fast path, `push_careful` (one row under a savepoint, so one bad row can be set aside into the
 //! dead-letter table), and `checkpoint` to resume from.
 
+pub mod mysql;
 pub mod postgres;
 
 use crate::error::Result;

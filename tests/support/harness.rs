@@ -106,7 +106,10 @@ listen = "{metrics}"
             .arg(&self.config)
             .env(MYSQL_PW_ENV, &s.mysql_password)
             .env(PG_PW_ENV, &s.pg_password)
-            .env("RUST_LOG", "info");
+            .env(
+                "RUST_LOG",
+                std::env::var("DUPLEX_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            );
         c
     }
 

@@ -5,23 +5,19 @@
 //! column name ([`crate::mapping::TablePlan::bind`]); the binding is worked out once per table
 //! version.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::encode::EncodedRow;
 use super::{Kind, PgChange};
 use crate::error::{Error, Result};
-use crate::mapping::{Plan, TablePlan};
+use crate::mapping::{Bindings, Plan, TablePlan};
 use crate::model::{Op, RowChange, TableSchema, Value};
 use crate::sink::Encoder;
-
-type Binding = std::result::Result<Arc<Vec<usize>>, String>;
 
 pub struct PgEncoder {
     plan: Arc<Plan>,
     tz: chrono_tz::Tz,
-    /// (table, source schema version) → source column positions; the Arc keeps the address alive.
-    bindings: HashMap<(usize, usize), (Arc<TableSchema>, Binding)>,
+    bindings: Bindings,
 }
 
 impl PgEncoder {
@@ -29,7 +25,7 @@ impl PgEncoder {
         PgEncoder {
             plan,
             tz,
-            bindings: HashMap::new(),
+            bindings: Bindings::default(),
         }
     }
 
@@ -58,16 +54,8 @@ impl PgEncoder {
 
     /// Source column positions of table `t` for the table version a row was decoded with.
     fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
-        let key = (t, Arc::as_ptr(schema) as usize);
-        if let Some((_, b)) = self.bindings.get(&key) {
-            return b.clone().map_err(Error::mapping);
-        }
-        let b = self.plan.tables[t].bind(schema).map(Arc::new);
-        if let Err(e) = &b {
-            tracing::error!(error = %e, "source table changed incompatibly; its rows go to the dead-letter table");
-        }
-        self.bindings.insert(key, (schema.clone(), b.clone()));
-        b.map_err(Error::mapping)
+        let plan = &self.plan.tables[t];
+        self.bindings.get(t, schema, |s| plan.bind(s))
     }
 
     /// The key bytes of an upsert row (its key cells).

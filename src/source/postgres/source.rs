@@ -301,6 +301,7 @@ impl Source for PgSource {
                     } => {
                         let Some(mut t) = txn.take() else { continue };
                         let position = Position::Postgres(end_lsn);
+                        tracing::debug!(txn = %t.id, end = %end_lsn, own = t.own, rows = t.rows.len(), "PostgreSQL transaction read");
                         if t.own || (!t.begun && t.rows.is_empty()) {
                             if tx.send(SourceEvent::Idle(position)).await.is_err() {
                                 return Ok(());

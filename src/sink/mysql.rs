@@ -1,0 +1,594 @@
+//! The MySQL/MariaDB sink: applies PostgreSQL transactions to Bitrix tables.
+//!
+//! Every target transaction first bumps duplex's checkpoint row — the echo marker the binlog
+//! reader drops transactions by — then writes the rows (multi-row `INSERT … ON DUPLICATE KEY
+//! UPDATE` of the mapped columns only, so Bitrix keeps every column duplex does not own;
+//! `DELETE` by key), then stores the source LSN in that same row, then commits. A column whose
+//! value PostgreSQL did not send (an unchanged TOASTed value) is left as it is.
+
+use std::sync::Arc;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Value as My;
+
+use super::{DeadLetter, Encoder, Sink};
+use crate::checkpoint::{self, REVERSE};
+use crate::config::MysqlConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::{Bindings, Plan, ReversePlan};
+use crate::model::{my_ident, Op, Position, RowChange, SourceType, TableSchema, Value};
+
+/// Rows per multi-row statement.
+const ROWS_PER_STATEMENT: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MyKind {
+    Upsert,
+    Delete,
+}
+
+/// A mapped change for one MySQL table.
+#[derive(Debug, Clone)]
+pub struct MyChange {
+    /// Index into `Plan::reverse`.
+    pub table: usize,
+    pub kind: MyKind,
+    /// Upsert: one value per plan column (`None`: not sent, leave as is). Delete: key values.
+    pub values: Vec<Option<My>>,
+}
+
+/// Converts a value read from PostgreSQL for a MySQL column.
+pub fn to_mysql(v: &Value, ty: &SourceType, tz: chrono_tz::Tz) -> Result<Option<My>> {
+    let mismatch = || {
+        Error::convert(format!(
+            "a {} value ({v}) cannot be stored in a MySQL {} column",
+            v.type_name(),
+            ty.describe()
+        ))
+    };
+    let date = |d: chrono::NaiveDateTime| {
+        use chrono::{Datelike, Timelike};
+        My::Date(
+            d.year() as u16,
+            d.month() as u8,
+            d.day() as u8,
+            d.hour() as u8,
+            d.minute() as u8,
+            d.second() as u8,
+            d.nanosecond() / 1000,
+        )
+    };
+    Ok(Some(match v {
+        Value::Unchanged => return Ok(None),
+        Value::Null => My::NULL,
+        Value::Bool(b) => match ty {
+            SourceType::Text { .. } => My::Bytes(if *b { b"1".to_vec() } else { b"0".to_vec() }),
+            _ => My::Int(*b as i64),
+        },
+        Value::Int(i) => My::Int(*i),
+        Value::UInt(u) => My::UInt(*u),
+        Value::Float(f) => My::Float(*f),
+        Value::Double(f) => My::Double(*f),
+        Value::Text(s) => {
+            if let SourceType::Text { charset } = ty {
+                check_charset(s, charset)?;
+            }
+            My::Bytes(s.clone().into_bytes())
+        }
+        Value::Decimal(s) | Value::Json(s) => My::Bytes(s.clone().into_bytes()),
+        Value::Bytes(b) => My::Bytes(b.clone()),
+        Value::Uuid(_) => match ty {
+            SourceType::Binary => match v {
+                Value::Uuid(u) => My::Bytes(u.to_vec()),
+                _ => unreachable!(),
+            },
+            _ => My::Bytes(v.to_string().into_bytes()),
+        },
+        Value::Date(d) => My::Date(d.year, d.month, d.day, 0, 0, 0, 0),
+        Value::DateTime(dt) => match ty {
+            // MySQL TIMESTAMP is written in the session's zone (UTC); a zoneless value is
+            // taken as wall time of the source zone.
+            SourceType::Timestamp => {
+                use chrono::TimeZone;
+                let naive = dt.to_chrono().ok_or_else(mismatch)?;
+                let utc = tz
+                    .from_local_datetime(&naive)
+                    .latest()
+                    .ok_or_else(mismatch)?
+                    .naive_utc();
+                date(utc)
+            }
+            _ => My::Date(
+                dt.date.year,
+                dt.date.month,
+                dt.date.day,
+                dt.hour,
+                dt.minute,
+                dt.second,
+                dt.micro,
+            ),
+        },
+        Value::Timestamp(us) => {
+            let utc = chrono::DateTime::from_timestamp_micros(*us).ok_or_else(mismatch)?;
+            match ty {
+                SourceType::Timestamp => date(utc.naive_utc()),
+                // Bitrix DATETIME is wall time in the shop's zone.
+                _ => date(utc.with_timezone(&tz).naive_local()),
+            }
+        }
+        Value::Time(us) => {
+            let neg = *us < 0;
+            let a = us.unsigned_abs();
+            let secs = a / 1_000_000;
+            My::Time(
+                neg,
+                (secs / 86_400) as u32,
+                (secs / 3600 % 24) as u8,
+                (secs / 60 % 60) as u8,
+                (secs % 60) as u8,
+                (a % 1_000_000) as u32,
+            )
+        }
+        Value::Bits { bytes, .. } => match ty {
+            SourceType::Int { .. } => {
+                My::UInt(bytes.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
+            }
+            _ => My::Bytes(bytes.clone()),
+        },
+    }))
+}
+
+/// MySQL silently stores `?` for characters a column's charset lacks (Bitrix runs with an
+/// empty sql_mode); refuse them instead, so the row becomes a dead letter, not lost text.
+fn check_charset(s: &str, charset: &str) -> Result<()> {
+    let bad = |c: char| {
+        Err(Error::convert(format!(
+            "{c:?} (U+{:04X}) cannot be stored in a {charset} column; MySQL would keep '?'",
+            c as u32
+        )))
+    };
+    match charset {
+        "utf8mb4" | "binary" | "utf16" | "utf16le" | "utf32" => Ok(()),
+        "utf8" | "utf8mb3" | "ucs2" => match s.chars().find(|c| *c as u32 > 0xFFFF) {
+            Some(c) => bad(c),
+            None => Ok(()),
+        },
+        other => {
+            let enc = match other {
+                "latin1" => encoding_rs::WINDOWS_1252,
+                "cp1251" => encoding_rs::WINDOWS_1251,
+                _ => match encoding_rs::Encoding::for_label(other.as_bytes()) {
+                    Some(e) => e,
+                    None => return Ok(()),
+                },
+            };
+            match s.chars().find(|c| {
+                let mut buf = [0u8; 4];
+                enc.encode(c.encode_utf8(&mut buf)).2
+            }) {
+                Some(c) => bad(c),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+pub struct MyEncoder {
+    plan: Arc<Plan>,
+    tz: chrono_tz::Tz,
+    bindings: Bindings,
+}
+
+impl MyEncoder {
+    fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
+        let plan = &self.plan.reverse[t];
+        self.bindings.get(t, schema, |s| plan.bind(s))
+    }
+
+    fn convert(
+        &self,
+        t: &ReversePlan,
+        idx: &[usize],
+        cols: impl Iterator<Item = usize>,
+        values: &[Value],
+    ) -> Result<Vec<Option<My>>> {
+        cols.map(|i| {
+            let c = &t.columns[i];
+            let v = values.get(idx[i]).unwrap_or(&Value::Null);
+            to_mysql(v, &c.my.ty, self.tz).map_err(|e| {
+                e.context(format!("column {} → {}.{}", c.pg_name, t.target, c.my.name))
+            })
+        })
+        .collect()
+    }
+}
+
+impl Encoder for MyEncoder {
+    type Change = MyChange;
+
+    fn prepare(
+        &mut self,
+        change: &RowChange,
+    ) -> std::result::Result<Vec<MyChange>, (String, Error)> {
+        let mut out = Vec::new();
+        for i in 0..self.plan.reverse.len() {
+            let t = self.plan.reverse[i].clone();
+            if t.source != change.table.name {
+                continue;
+            }
+            let fail = |e: Error| (t.target.to_string(), e);
+            let idx = self.binding(i, &change.table).map_err(fail)?;
+            let none = Vec::new();
+            let before = change.before.as_ref().unwrap_or(&none);
+            let after = change.after.as_ref().unwrap_or(&none);
+            let key = |enc: &Self, row: &[Value]| enc.convert(&t, &idx, t.key.iter().copied(), row);
+            match change.op {
+                Op::Insert | Op::Update => {
+                    if change.op == Op::Update {
+                        let old = key(self, before).map_err(fail)?;
+                        let new = key(self, after).map_err(fail)?;
+                        // The old image is key-only or absent when the key did not change.
+                        if old != new
+                            && old
+                                .iter()
+                                .all(|v| v.as_ref().is_some_and(|v| *v != My::NULL))
+                        {
+                            out.push(MyChange {
+                                table: i,
+                                kind: MyKind::Delete,
+                                values: old,
+                            });
+                        }
+                    }
+                    let values = self
+                        .convert(&t, &idx, 0..t.columns.len(), after)
+                        .map_err(fail)?;
+                    out.push(MyChange {
+                        table: i,
+                        kind: MyKind::Upsert,
+                        values,
+                    });
+                }
+                Op::Delete => {
+                    let values = key(self, before).map_err(fail)?;
+                    out.push(MyChange {
+                        table: i,
+                        kind: MyKind::Delete,
+                        values,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn target_of(&self, change: &MyChange) -> String {
+        self.plan.reverse[change.table].target.to_string()
+    }
+}
+
+pub struct MySqlSink {
+    conn: mysql_async::Conn,
+    plan: Arc<Plan>,
+    pipeline: String,
+    tz: chrono_tz::Tz,
+    db: String,
+    pending: Vec<MyChange>,
+    letters: Vec<DeadLetter>,
+    in_txn: bool,
+}
+
+fn my_err(e: mysql_async::Error, what: &str) -> Error {
+    Error::from_mysql(e, true, what)
+}
+
+impl MySqlSink {
+    pub async fn connect(
+        cfg: &MysqlConfig,
+        plan: Arc<Plan>,
+        pipeline: &str,
+        tz: chrono_tz::Tz,
+    ) -> Result<MySqlSink> {
+        let mut conn = crate::source::mysql::connect(cfg, None, true).await?;
+        // TIMESTAMP columns are written in UTC; names and text in UTF-8 (the server converts to
+        // each column's charset).
+        conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4")
+            .await
+            .map_err(|e| my_err(e, "preparing the MySQL writer session"))?;
+        Ok(MySqlSink {
+            conn,
+            plan,
+            pipeline: pipeline.to_string(),
+            tz,
+            db: cfg.duplex_database.clone(),
+            pending: Vec::new(),
+            letters: Vec::new(),
+            in_txn: false,
+        })
+    }
+
+    async fn write(&mut self, changes: Vec<MyChange>) -> Result<()> {
+        let mut i = 0;
+        while i < changes.len() {
+            let first = &changes[i];
+            // A run: same table, same kind, same set of sent columns.
+            let sent: Vec<bool> = first.values.iter().map(Option::is_some).collect();
+            let mut j = i + 1;
+            while j < changes.len()
+                && j - i < ROWS_PER_STATEMENT
+                && changes[j].table == first.table
+                && changes[j].kind == first.kind
+                && changes[j]
+                    .values
+                    .iter()
+                    .map(Option::is_some)
+                    .eq(sent.iter().copied())
+            {
+                j += 1;
+            }
+            let t = self.plan.reverse[first.table].clone();
+            let (sql, params) = match first.kind {
+                MyKind::Upsert => {
+                    let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
+                    let names: Vec<String> = cols
+                        .iter()
+                        .map(|c| my_ident(&t.columns[*c].my.name))
+                        .collect();
+                    let row = format!("({})", vec!["?"; cols.len()].join(", "));
+                    let updates: Vec<String> = cols
+                        .iter()
+                        .filter(|c| !t.key.contains(c))
+                        .map(|c| {
+                            let n = my_ident(&t.columns[*c].my.name);
+                            format!("{n} = VALUES({n})")
+                        })
+                        .collect();
+                    let on_dup = if updates.is_empty() {
+                        // Only key columns: keep the row as is.
+                        let k = my_ident(&t.columns[t.key[0]].my.name);
+                        format!("{k} = {k}")
+                    } else {
+                        updates.join(", ")
+                    };
+                    let sql = format!(
+                        "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
+                        t.target.my_quoted(),
+                        names.join(", "),
+                        vec![row; j - i].join(", ")
+                    );
+                    let params: Vec<My> = changes[i..j]
+                        .iter()
+                        .flat_map(|c| c.values.iter().flatten().cloned())
+                        .collect();
+                    (sql, params)
+                }
+                MyKind::Delete => {
+                    let names: Vec<String> = t
+                        .key
+                        .iter()
+                        .map(|k| my_ident(&t.columns[*k].my.name))
+                        .collect();
+                    let tuple = format!("({})", vec!["?"; names.len()].join(", "));
+                    let sql = format!(
+                        "DELETE FROM {} WHERE ({}) IN ({})",
+                        t.target.my_quoted(),
+                        names.join(", "),
+                        vec![tuple; j - i].join(", ")
+                    );
+                    let params: Vec<My> = changes[i..j]
+                        .iter()
+                        .flat_map(|c| c.values.iter().flatten().cloned())
+                        .collect();
+                    (sql, params)
+                }
+            };
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .map_err(|e| my_err(e, &format!("writing {} rows to {}", j - i, t.target)))?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        let changes = std::mem::take(&mut self.pending);
+        self.write(changes).await
+    }
+}
+
+impl Sink for MySqlSink {
+    type Encoder = MyEncoder;
+
+    fn encoder(&self) -> MyEncoder {
+        MyEncoder {
+            plan: self.plan.clone(),
+            tz: self.tz,
+            bindings: Bindings::default(),
+        }
+    }
+
+    async fn checkpoint(&mut self) -> Result<Option<Position>> {
+        let sql = format!(
+            "SELECT position FROM {}.checkpoint WHERE pipeline = ? AND direction = ?",
+            my_ident(&self.db)
+        );
+        let row: Option<String> = self
+            .conn
+            .exec_first(sql, (&self.pipeline, REVERSE))
+            .await
+            .map_err(|e| my_err(e, "reading the MySQL checkpoint (did `duplex setup` run?)"))?;
+        match row.filter(|p| !p.is_empty()) {
+            Some(p) => Ok(Some(p.parse()?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn begin(&mut self) -> Result<()> {
+        if self.in_txn {
+            return Ok(());
+        }
+        self.conn
+            .query_drop("START TRANSACTION")
+            .await
+            .map_err(|e| my_err(e, "starting a MySQL transaction"))?;
+        // The echo marker: the first row event of every transaction duplex applies.
+        let sql = format!(
+            "INSERT INTO {}.checkpoint (pipeline, direction, position, ord_major, ord_minor, epoch) \
+             VALUES (?, ?, '', 0, 0, 1) ON DUPLICATE KEY UPDATE epoch = epoch + 1",
+            my_ident(&self.db)
+        );
+        self.conn
+            .exec_drop(sql, (&self.pipeline, REVERSE))
+            .await
+            .map_err(|e| my_err(e, "marking the MySQL transaction"))?;
+        self.in_txn = true;
+        Ok(())
+    }
+
+    async fn push(&mut self, change: MyChange) -> Result<()> {
+        self.pending.push(change);
+        if self.pending.len() >= ROWS_PER_STATEMENT * 4 {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn push_careful(&mut self, change: MyChange) -> Result<()> {
+        self.flush().await?;
+        let sp = |e| my_err(e, "savepoint");
+        self.conn
+            .query_drop("SAVEPOINT duplex_row")
+            .await
+            .map_err(sp)?;
+        match self.write(vec![change]).await {
+            Ok(()) => Ok(()),
+            Err(e) if !e.is_transient() => {
+                self.conn
+                    .query_drop("ROLLBACK TO SAVEPOINT duplex_row")
+                    .await
+                    .map_err(sp)?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn dead_letter(&mut self, letter: DeadLetter) {
+        self.letters.push(letter);
+    }
+
+    async fn commit(&mut self, position: &Position) -> Result<()> {
+        self.begin().await?;
+        self.flush().await?;
+        let text = position.to_string();
+        for l in std::mem::take(&mut self.letters) {
+            let sql = format!(
+                "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                my_ident(&self.db)
+            );
+            let params: Vec<My> = vec![
+                self.pipeline.clone().into(),
+                REVERSE.into(),
+                l.source_table.clone().into(),
+                l.target_table.clone().into(),
+                l.op.into(),
+                text.clone().into(),
+                l.txn_id.clone().into(),
+                l.row.to_string().into(),
+                l.reason.clone().into(),
+            ];
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .map_err(|e| my_err(e, "writing a dead letter"))?;
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
+                .increment(1);
+        }
+        let (major, minor) = checkpoint::order_key(position);
+        let sql = format!(
+            "UPDATE {}.checkpoint SET position = ?, ord_major = ?, ord_minor = ? \
+             WHERE pipeline = ? AND direction = ? AND (ord_major, ord_minor) <= (?, ?)",
+            my_ident(&self.db)
+        );
+        self.conn
+            .exec_drop(
+                sql,
+                (
+                    text.as_str(),
+                    major,
+                    minor,
+                    &self.pipeline,
+                    REVERSE,
+                    major,
+                    minor,
+                ),
+            )
+            .await
+            .map_err(|e| my_err(e, "writing the MySQL checkpoint"))?;
+        if self.conn.affected_rows() != 1 {
+            return Err(Error::new(
+                ErrorKind::Invariant,
+                format!(
+                    "MySQL checkpoint of pipeline {} would move backward to {position}; refusing",
+                    self.pipeline
+                ),
+            ));
+        }
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| my_err(e, "committing"))?;
+        self.in_txn = false;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        self.pending.clear();
+        self.letters.clear();
+        if self.in_txn {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            self.in_txn = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charsets_refuse_what_they_cannot_hold() {
+        assert!(check_charset("Привет «мир»", "cp1251").is_ok());
+        assert!(check_charset("Привет 🌹", "cp1251").is_err());
+        assert!(check_charset("Привет", "utf8mb3").is_ok());
+        let e = check_charset("розы 🌹", "utf8mb3").unwrap_err();
+        assert!(e.to_string().contains("U+1F339"), "{e}");
+        assert!(check_charset("розы 🌹", "utf8mb4").is_ok());
+        assert!(check_charset("café", "latin1").is_ok());
+        assert!(check_charset("кафе", "latin1").is_err());
+        let t = SourceType::Text {
+            charset: "utf8mb3".into(),
+        };
+        assert!(to_mysql(&Value::Text("🌹".into()), &t, chrono_tz::UTC).is_err());
+        assert_eq!(
+            to_mysql(&Value::Unchanged, &t, chrono_tz::UTC).unwrap(),
+            None
+        );
+        let dt = SourceType::DateTime;
+        // 07:00 UTC is 12:00 wall time in Almaty (UTC+5 since 2024-03-01).
+        let v = Value::Timestamp(
+            chrono::NaiveDate::from_ymd_opt(2024, 6, 1)
+                .unwrap()
+                .and_hms_opt(7, 0, 0)
+                .unwrap()
+                .and_utc()
+                .timestamp_micros(),
+        );
+        assert_eq!(
+            to_mysql(&v, &dt, chrono_tz::Asia::Almaty).unwrap(),
+            Some(My::Date(2024, 6, 1, 12, 0, 0, 0))
+        );
+    }
+}

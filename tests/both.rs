@@ -1,0 +1,169 @@
+//! Both directions at once on a table mapped `both`: changes made in MariaDB reach PostgreSQL
+//! and changes made in PostgreSQL reach MariaDB, Bitrix's own columns are kept, and nothing
+//! echoes: triggers on both sides count every write, and each side sees exactly the writes
+//! made there plus one per change made on the other side.
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use support::harness::{mysql_rows, pg_count, pg_rows, stop_cleanly, wait_for, Workdir};
+
+const BOTH: &str = r#"
+[[table]]
+source = "t"
+target = "t"
+direction = "both"
+
+[table.column]
+id = "id"
+status = "status"
+note = "note"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_directions_without_echo() {
+    let dbs = support::fresh_dbs("both").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE t (id int PRIMARY KEY, status varchar(20), note varchar(50) CHARACTER SET utf8mb4, local_only varchar(20) NOT NULL DEFAULT 'keep');
+         CREATE TABLE audit (n int AUTO_INCREMENT PRIMARY KEY, what varchar(10));
+         CREATE TRIGGER t_i AFTER INSERT ON t FOR EACH ROW INSERT INTO audit (what) VALUES ('insert');
+         CREATE TRIGGER t_u AFTER UPDATE ON t FOR EACH ROW INSERT INTO audit (what) VALUES ('update');
+         CREATE TRIGGER t_d AFTER DELETE ON t FOR EACH ROW INSERT INTO audit (what) VALUES ('delete')",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE t (id integer PRIMARY KEY, status text, note text);
+         CREATE TABLE audit (n serial PRIMARY KEY, what text);
+         CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit (what) VALUES (lower(TG_OP)); RETURN NULL; END $$;
+         CREATE TRIGGER t_a AFTER INSERT OR UPDATE OR DELETE ON t FOR EACH ROW EXECUTE FUNCTION audit()",
+    )
+    .await
+    .unwrap();
+    let pipeline = format!("b{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &[("t.toml", BOTH)]);
+    work.setup();
+    let mut child = work.start();
+
+    my.query_drop(
+        "INSERT INTO t (id, status, note, local_only) VALUES (1, 'new', 'from bitrix', 'x')",
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "row 1 in PostgreSQL",
+        &work,
+        || async { pg_count(&pg, "t").await == 1 },
+    )
+    .await;
+    pg.batch_execute("UPDATE t SET status = 'paid' WHERE id = 1")
+        .await
+        .unwrap();
+    pg.batch_execute("INSERT INTO t VALUES (2, 'new', 'from crm')")
+        .await
+        .unwrap();
+    pg.batch_execute("DELETE FROM t WHERE id = 2")
+        .await
+        .unwrap();
+    pg.batch_execute("INSERT INTO t VALUES (3, 'new', 'заказ из CRM 🌹')")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the CRM's changes in MariaDB",
+        &work,
+        || {
+            let my_rows = async {
+                let mut c = dbs.mysql().await;
+                mysql_rows(
+                    &mut c,
+                    "SELECT id, status, note, local_only FROM t ORDER BY id",
+                )
+                .await
+            };
+            async move {
+                my_rows.await
+                    == vec![
+                        vec![
+                            Some("1".into()),
+                            Some("paid".into()),
+                            Some("from bitrix".into()),
+                            Some("x".into()),
+                        ],
+                        vec![
+                            Some("3".into()),
+                            Some("new".into()),
+                            Some("заказ из CRM 🌹".into()),
+                            Some("keep".into()),
+                        ],
+                    ]
+            }
+        },
+    )
+    .await;
+    // Give an echo time to happen, then count every write on each side.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let my_audit = mysql_rows(&mut my, "SELECT what FROM audit ORDER BY n").await;
+    let pg_audit = pg_rows(&pg, "SELECT what FROM audit ORDER BY n").await;
+    let flat = |v: Vec<Vec<Option<String>>>| {
+        v.into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    // MariaDB: its own insert, then the CRM's update, insert, delete, insert.
+    assert_eq!(
+        flat(my_audit),
+        vec!["insert", "update", "insert", "delete", "insert"]
+    );
+    // PostgreSQL: Bitrix's insert, then its own four changes.
+    assert_eq!(
+        flat(pg_audit),
+        vec!["insert", "update", "insert", "delete", "insert"]
+    );
+    assert_eq!(
+        pg_rows(&pg, "SELECT id::text, status, note FROM t ORDER BY t.id").await,
+        vec![
+            vec![
+                Some("1".into()),
+                Some("paid".into()),
+                Some("from bitrix".into())
+            ],
+            vec![
+                Some("3".into()),
+                Some("new".into()),
+                Some("заказ из CRM 🌹".into())
+            ],
+        ]
+    );
+    stop_cleanly(&mut child, &work);
+
+    // Teardown leaves no slot, publication or origin behind.
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+    let slot = format!("duplex_{pipeline}");
+    assert_eq!(
+        pg_count(
+            &pg,
+            &format!("pg_replication_slots WHERE slot_name = '{slot}'")
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        pg_count(&pg, &format!("pg_publication WHERE pubname = '{slot}'")).await,
+        0
+    );
+    assert_eq!(
+        pg_count(
+            &pg,
+            &format!("pg_replication_origin WHERE roname = '{slot}_1'")
+        )
+        .await,
+        0
+    );
+}

@@ -167,3 +167,45 @@ async fn both_directions_without_echo() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_slot_does_not_hold_wal() {
+    let dbs = support::fresh_dbs("idle").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20), note varchar(50))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text, note text); CREATE TABLE other (id serial PRIMARY KEY, x text)")
+        .await
+        .unwrap();
+    let pipeline = format!("i{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let slot = format!("duplex_{pipeline}");
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
+    work.setup();
+    let mut child = work.start();
+    // WAL the slot does not publish: only another table changes.
+    let before: String = pg
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    pg.batch_execute(
+        "INSERT INTO other (x) SELECT repeat('x', 200) FROM generate_series(1, 20000)",
+    )
+    .await
+    .unwrap();
+    let before: duplex::model::Lsn = before.parse().unwrap();
+    wait_for(Duration::from_secs(30), "the slot to confirm past the unpublished WAL", &work, || async {
+        let c: String = pg
+            .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+            .await
+            .unwrap()
+            .get(0);
+        c.parse::<duplex::model::Lsn>().unwrap() > before
+    })
+    .await;
+    stop_cleanly(&mut child, &work);
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+}

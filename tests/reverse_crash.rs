@@ -1,0 +1,158 @@
+//! Crash safety of PostgreSQL → MySQL: duplex is killed with SIGKILL at random moments while
+//! PostgreSQL transactions stream, and restarted. MariaDB must end equal to PostgreSQL row by
+//! row, and the slot must never confirm an LSN beyond what MariaDB has committed (PostgreSQL
+//! may discard WAL up to the confirmed LSN).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use duplex::model::{Lsn, Position};
+use mysql_async::prelude::Queryable;
+use rand::{Rng, SeedableRng};
+use support::harness::{kill9, mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
+
+const TXNS: usize = 10_000;
+
+const BOTH: &str =
+    "[[table]]\nsource = \"ev\"\ntarget = \"ev\"\ndirection = \"both\"\ncolumns = \"all\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms() {
+    let dbs = support::fresh_dbs("rcrash").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE ev (id int PRIMARY KEY, k int NOT NULL, v varchar(64), n bigint NOT NULL)",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE ev (id integer PRIMARY KEY, k integer NOT NULL, v text, n bigint NOT NULL)",
+    )
+    .await
+    .unwrap();
+    let pipeline = format!("c{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let slot = format!("duplex_{pipeline}");
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("ev.toml", BOTH)]);
+    work.setup();
+
+    // The watcher: the slot's confirmed LSN, once it moved, is never beyond MariaDB's checkpoint.
+    let done = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let done = done.clone();
+        let wpg = dbs.pg().await;
+        let mut wmy = dbs.mysql().await;
+        let slot = slot.clone();
+        let pipeline = pipeline.clone();
+        tokio::spawn(async move {
+            let initial: Lsn = wpg
+                .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                .await
+                .unwrap()
+                .get::<_, String>(0)
+                .parse()
+                .unwrap();
+            let mut checks = 0;
+            while !done.load(Ordering::Relaxed) {
+                let confirmed: Lsn = wpg
+                    .query_one("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", &[&slot])
+                    .await
+                    .unwrap()
+                    .get::<_, String>(0)
+                    .parse()
+                    .unwrap();
+                let committed: Option<String> = wmy
+                    .exec_first("SELECT position FROM duplex.checkpoint WHERE pipeline = ? AND direction = 'pg_to_mysql'", (&pipeline,))
+                    .await
+                    .unwrap();
+                let committed = match committed
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.parse::<Position>().unwrap())
+                {
+                    Some(Position::Postgres(l)) => l,
+                    _ => Lsn(0),
+                };
+                if confirmed > initial {
+                    assert!(
+                        confirmed <= committed,
+                        "the slot confirmed {confirmed} but MariaDB committed only {committed}"
+                    );
+                    checks += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            checks
+        })
+    };
+
+    let writer_done = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let writer_done = writer_done.clone();
+        let wpg = dbs.pg().await;
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+            for i in 0..TXNS as i32 {
+                let k = rng.gen_range(0..100);
+                let sql = match i % 10 {
+                    3 => format!("BEGIN; INSERT INTO ev VALUES ({i}, {k}, 'ряд {i}', {i}); UPDATE ev SET n = n + 1, v = NULL WHERE k = {k}; COMMIT"),
+                    7 => format!("BEGIN; INSERT INTO ev VALUES ({i}, {k}, 'ряд {i}', {i}); DELETE FROM ev WHERE id = (SELECT min(id) FROM ev WHERE k = {k}); COMMIT"),
+                    _ => format!("INSERT INTO ev VALUES ({i}, {k}, 'ряд {i}', {i})"),
+                };
+                wpg.batch_execute(&sql).await.unwrap();
+            }
+            writer_done.store(true, Ordering::Relaxed);
+        })
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut kills = 0;
+    let mut child = work.start();
+    while !writer_done.load(Ordering::Relaxed) || kills < 5 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..1000))).await;
+        kill9(&mut child);
+        kills += 1;
+        child = work.start();
+        if kills > 200 {
+            break;
+        }
+    }
+    writer.await.unwrap();
+    let expected = pg_rows(
+        &pg,
+        "SELECT id::text, k::text, v, n::text FROM ev ORDER BY ev.id",
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(120),
+        "MariaDB to equal PostgreSQL",
+        &work,
+        || {
+            let expected = &expected;
+            let dbs = &dbs;
+            async move {
+                let mut c = dbs.mysql().await;
+                mysql_rows(&mut c, "SELECT id, k, v, n FROM ev ORDER BY id").await == *expected
+            }
+        },
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+    done.store(true, Ordering::Relaxed);
+    let checks = watcher
+        .await
+        .expect("the slot never confirmed beyond MariaDB's checkpoint");
+    assert!(kills >= 5, "only {kills} kills");
+    assert!(
+        checks > 10,
+        "the slot's confirmed position moved too rarely to check ({checks})"
+    );
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+    eprintln!(
+        "kills: {kills}, slot checks: {checks}, rows: {}",
+        expected.len()
+    );
+}

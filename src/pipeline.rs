@@ -327,6 +327,7 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
         careful_until.is_some(),
     ));
     let mut applier = Applier {
+        way,
         sink,
         batch_max_rows: cfg.apply.batch_max_rows,
         batch_max_delay: Duration::from_millis(cfg.apply.batch_max_delay_ms),
@@ -358,6 +359,7 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
 }
 
 struct Applier<'a, S: Sink> {
+    way: Way,
     sink: &'a mut S,
     batch_max_rows: usize,
     batch_max_delay: Duration,
@@ -547,12 +549,14 @@ impl<S: Sink> Applier<'_, S> {
         let t0 = Instant::now();
         self.sink.commit(&position).await?;
         tracing::debug!(position = %position, txns = b.txns, rows = b.rows, "committed");
-        metrics::histogram!(telemetry::APPLY_BATCH_SECONDS).record(t0.elapsed().as_secs_f64());
-        metrics::counter!(telemetry::TXNS_APPLIED).increment(b.txns as u64);
-        metrics::counter!(telemetry::BATCHES_COMMITTED).increment(1);
+        let way = self.way.as_str();
+        metrics::histogram!(telemetry::APPLY_BATCH_SECONDS, "direction" => way)
+            .record(t0.elapsed().as_secs_f64());
+        metrics::counter!(telemetry::TXNS_APPLIED, "direction" => way).increment(b.txns as u64);
+        metrics::counter!(telemetry::BATCHES_COMMITTED, "direction" => way).increment(1);
         if commit_time_us > 0 {
             let now_us = chrono::Utc::now().timestamp_micros();
-            metrics::gauge!(telemetry::SOURCE_COMMIT_LAG_SECONDS)
+            metrics::gauge!(telemetry::SOURCE_COMMIT_LAG_SECONDS, "direction" => way)
                 .set((now_us - commit_time_us).max(0) as f64 / 1e6);
         }
         if let Some(Some(until)) = &self.careful_until {

@@ -39,7 +39,9 @@ pub fn install(listen: SocketAddr) -> Result<()> {
     metrics::describe_counter!(RECONNECTS, "Pipeline restarts after a transient error");
     // Present from the start, so rate() and increase() see the first increment.
     for name in [TXNS_APPLIED, BATCHES_COMMITTED, RECONNECTS] {
-        metrics::counter!(name).absolute(0);
+        for way in [crate::checkpoint::FORWARD, crate::checkpoint::REVERSE] {
+            metrics::counter!(name, "direction" => way).absolute(0);
+        }
     }
     Ok(())
 }

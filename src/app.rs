@@ -259,15 +259,20 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         }),
     }
     match load_plan(cfg).await {
-        Ok(plan) => out.push(CheckLine {
-            ok: true,
-            what: format!(
-                "mappings in {}: {} table(s) compiled against both schemas",
-                cfg.mappings.display(),
-                plan.tables.len()
-            ),
-            fix: String::new(),
-        }),
+        Ok(plan) => {
+            out.push(CheckLine {
+                ok: true,
+                what: format!(
+                    "mappings in {}: {} table(s) compiled against both schemas",
+                    cfg.mappings.display(),
+                    plan.tables.len()
+                ),
+                fix: String::new(),
+            });
+            if plan.has_reverse() {
+                out.extend(check_reverse(cfg, &plan).await);
+            }
+        }
         Err(e) if e.kind() == ErrorKind::Mapping => {
             for line in e.message().lines() {
                 out.push(CheckLine {
@@ -283,6 +288,99 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
             fix: "see the message".into(),
         }),
     }
+    out
+}
+
+/// What replicating from PostgreSQL needs: logical WAL, a role with REPLICATION, the origin
+/// functions (echo suppression), and the publication and slot `duplex setup` creates.
+async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    let client = match pg::connect(&cfg.postgres, "duplex check").await {
+        Ok(c) => c,
+        Err(_) => return out,
+    };
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_else(|e| format!("(cannot read: {e})"))
+        }
+    };
+    let wal = one("SELECT current_setting('wal_level')").await;
+    out.push(CheckLine {
+        ok: wal == "logical",
+        what: format!(
+            "PostgreSQL: wal_level = {wal} (needs logical for tables mapped reverse/both)"
+        ),
+        fix: "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL".into(),
+    });
+    let role =
+        one("SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = current_user")
+            .await;
+    out.push(CheckLine {
+        ok: role == "true",
+        what: "PostgreSQL: the role has REPLICATION (reads the slot)".into(),
+        fix: format!("ALTER ROLE {} WITH REPLICATION", cfg.postgres.user),
+    });
+    let origin = one(
+        "SELECT (has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')          AND has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE'))::text",
+    )
+    .await;
+    out.push(CheckLine {
+        ok: origin == "true",
+        what: "PostgreSQL: echo suppression by replication origin (pg_replication_origin_* executable)".into(),
+        fix: format!(
+            "GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_session_setup(text),              pg_replication_origin_drop(text) TO {}",
+            cfg.postgres.user
+        ),
+    });
+    let name = crate::pipeline::slot_name(&cfg.pipeline);
+    let published: Vec<String> = client
+        .query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    let missing: Vec<String> = plan
+        .reverse
+        .iter()
+        .map(|r| r.source.to_string())
+        .filter(|t| !published.contains(t))
+        .collect();
+    out.push(CheckLine {
+        ok: missing.is_empty(),
+        what: if missing.is_empty() {
+            format!(
+                "PostgreSQL: publication {name} covers the {} table(s) replicated from PostgreSQL",
+                plan.reverse.len()
+            )
+        } else {
+            format!(
+                "PostgreSQL: publication {name} lacks {}",
+                missing.join(", ")
+            )
+        },
+        fix: format!("run `duplex setup -c {}`", cfg.path.display()),
+    });
+    let slot = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    out.push(CheckLine {
+        ok: slot,
+        what: format!("PostgreSQL: replication slot {name}"),
+        fix: format!("run `duplex setup -c {}`", cfg.path.display()),
+    });
     out
 }
 

@@ -118,6 +118,8 @@ struct RawPostgres {
     duplex_schema: String,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_s: u64,
+    #[serde(default)]
+    skip_all_origins: bool,
 }
 
 fn default_pg_port() -> u16 {
@@ -207,6 +209,10 @@ pub struct PostgresConfig {
     pub schema: String,
     pub duplex_schema: String,
     pub connect_timeout_s: u64,
+    /// On PostgreSQL 16+, ask the server not to send any origin-tagged transaction
+    /// (`origin 'none'`): cheaper than dropping duplex's own on our side, but it also drops
+    /// every other tool's replicated writes. Off by default.
+    pub skip_all_origins: bool,
 }
 
 /// The validated configuration.
@@ -335,6 +341,7 @@ impl Config {
                 schema: raw.postgres.schema,
                 duplex_schema: raw.postgres.duplex_schema,
                 connect_timeout_s: raw.postgres.connect_timeout_s,
+                skip_all_origins: raw.postgres.skip_all_origins,
             },
             metrics_listen,
             apply: raw.apply,

@@ -6,7 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use duplex::config::{PostgresConfig, Secret};
 use duplex::model::{Lsn, SourceEvent, Value};
 use duplex::source::postgres::stream::ReplicationConn;
 use duplex::source::postgres::PgSource;
@@ -17,20 +16,6 @@ use tokio::sync::{mpsc, watch};
 
 const BOTH: &str =
     "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\ncolumns = \"all\"\n";
-
-fn pg_config(db: &str) -> PostgresConfig {
-    let s = support::servers();
-    PostgresConfig {
-        host: "127.0.0.1".into(),
-        port: s.pg_port,
-        user: s.pg_user.clone(),
-        password: Secret::new(s.pg_password.clone()),
-        dbname: db.into(),
-        schema: "public".into(),
-        duplex_schema: "duplex".into(),
-        connect_timeout_s: 10,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplex_writes_to_postgres_do_not_come_back() {
@@ -49,7 +34,7 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
     work.setup();
     let slot = format!("s_{}", dbs.pg_db);
-    ReplicationConn::connect(&pg_config(&dbs.pg_db), "test")
+    ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "test")
         .await
         .unwrap()
         .create_slot(&slot)
@@ -58,7 +43,7 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
     let (_flushed_tx, flushed_rx) = watch::channel(Lsn(0));
     let (tx, mut rx) = mpsc::channel(64);
     let mut source = PgSource::new(
-        pg_config(&dbs.pg_db),
+        support::harness::pg_config(&dbs.pg_db),
         slot.clone(),
         "p".into(),
         duplex::origin::own_prefix(&pipeline),
@@ -113,7 +98,7 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
     reader.abort();
     let _ = reader.await;
     for _ in 0..50 {
-        if ReplicationConn::connect(&pg_config(&dbs.pg_db), "test")
+        if ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "test")
             .await
             .unwrap()
             .drop_slot(&slot)

@@ -7,26 +7,11 @@ mod support;
 
 use std::time::Duration;
 
-use duplex::config::{PostgresConfig, Secret};
 use duplex::model::{Lsn, Op, Position, SourceEvent, Value};
 use duplex::source::postgres::stream::ReplicationConn;
 use duplex::source::postgres::PgSource;
 use duplex::source::Source;
 use tokio::sync::{mpsc, watch};
-
-fn config(db: &str) -> PostgresConfig {
-    let s = support::servers();
-    PostgresConfig {
-        host: "127.0.0.1".into(),
-        port: s.pg_port,
-        user: s.pg_user.clone(),
-        password: Secret::new(s.pg_password.clone()),
-        dbname: db.into(),
-        schema: "public".into(),
-        duplex_schema: "duplex".into(),
-        connect_timeout_s: 10,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transactions_arrive_typed_and_own_writes_are_dropped() {
@@ -41,7 +26,7 @@ async fn transactions_arrive_typed_and_own_writes_are_dropped() {
     .unwrap();
     let slot = format!("s_{}", dbs.pg_db);
     let origin = format!("duplex_{}_1", dbs.pg_db);
-    let mut conn = ReplicationConn::connect(&config(&dbs.pg_db), "test")
+    let mut conn = ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "test")
         .await
         .unwrap();
     conn.create_slot(&slot).await.unwrap();
@@ -52,7 +37,7 @@ async fn transactions_arrive_typed_and_own_writes_are_dropped() {
     let (flushed_tx, flushed_rx) = watch::channel(Lsn(0));
     let (tx, mut rx) = mpsc::channel(64);
     let mut source = PgSource::new(
-        config(&dbs.pg_db),
+        support::harness::pg_config(&dbs.pg_db),
         slot.clone(),
         "p".into(),
         format!("duplex_{}", dbs.pg_db),
@@ -166,7 +151,7 @@ async fn transactions_arrive_typed_and_own_writes_are_dropped() {
     reader.abort();
     let _ = reader.await;
     for _ in 0..50 {
-        let mut c = ReplicationConn::connect(&config(&dbs.pg_db), "test")
+        let mut c = ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "test")
             .await
             .unwrap();
         if c.drop_slot(&slot).await.is_ok() {

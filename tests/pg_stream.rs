@@ -7,23 +7,9 @@ mod support;
 
 use std::time::Duration;
 
-use duplex::config::{PostgresConfig, Secret};
+use duplex::config::Secret;
 use duplex::model::Lsn;
 use duplex::source::postgres::stream::{ReplicationConn, ReplicationMessage};
-
-fn config(db: &str) -> PostgresConfig {
-    let s = support::servers();
-    PostgresConfig {
-        host: "127.0.0.1".into(),
-        port: s.pg_port,
-        user: s.pg_user.clone(),
-        password: Secret::new(s.pg_password.clone()),
-        dbname: db.into(),
-        schema: "public".into(),
-        duplex_schema: "duplex".into(),
-        connect_timeout_s: 10,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_committed_changes_and_confirms_only_what_is_reported() {
@@ -36,9 +22,11 @@ async fn streams_committed_changes_and_confirms_only_what_is_reported() {
     .unwrap();
     let slot = format!("s_{}", dbs.pg_db);
 
-    let mut conn = ReplicationConn::connect(&config(&dbs.pg_db), "duplex test")
-        .await
-        .expect("SCRAM start-up");
+    let mut conn =
+        ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "duplex test")
+            .await
+            .expect("SCRAM start-up");
+    assert!(conn.server_version_num().await.unwrap() >= 150_000);
     let sys = conn.identify_system().await.unwrap();
     assert_eq!(sys.dbname.as_deref(), Some(dbs.pg_db.as_str()));
     assert!(sys.timeline >= 1 && sys.xlog_pos.0 > 0, "{sys:?}");
@@ -127,9 +115,10 @@ async fn streams_committed_changes_and_confirms_only_what_is_reported() {
     // The slot is released when the connection closes; drop it (retrying while it is active).
     let mut dropped = false;
     for _ in 0..50 {
-        let mut c = ReplicationConn::connect(&config(&dbs.pg_db), "duplex test")
-            .await
-            .unwrap();
+        let mut c =
+            ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "duplex test")
+                .await
+                .unwrap();
         match c.drop_slot(&slot).await {
             Ok(()) => {
                 dropped = true;
@@ -154,7 +143,7 @@ async fn streams_committed_changes_and_confirms_only_what_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_is_a_clear_definite_error() {
     let dbs = support::fresh_dbs("pgreplpw").await;
-    let mut cfg = config(&dbs.pg_db);
+    let mut cfg = support::harness::pg_config(&dbs.pg_db);
     cfg.password = Secret::new("wrong");
     let e = ReplicationConn::connect(&cfg, "duplex test")
         .await

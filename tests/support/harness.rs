@@ -166,6 +166,22 @@ impl Drop for Duplex {
     }
 }
 
+/// duplex's PostgreSQL settings for database `db` of the test server (as a library user).
+pub fn pg_config(db: &str) -> duplex::config::PostgresConfig {
+    let s = servers();
+    duplex::config::PostgresConfig {
+        host: "127.0.0.1".into(),
+        port: s.pg_port,
+        user: s.pg_user.clone(),
+        password: duplex::config::Secret::new(s.pg_password.clone()),
+        dbname: db.into(),
+        schema: "public".into(),
+        duplex_schema: "duplex".into(),
+        connect_timeout_s: 10,
+        skip_all_origins: false,
+    }
+}
+
 /// Sends SIGKILL and reaps.
 pub fn kill9(child: &mut Duplex) {
     let _ = child.0.kill();

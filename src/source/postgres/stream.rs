@@ -307,6 +307,15 @@ impl ReplicationConn {
         }
     }
 
+    /// `server_version_num` (150018 for 15.18).
+    pub async fn server_version_num(&mut self) -> Result<u32> {
+        let rows = self.simple_query("SHOW server_version_num").await?;
+        rows.first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| protocol("SHOW server_version_num returned nothing"))
+    }
+
     pub async fn identify_system(&mut self) -> Result<SystemId> {
         let rows = self.simple_query("IDENTIFY_SYSTEM").await?;
         let row = rows

@@ -49,8 +49,11 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     checkpoint::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
     let plan = load_plan(cfg).await?;
     if plan.has_reverse() {
-        crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, 1)).await?;
-        setup_publication_and_slot(cfg, &client, &plan).await?;
+        let mode = crate::origin::echo_mode(&client).await?;
+        if mode == crate::origin::Echo::Origin {
+            crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, 1)).await?;
+        }
+        setup_publication_and_slot(cfg, &client, &plan, mode).await?;
     }
     let mut my_conn = my::connect(&cfg.mysql, None, true).await?;
     checkpoint::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
@@ -92,9 +95,17 @@ async fn setup_publication_and_slot(
     cfg: &Config,
     client: &tokio_postgres::Client,
     plan: &Plan,
+    mode: crate::origin::Echo,
 ) -> Result<()> {
     let name = crate::pipeline::slot_name(&cfg.pipeline);
-    let tables: Vec<String> = plan.reverse.iter().map(|r| r.source.pg_quoted()).collect();
+    let mut tables: Vec<String> = plan.reverse.iter().map(|r| r.source.pg_quoted()).collect();
+    // The marker rule needs the checkpoint table's changes in the stream.
+    if mode == crate::origin::Echo::Marker {
+        tables.push(
+            crate::model::TableName::new(cfg.postgres.duplex_schema.clone(), checkpoint::TABLE)
+                .pg_quoted(),
+        );
+    }
     let exists = client
         .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
         .await
@@ -190,10 +201,14 @@ pub async fn teardown(cfg: &Config) -> Result<Vec<String>> {
         done.push(format!("dropped publication {name}"));
     }
     let origin = crate::origin::origin_name(&cfg.pipeline, 1);
-    crate::origin::drop(&client, &origin).await?;
-    done.push(format!(
-        "dropped replication origin {origin} (if it existed)"
-    ));
+    if crate::origin::echo_mode(&client).await? == crate::origin::Echo::Origin {
+        crate::origin::drop(&client, &origin).await?;
+        done.push(format!(
+            "dropped replication origin {origin} (if it existed)"
+        ));
+    } else {
+        done.push("no replication origin to drop (this role uses the marker rule)".to_string());
+    }
     Ok(done)
 }
 
@@ -325,18 +340,27 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         what: "PostgreSQL: the role has REPLICATION (reads the slot)".into(),
         fix: format!("ALTER ROLE {} WITH REPLICATION", cfg.postgres.user),
     });
-    let origin = one(
-        "SELECT (has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')          AND has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE'))::text",
-    )
-    .await;
-    out.push(CheckLine {
-        ok: origin == "true",
-        what: "PostgreSQL: echo suppression by replication origin (pg_replication_origin_* executable)".into(),
-        fix: format!(
-            "GRANT EXECUTE ON FUNCTION pg_replication_origin_create(text), pg_replication_origin_session_setup(text),              pg_replication_origin_drop(text) TO {}",
-            cfg.postgres.user
-        ),
-    });
+    match crate::origin::echo_mode(&client).await {
+        Ok(crate::origin::Echo::Origin) => out.push(CheckLine {
+            ok: true,
+            what: "PostgreSQL: echo suppression by replication origin (pg_replication_origin_* executable)".into(),
+            fix: String::new(),
+        }),
+        Ok(crate::origin::Echo::Marker) => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "PostgreSQL: echo suppression by the checkpoint-row marker: this role may not execute \
+                 pg_replication_origin_*, so {}.checkpoint is published and written first in every transaction",
+                cfg.postgres.duplex_schema
+            ),
+            fix: String::new(),
+        }),
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: {e}"),
+            fix: "see the message".into(),
+        }),
+    }
     let name = crate::pipeline::slot_name(&cfg.pipeline);
     let published: Vec<String> = client
         .query(

@@ -129,6 +129,16 @@ pub async fn load(
         .transpose()
 }
 
+/// The echo marker on PostgreSQL (when replication origins are not available): touches the
+/// pipeline's checkpoint row as the first change of a transaction. Parameters: pipeline,
+/// direction. The row exists from `duplex setup` on.
+pub fn marker_sql(schema: &str) -> String {
+    format!(
+        "UPDATE {}.checkpoint SET updated_at = clock_timestamp() WHERE pipeline = $1 AND direction = $2",
+        pg_ident(schema)
+    )
+}
+
 /// The statement that stores a checkpoint; parameters: pipeline, direction, position, major, minor.
 pub fn store_sql(schema: &str) -> String {
     format!(

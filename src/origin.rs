@@ -5,6 +5,10 @@
 //!   the PostgreSQL source drops transactions whose origin starts with `duplex_<pipeline>_`.
 //!   `duplex setup` creates the origins (superuser, or EXECUTE on the `pg_replication_origin_*`
 //!   functions).
+//!   Fallback, chosen automatically when this role may not execute those functions (managed
+//!   PostgreSQL): the marker rule as on MySQL — duplex's checkpoint table is in the publication,
+//!   every transaction duplex writes touches its checkpoint row first, and the reader drops
+//!   transactions whose first change is that table.
 //! - MySQL/MariaDB: every applied transaction writes duplex's checkpoint row first; the binlog
 //!   source drops transactions whose first row event is that table. No privilege beyond writing
 //!   duplex's own table is needed.
@@ -21,6 +25,31 @@ pub fn origin_name(pipeline: &str, n: u32) -> String {
 /// The prefix of every origin of a pipeline: what its readers drop.
 pub fn own_prefix(pipeline: &str) -> String {
     format!("duplex_{pipeline}_")
+}
+
+/// How duplex's writes to PostgreSQL are told apart from the CRM's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Echo {
+    /// Replication origins (needs the `pg_replication_origin_*` functions).
+    Origin,
+    /// duplex's checkpoint row written first in every transaction.
+    Marker,
+}
+
+/// Which mechanism this role can use.
+pub async fn echo_mode(client: &Client) -> Result<Echo> {
+    let row = client
+        .query_one(
+            "SELECT has_function_privilege('pg_replication_origin_session_setup(text)', 'EXECUTE')              AND has_function_privilege('pg_replication_origin_create(text)', 'EXECUTE')",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "checking the replication origin privileges"))?;
+    Ok(if row.get::<_, bool>(0) {
+        Echo::Origin
+    } else {
+        Echo::Marker
+    })
 }
 
 /// Creates the origin if it does not exist (`duplex setup`).

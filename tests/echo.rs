@@ -169,3 +169,134 @@ async fn mysql_transactions_marked_with_the_checkpoint_row_are_not_replicated() 
     );
     stop_cleanly(&mut child, &work);
 }
+
+fn metric(port: u16, direction: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find(|l| l.starts_with("duplex_transactions_applied_total") && l.contains(direction))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no transactions metric for {direction}:\n{body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_origin_privileges_the_marker_rule_prevents_echo() {
+    let dbs = support::fresh_dbs("echo_marker").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let role = format!("weak_{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'weak-pw';
+         GRANT CREATE ON DATABASE {db} TO {role};
+         CREATE TABLE t (id integer PRIMARY KEY, v text);
+         ALTER TABLE t OWNER TO {role}",
+        db = dbs.pg_db
+    ))
+    .await
+    .unwrap();
+    let pipeline = format!("m{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let work = Workdir::with_metrics(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[("t.toml", BOTH)],
+        &format!("127.0.0.1:{port}"),
+    );
+    // duplex connects to PostgreSQL as the role without superuser or origin functions.
+    std::fs::write(work.path().join("weak.pw"), "weak-pw\n").unwrap();
+    let text = std::fs::read_to_string(&work.config).unwrap();
+    let pg_section = text.find("[postgres]").unwrap();
+    let (head, tail) = text.split_at(pg_section);
+    let tail = tail
+        .replacen(
+            &format!("user = \"{}\"", support::servers().pg_user),
+            &format!("user = \"{role}\""),
+            1,
+        )
+        .replacen(
+            "password_env = \"DUPLEX_TEST_PG_PASSWORD\"",
+            "password_file = \"weak.pw\"",
+            1,
+        );
+    std::fs::write(&work.config, format!("{head}{tail}")).unwrap();
+
+    work.setup();
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("ok    PostgreSQL: echo suppression by the checkpoint-row marker"),
+        "{out}"
+    );
+    let published = pg_rows(&pg, &format!("SELECT tablename FROM pg_publication_tables WHERE pubname = 'duplex_{pipeline}' ORDER BY 1")).await;
+    assert_eq!(
+        published,
+        vec![
+            vec![Some("checkpoint".to_string())],
+            vec![Some("t".to_string())]
+        ]
+    );
+    let mut child = work.start();
+
+    my.query_drop("INSERT INTO t VALUES (1, 'bitrix')")
+        .await
+        .unwrap();
+    my.query_drop("UPDATE t SET v = 'bitrix 2' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "Bitrix's row in PostgreSQL",
+        &work,
+        || async {
+            pg_rows(&pg, "SELECT v FROM t WHERE id = 1").await
+                == vec![vec![Some("bitrix 2".to_string())]]
+        },
+    )
+    .await;
+    pg.batch_execute("INSERT INTO t VALUES (2, 'crm')")
+        .await
+        .unwrap();
+    pg.batch_execute("UPDATE t SET v = 'crm 2' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            let m = support::harness::mysql_rows(&mut c, "SELECT id, v FROM t ORDER BY id").await;
+            m == pg_rows(&pg, "SELECT id::text, v FROM t ORDER BY t.id").await
+                && m.len() == 2
+                && m[0][1].as_deref() == Some("crm 2")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        metric(port, "mysql_to_pg"),
+        2,
+        "forward applied more than the 2 MySQL transactions: an echo"
+    );
+    assert_eq!(
+        metric(port, "pg_to_mysql"),
+        2,
+        "reverse applied more than the 2 PostgreSQL transactions: an echo"
+    );
+    stop_cleanly(&mut child, &work);
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+}

@@ -107,6 +107,9 @@ pub struct PgSink {
     buffered: usize,
     letters: Vec<DeadLetter>,
     in_txn: bool,
+    /// The statement that touches the checkpoint row first in every transaction, when echo
+    /// suppression uses the marker rule.
+    marker: Option<Statement>,
 }
 
 impl PgSink {
@@ -118,8 +121,22 @@ impl PgSink {
     ) -> Result<PgSink> {
         let client = connect(cfg, &format!("duplex {pipeline}")).await?;
         // Tables also replicated from PostgreSQL: tag our writes so that reader drops them.
+        let mut marker = None;
         if plan.has_reverse() {
-            crate::origin::bind_session(&client, &crate::origin::origin_name(pipeline, 1)).await?;
+            match crate::origin::echo_mode(&client).await? {
+                crate::origin::Echo::Origin => {
+                    crate::origin::bind_session(&client, &crate::origin::origin_name(pipeline, 1))
+                        .await?
+                }
+                crate::origin::Echo::Marker => {
+                    let sql = checkpoint::marker_sql(&cfg.duplex_schema);
+                    let stmt = client
+                        .prepare(&sql)
+                        .await
+                        .map_err(|e| Error::from_pg(e, true, "preparing the echo marker"))?;
+                    marker = Some(stmt);
+                }
+            }
         }
         let checkpoint_stmt = client
             .prepare(&checkpoint::store_sql(&cfg.duplex_schema))
@@ -173,6 +190,7 @@ impl PgSink {
             buffered: 0,
             letters: Vec::new(),
             in_txn: false,
+            marker,
         })
     }
 
@@ -457,6 +475,12 @@ impl Sink for PgSink {
                 .batch_execute("BEGIN")
                 .await
                 .map_err(|e| Error::from_pg(e, true, "starting a transaction"))?;
+            if let Some(m) = &self.marker {
+                self.client
+                    .execute(m, &[&self.pipeline, &checkpoint::FORWARD])
+                    .await
+                    .map_err(|e| Error::from_pg(e, true, "marking the transaction"))?;
+            }
             self.in_txn = true;
         }
         Ok(())

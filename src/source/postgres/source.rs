@@ -155,6 +155,8 @@ struct OpenTxn {
     commit_time_us: i64,
     own: bool,
     begun: bool,
+    /// A change has been seen (the first one decides whether the marker rule applies).
+    seen: bool,
     rows: Vec<RowChange>,
 }
 
@@ -242,6 +244,7 @@ impl Source for PgSource {
                             commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
                             own: false,
                             begun: false,
+                            seen: false,
                             rows: Vec::new(),
                         });
                     }
@@ -370,6 +373,17 @@ impl PgSource {
                 format!("a row change for relation {rel} before its Relation message"),
             )
         })?;
+        // The marker rule: a transaction whose first change is duplex's checkpoint row is
+        // duplex's own; the checkpoint table's changes are never passed on.
+        let is_marker = table.schema.name.schema == self.cfg.duplex_schema
+            && table.schema.name.name == crate::checkpoint::TABLE;
+        if !t.seen {
+            t.seen = true;
+            t.own = is_marker;
+        }
+        if t.own || is_marker {
+            return Ok(());
+        }
         let after = new.map(|n| values(table, n)).transpose()?;
         // Without an old image (default replica identity, key unchanged) the key is in the new row.
         let before = match old {

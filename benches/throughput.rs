@@ -19,6 +19,25 @@
 //!    per row); once PostgreSQL shows the new prices, duplex's `VmHWM` is read from
 //!    `/proc/<pid>/status`.
 //!
+//!
+//! Then, unless `BENCH_REVERSE=0`, three measurements of the reverse direction (PostgreSQL →
+//! MariaDB) on fresh databases with `b_sale_order` mapped `direction = "both"`,
+//! `columns = "all"` (see `throughput/reverse.rs`):
+//!
+//! 4. **Reverse catch-up**: `BENCH_ROWS` rows inserted in PostgreSQL (1,000-row transactions)
+//!    while duplex is stopped after `duplex setup`; time from starting duplex until MariaDB holds
+//!    them all. Raw limit: the same rows written straight into an identical MariaDB table with
+//!    1,000-row INSERT statements on one connection.
+//! 5. **Status updates**: `BENCH_STATUS_UPDATES` (default 100,000) single-row
+//!    `UPDATE b_sale_order SET status_id = … WHERE id = …` transactions in PostgreSQL over
+//!    10,000 orders, one connection, as fast as it goes; time from the first update until
+//!    MariaDB shows the last one. Raw limit: the same UPDATEs straight against MariaDB.
+//! 6. **Both ways at once**: 200 tx/s each way for `BENCH_STEADY_SECS` (MariaDB: the
+//!    steady-state order transaction above; PostgreSQL: a single-row status update); lag per
+//!    transaction in each direction.
+//!
+//! `BENCH_LOG_DIR=<dir>` keeps duplex's logs (`forward.log`, `reverse.log`).
+//!
 //! `BENCH_LAGS_CSV=<path>` also writes `order_id,commit_us,applied_us` per steady-state
 //! transaction, to look at the lag over time.
 //!
@@ -28,8 +47,12 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+#[path = "throughput/cpu.rs"]
+mod cpu;
 #[path = "throughput/encode.rs"]
 mod encode;
+#[path = "throughput/reverse.rs"]
+mod reverse;
 #[path = "throughput/schema.rs"]
 mod schema;
 
@@ -98,20 +121,38 @@ fn main() {
 struct Settings {
     rows: i64,
     steady: Duration,
+    /// Run the PostgreSQL → MariaDB measurements (`BENCH_REVERSE`, default on).
+    reverse: bool,
+    /// Single-row status updates in the reverse status-update measurement.
+    status_updates: i64,
 }
 
 impl Settings {
     fn from_env() -> Settings {
         let rows = env_number("BENCH_ROWS", 1_000_000);
         let secs = env_number("BENCH_STEADY_SECS", 60);
+        let status_updates = env_number("BENCH_STATUS_UPDATES", 100_000);
         assert!(
-            rows > 0 && secs > 0,
-            "BENCH_ROWS and BENCH_STEADY_SECS must be positive"
+            rows > 0 && secs > 0 && status_updates > 0,
+            "BENCH_ROWS, BENCH_STEADY_SECS and BENCH_STATUS_UPDATES must be positive"
         );
         Settings {
             rows,
             steady: Duration::from_secs(secs as u64),
+            reverse: env_flag("BENCH_REVERSE", true),
+            status_updates,
         }
+    }
+}
+
+/// `0`, `false`, `no`, `off` (any case) are false; anything else is true.
+fn env_flag(name: &str, default: bool) -> bool {
+    match std::env::var(name) {
+        Ok(v) => !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "0" | "false" | "no" | "off"
+        ),
+        Err(_) => default,
     }
 }
 
@@ -140,10 +181,7 @@ async fn run(settings: &Settings) -> String {
     let mappings = [ORDER.mapping(), BASKET.mapping(), PROPS_VALUE.mapping()].join("\n");
     let work = Workdir::new(&dbs, "bench", "UTC", &[("sale.toml", &mappings)]);
     work.setup();
-    let mut duplex = Replicator {
-        work,
-        process: None,
-    };
+    let mut duplex = Replicator::new(work, &[STREAM_STARTED], false);
 
     let write = write_orders(&dbs, settings.rows).await;
     let catch_up = catch_up(&mut duplex, &pg, settings.rows).await;
@@ -153,6 +191,16 @@ async fn run(settings: &Settings) -> String {
     let hwm_before_restart = duplex.status_kb("VmHWM");
     let memory = big_update(&dbs, &mut duplex, &pg, settings.rows).await;
     duplex.stop();
+    let forward_findings = duplex.log_findings();
+    duplex.keep_log("forward");
+    drop(duplex);
+
+    let reverse = if settings.reverse {
+        Some(reverse::run(settings).await)
+    } else {
+        progress("BENCH_REVERSE=0: skipping the PostgreSQL → MariaDB measurements");
+        None
+    };
 
     let results = Results {
         rows: settings.rows,
@@ -163,32 +211,63 @@ async fn run(settings: &Settings) -> String {
         steady,
         hwm_before_restart,
         memory,
+        reverse,
     };
-    render(&facts, &results, &duplex.log_findings())
+    render(&facts, &results, &forward_findings)
 }
 
 // ---------------------------------------------------------------------------------------
 // The duplex process.
 
 /// The bench's `duplex run`, started and stopped across the phases (the process handle kills
-/// it when dropped, so a panicking bench leaves nothing running).
+/// it when dropped, so a panicking bench leaves nothing running; a pipeline with a replication
+/// slot is also torn down then, so the slot does not keep WAL).
 struct Replicator {
     work: Workdir,
     process: Option<Duplex>,
+    /// Log lines (one per stream) that say duplex is up, each once per start.
+    ready: &'static [&'static str],
+    /// Run `duplex teardown` when dropped (set for pipelines with a slot, cleared by
+    /// [`Replicator::teardown`]).
+    teardown_on_drop: bool,
 }
 
 impl Replicator {
-    /// Starts `duplex run` and waits until its binlog stream is up.
+    fn new(work: Workdir, ready: &'static [&'static str], teardown_on_drop: bool) -> Replicator {
+        Replicator {
+            work,
+            process: None,
+            ready,
+            teardown_on_drop,
+        }
+    }
+
+    /// Starts `duplex run` and waits until each of its streams is up.
     async fn start(&mut self) {
         assert!(self.process.is_none(), "duplex is already running");
-        let streams_before = self.work.log().matches(STREAM_STARTED).count();
+        let log = self.work.log();
+        let before: Vec<usize> = self.ready.iter().map(|m| log.matches(m).count()).collect();
         self.process = Some(self.work.start());
         let log_path = self.work.path().join("duplex.log");
+        let ready = self.ready;
         self.wait_until("duplex to start streaming", START_TIMEOUT, ms(50), || {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            async move { log.matches(STREAM_STARTED).count() > streams_before }
+            let up = ready
+                .iter()
+                .zip(&before)
+                .all(|(m, n)| log.matches(m).count() > *n);
+            async move { up }
         })
         .await;
+    }
+
+    /// `duplex teardown` (drops the slot, the publication and the origin); duplex must be
+    /// stopped. Panics if it fails.
+    fn teardown(&mut self) {
+        assert!(self.process.is_none(), "stop duplex before teardown");
+        self.teardown_on_drop = false;
+        let (ok, out) = self.work.run_cmd(&["teardown"]);
+        assert!(ok, "duplex teardown failed:\n{out}");
     }
 
     /// SIGTERM; panics unless duplex exits with status 0 in time.
@@ -273,6 +352,32 @@ impl Replicator {
             .filter(|l| l.contains("WARN") || l.contains("ERROR"))
             .map(|l| l.chars().take(300).collect())
             .collect()
+    }
+
+    /// With `BENCH_LOG_DIR` set, copies duplex's log there as `<name>.log` (the work dir is
+    /// removed at the end). `DUPLEX_TEST_LOG` sets duplex's `RUST_LOG`, e.g.
+    /// `info,duplex::pipeline=debug` for one line per committed batch.
+    fn keep_log(&self, name: &str) {
+        if let Ok(dir) = std::env::var("BENCH_LOG_DIR") {
+            let to = std::path::Path::new(&dir).join(format!("{name}.log"));
+            let _ = std::fs::create_dir_all(&dir);
+            std::fs::write(&to, self.work.log())
+                .unwrap_or_else(|e| panic!("copy the duplex log to {}: {e}", to.display()));
+        }
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        // Kill a still running duplex first: teardown cannot drop a slot in use.
+        drop(self.process.take());
+        if self.teardown_on_drop {
+            progress("tearing down the reverse pipeline (slot, publication, origin)");
+            let (ok, out) = self.work.run_cmd(&["teardown"]);
+            if !ok {
+                eprintln!("duplex teardown failed:\n{out}");
+            }
+        }
     }
 }
 
@@ -839,6 +944,7 @@ struct Results {
     steady: Steady,
     hwm_before_restart: u64,
     memory: Memory,
+    reverse: Option<reverse::Reverse>,
 }
 
 /// One table row: measurement, result, raw limit, ratio, target, verdict.
@@ -852,11 +958,17 @@ fn render(facts: &str, r: &Results, findings: &[String]) -> String {
         "| measurement | result | raw limit (same run) | ratio | target | verdict |\n\
          |---|---|---|---|---|---|"
     );
-    let lines = [catch_up_lines(r), steady_lines(&r.steady), memory_lines(r)].concat();
+    let mut lines = [catch_up_lines(r), steady_lines(&r.steady), memory_lines(r)].concat();
+    if let Some(rev) = &r.reverse {
+        lines.extend(reverse::lines(rev));
+    }
     for line in lines {
         let _ = writeln!(out, "| {} |", line.join(" | "));
     }
     out.push_str(&notes(r, findings));
+    if let Some(rev) = &r.reverse {
+        out.push_str(&reverse::notes(rev));
+    }
     out
 }
 
@@ -988,12 +1100,19 @@ fn notes(r: &Results, findings: &[String]) -> String {
         s.transactions,
         STEADY_TICK.as_millis()
     );
+    out.push_str(&findings_note("duplex log", findings));
+    out
+}
+
+/// The note on a duplex log's warning and error lines.
+fn findings_note(what: &str, findings: &[String]) -> String {
+    let mut out = String::new();
     if findings.is_empty() {
-        out.push_str("- duplex log: no warnings or errors.\n");
+        let _ = writeln!(out, "- {what}: no warnings or errors.");
     } else {
         let _ = writeln!(
             out,
-            "- duplex log: {} warning/error lines, first ones:",
+            "- {what}: {} warning/error lines, first ones:",
             findings.len()
         );
         for line in findings.iter().take(5) {

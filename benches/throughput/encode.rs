@@ -10,18 +10,18 @@ use super::schema::{Cell, Table};
 
 /// `INSERT INTO `table` (`A`, `B`, …) VALUES (…), (…)` for `rows`.
 pub fn insert_sql(table: &Table, rows: &[Vec<Cell>]) -> String {
+    insert_sql_into(table, table.name, rows)
+}
+
+/// Like [`insert_sql`], into the table `name` (a copy of `table`'s shape).
+pub fn insert_sql_into(table: &Table, name: &str, rows: &[Vec<Cell>]) -> String {
     let names: Vec<String> = table
         .columns
         .iter()
         .map(|c| format!("`{}`", c.name))
         .collect();
     let mut sql = String::with_capacity(rows.len() * 800 + 2_000);
-    let _ = write!(
-        sql,
-        "INSERT INTO `{}` ({}) VALUES ",
-        table.name,
-        names.join(", ")
-    );
+    let _ = write!(sql, "INSERT INTO `{name}` ({}) VALUES ", names.join(", "));
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             sql.push(',');

@@ -97,14 +97,20 @@ pub struct RowCtx<'a> {
 impl Table {
     /// `CREATE TABLE` for MariaDB (InnoDB, primary key only).
     pub fn mysql_ddl(&self) -> String {
+        self.mysql_ddl_as(self.name, &[])
+    }
+
+    /// `CREATE TABLE` for MariaDB under `name`, with `extra` column definitions after the
+    /// table's own columns (e.g. a MariaDB-only apply timestamp).
+    pub fn mysql_ddl_as(&self, name: &str, extra: &[&str]) -> String {
         let cols: Vec<String> = self
             .columns
             .iter()
             .map(|c| format!("  `{}` {}", c.name, c.mysql))
+            .chain(extra.iter().map(|e| format!("  {e}")))
             .collect();
         format!(
-            "CREATE TABLE `{}` (\n{},\n  PRIMARY KEY (`ID`)\n) ENGINE=InnoDB",
-            self.name,
+            "CREATE TABLE `{name}` (\n{},\n  PRIMARY KEY (`ID`)\n) ENGINE=InnoDB",
             cols.join(",\n")
         )
     }

@@ -17,7 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -31,9 +31,11 @@ use crate::source::postgres::PgSource;
 use crate::source::Source;
 use crate::telemetry;
 
-/// Encoded chunks in flight between the encoder and the writer; encoded rows are compact, so
-/// this can be deeper, letting the reader and encoder run ahead while PostgreSQL applies.
-const ENCODED_EVENTS: usize = 4;
+/// Rows (and transaction boundaries) encoded and waiting for the writer, as a multiple of
+/// `chunk_rows`. Counting rows, not events, lets thousands of one-row transactions queue up —
+/// so the writer groups them into large target transactions — while a huge transaction still
+/// holds only a few chunks in memory.
+const ENCODED_CHUNKS_IN_FLIGHT: usize = 4;
 /// Source events in flight between the source and the sink (each a chunk of at most
 /// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
 /// decoded rows in memory, which for wide tables with two images per update matters.
@@ -95,11 +97,24 @@ enum Item<C> {
 async fn encode_stage<E: Encoder>(
     mut encoder: E,
     mut rx: mpsc::Receiver<SourceEvent>,
-    tx: mpsc::Sender<Encoded<E::Change>>,
+    tx: mpsc::UnboundedSender<(Encoded<E::Change>, OwnedSemaphorePermit)>,
+    budget: Arc<Semaphore>,
     careful: bool,
 ) {
     let mut txn_id = String::new();
     while let Some(event) = rx.recv().await {
+        // The writer returns the permits when it has applied the event.
+        let weight = match &event {
+            SourceEvent::Rows(rows) => rows.len().max(1),
+            _ => 1,
+        };
+        let Ok(permit) = budget
+            .clone()
+            .acquire_many_owned(weight.min(u32::MAX as usize) as u32)
+            .await
+        else {
+            return;
+        };
         let out = match event {
             SourceEvent::Begin(b) => {
                 txn_id = b.id.clone();
@@ -129,7 +144,7 @@ async fn encode_stage<E: Encoder>(
             SourceEvent::Commit(c) => Encoded::Commit(c),
             SourceEvent::Idle(p) => Encoded::Idle(p),
         };
-        if tx.send(out).await.is_err() {
+        if tx.send((out, permit)).is_err() {
             return;
         }
     }
@@ -319,11 +334,16 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
     let start = from.clone();
     let source_task = tokio::spawn(async move { source.run(start, tx).await });
-    let (etx, erx) = mpsc::channel(ENCODED_EVENTS);
+    let (etx, erx) = mpsc::unbounded_channel();
+    // A chunk's rows plus its Begin and Commit must fit, or a whole chunk could never be let in.
+    let budget = Arc::new(Semaphore::new(
+        cfg.apply.chunk_rows.max(1) * ENCODED_CHUNKS_IN_FLIGHT + 2,
+    ));
     let encoder_task = tokio::spawn(encode_stage(
         sink.encoder(),
         rx,
         etx,
+        budget,
         careful_until.is_some(),
     ));
     let mut applier = Applier {
@@ -387,7 +407,10 @@ impl<S: Sink> Applier<'_, S> {
 
     async fn apply(
         &mut self,
-        mut rx: mpsc::Receiver<Encoded<<S::Encoder as Encoder>::Change>>,
+        mut rx: mpsc::UnboundedReceiver<(
+            Encoded<<S::Encoder as Encoder>::Change>,
+            OwnedSemaphorePermit,
+        )>,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Stop> {
         let mut batch: Option<Batch> = None;
@@ -446,6 +469,8 @@ impl<S: Sink> Applier<'_, S> {
                 self.sink.rollback().await;
                 return Err(Error::new(ErrorKind::SourceTransient, "source stopped"));
             };
+            // The permit returns to the encoder's budget once this event is handled.
+            let (event, _permit) = event;
             match event {
                 Encoded::Begin(b) => {
                     if batch.is_none() {

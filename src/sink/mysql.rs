@@ -428,20 +428,19 @@ impl Sink for MySqlSink {
         if self.in_txn {
             return Ok(());
         }
-        self.conn
-            .query_drop("START TRANSACTION")
-            .await
-            .map_err(|e| my_err(e, "starting a MySQL transaction"))?;
-        // The echo marker: the first row event of every transaction duplex applies.
+        // The echo marker — the first row event of every transaction duplex applies — sent with
+        // the transaction start in one round trip. The pipeline name is a-z, 0-9 and _ only.
         let sql = format!(
-            "INSERT INTO {}.checkpoint (pipeline, direction, position, ord_major, ord_minor, epoch) \
-             VALUES (?, ?, '', 0, 0, 1) ON DUPLICATE KEY UPDATE epoch = epoch + 1",
-            my_ident(&self.db)
+            "START TRANSACTION; \
+             INSERT INTO {}.checkpoint (pipeline, direction, position, ord_major, ord_minor, epoch) \
+             VALUES ('{}', '{REVERSE}', '', 0, 0, 1) ON DUPLICATE KEY UPDATE epoch = epoch + 1",
+            my_ident(&self.db),
+            self.pipeline
         );
         self.conn
-            .exec_drop(sql, (&self.pipeline, REVERSE))
+            .query_drop(sql)
             .await
-            .map_err(|e| my_err(e, "marking the MySQL transaction"))?;
+            .map_err(|e| my_err(e, "starting and marking a MySQL transaction"))?;
         self.in_txn = true;
         Ok(())
     }

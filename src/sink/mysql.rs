@@ -130,7 +130,7 @@ pub fn to_mysql(v: &Value, ty: &SourceType, tz: chrono_tz::Tz) -> Result<Option<
             )
         }
         Value::Bits { bytes, .. } => match ty {
-            SourceType::Int { .. } => {
+            SourceType::Int { .. } | SourceType::Bit(_) => {
                 My::UInt(bytes.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64))
             }
             _ => My::Bytes(bytes.clone()),
@@ -276,6 +276,8 @@ pub struct MySqlSink {
     pending: Vec<MyChange>,
     letters: Vec<DeadLetter>,
     in_txn: bool,
+    /// The session's sql_mode has NO_BACKSLASH_ESCAPES (changes how literals are quoted).
+    no_backslash_escapes: bool,
 }
 
 fn my_err(e: mysql_async::Error, what: &str) -> Error {
@@ -295,7 +297,13 @@ impl MySqlSink {
         conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4")
             .await
             .map_err(|e| my_err(e, "preparing the MySQL writer session"))?;
+        let modes: Option<String> = conn
+            .query_first("SELECT @@SESSION.sql_mode")
+            .await
+            .map_err(|e| my_err(e, "reading sql_mode"))?;
+        let no_backslash_escapes = modes.unwrap_or_default().contains("NO_BACKSLASH_ESCAPES");
         Ok(MySqlSink {
+            no_backslash_escapes,
             conn,
             plan,
             pipeline: pipeline.to_string(),
@@ -327,14 +335,17 @@ impl MySqlSink {
                 j += 1;
             }
             let t = self.plan.reverse[first.table].clone();
-            let (sql, params) = match first.kind {
+            let sql = match first.kind {
                 MyKind::Upsert => {
                     let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
                     let names: Vec<String> = cols
                         .iter()
                         .map(|c| my_ident(&t.columns[*c].my.name))
                         .collect();
-                    let row = format!("({})", vec!["?"; cols.len()].join(", "));
+                    let rows: Vec<String> = changes[i..j]
+                        .iter()
+                        .map(|c| self.literal_tuple(c.values.iter().flatten()))
+                        .collect();
                     let updates: Vec<String> = cols
                         .iter()
                         .filter(|c| !t.key.contains(c))
@@ -350,17 +361,12 @@ impl MySqlSink {
                     } else {
                         updates.join(", ")
                     };
-                    let sql = format!(
+                    format!(
                         "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
                         t.target.my_quoted(),
                         names.join(", "),
-                        vec![row; j - i].join(", ")
-                    );
-                    let params: Vec<My> = changes[i..j]
-                        .iter()
-                        .flat_map(|c| c.values.iter().flatten().cloned())
-                        .collect();
-                    (sql, params)
+                        rows.join(", ")
+                    )
                 }
                 MyKind::Delete => {
                     let names: Vec<String> = t
@@ -368,27 +374,40 @@ impl MySqlSink {
                         .iter()
                         .map(|k| my_ident(&t.columns[*k].my.name))
                         .collect();
-                    let tuple = format!("({})", vec!["?"; names.len()].join(", "));
-                    let sql = format!(
+                    let tuples: Vec<String> = changes[i..j]
+                        .iter()
+                        .map(|c| self.literal_tuple(c.values.iter().flatten()))
+                        .collect();
+                    format!(
                         "DELETE FROM {} WHERE ({}) IN ({})",
                         t.target.my_quoted(),
                         names.join(", "),
-                        vec![tuple; j - i].join(", ")
-                    );
-                    let params: Vec<My> = changes[i..j]
-                        .iter()
-                        .flat_map(|c| c.values.iter().flatten().cloned())
-                        .collect();
-                    (sql, params)
+                        tuples.join(", ")
+                    )
                 }
             };
             self.conn
-                .exec_drop(sql, params)
+                .query_drop(sql)
                 .await
                 .map_err(|e| my_err(e, &format!("writing {} rows to {}", j - i, t.target)))?;
             i = j;
         }
         Ok(())
+    }
+
+    /// `(v1, v2, …)` as SQL literals. Rows go out as text statements: one round trip, and no
+    /// prepared statement per row count for the server and the client to keep.
+    fn literal_tuple<'a>(&self, values: impl Iterator<Item = &'a My>) -> String {
+        let parts: Vec<String> = values
+            .map(|v| match v {
+                // Display would print 1.7976931348623157e308 as 309 digits, which MySQL reads
+                // as an out-of-range DECIMAL literal; the exponent form reads back exactly.
+                My::Double(x) if x.is_finite() => format!("{x:e}"),
+                My::Float(x) if x.is_finite() => format!("{x:e}"),
+                _ => v.as_sql(self.no_backslash_escapes),
+            })
+            .collect();
+        format!("({})", parts.join(", "))
     }
 
     async fn flush(&mut self) -> Result<()> {

@@ -170,20 +170,6 @@ async fn mysql_transactions_marked_with_the_checkpoint_row_are_not_replicated() 
     stop_cleanly(&mut child, &work);
 }
 
-fn metric(port: u16, direction: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .find(|l| l.starts_with("duplex_transactions_applied_total") && l.contains(direction))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no transactions metric for {direction}:\n{body}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_origin_privileges_the_marker_rule_prevents_echo() {
     let dbs = support::fresh_dbs("echo_marker").await;
@@ -287,12 +273,12 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        metric(port, "mysql_to_pg"),
+        support::harness::transactions_applied(port, "mysql_to_pg"),
         2,
         "forward applied more than the 2 MySQL transactions: an echo"
     );
     assert_eq!(
-        metric(port, "pg_to_mysql"),
+        support::harness::transactions_applied(port, "pg_to_mysql"),
         2,
         "reverse applied more than the 2 PostgreSQL transactions: an echo"
     );

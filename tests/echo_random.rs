@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -19,20 +18,6 @@ const ROWS: i32 = 400;
 
 const BOTH: &str =
     "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\ncolumns = \"all\"\n";
-
-fn metric(port: u16, name: &str, direction: &str) -> u64 {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .find(|l| l.starts_with(name) && l.contains(&format!("direction=\"{direction}\"")))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("{name}{{direction={direction}}} not in:\n{body}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_changes_on_both_sides_end_equal_without_echo() {
@@ -131,8 +116,8 @@ async fn ten_thousand_changes_on_both_sides_end_equal_without_echo() {
     // Let an echo, if any, happen.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(equal().await, "the sides drifted apart after settling");
-    let forward = metric(port, "duplex_transactions_applied_total", "mysql_to_pg");
-    let reverse = metric(port, "duplex_transactions_applied_total", "pg_to_mysql");
+    let forward = support::harness::transactions_applied(port, "mysql_to_pg");
+    let reverse = support::harness::transactions_applied(port, "pg_to_mysql");
     assert_eq!(
         forward, my_txns,
         "MySQL → PostgreSQL applied {forward} transactions for {my_txns} made in MySQL"

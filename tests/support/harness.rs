@@ -182,6 +182,26 @@ pub fn pg_config(db: &str) -> duplex::config::PostgresConfig {
     }
 }
 
+/// A counter of `duplex_transactions_applied_total` for one direction, read from a running
+/// duplex's metrics listener on `port`.
+pub fn transactions_applied(port: u16, direction: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .find(|l| {
+            l.starts_with("duplex_transactions_applied_total")
+                && l.contains(&format!("direction=\"{direction}\""))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .unwrap_or_else(|| panic!("no transactions metric for {direction}:\n{body}"))
+}
+
 /// Sends SIGKILL and reaps.
 pub fn kill9(child: &mut Duplex) {
     let _ = child.0.kill();

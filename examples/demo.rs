@@ -79,10 +79,7 @@ async fn main() {
         "/mappings/demo/orders.toml"
     ))
     .expect("read mappings/demo/orders.toml");
-    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(9187);
+    let metrics_port = support::harness::free_port();
     let work = Workdir::with_metrics(
         &dbs,
         "demo",

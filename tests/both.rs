@@ -44,7 +44,7 @@ async fn both_directions_without_echo() {
     )
     .await
     .unwrap();
-    let pipeline = format!("b{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let pipeline = support::harness::pipeline_name("b", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &[("t.toml", BOTH)]);
     work.setup();
     let mut child = work.start();
@@ -179,7 +179,7 @@ async fn an_idle_slot_does_not_hold_wal() {
     pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text, note text); CREATE TABLE other (id serial PRIMARY KEY, x text)")
         .await
         .unwrap();
-    let pipeline = format!("i{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let pipeline = support::harness::pipeline_name("i", &dbs);
     let slot = format!("duplex_{pipeline}");
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
     work.setup();

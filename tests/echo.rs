@@ -30,7 +30,7 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
     )
     .await
     .unwrap();
-    let pipeline = format!("e{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let pipeline = support::harness::pipeline_name("e", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
     work.setup();
     let slot = format!("s_{}", dbs.pg_db);
@@ -175,7 +175,7 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
     let dbs = support::fresh_dbs("echo_marker").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    let role = format!("weak_{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let role = support::harness::pipeline_name("weak_", &dbs);
     my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
         .await
         .unwrap();
@@ -188,12 +188,8 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
     ))
     .await
     .unwrap();
-    let pipeline = format!("m{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let pipeline = support::harness::pipeline_name("m", &dbs);
+    let port = support::harness::free_port();
     let work = Workdir::with_metrics(
         &dbs,
         &pipeline,

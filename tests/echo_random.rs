@@ -30,12 +30,8 @@ async fn ten_thousand_changes_on_both_sides_end_equal_without_echo() {
     pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v integer NOT NULL, s text)")
         .await
         .unwrap();
-    let pipeline = format!("x{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let pipeline = support::harness::pipeline_name("x", &dbs);
+    let port = support::harness::free_port();
     let work = Workdir::with_metrics(
         &dbs,
         &pipeline,

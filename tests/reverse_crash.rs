@@ -34,7 +34,7 @@ async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms()
     )
     .await
     .unwrap();
-    let pipeline = format!("c{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let pipeline = support::harness::pipeline_name("c", &dbs);
     let slot = format!("duplex_{pipeline}");
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("ev.toml", BOTH)]);
     work.setup();

@@ -219,7 +219,7 @@ async fn every_crm_type_round_trips_into_the_mapped_mysql_column() {
     ))
     .await
     .unwrap();
-    let pipeline = format!("r{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let pipeline = support::harness::pipeline_name("r", &dbs);
     let work = Workdir::new(
         &dbs,
         &pipeline,

@@ -182,6 +182,20 @@ pub fn pg_config(db: &str) -> duplex::config::PostgresConfig {
     }
 }
 
+/// A free TCP port on 127.0.0.1 (for a metrics listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A pipeline name unique to a test's databases (`prefix` + the end of the database name):
+/// pipelines name server-wide objects (slots, publications, origins).
+pub fn pipeline_name(prefix: &str, dbs: &TestDbs) -> String {
+    format!("{prefix}{}", &dbs.pg_db[dbs.pg_db.len() - 8..])
+}
+
 /// A counter of `duplex_transactions_applied_total` for one direction, read from a running
 /// duplex's metrics listener on `port`.
 pub fn transactions_applied(port: u16, direction: &str) -> u64 {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
-use support::harness::{kill9, mysql_rows, pg_rows, terminate, wait_for, Workdir};
+use support::harness::{mysql_rows, pg_rows, terminate, wait_for, Workdir};
 
 const TXNS: usize = 20_000;
 
@@ -107,18 +107,8 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     };
 
     // Kill duplex at random moments while the writer runs.
-    let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-    let mut kills = 0;
-    let mut child = work.start();
-    while !writer_done.load(Ordering::Relaxed) || kills < 5 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..1200))).await;
-        kill9(&mut child);
-        kills += 1;
-        child = work.start();
-        if kills > 200 {
-            break;
-        }
-    }
+    let (mut child, kills) =
+        support::harness::kill_at_random_until(&work, &writer_done, 9, 150..1200).await;
     writer.await.unwrap();
 
     // Let the last instance catch up, then compare row by row.

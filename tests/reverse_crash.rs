@@ -12,7 +12,7 @@ use std::time::Duration;
 use duplex::model::{Lsn, Position};
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
-use support::harness::{kill9, mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
+use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
 
 const TXNS: usize = 10_000;
 
@@ -107,18 +107,9 @@ async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms()
         })
     };
 
-    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-    let mut kills = 0;
-    let mut child = work.start();
-    while !writer_done.load(Ordering::Relaxed) || kills < 5 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(150..1000))).await;
-        kill9(&mut child);
-        kills += 1;
-        child = work.start();
-        if kills > 200 {
-            break;
-        }
-    }
+    // Kill duplex at random moments while the writer runs.
+    let (mut child, kills) =
+        support::harness::kill_at_random_until(&work, &writer_done, 11, 150..1000).await;
     writer.await.unwrap();
     let expected = pg_rows(
         &pg,

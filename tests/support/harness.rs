@@ -248,6 +248,31 @@ pub fn stop_cleanly(child: &mut Duplex, work: &Workdir) {
     );
 }
 
+/// Kills duplex with SIGKILL at random moments (`every` ms apart, seeded) and restarts it, until
+/// `done` is set and at least 5 kills happened (at most 200). Returns the running duplex and the
+/// number of kills.
+pub async fn kill_at_random_until(
+    work: &Workdir,
+    done: &std::sync::atomic::AtomicBool,
+    seed: u64,
+    every: std::ops::Range<u64>,
+) -> (Duplex, usize) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut kills = 0;
+    let mut child = work.start();
+    while !done.load(std::sync::atomic::Ordering::Relaxed) || kills < 5 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(every.clone()))).await;
+        kill9(&mut child);
+        kills += 1;
+        child = work.start();
+        if kills > 200 {
+            break;
+        }
+    }
+    (child, kills)
+}
+
 /// Polls `f` until it returns true or `timeout` passes; panics with `what` and the log on timeout.
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, work: &Workdir, mut f: F)
 where

@@ -438,7 +438,49 @@ pub async fn run(cfg: &Config) -> Result<()> {
         tracing::info!("shutting down: finishing the transaction in flight");
         let _ = signal_tx.send(true);
     });
+    let _lock = match pipeline_lock(cfg, None, stop_rx.clone()).await {
+        Ok(l) => l,
+        Err(_) if *stop_rx.borrow() => return Ok(()),
+        Err(e) => return Err(e),
+    };
     use crate::pipeline::{run as run_way, Way};
+    let snapshot_first = cfg
+        .snapshot
+        .on_start
+        .unwrap_or(cfg.mysql.start_position.is_none());
+    if snapshot_first {
+        for way in [Way::Forward, Way::Reverse] {
+            let mut backoff = crate::pipeline::Backoff::default();
+            loop {
+                let copied = crate::snapshot::run(
+                    way,
+                    cfg,
+                    plan.clone(),
+                    &crate::snapshot::Request::default(),
+                    stop_rx.clone(),
+                )
+                .await;
+                match copied {
+                    Ok(reports) => {
+                        if reports.iter().any(|r| !r.finished) || *stop_rx.borrow() {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Err(e) if e.is_transient() => {
+                        let d = backoff.next_delay();
+                        tracing::warn!(direction = way.as_str(), error = %e, retry_in_ms = d.as_millis() as u64, "snapshot interrupted; resuming after the last chunk copied");
+                        let mut stop = stop_rx.clone();
+                        tokio::select! {
+                            _ = tokio::time::sleep(d) => {}
+                            _ = stop.changed() => return Ok(()),
+                        }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
     if plan.reverse.is_empty() {
         return run_way(Way::Forward, cfg, plan, stop_rx).await;
     }
@@ -460,6 +502,90 @@ pub async fn run(cfg: &Config) -> Result<()> {
             }
             let other = forward.await;
             r.and(other)
+        }
+    }
+}
+
+/// `duplex snapshot`: copies the tables that need it (or the one named), then exits.
+pub async fn snapshot(
+    cfg: &Config,
+    request: &crate::snapshot::Request,
+) -> Result<Vec<crate::snapshot::Report>> {
+    let plan = Arc::new(load_plan(cfg).await?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping after the chunk in flight");
+        let _ = stop_tx.send(true);
+    });
+    let _lock = pipeline_lock(cfg, Some(LOCK_WAIT), stop_rx.clone()).await?;
+    let mut reports = Vec::new();
+    for way in [crate::pipeline::Way::Forward, crate::pipeline::Way::Reverse] {
+        reports
+            .extend(crate::snapshot::run(way, cfg, plan.clone(), request, stop_rx.clone()).await?);
+        if *stop_rx.borrow() {
+            break;
+        }
+    }
+    Ok(reports)
+}
+
+/// How long `duplex snapshot` waits for a running pipeline's lock before giving up.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One process per pipeline: a PostgreSQL session lock held for the life of the returned
+/// connection. `run` waits for it (a second instance is a standby); `snapshot` gives up after
+/// `wait`.
+async fn pipeline_lock(
+    cfg: &Config,
+    wait: Option<std::time::Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio_postgres::Client> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    let mut backoff = crate::pipeline::Backoff::default();
+    loop {
+        let attempt = async {
+            let client =
+                pg::connect(&cfg.postgres, &format!("duplex {} lock", cfg.pipeline)).await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
+                    &[&cfg.pipeline],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock"))?;
+            Ok::<_, Error>(row.get::<_, bool>(0).then_some(client))
+        }
+        .await;
+        let delay = match attempt {
+            Ok(Some(client)) => return Ok(client),
+            Ok(None) => {
+                if wait.is_some_and(|w| started.elapsed() >= w) {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "pipeline {} is in use by another duplex process (`duplex run` or `duplex snapshot`); stop it first",
+                            cfg.pipeline
+                        ),
+                    ));
+                }
+                if !said {
+                    said = true;
+                    tracing::warn!(pipeline = %cfg.pipeline, "another duplex process holds this pipeline; waiting for it to stop");
+                }
+                std::time::Duration::from_millis(500)
+            }
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "PostgreSQL not reachable yet");
+                d
+            }
+            Err(e) => return Err(e),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return Err(Error::new(ErrorKind::Config, "stopped while waiting for the pipeline lock")),
         }
     }
 }

@@ -50,7 +50,9 @@ pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result
              attempts      int NOT NULL DEFAULT 1,
              resolved      tinyint(1) NOT NULL DEFAULT 0,
              KEY dead_letter_unresolved (pipeline, resolved)
-         ) ENGINE=InnoDB"
+         ) ENGINE=InnoDB;
+         {}",
+        crate::snapshot::state::my_ddl(database)
     );
     conn.query_drop(ddl).await.map_err(|e| {
         Error::from_mysql(
@@ -91,7 +93,9 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
              attempts      integer NOT NULL DEFAULT 1,
              resolved      boolean NOT NULL DEFAULT false
          );
-         CREATE INDEX IF NOT EXISTS dead_letter_unresolved ON {s}.dead_letter (pipeline, resolved);"
+         CREATE INDEX IF NOT EXISTS dead_letter_unresolved ON {s}.dead_letter (pipeline, resolved);
+         {}",
+        crate::snapshot::state::pg_ddl(schema)
     );
     client.batch_execute(&ddl).await.map_err(|e| {
         Error::from_pg(

@@ -24,6 +24,7 @@ pub const DEFAULT_SERVER_ID: u32 = 4_242_001;
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 50_000;
 pub const DEFAULT_BATCH_MAX_DELAY_MS: u64 = 100;
 pub const DEFAULT_CHUNK_ROWS: usize = 1_000;
+pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 5_000;
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 10;
 
 /// A password. Never printed.
@@ -64,6 +65,8 @@ struct RawConfig {
     metrics: RawMetrics,
     #[serde(default)]
     apply: ApplyConfig,
+    #[serde(default)]
+    snapshot: SnapshotConfig,
 }
 
 fn default_tz() -> String {
@@ -176,6 +179,32 @@ impl Default for ApplyConfig {
     }
 }
 
+/// `[snapshot]`: the initial copy of existing rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Rows per chunk: the unit of reading, of one target transaction and of resuming.
+    #[serde(default = "default_snapshot_chunk_rows")]
+    pub chunk_rows: usize,
+    /// Whether `duplex run` first copies tables that were never copied. Unset: yes, unless
+    /// `mysql.start_position` is set (streaming from a given position means the rows before it
+    /// are already on the other side).
+    pub on_start: Option<bool>,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
+            on_start: None,
+        }
+    }
+}
+
+fn default_snapshot_chunk_rows() -> usize {
+    DEFAULT_SNAPSHOT_CHUNK_ROWS
+}
+
 fn default_batch_rows() -> usize {
     DEFAULT_BATCH_MAX_ROWS
 }
@@ -227,6 +256,7 @@ pub struct Config {
     pub postgres: PostgresConfig,
     pub metrics_listen: std::net::SocketAddr,
     pub apply: ApplyConfig,
+    pub snapshot: SnapshotConfig,
 }
 
 impl Config {
@@ -345,6 +375,7 @@ impl Config {
             },
             metrics_listen,
             apply: raw.apply,
+            snapshot: raw.snapshot,
         })
     }
 }

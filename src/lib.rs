@@ -23,6 +23,7 @@ pub mod model;
 pub mod origin;
 pub mod pipeline;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod telemetry;
 

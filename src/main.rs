@@ -38,6 +38,16 @@ enum Command {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
     },
+    /// Copy the rows that already exist (tables never copied, or an interrupted copy, which
+    /// resumes after its last chunk), then exit; `duplex run` does this itself on start.
+    Snapshot {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+        /// Copy this table again from its first row (source or target name), e.g. after a
+        /// mapping change.
+        #[arg(long)]
+        table: Option<String>,
+    },
     /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
     /// an abandoned slot makes PostgreSQL keep WAL forever.
     Teardown {
@@ -70,6 +80,7 @@ fn main() -> ExitCode {
             Command::Run { config }
             | Command::Check { config }
             | Command::Setup { config }
+            | Command::Snapshot { config, .. }
             | Command::Teardown { config } => config.clone(),
         };
         let cfg = match duplex::config::Config::load(&path) {
@@ -110,6 +121,28 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
+                }
+            }
+            Command::Snapshot { table, .. } => {
+                let request = duplex::snapshot::Request { table };
+                match duplex::app::snapshot(&cfg, &request).await {
+                    Ok(reports) => {
+                        if reports.is_empty() {
+                            println!("nothing to copy: every mapped table has been copied (use --table to copy one again)");
+                        }
+                        for r in &reports {
+                            println!("{r}");
+                        }
+                        if reports.iter().all(|r| r.finished) {
+                            ExitCode::SUCCESS
+                        } else {
+                            ExitCode::FAILURE
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
                 }
             }
             Command::Teardown { .. } => match duplex::app::teardown(&cfg).await {

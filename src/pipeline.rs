@@ -26,6 +26,7 @@ use crate::model::{Lsn, Position, SourceEvent, TxnBegin, TxnCommit};
 use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::{DeadLetter, Encoder, Sink};
+use crate::snapshot::SnapshotFilter;
 use crate::source::mysql::MysqlSource;
 use crate::source::postgres::PgSource;
 use crate::source::Source;
@@ -100,8 +101,10 @@ async fn encode_stage<E: Encoder>(
     tx: mpsc::UnboundedSender<(Encoded<E::Change>, OwnedSemaphorePermit)>,
     budget: Arc<Semaphore>,
     careful: bool,
+    filter: Arc<SnapshotFilter>,
 ) {
     let mut txn_id = String::new();
+    let mut txn_at: Option<Position> = None;
     while let Some(event) = rx.recv().await {
         // The writer returns the permits when it has applied the event.
         let weight = match &event {
@@ -118,10 +121,13 @@ async fn encode_stage<E: Encoder>(
         let out = match event {
             SourceEvent::Begin(b) => {
                 txn_id = b.id.clone();
+                txn_at = if filter.is_empty() { None } else { b.at.clone() };
                 Encoded::Begin(b)
             }
             SourceEvent::Rows(rows) => Encoded::Rows(
                 rows.iter()
+                    // Changes a snapshot copy already holds.
+                    .filter(|change| !filter.covers(change, txn_at.as_ref()))
                     .map(|change| match encoder.prepare(change) {
                         Ok(changes) if careful => Item::Careful(
                             changes
@@ -250,6 +256,7 @@ async fn run_forward_once(
         cfg.source_time_zone,
     )
     .await?;
+    let filter = crate::snapshot::filter_forward(&sink, cfg, &plan).await?;
     let from = match sink.checkpoint().await? {
         Some(p) => Some(p),
         None => cfg
@@ -273,6 +280,7 @@ async fn run_forward_once(
         shutdown,
         careful_until,
         None,
+        filter,
     )
     .await
 }
@@ -290,6 +298,7 @@ async fn run_reverse_once(
         cfg.source_time_zone,
     )
     .await?;
+    let filter = crate::snapshot::filter_reverse(&mut sink, cfg, &plan).await?;
     let from = sink.checkpoint().await?;
     let committed = match &from {
         Some(Position::Postgres(l)) => *l,
@@ -314,6 +323,7 @@ async fn run_reverse_once(
         shutdown,
         careful_until,
         Some(flushed_tx),
+        filter,
     )
     .await
 }
@@ -329,6 +339,7 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
     shutdown: &mut watch::Receiver<bool>,
     careful_until: Option<Option<Position>>,
     flushed: Option<watch::Sender<Lsn>>,
+    filter: SnapshotFilter,
 ) -> Result<Stop> {
     tracing::info!(direction = way.as_str(), from = %from.as_ref().map(|p| p.to_string()).unwrap_or_else(|| "the source's current end".into()), careful = careful_until.is_some(), "pipeline starting");
     let (tx, rx) = mpsc::channel(CHANNEL_EVENTS);
@@ -345,6 +356,7 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
         etx,
         budget,
         careful_until.is_some(),
+        Arc::new(filter),
     ));
     let mut applier = Applier {
         way,

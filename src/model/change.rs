@@ -72,6 +72,10 @@ pub struct TxnBegin {
     pub id: String,
     /// Commit time on the source, microseconds since the Unix epoch (0 when unknown).
     pub commit_time_us: i64,
+    /// Where the transaction sits in the source's order, for comparing with a snapshot's
+    /// position: MySQL, a binlog position inside the transaction (its first event's end);
+    /// PostgreSQL, the LSN of its commit record. `None` when unknown.
+    pub at: Option<Position>,
 }
 
 #[derive(Debug, Clone)]

@@ -101,5 +101,33 @@ pub trait Sink {
         position: &Position,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
+    /// Like [`Sink::commit`] for a chunk of a snapshot: stores the table's snapshot progress
+    /// instead of the stream checkpoint.
+    fn commit_progress(
+        &mut self,
+        progress: &crate::snapshot::state::Progress,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+
     fn rollback(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// What a target transaction records besides its changes.
+pub enum Mark<'a> {
+    /// The stream checkpoint: the source position after the last transaction applied.
+    Checkpoint(&'a Position),
+    /// A snapshot chunk: the copy's progress for one table.
+    Progress(&'a crate::snapshot::state::Progress),
+}
+
+impl Mark<'_> {
+    /// The text stored with dead letters as their source position.
+    pub fn position_text(&self) -> String {
+        match self {
+            Mark::Checkpoint(p) => p.to_string(),
+            Mark::Progress(p) => format!(
+                "snapshot {}",
+                p.segments.last().map(|s| s.upto.as_str()).unwrap_or("")
+            ),
+        }
+    }
 }

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use mysql_async::Value as My;
 
-use super::{DeadLetter, Encoder, Sink};
+use super::{DeadLetter, Encoder, Mark, Sink};
 use crate::checkpoint::{self, REVERSE};
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{Bindings, Plan, ReversePlan};
 use crate::model::{my_ident, Op, Position, RowChange, SourceType, TableSchema, Value};
+use crate::snapshot::state::Progress;
 
 /// Rows per multi-row statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -285,6 +286,11 @@ fn my_err(e: mysql_async::Error, what: &str) -> Error {
 }
 
 impl MySqlSink {
+    /// The writer's connection (outside a transaction of the sink's own).
+    pub fn conn(&mut self) -> &mut mysql_async::Conn {
+        &mut self.conn
+    }
+
     pub async fn connect(
         cfg: &MysqlConfig,
         plan: Arc<Plan>,
@@ -497,33 +503,27 @@ impl Sink for MySqlSink {
     }
 
     async fn commit(&mut self, position: &Position) -> Result<()> {
-        self.begin().await?;
-        self.flush().await?;
-        let text = position.to_string();
-        for l in std::mem::take(&mut self.letters) {
-            let sql = format!(
-                "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                my_ident(&self.db)
-            );
-            let params: Vec<My> = vec![
-                self.pipeline.clone().into(),
-                REVERSE.into(),
-                l.source_table.clone().into(),
-                l.target_table.clone().into(),
-                l.op.into(),
-                text.clone().into(),
-                l.txn_id.clone().into(),
-                l.row.to_string().into(),
-                l.reason.clone().into(),
-            ];
-            self.conn
-                .exec_drop(sql, params)
-                .await
-                .map_err(|e| my_err(e, "writing a dead letter"))?;
-            metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
-                .increment(1);
+        self.finish(Mark::Checkpoint(position)).await
+    }
+
+    async fn commit_progress(&mut self, progress: &Progress) -> Result<()> {
+        self.finish(Mark::Progress(progress)).await
+    }
+
+    async fn rollback(&mut self) {
+        self.pending.clear();
+        self.letters.clear();
+        if self.in_txn {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            self.in_txn = false;
         }
+    }
+}
+
+impl MySqlSink {
+    /// Moves the checkpoint forward inside the open transaction (never backward).
+    async fn store_checkpoint(&mut self, position: &Position) -> Result<()> {
+        let text = position.to_string();
         let (major, minor) = checkpoint::order_key(position);
         let sql = format!(
             "UPDATE {}.checkpoint SET position = ?, ord_major = ?, ord_minor = ? \
@@ -554,21 +554,57 @@ impl Sink for MySqlSink {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    /// Writes what is buffered, the dead letters and `mark`, and commits.
+    async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
+        self.begin().await?;
+        self.flush().await?;
+        let text = mark.position_text();
+        for l in std::mem::take(&mut self.letters) {
+            let sql = format!(
+                "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                my_ident(&self.db)
+            );
+            let params: Vec<My> = vec![
+                self.pipeline.clone().into(),
+                REVERSE.into(),
+                l.source_table.clone().into(),
+                l.target_table.clone().into(),
+                l.op.into(),
+                text.clone().into(),
+                l.txn_id.clone().into(),
+                l.row.to_string().into(),
+                l.reason.clone().into(),
+            ];
+            self.conn
+                .exec_drop(sql, params)
+                .await
+                .map_err(|e| my_err(e, "writing a dead letter"))?;
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
+                .increment(1);
+        }
+        match mark {
+            Mark::Checkpoint(position) => self.store_checkpoint(position).await?,
+            Mark::Progress(p) => {
+                crate::snapshot::state::my_store(
+                    &mut self.conn,
+                    &self.db,
+                    &self.pipeline,
+                    REVERSE,
+                    p,
+                )
+                .await?
+            }
+        }
         self.conn
             .query_drop("COMMIT")
             .await
             .map_err(|e| my_err(e, "committing"))?;
         self.in_txn = false;
         Ok(())
-    }
-
-    async fn rollback(&mut self) {
-        self.pending.clear();
-        self.letters.clear();
-        if self.in_txn {
-            let _ = self.conn.query_drop("ROLLBACK").await;
-            self.in_txn = false;
-        }
     }
 }
 

@@ -13,6 +13,11 @@ pub const SOURCE_COMMIT_LAG_SECONDS: &str = "duplex_source_commit_lag_seconds";
 pub const DEAD_LETTERS: &str = "duplex_dead_letters_total";
 pub const ERRORS: &str = "duplex_errors_total";
 pub const RECONNECTS: &str = "duplex_reconnects_total";
+pub const SNAPSHOT_ROWS: &str = "duplex_snapshot_rows_copied_total";
+pub const SNAPSHOT_DEAD_LETTERS: &str = "duplex_snapshot_dead_letters_total";
+pub const SNAPSHOT_ROWS_ESTIMATED: &str = "duplex_snapshot_rows_estimated";
+pub const SNAPSHOT_TABLES_PENDING: &str = "duplex_snapshot_tables_pending";
+pub const SNAPSHOT_CHUNK_SECONDS: &str = "duplex_snapshot_chunk_duration_seconds";
 
 /// Describes every metric once and starts the Prometheus HTTP listener.
 pub fn install(listen: SocketAddr) -> Result<()> {
@@ -37,6 +42,26 @@ pub fn install(listen: SocketAddr) -> Result<()> {
     metrics::describe_counter!(DEAD_LETTERS, "Rows set aside into the dead-letter table");
     metrics::describe_counter!(ERRORS, "Errors by kind");
     metrics::describe_counter!(RECONNECTS, "Pipeline restarts after a transient error");
+    metrics::describe_counter!(
+        SNAPSHOT_ROWS,
+        "Rows copied by the initial snapshot, by table"
+    );
+    metrics::describe_counter!(
+        SNAPSHOT_DEAD_LETTERS,
+        "Rows the snapshot set aside into the dead-letter table, by table"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_ROWS_ESTIMATED,
+        "Rows the table being copied holds, by the source's estimate"
+    );
+    metrics::describe_gauge!(
+        SNAPSHOT_TABLES_PENDING,
+        "Tables the running snapshot has still to copy"
+    );
+    metrics::describe_histogram!(
+        SNAPSHOT_CHUNK_SECONDS,
+        "Time to write and commit one snapshot chunk"
+    );
     // Present from the start, so rate() and increase() see the first increment.
     for name in [TXNS_APPLIED, BATCHES_COMMITTED, RECONNECTS] {
         for way in [crate::checkpoint::FORWARD, crate::checkpoint::REVERSE] {

@@ -98,6 +98,14 @@ listen = "{metrics}"
         self.dir.path()
     }
 
+    /// Appends TOML (a `[section]` of settings) to the config.
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config).expect("read duplex.toml");
+        config.push('\n');
+        config.push_str(text);
+        std::fs::write(&self.config, config).expect("write duplex.toml");
+    }
+
     fn command(&self, args: &[&str]) -> Command {
         let s = servers();
         let mut c = Command::new(duplex_bin());
@@ -129,13 +137,18 @@ listen = "{metrics}"
     /// Starts `duplex run` with its log in the work dir (appending across restarts). The process
     /// is killed when the handle is dropped, so a failing test leaves nothing running.
     pub fn start(&self) -> Duplex {
+        self.start_cmd(&["run"])
+    }
+
+    /// Starts any duplex command in the background, logging like [`Workdir::start`].
+    pub fn start_cmd(&self, args: &[&str]) -> Duplex {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.path().join("duplex.log"))
             .expect("open the duplex log");
         Duplex(
-            self.command(&["run"])
+            self.command(args)
                 .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()

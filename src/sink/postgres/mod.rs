@@ -21,12 +21,13 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use self::encode::{Cell, EncodedRow};
-use super::{DeadLetter, Sink};
+use super::{DeadLetter, Mark, Sink};
 use crate::checkpoint;
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::mapping::{Plan, TablePlan};
 use crate::model::{pg_ident, Position};
+use crate::snapshot::state::Progress;
 
 pub use self::prepare::PgEncoder;
 
@@ -550,9 +551,30 @@ impl Sink for PgSink {
     }
 
     async fn commit(&mut self, position: &Position) -> Result<()> {
+        self.finish(Mark::Checkpoint(position)).await
+    }
+
+    async fn commit_progress(&mut self, progress: &Progress) -> Result<()> {
+        self.finish(Mark::Progress(progress)).await
+    }
+
+    async fn rollback(&mut self) {
+        self.runs.clear();
+        self.buffered = 0;
+        self.letters.clear();
+        if self.in_txn {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+            self.in_txn = false;
+        }
+    }
+}
+
+impl PgSink {
+    /// Writes what is buffered, the dead letters and `mark`, and commits.
+    async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
         self.begin().await?;
         self.flush().await?;
-        let position_text = position.to_string();
+        let position_text = mark.position_text();
         for l in std::mem::take(&mut self.letters) {
             self.client
                 .execute(
@@ -574,29 +596,33 @@ impl Sink for PgSink {
             metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
                 .increment(1);
         }
-        checkpoint::store(
-            &self.client,
-            &self.checkpoint_stmt,
-            &self.pipeline,
-            checkpoint::FORWARD,
-            position,
-        )
-        .await?;
+        match mark {
+            Mark::Checkpoint(position) => {
+                checkpoint::store(
+                    &self.client,
+                    &self.checkpoint_stmt,
+                    &self.pipeline,
+                    checkpoint::FORWARD,
+                    position,
+                )
+                .await?
+            }
+            Mark::Progress(p) => {
+                crate::snapshot::state::pg_store(
+                    &self.client,
+                    &self.duplex_schema,
+                    &self.pipeline,
+                    checkpoint::FORWARD,
+                    p,
+                )
+                .await?
+            }
+        }
         self.client
             .batch_execute("COMMIT")
             .await
             .map_err(|e| Error::from_pg(e, true, "committing"))?;
         self.in_txn = false;
         Ok(())
-    }
-
-    async fn rollback(&mut self) {
-        self.runs.clear();
-        self.buffered = 0;
-        self.letters.clear();
-        if self.in_txn {
-            let _ = self.client.batch_execute("ROLLBACK").await;
-            self.in_txn = false;
-        }
     }
 }

@@ -116,11 +116,19 @@ struct OpenTxn {
     own: bool,
     rows: Vec<RowChange>,
     commit_time_us: i64,
+    at: Position,
 }
 
 impl OpenTxn {
-    fn new(id: String, gtid: Option<TxnGtid>, standalone: bool, timestamp: u32) -> Self {
+    fn new(
+        id: String,
+        gtid: Option<TxnGtid>,
+        standalone: bool,
+        timestamp: u32,
+        at: MysqlPosition,
+    ) -> Self {
         OpenTxn {
+            at: Position::Mysql(at),
             id,
             gtid,
             standalone,
@@ -259,6 +267,7 @@ impl Source for MysqlSource {
                         Some(TxnGtid::Maria(domain, server, seq)),
                         flags & FL_STANDALONE != 0,
                         header.timestamp(),
+                        MysqlPosition::new(current_file.clone(), log_pos),
                     ));
                 }
                 MYSQL_GTID_EVENT | MYSQL_ANONYMOUS_GTID_EVENT => {
@@ -272,7 +281,13 @@ impl Source for MysqlSource {
                         Some(TxnGtid::Mysql(u, n)) => format!("{u}:{n}"),
                         _ => format!("{current_file}:{log_pos}"),
                     };
-                    txn = Some(OpenTxn::new(id, gtid, false, header.timestamp()));
+                    txn = Some(OpenTxn::new(
+                        id,
+                        gtid,
+                        false,
+                        header.timestamp(),
+                        MysqlPosition::new(current_file.clone(), log_pos),
+                    ));
                 }
                 QUERY_EVENT => {
                     let query = match event.read_data() {
@@ -287,6 +302,7 @@ impl Source for MysqlSource {
                                 None,
                                 false,
                                 header.timestamp(),
+                                MysqlPosition::new(current_file.clone(), log_pos),
                             ));
                         }
                     } else if q.eq_ignore_ascii_case("COMMIT")
@@ -414,6 +430,7 @@ impl Source for MysqlSource {
                             let begin = TxnBegin {
                                 id: open.id.clone(),
                                 commit_time_us: open.commit_time_us,
+                                at: Some(open.at.clone()),
                             };
                             if tx.send(SourceEvent::Begin(begin)).await.is_err() {
                                 return Ok(());
@@ -457,6 +474,7 @@ impl MysqlSource {
             let begin = TxnBegin {
                 id: t.id.clone(),
                 commit_time_us: t.commit_time_us,
+                at: Some(t.at.clone()),
             };
             if tx.send(SourceEvent::Begin(begin)).await.is_err() {
                 return closed();

@@ -32,7 +32,9 @@ pub fn decode(value: BinlogValue<'_>, col: &ColumnSchema) -> Result<Value> {
     }
 }
 
-fn decode_value(v: MyValue, col: &ColumnSchema) -> Result<Value> {
+/// Decodes one value as the binlog or a query result carries it (queries return TIMESTAMP as
+/// `UNIX_TIMESTAMP()`, ENUM and SET as numbers; see the snapshot reader).
+pub fn decode_value(v: MyValue, col: &ColumnSchema) -> Result<Value> {
     let bad = |what: &str| {
         Error::convert(format!(
             "column {} ({}): unexpected binlog value {what}",
@@ -126,17 +128,30 @@ fn decode_value(v: MyValue, col: &ColumnSchema) -> Result<Value> {
             for (i, byte) in b.iter().enumerate().take(8) {
                 mask |= (*byte as u64) << (8 * i);
             }
-            let names: Vec<&str> = labels
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1u64 << i) != 0)
-                .map(|(_, l)| l.as_str())
-                .collect();
-            Value::Text(names.join(","))
+            set_value(labels, mask)
+        }
+        (SourceType::Set(labels), v @ (MyValue::Int(_) | MyValue::UInt(_))) => {
+            let mask = match v {
+                MyValue::Int(i) => i as u64,
+                MyValue::UInt(u) => u,
+                _ => unreachable!("matched above"),
+            };
+            set_value(labels, mask)
         }
         (SourceType::Bit(n), MyValue::Bytes(bytes)) => Value::Bits { len: *n, bytes },
         (_, other) => return Err(bad(&format!("{other:?}"))),
     })
+}
+
+/// The labels of the bits set in a SET column's mask, comma-separated.
+fn set_value(labels: &[String], mask: u64) -> Value {
+    let names: Vec<&str> = labels
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1u64 << i) != 0)
+        .map(|(_, l)| l.as_str())
+        .collect();
+    Value::Text(names.join(","))
 }
 
 /// Applies the column's signedness to a raw integer of `bytes` width.

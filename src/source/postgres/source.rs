@@ -153,6 +153,8 @@ fn values(t: &Table, tuple: &Tuple) -> Result<Vec<Value>> {
 struct OpenTxn {
     id: String,
     commit_time_us: i64,
+    /// The LSN of the commit record.
+    at: Lsn,
     own: bool,
     begun: bool,
     /// A change has been seen (the first one decides whether the marker rule applies).
@@ -242,6 +244,7 @@ impl Source for PgSource {
                         txn = Some(OpenTxn {
                             id: format!("{xid}@{final_lsn}"),
                             commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
+                            at: final_lsn,
                             own: false,
                             begun: false,
                             seen: false,
@@ -316,6 +319,7 @@ impl Source for PgSource {
                                 .send(SourceEvent::Begin(TxnBegin {
                                     id: t.id.clone(),
                                     commit_time_us: t.commit_time_us,
+                                    at: Some(Position::Postgres(t.at)),
                                 }))
                                 .await
                                 .is_err()
@@ -410,6 +414,7 @@ impl PgSource {
                 let begin = TxnBegin {
                     id: t.id.clone(),
                     commit_time_us: t.commit_time_us,
+                    at: Some(Position::Postgres(t.at)),
                 };
                 if tx.send(SourceEvent::Begin(begin)).await.is_err() {
                     return Ok(());

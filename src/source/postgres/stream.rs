@@ -348,6 +348,32 @@ impl ReplicationConn {
         lsn.parse()
     }
 
+    /// Creates a temporary slot (gone when this connection closes) that exports its snapshot:
+    /// returns the consistent point and the snapshot name, which other sessions can adopt
+    /// with `SET TRANSACTION SNAPSHOT` while this connection stays open and idle.
+    pub async fn create_exporting_temp_slot(&mut self, slot: &str) -> Result<(Lsn, String)> {
+        let rows = self
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+                quote_ident(slot)
+            ))
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| protocol("CREATE_REPLICATION_SLOT returned no row"))?;
+        let lsn = row
+            .get(1)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| protocol("CREATE_REPLICATION_SLOT returned no consistent point"))?;
+        let name = row
+            .get(2)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| protocol("CREATE_REPLICATION_SLOT exported no snapshot"))?;
+        Ok((lsn.parse()?, name))
+    }
+
     pub async fn drop_slot(&mut self, slot: &str) -> Result<()> {
         self.simple_query(&format!("DROP_REPLICATION_SLOT {} WAIT", quote_ident(slot)))
             .await

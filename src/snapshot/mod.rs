@@ -1,0 +1,765 @@
+//! The initial copy of existing rows, and its handover to streaming.
+//!
+//! Per direction, the tables that need a copy (never copied, interrupted, or asked for by name)
+//! are read from one consistent view of the source whose position is known exactly
+//! ([`mysql::MysqlSnapshot`], [`postgres::PgSnapshot`]). Each table goes in primary-key chunks
+//! through the same mapping, encoder and sink as streamed rows: a chunk is one target
+//! transaction that also stores the table's progress ([`state`]), so a killed copy resumes
+//! after the last chunk that committed. A resumed copy reads the rest from a new view; the
+//! progress keeps which key range came from which position, and the stream drops the changes
+//! a copy already holds ([`filter`]).
+//!
+//! Invariants:
+//! - Before the first chunk of a copy is written, its progress row (with the snapshot position)
+//!   is committed, and for MySQL → PostgreSQL the stream checkpoint is set to that position if
+//!   there was none: the stream never starts after a change the copy missed.
+//! - Every source row is either copied or a dead letter with the reason; the progress row
+//!   counts both.
+
+pub mod filter;
+pub mod mysql;
+pub mod postgres;
+pub mod progress;
+pub mod state;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::{Direction, Plan};
+use crate::model::{Image, Op, Position, RowChange, TableName, TableSchema, Value};
+use crate::pipeline::Way;
+use crate::sink::mysql::MySqlSink;
+use crate::sink::postgres::PgSink;
+use crate::sink::{DeadLetter, Encoder, Sink};
+use crate::telemetry;
+
+pub use filter::SnapshotFilter;
+use state::{KeyValue, Progress, State};
+
+/// Which tables to copy.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// Only this table (source or target name, with or without its schema), copied again
+    /// from the first row even if it was copied before.
+    pub table: Option<String>,
+}
+
+/// How the copy of one table ended.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub direction: &'static str,
+    pub table: String,
+    pub copied: i64,
+    pub dead_lettered: i64,
+    /// False when the copy was interrupted by shutdown (it resumes on the next start).
+    pub finished: bool,
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: copied {}, dead-lettered {}{} in {:.1} s",
+            self.direction,
+            self.table,
+            self.copied,
+            self.dead_lettered,
+            if self.finished {
+                ""
+            } else {
+                " (interrupted; resumes on the next start)"
+            },
+            self.seconds
+        )
+    }
+}
+
+/// A source row read by a snapshot; `unreadable` says why a value could not be read (the row
+/// becomes a dead letter).
+pub struct ReadRow {
+    pub values: Vec<Value>,
+    pub unreadable: Option<String>,
+}
+
+/// A consistent read view of the source.
+enum Reader {
+    My(mysql::MysqlSnapshot),
+    Pg(postgres::PgSnapshot),
+}
+
+impl Reader {
+    async fn chunk(
+        &mut self,
+        table: &TableSchema,
+        after: Option<&[KeyValue]>,
+        limit: usize,
+    ) -> Result<Vec<ReadRow>> {
+        match self {
+            Reader::My(r) => r.chunk(table, after, limit).await,
+            Reader::Pg(r) => r.chunk(table, after, limit).await,
+        }
+    }
+
+    async fn estimate(&mut self, table: &TableSchema) -> u64 {
+        match self {
+            Reader::My(r) => r.estimate(table).await,
+            Reader::Pg(r) => r.estimate(table).await,
+        }
+    }
+
+    async fn close(self) {
+        match self {
+            Reader::My(r) => r.close().await,
+            Reader::Pg(r) => r.close().await,
+        }
+    }
+}
+
+/// Whether a name given on the command line means this table pair.
+fn names_match(asked: &str, source: &TableName, target: &TableName) -> bool {
+    [source, target]
+        .iter()
+        .any(|t| asked.eq_ignore_ascii_case(&t.to_string()) || asked.eq_ignore_ascii_case(&t.name))
+}
+
+/// The source tables a direction copies, with a target name for matching: MySQL → PostgreSQL
+/// copies tables mapped `forward` or `both` (the shop is the system of record for rows that
+/// already exist); PostgreSQL → MySQL copies tables mapped `reverse` only.
+fn tables_of(plan: &Plan, way: Way) -> Vec<(TableName, TableName)> {
+    let mut out: Vec<(TableName, TableName)> = Vec::new();
+    match way {
+        Way::Forward => {
+            for t in &plan.tables {
+                if t.direction != Direction::Reverse && !out.iter().any(|(s, _)| *s == t.source) {
+                    out.push((t.source.clone(), t.target.clone()));
+                }
+            }
+        }
+        Way::Reverse => {
+            for r in &plan.reverse {
+                let forward = plan
+                    .tables
+                    .iter()
+                    .find(|t| t.target == r.source && t.source == r.target);
+                if forward.is_some_and(|t| t.direction == Direction::Reverse)
+                    && !out.iter().any(|(s, _)| *s == r.source)
+                {
+                    out.push((r.source.clone(), r.target.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Copies what `request` asks for in one direction; returns a report per table copied.
+pub async fn run(
+    way: Way,
+    cfg: &Config,
+    plan: Arc<Plan>,
+    request: &Request,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<Report>> {
+    let tables = tables_of(&plan, way);
+    let asked_here = request
+        .table
+        .as_ref()
+        .is_none_or(|asked| tables.iter().any(|(s, t)| names_match(asked, s, t)));
+    if tables.is_empty() || !asked_here {
+        // Still check the name against every direction, for the message.
+        if let Some(asked) = &request.table {
+            check_name(&plan, asked)?;
+        }
+        return Ok(Vec::new());
+    }
+    if let Some(asked) = &request.table {
+        let all: Vec<(TableName, TableName)> = tables_of(&plan, Way::Forward)
+            .into_iter()
+            .chain(tables_of(&plan, Way::Reverse))
+            .collect();
+        if !all.iter().any(|(s, t)| names_match(asked, s, t)) {
+            let names: Vec<String> = all.iter().map(|(s, t)| format!("{s} → {t}")).collect();
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "no mapped table is called {asked}; mapped tables: {}",
+                    names.join(", ")
+                ),
+            ));
+        }
+    }
+    match way {
+        Way::Forward => {
+            let mut sink = PgSink::connect(
+                &cfg.postgres,
+                plan.clone(),
+                &cfg.pipeline,
+                cfg.source_time_zone,
+            )
+            .await?;
+            let client = sink.client();
+            // Pipelines set up before snapshots existed lack the table.
+            let table = format!(
+                "{}.snapshot",
+                crate::model::pg_ident(&cfg.postgres.duplex_schema)
+            );
+            let exists = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+                .await
+                .map_err(|e| Error::from_pg(e, true, "looking up duplex's snapshot table"))?
+                .get::<_, bool>(0);
+            if !exists {
+                client
+                    .batch_execute(&state::pg_ddl(&cfg.postgres.duplex_schema))
+                    .await
+                    .map_err(|e| {
+                        Error::from_pg(
+                            e,
+                            true,
+                            "creating duplex's snapshot table (run `duplex setup`)",
+                        )
+                    })?;
+            }
+            let done = state::pg_load(
+                client,
+                &cfg.postgres.duplex_schema,
+                &cfg.pipeline,
+                checkpoint::FORWARD,
+            )
+            .await?;
+            let todo = pick(&tables, &done, request);
+            if todo.is_empty() {
+                return Ok(Vec::new());
+            }
+            let reader = mysql::MysqlSnapshot::open(&cfg.mysql).await?;
+            let at = Position::Mysql(reader.position.clone());
+            tracing::info!(direction = way.as_str(), position = %at, tables = todo.len(), "snapshot taken");
+            let mut starts = Vec::new();
+            for (name, previous) in todo {
+                let schema = plan
+                    .tables
+                    .iter()
+                    .find(|t| t.source == name)
+                    .map(|t| t.source_schema.clone())
+                    .expect("a mapped table");
+                starts.push((schema.clone(), start(&name, &schema, previous, &at)));
+            }
+            // The progress rows and (for a new pipeline) the checkpoint, before any chunk.
+            let store = async {
+                client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(|e| Error::from_pg(e, true, "starting a transaction"))?;
+                for (_, p) in &starts {
+                    state::pg_store(
+                        client,
+                        &cfg.postgres.duplex_schema,
+                        &cfg.pipeline,
+                        checkpoint::FORWARD,
+                        p,
+                    )
+                    .await?;
+                }
+                let existing = checkpoint::load(
+                    client,
+                    &cfg.postgres.duplex_schema,
+                    &cfg.pipeline,
+                    checkpoint::FORWARD,
+                )
+                .await?;
+                if existing.is_none() {
+                    let stmt = client
+                        .prepare(&checkpoint::store_sql(&cfg.postgres.duplex_schema))
+                        .await
+                        .map_err(|e| {
+                            Error::from_pg(e, true, "preparing the checkpoint statement")
+                        })?;
+                    checkpoint::store(client, &stmt, &cfg.pipeline, checkpoint::FORWARD, &at)
+                        .await?;
+                }
+                client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(|e| Error::from_pg(e, true, "committing snapshot progress"))
+            }
+            .await;
+            if let Err(e) = store {
+                let _ = client.batch_execute("ROLLBACK").await;
+                return Err(e);
+            }
+            copy_all(way, cfg, &mut sink, Reader::My(reader), starts, shutdown).await
+        }
+        Way::Reverse => {
+            let mut sink = MySqlSink::connect(
+                &cfg.mysql,
+                plan.clone(),
+                &cfg.pipeline,
+                cfg.source_time_zone,
+            )
+            .await?;
+            {
+                // Pipelines set up before snapshots existed lack the table.
+                use mysql_async::prelude::Queryable;
+                let exists: Option<u8> = sink
+                    .conn()
+                    .exec_first(
+                        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'snapshot'",
+                        (&cfg.mysql.duplex_database,),
+                    )
+                    .await
+                    .map_err(|e| Error::from_mysql(e, true, "looking up duplex's snapshot table"))?;
+                if exists.is_none() {
+                    sink.conn()
+                        .query_drop(state::my_ddl(&cfg.mysql.duplex_database))
+                        .await
+                        .map_err(|e| {
+                            Error::from_mysql(
+                                e,
+                                true,
+                                "creating duplex's snapshot table (run `duplex setup`)",
+                            )
+                        })?;
+                }
+            }
+            let done = state::my_load(
+                sink.conn(),
+                &cfg.mysql.duplex_database,
+                &cfg.pipeline,
+                checkpoint::REVERSE,
+            )
+            .await?;
+            let todo = pick(&tables, &done, request);
+            if todo.is_empty() {
+                return Ok(Vec::new());
+            }
+            let reader = postgres::PgSnapshot::open(&cfg.postgres, &cfg.pipeline).await?;
+            let at = Position::Postgres(reader.position);
+            tracing::info!(direction = way.as_str(), position = %at, tables = todo.len(), "snapshot taken");
+            let mut starts = Vec::new();
+            for (name, previous) in todo {
+                let r = plan
+                    .reverse
+                    .iter()
+                    .find(|r| r.source == name)
+                    .expect("a mapped table");
+                let schema = Arc::new(reader.table_schema(r).await?);
+                starts.push((schema.clone(), start(&name, &schema, previous, &at)));
+            }
+            for (_, p) in &starts {
+                state::my_store(
+                    sink.conn(),
+                    &cfg.mysql.duplex_database,
+                    &cfg.pipeline,
+                    checkpoint::REVERSE,
+                    p,
+                )
+                .await?;
+            }
+            copy_all(way, cfg, &mut sink, Reader::Pg(reader), starts, shutdown).await
+        }
+    }
+}
+
+/// Fails with the list of mapped tables when `asked` names none of them.
+fn check_name(plan: &Plan, asked: &str) -> Result<()> {
+    let all: Vec<(TableName, TableName)> = tables_of(plan, Way::Forward)
+        .into_iter()
+        .chain(tables_of(plan, Way::Reverse))
+        .collect();
+    if all.iter().any(|(s, t)| names_match(asked, s, t)) {
+        return Ok(());
+    }
+    let names: Vec<String> = all.iter().map(|(s, t)| format!("{s} → {t}")).collect();
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "no mapped table is called {asked}; mapped tables: {}",
+            names.join(", ")
+        ),
+    ))
+}
+
+/// The tables to copy now, with their earlier progress (kept when resuming).
+fn pick(
+    tables: &[(TableName, TableName)],
+    done: &[Progress],
+    request: &Request,
+) -> Vec<(TableName, Option<Progress>)> {
+    tables
+        .iter()
+        .filter_map(|(source, target)| {
+            let previous = done.iter().find(|p| p.table == source.to_string()).cloned();
+            match &request.table {
+                Some(asked) if names_match(asked, source, target) => Some((source.clone(), None)),
+                Some(_) => None,
+                None => match previous {
+                    Some(p) if p.state == State::Done => None,
+                    other => Some((source.clone(), other)),
+                },
+            }
+        })
+        .collect()
+}
+
+/// The progress a copy starts with: from the first row, or resumed after the last key.
+fn start(
+    name: &TableName,
+    schema: &TableSchema,
+    previous: Option<Progress>,
+    at: &Position,
+) -> Progress {
+    let keys: Vec<String> = schema
+        .primary_key
+        .iter()
+        .map(|&i| schema.columns[i].name.clone())
+        .collect();
+    match previous {
+        Some(mut p) if p.key_columns == keys && p.last_key.is_some() => {
+            tracing::info!(table = %name, after = ?p.last_key, copied = p.rows_copied, "resuming an interrupted copy");
+            p.resume_at(at);
+            p
+        }
+        _ => Progress::fresh(name.to_string(), keys, at),
+    }
+}
+
+async fn copy_all<S: Sink>(
+    way: Way,
+    cfg: &Config,
+    sink: &mut S,
+    mut reader: Reader,
+    starts: Vec<(Arc<TableSchema>, Progress)>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<Report>> {
+    let mut reports = Vec::new();
+    metrics::gauge!(telemetry::SNAPSHOT_TABLES_PENDING, "direction" => way.as_str())
+        .set(starts.len() as f64);
+    let mut left = starts.len();
+    for (schema, progress) in starts {
+        let (r, report) =
+            copy_table(way, cfg, sink, reader, schema, progress, shutdown.clone()).await;
+        reader = r;
+        let report = match report {
+            Ok(rep) => rep,
+            Err(e) => {
+                reader.close().await;
+                return Err(e);
+            }
+        };
+        tracing::info!("{report}");
+        let finished = report.finished;
+        reports.push(report);
+        left -= 1;
+        metrics::gauge!(telemetry::SNAPSHOT_TABLES_PENDING, "direction" => way.as_str())
+            .set(left as f64);
+        if !finished {
+            break;
+        }
+    }
+    reader.close().await;
+    Ok(reports)
+}
+
+/// A chunk on its way from the reader to the writer.
+struct Chunk<C> {
+    rows: Vec<RowChange>,
+    /// Per source row: why it could not be read, if so.
+    unreadable: Vec<Option<String>>,
+    /// Per source row: its encoded changes, or why it cannot be copied.
+    items: Vec<std::result::Result<Vec<C>, DeadLetter>>,
+    last_key: Vec<KeyValue>,
+}
+
+/// Copies one table: a reader task, an encoder task and this task writing, so reading,
+/// encoding and writing overlap. Returns the reader for the next table.
+async fn copy_table<S: Sink>(
+    way: Way,
+    cfg: &Config,
+    sink: &mut S,
+    mut reader: Reader,
+    schema: Arc<TableSchema>,
+    mut progress: Progress,
+    mut shutdown: watch::Receiver<bool>,
+) -> (Reader, Result<Report>) {
+    let started = Instant::now();
+    let table = progress.table.clone();
+    let estimate = reader.estimate(&schema).await;
+    let mut bar = progress::Bar::new(
+        way.as_str(),
+        &table,
+        estimate,
+        progress.rows_copied + progress.rows_dead,
+    );
+    let limit = cfg.snapshot.chunk_rows.max(1);
+    let (rtx, mut rrx) = mpsc::channel::<Result<(Vec<ReadRow>, Vec<KeyValue>)>>(1);
+    let after = progress.last_key.clone();
+    let read_schema = schema.clone();
+    let read_task = tokio::spawn(async move {
+        let mut after = after;
+        loop {
+            let rows = match reader.chunk(&read_schema, after.as_deref(), limit).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = rtx.send(Err(e)).await;
+                    break;
+                }
+            };
+            let Some(last) = rows.last() else { break };
+            let key: Result<Vec<KeyValue>> = read_schema
+                .primary_key
+                .iter()
+                .map(|&i| KeyValue::of(&last.values[i]))
+                .collect();
+            let key = match key {
+                Ok(k) => k,
+                Err(e) => {
+                    let _ = rtx.send(Err(e)).await;
+                    break;
+                }
+            };
+            after = Some(key.clone());
+            let short = rows.len() < limit;
+            if rtx.send(Ok((rows, key))).await.is_err() || short {
+                break;
+            }
+        }
+        reader
+    });
+    let (etx, mut erx) = mpsc::channel::<Result<Chunk<<S::Encoder as Encoder>::Change>>>(1);
+    let mut encoder = sink.encoder();
+    let txn_id = format!(
+        "snapshot {}",
+        progress
+            .segments
+            .last()
+            .map(|s| s.upto.as_str())
+            .unwrap_or("")
+    );
+    let enc_schema = schema.clone();
+    let enc_txn = txn_id.clone();
+    let encode_task = tokio::spawn(async move {
+        while let Some(read) = rrx.recv().await {
+            let out = read.map(|(rows, last_key)| {
+                let mut changes = Vec::with_capacity(rows.len());
+                let mut items = Vec::with_capacity(rows.len());
+                let mut unreadable = Vec::with_capacity(rows.len());
+                for r in rows {
+                    let change = RowChange {
+                        table: enc_schema.clone(),
+                        op: Op::Insert,
+                        before: None,
+                        after: Some(r.values),
+                        image: Image::Full,
+                    };
+                    items.push(match &r.unreadable {
+                        Some(why) => Err(DeadLetter::new(
+                            &change,
+                            String::new(),
+                            &enc_txn,
+                            why.clone(),
+                        )),
+                        None => encoder.prepare(&change).map_err(|(target, e)| {
+                            DeadLetter::new(&change, target, &enc_txn, e.to_string())
+                        }),
+                    });
+                    changes.push(change);
+                    unreadable.push(r.unreadable);
+                }
+                Chunk {
+                    rows: changes,
+                    unreadable,
+                    items,
+                    last_key,
+                }
+            });
+            if etx.send(out).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = async {
+        loop {
+            if *shutdown.borrow() {
+                return Ok(false);
+            }
+            let chunk = tokio::select! {
+                c = erx.recv() => c,
+                _ = shutdown.changed() => continue,
+            };
+            let Some(chunk) = chunk else { return Ok(true) };
+            let mut chunk = chunk?;
+            let n = chunk.rows.len();
+            let t0 = Instant::now();
+            let items = std::mem::take(&mut chunk.items);
+            let dead = match write_chunk(sink, items, &chunk, &mut progress).await {
+                Ok(dead) => dead,
+                Err(e) if e.kind() == ErrorKind::SinkDefinite => {
+                    sink.rollback().await;
+                    tracing::warn!(table = %table, error = %e, "a chunk was rejected; copying it row by row to set the bad rows aside");
+                    write_chunk_carefully(sink, &chunk, &mut progress, &txn_id).await?
+                }
+                Err(e) => {
+                    sink.rollback().await;
+                    return Err(e);
+                }
+            };
+            metrics::counter!(telemetry::SNAPSHOT_ROWS, "direction" => way.as_str(), "table" => table.clone())
+                .increment((n - dead) as u64);
+            if dead > 0 {
+                metrics::counter!(telemetry::SNAPSHOT_DEAD_LETTERS, "direction" => way.as_str(), "table" => table.clone())
+                    .increment(dead as u64);
+            }
+            metrics::histogram!(telemetry::SNAPSHOT_CHUNK_SECONDS, "direction" => way.as_str())
+                .record(t0.elapsed().as_secs_f64());
+            bar.advance(n as u64);
+        }
+    }
+    .await;
+    encode_task.abort();
+    let reader = match read_task.await {
+        Ok(r) => r,
+        Err(e) => panic!("the snapshot reader task failed: {e}"),
+    };
+    let result = match result {
+        Ok(true) => {
+            progress.state = State::Done;
+            sink.commit_progress(&progress).await.map(|()| true)
+        }
+        other => other,
+    };
+    bar.finish();
+    let result = result.map(|finished| Report {
+        direction: way.as_str(),
+        table: table.clone(),
+        copied: progress.rows_copied,
+        dead_lettered: progress.rows_dead,
+        finished,
+        seconds: started.elapsed().as_secs_f64(),
+    });
+    (reader, result)
+}
+
+/// The fast path: the whole chunk in one transaction. Returns the rows set aside.
+async fn write_chunk<S: Sink>(
+    sink: &mut S,
+    items: Vec<std::result::Result<Vec<<S::Encoder as Encoder>::Change>, DeadLetter>>,
+    chunk: &Chunk<<S::Encoder as Encoder>::Change>,
+    progress: &mut Progress,
+) -> Result<usize> {
+    sink.begin().await?;
+    let mut dead = 0;
+    for item in items {
+        match item {
+            Ok(changes) => {
+                for c in changes {
+                    sink.push(c).await?;
+                }
+            }
+            Err(letter) => {
+                dead += 1;
+                sink.dead_letter(letter);
+            }
+        }
+    }
+    let mut next = progress.clone();
+    next.rows_copied += (chunk.rows.len() - dead) as i64;
+    next.rows_dead += dead as i64;
+    next.last_key = Some(chunk.last_key.clone());
+    sink.commit_progress(&next).await?;
+    *progress = next;
+    Ok(dead)
+}
+
+/// The careful path: each row (encoded again) under a savepoint, rejected rows into the
+/// dead-letter table.
+async fn write_chunk_carefully<S: Sink>(
+    sink: &mut S,
+    chunk: &Chunk<<S::Encoder as Encoder>::Change>,
+    progress: &mut Progress,
+    txn_id: &str,
+) -> Result<usize> {
+    let mut encoder = sink.encoder();
+    sink.begin().await?;
+    let mut dead = 0;
+    for (row, unreadable) in chunk.rows.iter().zip(&chunk.unreadable) {
+        if let Some(why) = unreadable {
+            dead += 1;
+            sink.dead_letter(DeadLetter::new(row, String::new(), txn_id, why.clone()));
+            continue;
+        }
+        match encoder.prepare(row) {
+            Ok(changes) => {
+                let mut rejected = None;
+                for c in changes {
+                    let target = encoder.target_of(&c);
+                    match sink.push_careful(c).await {
+                        Ok(()) => {}
+                        Err(e) if !e.is_transient() => {
+                            rejected = Some((target, e));
+                            break;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let Some((target, e)) = rejected {
+                    tracing::warn!(table = %target, error = %e, "row rejected by the target; set aside into the dead-letter table");
+                    dead += 1;
+                    sink.dead_letter(DeadLetter::new(row, target, txn_id, e.to_string()));
+                }
+            }
+            Err((target, e)) => {
+                dead += 1;
+                sink.dead_letter(DeadLetter::new(row, target, txn_id, e.to_string()));
+            }
+        }
+    }
+    let mut next = progress.clone();
+    next.rows_copied += (chunk.rows.len() - dead) as i64;
+    next.rows_dead += dead as i64;
+    next.last_key = Some(chunk.last_key.clone());
+    sink.commit_progress(&next).await?;
+    *progress = next;
+    Ok(dead)
+}
+
+/// The stream filter of a direction: the copies recorded in the target's progress rows.
+pub async fn filter_forward(sink: &PgSink, cfg: &Config, plan: &Plan) -> Result<SnapshotFilter> {
+    let done = state::pg_load(
+        sink.client(),
+        &cfg.postgres.duplex_schema,
+        &cfg.pipeline,
+        checkpoint::FORWARD,
+    )
+    .await?;
+    let names = plan.forward_sources();
+    SnapshotFilter::new(&done, |t| {
+        names.iter().find(|n| n.to_string() == t).cloned()
+    })
+}
+
+/// The stream filter of PostgreSQL → MySQL.
+pub async fn filter_reverse(
+    sink: &mut MySqlSink,
+    cfg: &Config,
+    plan: &Plan,
+) -> Result<SnapshotFilter> {
+    let done = state::my_load(
+        sink.conn(),
+        &cfg.mysql.duplex_database,
+        &cfg.pipeline,
+        checkpoint::REVERSE,
+    )
+    .await?;
+    SnapshotFilter::new(&done, |t| {
+        plan.reverse
+            .iter()
+            .find(|r| r.source.to_string() == t)
+            .map(|r| r.source.clone())
+    })
+}

@@ -1,0 +1,202 @@
+//! Reading a consistent copy of PostgreSQL tables, in primary-key chunks, at the consistent point
+//! of a replication slot.
+//!
+//! A temporary slot is created with `EXPORT_SNAPSHOT` on a replication connection; a normal
+//! session adopts that snapshot (`SET TRANSACTION SNAPSHOT`) and reads the tables. Transactions
+//! that commit before the slot's consistent point are in the copy; the pipeline's own slot
+//! (older) delivers those and later ones, and the snapshot filter drops the former for the
+//! copied tables. The temporary slot disappears with its connection, whatever happens.
+
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::config::PostgresConfig;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::ReversePlan;
+use crate::model::{pg_ident, ColumnSchema, Lsn, SourceType, TableSchema, Value};
+use crate::source::postgres::decode::{decode_text, SESSION_SETTINGS};
+use crate::source::postgres::stream::ReplicationConn;
+
+use super::state::KeyValue;
+use super::ReadRow;
+
+/// A consistent read view of the PostgreSQL database at a slot's consistent point.
+pub struct PgSnapshot {
+    /// Holds the temporary slot and its exported snapshot; must stay open and idle.
+    _slot: ReplicationConn,
+    client: Client,
+    pub position: Lsn,
+}
+
+impl PgSnapshot {
+    pub async fn open(cfg: &PostgresConfig, pipeline: &str) -> Result<PgSnapshot> {
+        let mut slot = ReplicationConn::connect(cfg, "duplex snapshot slot").await?;
+        let name = format!("duplex_{pipeline}_snapshot");
+        let (position, snapshot) = slot.create_exporting_temp_slot(&name).await?;
+        let client = crate::sink::postgres::connect(cfg, "duplex snapshot").await?;
+        let mut sql = String::from(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ",
+        );
+        sql.push_str(&quote_literal(&snapshot));
+        sql.push(';');
+        for (k, v) in SESSION_SETTINGS {
+            sql.push_str(&format!("SET LOCAL {k} = {};", quote_literal(v)));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| Error::from_pg(e, false, "adopting the slot's exported snapshot"))?;
+        Ok(PgSnapshot {
+            _slot: slot,
+            client,
+            position,
+        })
+    }
+
+    /// The columns read from a PostgreSQL source table: the mapped ones, keyed by the table's
+    /// primary key, which must be among them.
+    pub async fn table_schema(&self, plan: &ReversePlan) -> Result<TableSchema> {
+        let rows = self
+            .client
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                 WHERE i.indrelid = $1::text::regclass AND i.indisprimary \
+                 ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                &[&plan.source.pg_quoted()],
+            )
+            .await
+            .map_err(|e| {
+                Error::from_pg(
+                    e,
+                    false,
+                    &format!("reading the primary key of {}", plan.source),
+                )
+            })?;
+        let pk: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        let columns: Vec<ColumnSchema> = plan
+            .columns
+            .iter()
+            .map(|c| ColumnSchema {
+                name: c.pg_name.clone(),
+                ty: SourceType::Postgres(c.pg_kind.clone()),
+                nullable: true,
+                column_type: format!("{:?}", c.pg_kind),
+            })
+            .collect();
+        let primary_key = if pk.is_empty() {
+            // No primary key: the mapping's key (the MySQL side's key) orders the chunks.
+            plan.key.clone()
+        } else {
+            pk.iter()
+                .map(|k| {
+                    columns.iter().position(|c| &c.name == k).ok_or_else(|| {
+                        Error::new(
+                            ErrorKind::Mapping,
+                            format!(
+                                "{}: primary key column {k} of PostgreSQL table {} is not mapped; the copy is read in primary-key order, so map it",
+                                plan.origin, plan.source
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<_>>()?
+        };
+        Ok(TableSchema {
+            name: plan.source.clone(),
+            columns,
+            primary_key,
+        })
+    }
+
+    /// About how many rows a table has (the planner's estimate).
+    pub async fn estimate(&self, table: &TableSchema) -> u64 {
+        self.client
+            .query_opt(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = $1::text::regclass",
+                &[&table.name.pg_quoted()],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, i64>(0).max(0) as u64)
+            .unwrap_or(0)
+    }
+
+    /// The next chunk of `table` in key order after `after`, at most `limit` rows.
+    pub async fn chunk(
+        &mut self,
+        table: &TableSchema,
+        after: Option<&[KeyValue]>,
+        limit: usize,
+    ) -> Result<Vec<ReadRow>> {
+        let cols: Vec<String> = table.columns.iter().map(|c| pg_ident(&c.name)).collect();
+        let keys: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&i| pg_ident(&table.columns[i].name))
+            .collect();
+        let mut sql = format!("SELECT {} FROM {}", cols.join(", "), table.name.pg_quoted());
+        if let Some(after) = after {
+            let lits: Vec<String> = after.iter().map(literal).collect();
+            sql.push_str(&format!(
+                " WHERE ({}) > ({})",
+                keys.join(", "),
+                lits.join(", ")
+            ));
+        }
+        sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", keys.join(", ")));
+        let what = format!("reading a snapshot chunk of {}", table.name);
+        let messages = self
+            .client
+            .simple_query(&sql)
+            .await
+            .map_err(|e| Error::from_pg(e, false, &what))?;
+        let mut rows = Vec::with_capacity(limit);
+        for m in messages {
+            if let SimpleQueryMessage::Row(r) = m {
+                let mut values = Vec::with_capacity(table.columns.len());
+                let mut unreadable = None;
+                for (i, c) in table.columns.iter().enumerate() {
+                    let SourceType::Postgres(kind) = &c.ty else {
+                        unreachable!("PostgreSQL source columns")
+                    };
+                    values.push(match r.get(i) {
+                        None => Value::Null,
+                        // A value with no MySQL counterpart: the row becomes a dead letter
+                        // showing the value as text.
+                        Some(text) => decode_text(kind, text.as_bytes()).unwrap_or_else(|e| {
+                            unreadable.get_or_insert_with(|| format!("column {}: {e}", c.name));
+                            Value::Text(text.to_string())
+                        }),
+                    });
+                }
+                rows.push(ReadRow { values, unreadable });
+            }
+        }
+        Ok(rows)
+    }
+
+    pub async fn close(self) {
+        let _ = self.client.batch_execute("COMMIT").await;
+    }
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A key value as an untyped literal (PostgreSQL resolves it to the column's type).
+fn literal(k: &KeyValue) -> String {
+    match k {
+        KeyValue::I(i) => quote_literal(&i.to_string()),
+        KeyValue::U(u) => quote_literal(&u.to_string()),
+        KeyValue::B(b) => {
+            let mut s = String::from("\\x");
+            for byte in b {
+                s.push_str(&format!("{byte:02x}"));
+            }
+            quote_literal(&s)
+        }
+        KeyValue::S(s) => quote_literal(s),
+    }
+}

@@ -55,6 +55,8 @@ mod encode;
 mod reverse;
 #[path = "throughput/schema.rs"]
 mod schema;
+#[path = "throughput/snapshot.rs"]
+mod snapshot;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -125,6 +127,10 @@ struct Settings {
     reverse: bool,
     /// Single-row status updates in the reverse status-update measurement.
     status_updates: i64,
+    /// Run the MariaDB → PostgreSQL stream measurements (`BENCH_FORWARD`, default on).
+    forward: bool,
+    /// Run the snapshot measurement (`BENCH_SNAPSHOT`, default on).
+    snapshot: bool,
 }
 
 impl Settings {
@@ -140,6 +146,8 @@ impl Settings {
             rows,
             steady: Duration::from_secs(secs as u64),
             reverse: env_flag("BENCH_REVERSE", true),
+            forward: env_flag("BENCH_FORWARD", true),
+            snapshot: env_flag("BENCH_SNAPSHOT", true),
             status_updates,
         }
     }
@@ -180,20 +188,43 @@ async fn run(settings: &Settings) -> String {
     create_tables(&dbs, &pg).await;
     let mappings = [ORDER.mapping(), BASKET.mapping(), PROPS_VALUE.mapping()].join("\n");
     let work = Workdir::new(&dbs, "bench", "UTC", &[("sale.toml", &mappings)]);
+    // Catch-up measures the binlog stream: rows written while duplex is stopped are streamed,
+    // not copied by a snapshot.
+    work.append_config("[snapshot]\non_start = false\n");
     work.setup();
-    let mut duplex = Replicator::new(work, &[STREAM_STARTED], false);
 
     let write = write_orders(&dbs, settings.rows).await;
-    let catch_up = catch_up(&mut duplex, &pg, settings.rows).await;
-    let copy = copy_reference(&pg, settings.rows).await;
-    let mismatches = compare_with_reference(&pg, settings.rows).await;
-    let steady = steady_state(&dbs, &mut duplex, &pg, settings.steady).await;
-    let hwm_before_restart = duplex.status_kb("VmHWM");
-    let memory = big_update(&dbs, &mut duplex, &pg, settings.rows).await;
-    duplex.stop();
-    let forward_findings = duplex.log_findings();
-    duplex.keep_log("forward");
-    drop(duplex);
+    let snapshot = if settings.snapshot {
+        Some(snapshot::run(&dbs, settings.rows).await)
+    } else {
+        progress("BENCH_SNAPSHOT=0: skipping the snapshot measurement");
+        None
+    };
+    let forward = if settings.forward {
+        let mut duplex = Replicator::new(work, &[STREAM_STARTED], false);
+        let catch_up = catch_up(&mut duplex, &pg, settings.rows).await;
+        let copy = copy_reference(&pg, settings.rows).await;
+        let mismatches = compare_with_reference(&pg, settings.rows).await;
+        let steady = steady_state(&dbs, &mut duplex, &pg, settings.steady).await;
+        let hwm_before_restart = duplex.status_kb("VmHWM");
+        let memory = big_update(&dbs, &mut duplex, &pg, settings.rows).await;
+        duplex.stop();
+        let findings = duplex.log_findings();
+        duplex.keep_log("forward");
+        drop(duplex);
+        Some(Forward {
+            catch_up,
+            copy,
+            mismatches,
+            steady,
+            hwm_before_restart,
+            memory,
+            findings,
+        })
+    } else {
+        progress("BENCH_FORWARD=0: skipping the MariaDB → PostgreSQL stream measurements");
+        None
+    };
 
     let reverse = if settings.reverse {
         Some(reverse::run(settings).await)
@@ -205,15 +236,11 @@ async fn run(settings: &Settings) -> String {
     let results = Results {
         rows: settings.rows,
         write,
-        catch_up,
-        copy,
-        mismatches,
-        steady,
-        hwm_before_restart,
-        memory,
+        forward,
+        snapshot,
         reverse,
     };
-    render(&facts, &results, &forward_findings)
+    render(&facts, &results)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -938,19 +965,27 @@ async fn updated_count(pg: &Client) -> i64 {
 struct Results {
     rows: i64,
     write: WriteStats,
+    forward: Option<Forward>,
+    snapshot: Option<snapshot::Snapshot>,
+    reverse: Option<reverse::Reverse>,
+}
+
+/// The MariaDB → PostgreSQL stream measurements.
+struct Forward {
     catch_up: Duration,
     copy: Duration,
     mismatches: i64,
     steady: Steady,
     hwm_before_restart: u64,
     memory: Memory,
-    reverse: Option<reverse::Reverse>,
+    /// Warning and error lines of duplex's log.
+    findings: Vec<String>,
 }
 
 /// One table row: measurement, result, raw limit, ratio, target, verdict.
 type Line = [String; 6];
 
-fn render(facts: &str, r: &Results, findings: &[String]) -> String {
+fn render(facts: &str, r: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## duplex throughput bench\n\n{facts}");
     let _ = writeln!(
@@ -958,41 +993,59 @@ fn render(facts: &str, r: &Results, findings: &[String]) -> String {
         "| measurement | result | raw limit (same run) | ratio | target | verdict |\n\
          |---|---|---|---|---|---|"
     );
-    let mut lines = [catch_up_lines(r), steady_lines(&r.steady), memory_lines(r)].concat();
+    let mut lines = Vec::new();
+    if let Some(f) = &r.forward {
+        lines.extend(
+            [
+                catch_up_lines(r, f),
+                steady_lines(&f.steady),
+                memory_lines(r, f),
+            ]
+            .concat(),
+        );
+    }
+    if let Some(snap) = &r.snapshot {
+        lines.extend(snapshot::lines(snap));
+    }
     if let Some(rev) = &r.reverse {
         lines.extend(reverse::lines(rev));
     }
     for line in lines {
         let _ = writeln!(out, "| {} |", line.join(" | "));
     }
-    out.push_str(&notes(r, findings));
+    if let Some(f) = &r.forward {
+        out.push_str(&notes(f));
+    }
+    if let Some(snap) = &r.snapshot {
+        out.push_str(&snapshot::notes(snap));
+    }
     if let Some(rev) = &r.reverse {
         out.push_str(&reverse::notes(rev));
     }
     out
 }
 
-fn catch_up_lines(r: &Results) -> Vec<Line> {
-    let rate = per_second(r.rows, r.catch_up);
-    let copy_rate = per_second(r.rows, r.copy);
+fn catch_up_lines(r: &Results, f: &Forward) -> Vec<Line> {
+    let rate = per_second(r.rows, f.catch_up);
+    let copy_rate = per_second(r.rows, f.copy);
     let ratio = rate / copy_rate;
     let write_rate = per_second(r.rows, r.write.elapsed);
     vec![
         [
             format!("catch-up: {} b_sale_order rows (76 cols) written while duplex was stopped", thousands(r.rows as f64)),
-            format!("{} rows/s ({:.1} s)", thousands(rate), r.catch_up.as_secs_f64()),
-            format!("{} rows/s (binary COPY, {:.1} s)", thousands(copy_rate), r.copy.as_secs_f64()),
+            format!("{} rows/s ({:.1} s)", thousands(rate), f.catch_up.as_secs_f64()),
+            format!("{} rows/s (binary COPY, {:.1} s)", thousands(copy_rate), f.copy.as_secs_f64()),
             format!("{ratio:.2}"),
             "≥ 60,000 rows/s and ≥ 0.5 of COPY".into(),
             verdict(rate >= TARGET_CATCH_UP_ROWS_PER_S && ratio >= TARGET_COPY_RATIO),
         ],
         [
             "catch-up: replicated rows differing from the COPY reference".into(),
-            thousands(r.mismatches as f64),
+            thousands(f.mismatches as f64),
             "—".into(),
             "—".into(),
             "0".into(),
-            verdict(r.mismatches == 0),
+            verdict(f.mismatches == 0),
         ],
         [
             format!("source: MariaDB writing those rows ({BATCH_ROWS}-row INSERT txns, {WRITERS} connections)"),
@@ -1043,8 +1096,8 @@ fn steady_lines(s: &Steady) -> Vec<Line> {
     ]
 }
 
-fn memory_lines(r: &Results) -> Vec<Line> {
-    let m = &r.memory;
+fn memory_lines(r: &Results, f: &Forward) -> Vec<Line> {
+    let m = &f.memory;
     let hwm_mb = m.hwm_kb as f64 / 1024.0;
     vec![
         [
@@ -1075,7 +1128,7 @@ fn memory_lines(r: &Results) -> Vec<Line> {
         ],
         [
             "memory: duplex VmHWM over catch-up + steady state".into(),
-            format!("{:.1} MB", r.hwm_before_restart as f64 / 1024.0),
+            format!("{:.1} MB", f.hwm_before_restart as f64 / 1024.0),
             "—".into(),
             "—".into(),
             "informational".into(),
@@ -1084,8 +1137,8 @@ fn memory_lines(r: &Results) -> Vec<Line> {
     ]
 }
 
-fn notes(r: &Results, findings: &[String]) -> String {
-    let s = &r.steady;
+fn notes(f: &Forward) -> String {
+    let s = &f.steady;
     let mut out = format!(
         "\nNotes:\n\
          - catch-up time runs from spawning `duplex run` to the last row visible (polled every 100 ms); \
@@ -1100,7 +1153,7 @@ fn notes(r: &Results, findings: &[String]) -> String {
         s.transactions,
         STEADY_TICK.as_millis()
     );
-    out.push_str(&findings_note("duplex log", findings));
+    out.push_str(&findings_note("duplex log", &f.findings));
     out
 }
 

@@ -58,6 +58,27 @@ const COMMENTS: &[&str] = &[
     "",
 ];
 
+/// Orders the shop holds before duplex starts.
+const EXISTING_ORDERS: usize = 53;
+
+/// Places one order the way the shop does (numbered after the insert).
+async fn new_order(my: &mut mysql_async::Conn, rng: &mut impl Rng) {
+    let price = rng.gen_range(5_000..80_000) as f64 + rng.gen_range(0..100) as f64 / 100.0;
+    let comment = COMMENTS[rng.gen_range(0..COMMENTS.len())];
+    my.exec_drop(
+        "INSERT INTO b_sale_order (LID, PERSON_TYPE_ID, STATUS_ID, DATE_STATUS, PRICE, PRICE_DELIVERY, CURRENCY, USER_ID, DATE_INSERT, DATE_UPDATE, USER_DESCRIPTION, ACCOUNT_NUMBER) \
+         VALUES ('s1', 1, 'N', '0000-00-00 00:00:00', ?, 1500, 'KZT', ?, NOW(), NOW(), ?, NULL)",
+        (format!("{price:.2}"), rng.gen_range(1..500), comment),
+    )
+    .await
+    .expect("insert an order");
+    my.query_drop(
+        "UPDATE b_sale_order SET ACCOUNT_NUMBER = CONCAT('2026-', ID) WHERE ID = LAST_INSERT_ID()",
+    )
+    .await
+    .expect("number the order");
+}
+
 #[tokio::main]
 async fn main() {
     let seconds: u64 = std::env::var("DEMO_SECONDS")
@@ -88,6 +109,15 @@ async fn main() {
         &format!("127.0.0.1:{metrics_port}"),
     );
     work.setup();
+    // The shop's existing orders (the old integration migrated 20 of 53): duplex copies them
+    // all first, then streams from the point its copy saw.
+    let mut rng = rand::thread_rng();
+    for _ in 0..EXISTING_ORDERS {
+        new_order(&mut my, &mut rng).await;
+    }
+    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'F', PAYED = 'Y' WHERE ID % 3 = 0")
+        .await
+        .expect("age the existing orders");
     let mut duplex = work.start();
 
     println!();
@@ -97,10 +127,10 @@ async fn main() {
     println!("  metrics:    curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^duplex_");
     println!("  duplex log: {}", work.path().join("duplex.log").display());
     println!("  config:     {}", work.config.display());
+    println!("The shop already held {EXISTING_ORDERS} orders: duplex copied them first (the log says `copied {EXISTING_ORDERS}, dead-lettered 0`).");
     println!("Writing orders for {seconds} s (Ctrl-C stops)…\n");
 
     let started = Instant::now();
-    let mut rng = rand::thread_rng();
     let mut written = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     let mut report = Instant::now();
@@ -112,16 +142,7 @@ async fn main() {
             _ = &mut ctrl_c => break,
         }
         // A new order, and now and then a status change or cancellation of an older one.
-        let price = rng.gen_range(5_000..80_000) as f64 + rng.gen_range(0..100) as f64 / 100.0;
-        let comment = COMMENTS[rng.gen_range(0..COMMENTS.len())];
-        my.exec_drop(
-            "INSERT INTO b_sale_order (LID, PERSON_TYPE_ID, STATUS_ID, DATE_STATUS, PRICE, PRICE_DELIVERY, CURRENCY, USER_ID, DATE_INSERT, DATE_UPDATE, USER_DESCRIPTION, ACCOUNT_NUMBER) \
-             VALUES ('s1', 1, 'N', '0000-00-00 00:00:00', ?, 1500, 'KZT', ?, NOW(), NOW(), ?, NULL)",
-            (format!("{price:.2}"), rng.gen_range(1..500), comment),
-        )
-        .await
-        .expect("insert an order");
-        my.query_drop("UPDATE b_sale_order SET ACCOUNT_NUMBER = CONCAT('2026-', ID) WHERE ID = LAST_INSERT_ID()").await.expect("number the order");
+        new_order(&mut my, &mut rng).await;
         written += 1;
         if rng.gen_bool(0.3) {
             let status = ["P", "F", "F"][rng.gen_range(0..3)];

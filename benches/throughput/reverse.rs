@@ -148,6 +148,8 @@ pub async fn run(settings: &Settings) -> Reverse {
 
     let pipeline = format!("rev{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("sale.toml", &mappings())]);
+    // Catch-up measures the replication stream, not a snapshot.
+    work.append_config("[snapshot]\non_start = false\n");
     work.setup();
     let mut duplex = Replicator::new(work, &[STREAM_STARTED, LOGICAL_STARTED], true);
 

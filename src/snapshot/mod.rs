@@ -466,14 +466,62 @@ async fn copy_all<S: Sink>(
     Ok(reports)
 }
 
-/// A chunk on its way from the reader to the writer.
-struct Chunk<C> {
-    rows: Vec<RowChange>,
-    /// Per source row: why it could not be read, if so.
-    unreadable: Vec<Option<String>>,
-    /// Per source row: its encoded changes, or why it cannot be copied.
-    items: Vec<std::result::Result<Vec<C>, DeadLetter>>,
+/// A chunk as read: the rows after `after`, and the key of its last row.
+struct Read {
+    after: Option<Vec<KeyValue>>,
+    rows: Vec<ReadRow>,
     last_key: Vec<KeyValue>,
+}
+
+/// A request to read the chunk after a key again, and where to answer.
+type Again = (
+    Option<Vec<KeyValue>>,
+    tokio::sync::oneshot::Sender<Result<Vec<ReadRow>>>,
+);
+
+/// One source row: its encoded changes, or why it cannot be copied.
+type Item<C> = std::result::Result<Vec<C>, Box<DeadLetter>>;
+
+/// A chunk on its way from the encoder to the writer.
+struct Chunk<C> {
+    /// The key before the chunk (to read it again).
+    after: Option<Vec<KeyValue>>,
+    /// Per source row: its encoded changes, or why it cannot be copied.
+    items: Vec<Item<C>>,
+    last_key: Vec<KeyValue>,
+}
+
+async fn read_chunk(
+    reader: &mut Reader,
+    schema: &TableSchema,
+    after: Option<Vec<KeyValue>>,
+    limit: usize,
+) -> Result<Read> {
+    let rows = reader.chunk(schema, after.as_deref(), limit).await?;
+    let last_key = match rows.last() {
+        Some(last) => schema
+            .primary_key
+            .iter()
+            .map(|&i| KeyValue::of(&last.values[i]))
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+    };
+    Ok(Read {
+        after,
+        rows,
+        last_key,
+    })
+}
+
+/// A copied row as the insert a sink applies.
+fn insert_of(schema: &Arc<TableSchema>, values: Vec<Value>) -> RowChange {
+    RowChange {
+        table: schema.clone(),
+        op: Op::Insert,
+        before: None,
+        after: Some(values),
+        image: Image::Full,
+    }
 }
 
 /// Copies one table: a reader task, an encoder task and this task writing, so reading,
@@ -497,37 +545,46 @@ async fn copy_table<S: Sink>(
         progress.rows_copied + progress.rows_dead,
     );
     let limit = cfg.snapshot.chunk_rows.max(1);
-    let (rtx, mut rrx) = mpsc::channel::<Result<(Vec<ReadRow>, Vec<KeyValue>)>>(1);
-    let after = progress.last_key.clone();
+    let (rtx, mut rrx) = mpsc::channel::<Result<Read>>(1);
+    // The writer asks for a chunk again (same view, same rows) when it must write it row by row.
+    let (again_tx, mut again_rx) = mpsc::channel::<Again>(1);
+    let first = progress.last_key.clone();
     let read_schema = schema.clone();
     let read_task = tokio::spawn(async move {
-        let mut after = after;
+        let mut after = first;
         loop {
-            let rows = match reader.chunk(&read_schema, after.as_deref(), limit).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = rtx.send(Err(e)).await;
-                    break;
-                }
+            let read = read_chunk(&mut reader, &read_schema, after.clone(), limit).await;
+            let next = match &read {
+                Ok(r) if !r.rows.is_empty() && r.rows.len() == limit => Some(r.last_key.clone()),
+                _ => None,
             };
-            let Some(last) = rows.last() else { break };
-            let key: Result<Vec<KeyValue>> = read_schema
-                .primary_key
-                .iter()
-                .map(|&i| KeyValue::of(&last.values[i]))
-                .collect();
-            let key = match key {
-                Ok(k) => k,
-                Err(e) => {
-                    let _ = rtx.send(Err(e)).await;
-                    break;
-                }
-            };
-            after = Some(key.clone());
-            let short = rows.len() < limit;
-            if rtx.send(Ok((rows, key))).await.is_err() || short {
+            let empty = read.as_ref().is_ok_and(|r| r.rows.is_empty());
+            if empty {
                 break;
             }
+            // Wait for room downstream, serving repeat requests meanwhile.
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    Some((key, answer)) = again_rx.recv() => {
+                        let rows = reader.chunk(&read_schema, key.as_deref(), limit).await;
+                        let _ = answer.send(rows);
+                    }
+                    permit = rtx.reserve() => break permit,
+                }
+            };
+            let Ok(permit) = permit else { break };
+            permit.send(read);
+            match next {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+        }
+        // Serve repeat requests until the writer is done with the last chunks.
+        drop(rtx);
+        while let Some((key, answer)) = again_rx.recv().await {
+            let rows = reader.chunk(&read_schema, key.as_deref(), limit).await;
+            let _ = answer.send(rows);
         }
         reader
     });
@@ -545,37 +602,29 @@ async fn copy_table<S: Sink>(
     let enc_txn = txn_id.clone();
     let encode_task = tokio::spawn(async move {
         while let Some(read) = rrx.recv().await {
-            let out = read.map(|(rows, last_key)| {
-                let mut changes = Vec::with_capacity(rows.len());
-                let mut items = Vec::with_capacity(rows.len());
-                let mut unreadable = Vec::with_capacity(rows.len());
-                for r in rows {
-                    let change = RowChange {
-                        table: enc_schema.clone(),
-                        op: Op::Insert,
-                        before: None,
-                        after: Some(r.values),
-                        image: Image::Full,
-                    };
-                    items.push(match &r.unreadable {
-                        Some(why) => Err(DeadLetter::new(
-                            &change,
-                            String::new(),
-                            &enc_txn,
-                            why.clone(),
-                        )),
-                        None => encoder.prepare(&change).map_err(|(target, e)| {
-                            DeadLetter::new(&change, target, &enc_txn, e.to_string())
-                        }),
-                    });
-                    changes.push(change);
-                    unreadable.push(r.unreadable);
-                }
+            let out = read.map(|read| {
+                let items = read
+                    .rows
+                    .into_iter()
+                    .map(|r| {
+                        let change = insert_of(&enc_schema, r.values);
+                        match r.unreadable {
+                            Some(why) => Err(Box::new(DeadLetter::new(
+                                &change,
+                                String::new(),
+                                &enc_txn,
+                                why,
+                            ))),
+                            None => encoder.prepare(&change).map_err(|(target, e)| {
+                                Box::new(DeadLetter::new(&change, target, &enc_txn, e.to_string()))
+                            }),
+                        }
+                    })
+                    .collect();
                 Chunk {
-                    rows: changes,
-                    unreadable,
+                    after: read.after,
                     items,
-                    last_key,
+                    last_key: read.last_key,
                 }
             });
             if etx.send(out).await.is_err() {
@@ -594,15 +643,30 @@ async fn copy_table<S: Sink>(
             };
             let Some(chunk) = chunk else { return Ok(true) };
             let mut chunk = chunk?;
-            let n = chunk.rows.len();
+            let n = chunk.items.len();
             let t0 = Instant::now();
             let items = std::mem::take(&mut chunk.items);
-            let dead = match write_chunk(sink, items, &chunk, &mut progress).await {
+            let dead = match write_chunk(sink, items, n, &chunk.last_key, &mut progress).await {
                 Ok(dead) => dead,
                 Err(e) if e.kind() == ErrorKind::SinkDefinite => {
                     sink.rollback().await;
                     tracing::warn!(table = %table, error = %e, "a chunk was rejected; copying it row by row to set the bad rows aside");
-                    write_chunk_carefully(sink, &chunk, &mut progress, &txn_id).await?
+                    let (answer, rows) = tokio::sync::oneshot::channel();
+                    again_tx
+                        .send((chunk.after.clone(), answer))
+                        .await
+                        .map_err(|_| Error::new(ErrorKind::Invariant, "the snapshot reader stopped"))?;
+                    let rows = rows
+                        .await
+                        .map_err(|_| Error::new(ErrorKind::Invariant, "the snapshot reader stopped"))??;
+                    if rows.len() != n {
+                        return Err(Error::new(
+                            ErrorKind::Invariant,
+                            format!("a chunk of {table} read again has {} rows, not {n}", rows.len()),
+                        ));
+                    }
+                    write_chunk_carefully(sink, &schema, rows, &chunk.last_key, &mut progress, &txn_id)
+                        .await?
                 }
                 Err(e) => {
                     sink.rollback().await;
@@ -622,6 +686,7 @@ async fn copy_table<S: Sink>(
     }
     .await;
     encode_task.abort();
+    drop(again_tx);
     let reader = match read_task.await {
         Ok(r) => r,
         Err(e) => panic!("the snapshot reader task failed: {e}"),
@@ -648,8 +713,9 @@ async fn copy_table<S: Sink>(
 /// The fast path: the whole chunk in one transaction. Returns the rows set aside.
 async fn write_chunk<S: Sink>(
     sink: &mut S,
-    items: Vec<std::result::Result<Vec<<S::Encoder as Encoder>::Change>, DeadLetter>>,
-    chunk: &Chunk<<S::Encoder as Encoder>::Change>,
+    items: Vec<Item<<S::Encoder as Encoder>::Change>>,
+    n: usize,
+    last_key: &[KeyValue],
     progress: &mut Progress,
 ) -> Result<usize> {
     sink.begin().await?;
@@ -663,37 +729,53 @@ async fn write_chunk<S: Sink>(
             }
             Err(letter) => {
                 dead += 1;
-                sink.dead_letter(letter);
+                sink.dead_letter(*letter);
             }
         }
     }
+    commit_chunk(sink, n, dead, last_key, progress).await?;
+    Ok(dead)
+}
+
+/// Commits a chunk with the table's progress moved past it.
+async fn commit_chunk<S: Sink>(
+    sink: &mut S,
+    rows: usize,
+    dead: usize,
+    last_key: &[KeyValue],
+    progress: &mut Progress,
+) -> Result<()> {
     let mut next = progress.clone();
-    next.rows_copied += (chunk.rows.len() - dead) as i64;
+    next.rows_copied += (rows - dead) as i64;
     next.rows_dead += dead as i64;
-    next.last_key = Some(chunk.last_key.clone());
+    next.last_key = Some(last_key.to_vec());
     sink.commit_progress(&next).await?;
     *progress = next;
-    Ok(dead)
+    Ok(())
 }
 
 /// The careful path: each row (encoded again) under a savepoint, rejected rows into the
 /// dead-letter table.
 async fn write_chunk_carefully<S: Sink>(
     sink: &mut S,
-    chunk: &Chunk<<S::Encoder as Encoder>::Change>,
+    schema: &Arc<TableSchema>,
+    rows: Vec<ReadRow>,
+    last_key: &[KeyValue],
     progress: &mut Progress,
     txn_id: &str,
 ) -> Result<usize> {
     let mut encoder = sink.encoder();
     sink.begin().await?;
+    let n = rows.len();
     let mut dead = 0;
-    for (row, unreadable) in chunk.rows.iter().zip(&chunk.unreadable) {
-        if let Some(why) = unreadable {
+    for r in rows {
+        let row = insert_of(schema, r.values);
+        if let Some(why) = r.unreadable {
             dead += 1;
-            sink.dead_letter(DeadLetter::new(row, String::new(), txn_id, why.clone()));
+            sink.dead_letter(DeadLetter::new(&row, String::new(), txn_id, why));
             continue;
         }
-        match encoder.prepare(row) {
+        match encoder.prepare(&row) {
             Ok(changes) => {
                 let mut rejected = None;
                 for c in changes {
@@ -710,21 +792,16 @@ async fn write_chunk_carefully<S: Sink>(
                 if let Some((target, e)) = rejected {
                     tracing::warn!(table = %target, error = %e, "row rejected by the target; set aside into the dead-letter table");
                     dead += 1;
-                    sink.dead_letter(DeadLetter::new(row, target, txn_id, e.to_string()));
+                    sink.dead_letter(DeadLetter::new(&row, target, txn_id, e.to_string()));
                 }
             }
             Err((target, e)) => {
                 dead += 1;
-                sink.dead_letter(DeadLetter::new(row, target, txn_id, e.to_string()));
+                sink.dead_letter(DeadLetter::new(&row, target, txn_id, e.to_string()));
             }
         }
     }
-    let mut next = progress.clone();
-    next.rows_copied += (chunk.rows.len() - dead) as i64;
-    next.rows_dead += dead as i64;
-    next.last_key = Some(chunk.last_key.clone());
-    sink.commit_progress(&next).await?;
-    *progress = next;
+    commit_chunk(sink, n, dead, last_key, progress).await?;
     Ok(dead)
 }
 

@@ -68,6 +68,19 @@ impl EncodedRow {
         }
     }
 
+    /// An empty row whose buffer holds `bytes` before it grows.
+    pub fn with_bytes(bytes: usize) -> Self {
+        EncodedRow {
+            buf: Vec::with_capacity(bytes),
+            cells: 0,
+        }
+    }
+
+    /// Bytes of the encoded cells, length words included.
+    pub fn byte_len(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The cells in order (`None` for NULL).
     pub fn cells(&self) -> Cells<'_> {
         Cells { rest: &self.buf }
@@ -235,7 +248,7 @@ pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>
                 Value::Timestamp(_) => v.to_string().into(),
                 other => other.to_string().into(),
             };
-            if s.contains('\0') {
+            if memchr::memchr(0, s.as_bytes()).is_some() {
                 return Err(Error::convert(format!(
                     "text contains a NUL byte, which PostgreSQL text cannot store: {}",
                     shorten(&s.replace('\0', "\\0"))

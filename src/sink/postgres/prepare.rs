@@ -18,6 +18,9 @@ pub struct PgEncoder {
     plan: Arc<Plan>,
     tz: chrono_tz::Tz,
     bindings: Bindings,
+    /// Bytes of the widest row encoded yet: a row's buffer starts that large, so a wide row
+    /// is not grown (and copied) several times.
+    row_bytes: std::cell::Cell<usize>,
 }
 
 impl PgEncoder {
@@ -26,6 +29,7 @@ impl PgEncoder {
             plan,
             tz,
             bindings: Bindings::default(),
+            row_bytes: std::cell::Cell::new(0),
         }
     }
 
@@ -38,7 +42,7 @@ impl PgEncoder {
         cols: impl Iterator<Item = usize>,
         values: &[Value],
     ) -> Result<EncodedRow> {
-        let mut row = EncodedRow::with_capacity(idx.len());
+        let mut row = EncodedRow::with_bytes((idx.len() * 12).max(self.row_bytes.get()));
         for i in cols {
             let c = &table.columns[i];
             let v = values.get(idx[i]).unwrap_or(&Value::Null);
@@ -49,6 +53,11 @@ impl PgEncoder {
                 ))
             })?;
         }
+        self.row_bytes.set(
+            self.row_bytes
+                .get()
+                .max(row.byte_len() + row.byte_len() / 8),
+        );
         Ok(row)
     }
 

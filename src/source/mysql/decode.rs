@@ -219,9 +219,12 @@ pub fn text_value(bytes: Vec<u8>, charset: &str) -> Value {
         other => encoding_rs::Encoding::for_label(other.as_bytes()),
     };
     match encoding {
-        None => match String::from_utf8(bytes) {
-            Ok(s) => Value::Text(s),
-            Err(e) => Value::Bytes(e.into_bytes()),
+        // simdutf8 validates several times faster than `String::from_utf8` on Cyrillic text,
+        // which is most of a Bitrix row.
+        None => match simdutf8::basic::from_utf8(&bytes) {
+            // SAFETY: the bytes were just validated as UTF-8.
+            Ok(_) => Value::Text(unsafe { String::from_utf8_unchecked(bytes) }),
+            Err(_) => Value::Bytes(bytes),
         },
         Some(enc) => match enc.decode_without_bom_handling_and_without_replacement(&bytes) {
             Some(s) => Value::Text(s.into_owned()),

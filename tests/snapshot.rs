@@ -279,16 +279,6 @@ const BIG: &str = r#"
 source = "big"
 target = "big"
 columns = "all"
-
-[[table]]
-source = "orders"
-target = "orders"
-columns = "all"
-
-[[table]]
-source = "props"
-target = "props"
-columns = "all"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -323,7 +313,12 @@ async fn kill_9_during_the_copy_resumes_from_a_chunk_boundary() {
     .await
     .unwrap();
     let pipeline = support::harness::pipeline_name("snapkill", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("big.toml", BIG)]);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[("big.toml", BIG), ("orders.toml", ORDERS)],
+    );
     work.append_config("[snapshot]\nchunk_rows = 1000\n");
     work.setup();
 
@@ -423,7 +418,7 @@ async fn rejected_rows_become_dead_letters_and_the_rest_is_copied() {
     .unwrap();
     let pipeline = support::harness::pipeline_name("snapdlq", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("items.toml", REJECTS)]);
-    work.append_config("[snapshot]\nchunk_rows = 500\n");
+    work.append_config("[snapshot]\nchunk_rows = 1500\n");
     work.setup();
     let (ok, out) = work.run_cmd(&["snapshot"]);
     assert!(ok, "duplex snapshot failed:\n{out}");

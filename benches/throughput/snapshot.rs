@@ -5,6 +5,7 @@
 //! - Raw read: one `SELECT * FROM b_sale_order` over the binary protocol (what duplex uses),
 //!   every row fetched and its values counted; its byte count is the data size for MB/s.
 //! - Raw write: one binary `COPY` of the same rows into an identical empty table.
+//! - Each of these three `BENCH_SNAPSHOT_RUNS` times (default 3), interleaved; medians count.
 //! - duplex: `duplex setup` then `duplex snapshot` (release build) as a child process; time from
 //!   spawn to exit, peak RSS from `/proc/<pid>/status` (`VmHWM`, sampled every 20 ms), copied
 //!   rows compared with the COPY reference column by column.
@@ -39,6 +40,8 @@ pub struct Snapshot {
     peak_rss_kb: u64,
     /// duplex's CPU time (user + system) until its last sample before exit.
     cpu: Duration,
+    /// Runs of each measurement; the times are medians.
+    runs: i64,
     copied: i64,
     mismatches: i64,
     report: String,
@@ -64,59 +67,52 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         .await
         .expect("create b_sale_order");
 
-    let (select, select_bytes) = raw_select(dbs, rows).await;
-    let copy = copy_reference(&pg, rows).await;
-
-    progress("duplex snapshot of the same rows");
     let work = Workdir::new(
         &dbs2,
         "snapbench",
         "UTC",
         &[("sale.toml", &ORDER.mapping())],
     );
+    if let Ok(n) = std::env::var("BENCH_SNAPSHOT_CHUNK") {
+        work.append_config(&format!("[snapshot]\nchunk_rows = {n}\n"));
+    }
     work.setup();
-    let started = Instant::now();
-    let mut child = work.start_cmd(&["snapshot"]);
-    let status_path = format!("/proc/{}/status", child.id());
-    let stat_path = format!("/proc/{}/stat", child.id());
+
+    // Each measurement several times, interleaved, and the medians: this machine's speed
+    // drifts by a quarter from one run to the next.
+    let runs = super::env_number("BENCH_SNAPSHOT_RUNS", 3).max(1);
+    let (mut selects, mut copies, mut duplexes, mut cpus) = (vec![], vec![], vec![], vec![]);
+    let mut select_bytes = 0;
     let mut peak_rss_kb = 0;
-    let mut cpu_ticks = 0u64;
-    let status = loop {
-        // utime + stime (fields 14 and 15), in clock ticks.
-        if let Some(t) = std::fs::read_to_string(&stat_path).ok().and_then(|s| {
-            let after = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = after.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        }) {
-            cpu_ticks = t;
-        }
-        if let Some(kb) = std::fs::read_to_string(&status_path).ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        }) {
-            peak_rss_kb = peak_rss_kb.max(kb);
-        }
-        if let Some(status) = child.0.try_wait().expect("wait for duplex snapshot") {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let duplex = started.elapsed();
-    let log = work.log();
-    assert!(
-        status.success(),
-        "duplex snapshot failed ({status}):\n{log}"
+    let mut report = String::new();
+    for run in 0..runs {
+        let (select, bytes) = raw_select(dbs, rows).await;
+        selects.push(select);
+        select_bytes = bytes;
+        pg.batch_execute(&format!("DROP TABLE IF EXISTS {}", super::COPY_TABLE))
+            .await
+            .expect("drop the COPY table");
+        copies.push(copy_reference(&pg, rows).await);
+        pg.batch_execute("TRUNCATE b_sale_order")
+            .await
+            .expect("empty b_sale_order");
+        let args: &[&str] = if run == 0 {
+            &["snapshot"]
+        } else {
+            &["snapshot", "--table", "b_sale_order"]
+        };
+        let (elapsed, cpu, rss_kb, line) = duplex_snapshot(&work, args).await;
+        duplexes.push(elapsed);
+        cpus.push(cpu);
+        peak_rss_kb = peak_rss_kb.max(rss_kb);
+        report = line;
+    }
+    let (select, copy, duplex, cpu) = (
+        median(selects),
+        median(copies),
+        median(duplexes),
+        median(cpus),
     );
-    let report = log
-        .lines()
-        .find(|l| l.contains("copied") && l.contains("dead-lettered"))
-        .map(|l| l.split("INFO").last().unwrap_or(l).trim().to_string())
-        .unwrap_or_default();
-    progress(&format!(
-        "duplex snapshot took {:.1} s",
-        duplex.as_secs_f64()
-    ));
     let copied: i64 = pg
         .query_one("SELECT count(*) FROM b_sale_order", &[])
         .await
@@ -160,13 +156,70 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         copy,
         duplex,
         peak_rss_kb,
-        cpu: Duration::from_millis(cpu_ticks * 10),
+        cpu,
+        runs,
         copied,
         mismatches,
         report,
         chameleon,
         chameleon_raw,
     }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Runs `duplex <args>` to its end: (time, CPU time, peak RSS in kB, its report line).
+async fn duplex_snapshot(work: &Workdir, args: &[&str]) -> (Duration, Duration, u64, String) {
+    progress(&format!("duplex {}", args.join(" ")));
+    let log_before = work.log().len();
+    let started = Instant::now();
+    let mut child = work.start_cmd(args);
+    let status_path = format!("/proc/{}/status", child.id());
+    let stat_path = format!("/proc/{}/stat", child.id());
+    let mut peak_rss_kb = 0;
+    let mut cpu_ticks = 0u64;
+    let status = loop {
+        // utime + stime (fields 14 and 15), in clock ticks.
+        if let Some(t) = std::fs::read_to_string(&stat_path).ok().and_then(|s| {
+            let after = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = after.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        }) {
+            cpu_ticks = t;
+        }
+        if let Some(kb) = std::fs::read_to_string(&status_path).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        }) {
+            peak_rss_kb = peak_rss_kb.max(kb);
+        }
+        if let Some(status) = child.0.try_wait().expect("wait for duplex snapshot") {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let elapsed = started.elapsed();
+    let log = work.log();
+    assert!(
+        status.success(),
+        "duplex snapshot failed ({status}):\n{log}"
+    );
+    let report = log[log_before..]
+        .lines()
+        .find(|l| l.contains("copied") && l.contains("dead-lettered"))
+        .map(|l| l.split("INFO").last().unwrap_or(l).trim().to_string())
+        .unwrap_or_default();
+    progress(&format!("took {:.1} s", elapsed.as_secs_f64()));
+    (
+        elapsed,
+        Duration::from_millis(cpu_ticks * 10),
+        peak_rss_kb,
+        report,
+    )
 }
 
 /// Reads every row with one `SELECT *` over the binary protocol; returns the time and the
@@ -352,9 +405,12 @@ pub fn lines(s: &Snapshot) -> Vec<Line> {
 
 pub fn notes(s: &Snapshot) -> String {
     format!(
-        "- snapshot: duplex's own report: `{}`. Time runs from spawning `duplex snapshot` to its exit \
+        "- snapshot: medians of {} interleaved runs of each measurement (`BENCH_SNAPSHOT_RUNS`); \
+         duplex's own report of the last: `{}`. Time runs from spawning `duplex snapshot` to its exit \
          (connecting, reading the schemas, the consistent-snapshot transaction and the progress rows \
-         included). MB/s uses the bytes of the values `SELECT *` returned.\n",
+         included); runs after the first empty the table and use `--table b_sale_order`. MB/s uses \
+         the bytes of the values `SELECT *` returned.\n",
+        s.runs,
         s.report
     )
 }

@@ -476,8 +476,86 @@ struct Read {
 /// A request to read the chunk after a key again, and where to answer.
 type Again = (
     Option<Vec<KeyValue>>,
+    usize,
     tokio::sync::oneshot::Sender<Result<Vec<ReadRow>>>,
 );
+
+/// Rows read per query; a transaction gathers `snapshot.chunk_rows` of them.
+const READ_ROWS: usize = 2500;
+
+/// The target transaction being filled.
+struct Open {
+    /// The key before its first row (to read its rows again).
+    after: Option<Vec<KeyValue>>,
+    rows: usize,
+    dead: usize,
+    last_key: Vec<KeyValue>,
+    started: Instant,
+    /// The error that stopped the fast path; the rows are then written one by one.
+    failed: Option<Error>,
+}
+
+/// Commits a filled transaction with the table's progress; when the target rejected something,
+/// writes its rows again one by one (read again from the same view) to set the bad ones aside.
+#[allow(clippy::too_many_arguments)]
+async fn finish_txn<S: Sink>(
+    sink: &mut S,
+    txn: Open,
+    again: &mpsc::Sender<Again>,
+    schema: &Arc<TableSchema>,
+    progress: &mut Progress,
+    txn_id: &str,
+    way: Way,
+    bar: &mut progress::Bar,
+) -> Result<()> {
+    let failed = match txn.failed {
+        Some(e) => Some(e),
+        None => commit_chunk(sink, txn.rows, txn.dead, &txn.last_key, progress)
+            .await
+            .err(),
+    };
+    let dead = match failed {
+        None => txn.dead,
+        Some(e) if e.kind() == ErrorKind::SinkDefinite => {
+            sink.rollback().await;
+            tracing::warn!(table = %progress.table, error = %e, "a chunk was rejected; copying it row by row to set the bad rows aside");
+            let stopped = || Error::new(ErrorKind::Invariant, "the snapshot reader stopped");
+            let (answer, rows) = tokio::sync::oneshot::channel();
+            again
+                .send((txn.after.clone(), txn.rows, answer))
+                .await
+                .map_err(|_| stopped())?;
+            let rows = rows.await.map_err(|_| stopped())??;
+            if rows.len() != txn.rows {
+                return Err(Error::new(
+                    ErrorKind::Invariant,
+                    format!(
+                        "a chunk of {} read again has {} rows, not {}",
+                        progress.table,
+                        rows.len(),
+                        txn.rows
+                    ),
+                ));
+            }
+            write_chunk_carefully(sink, schema, rows, &txn.last_key, progress, txn_id).await?
+        }
+        Some(e) => {
+            sink.rollback().await;
+            return Err(e);
+        }
+    };
+    let table = progress.table.clone();
+    metrics::counter!(telemetry::SNAPSHOT_ROWS, "direction" => way.as_str(), "table" => table.clone())
+        .increment((txn.rows - dead) as u64);
+    if dead > 0 {
+        metrics::counter!(telemetry::SNAPSHOT_DEAD_LETTERS, "direction" => way.as_str(), "table" => table)
+            .increment(dead as u64);
+    }
+    metrics::histogram!(telemetry::SNAPSHOT_CHUNK_SECONDS, "direction" => way.as_str())
+        .record(txn.started.elapsed().as_secs_f64());
+    bar.advance(txn.rows as u64);
+    Ok(())
+}
 
 /// One source row: its encoded changes, or why it cannot be copied.
 type Item<C> = std::result::Result<Vec<C>, Box<DeadLetter>>;
@@ -513,6 +591,38 @@ async fn read_chunk(
     })
 }
 
+/// Maps and encodes the rows of a chunk (dropping the decoded rows as it goes).
+fn encode_chunk<E: Encoder>(
+    encoder: &mut E,
+    schema: &Arc<TableSchema>,
+    read: Read,
+    txn_id: &str,
+) -> Chunk<E::Change> {
+    let items = read
+        .rows
+        .into_iter()
+        .map(|r| {
+            let change = insert_of(schema, r.values);
+            match r.unreadable {
+                Some(why) => Err(Box::new(DeadLetter::new(
+                    &change,
+                    String::new(),
+                    txn_id,
+                    why,
+                ))),
+                None => encoder.prepare(&change).map_err(|(target, e)| {
+                    Box::new(DeadLetter::new(&change, target, txn_id, e.to_string()))
+                }),
+            }
+        })
+        .collect();
+    Chunk {
+        after: read.after,
+        items,
+        last_key: read.last_key,
+    }
+}
+
 /// A copied row as the insert a sink applies.
 fn insert_of(schema: &Arc<TableSchema>, values: Vec<Value>) -> RowChange {
     RowChange {
@@ -545,29 +655,31 @@ async fn copy_table<S: Sink>(
         progress.rows_copied + progress.rows_dead,
     );
     let limit = cfg.snapshot.chunk_rows.max(1);
+    // Rows are read in small pieces so that few decoded rows are in memory at once (a decoded
+    // row is three times its encoded size); the writer gathers `limit` rows per transaction.
+    let piece = limit.min(READ_ROWS);
     let (rtx, mut rrx) = mpsc::channel::<Result<Read>>(1);
-    // The writer asks for a chunk again (same view, same rows) when it must write it row by row.
+    // The writer asks for rows again (same view, same rows) when it must write them one by one.
     let (again_tx, mut again_rx) = mpsc::channel::<Again>(1);
     let first = progress.last_key.clone();
     let read_schema = schema.clone();
     let read_task = tokio::spawn(async move {
         let mut after = first;
         loop {
-            let read = read_chunk(&mut reader, &read_schema, after.clone(), limit).await;
+            let read = read_chunk(&mut reader, &read_schema, after.clone(), piece).await;
             let next = match &read {
-                Ok(r) if !r.rows.is_empty() && r.rows.len() == limit => Some(r.last_key.clone()),
+                Ok(r) if r.rows.len() == piece => Some(r.last_key.clone()),
                 _ => None,
             };
-            let empty = read.as_ref().is_ok_and(|r| r.rows.is_empty());
-            if empty {
+            if read.as_ref().is_ok_and(|r| r.rows.is_empty()) {
                 break;
             }
             // Wait for room downstream, serving repeat requests meanwhile.
             let permit = loop {
                 tokio::select! {
                     biased;
-                    Some((key, answer)) = again_rx.recv() => {
-                        let rows = reader.chunk(&read_schema, key.as_deref(), limit).await;
+                    Some((key, n, answer)) = again_rx.recv() => {
+                        let rows = reader.chunk(&read_schema, key.as_deref(), n).await;
                         let _ = answer.send(rows);
                     }
                     permit = rtx.reserve() => break permit,
@@ -580,10 +692,10 @@ async fn copy_table<S: Sink>(
                 None => break,
             }
         }
-        // Serve repeat requests until the writer is done with the last chunks.
+        // Serve repeat requests until the writer is done.
         drop(rtx);
-        while let Some((key, answer)) = again_rx.recv().await {
-            let rows = reader.chunk(&read_schema, key.as_deref(), limit).await;
+        while let Some((key, n, answer)) = again_rx.recv().await {
+            let rows = reader.chunk(&read_schema, key.as_deref(), n).await;
             let _ = answer.send(rows);
         }
         reader
@@ -602,90 +714,97 @@ async fn copy_table<S: Sink>(
     let enc_txn = txn_id.clone();
     let encode_task = tokio::spawn(async move {
         while let Some(read) = rrx.recv().await {
-            let out = read.map(|read| {
-                let items = read
-                    .rows
-                    .into_iter()
-                    .map(|r| {
-                        let change = insert_of(&enc_schema, r.values);
-                        match r.unreadable {
-                            Some(why) => Err(Box::new(DeadLetter::new(
-                                &change,
-                                String::new(),
-                                &enc_txn,
-                                why,
-                            ))),
-                            None => encoder.prepare(&change).map_err(|(target, e)| {
-                                Box::new(DeadLetter::new(&change, target, &enc_txn, e.to_string()))
-                            }),
-                        }
-                    })
-                    .collect();
-                Chunk {
-                    after: read.after,
-                    items,
-                    last_key: read.last_key,
-                }
-            });
+            let out = read.map(|read| encode_chunk(&mut encoder, &enc_schema, read, &enc_txn));
             if etx.send(out).await.is_err() {
                 break;
             }
         }
     });
+    let mut open: Option<Open> = None;
     let result = async {
         loop {
             if *shutdown.borrow() {
+                // What is not committed is read again on the next start.
+                sink.rollback().await;
                 return Ok(false);
             }
             let chunk = tokio::select! {
                 c = erx.recv() => c,
                 _ = shutdown.changed() => continue,
             };
-            let Some(chunk) = chunk else { return Ok(true) };
-            let mut chunk = chunk?;
-            let n = chunk.items.len();
-            let t0 = Instant::now();
-            let items = std::mem::take(&mut chunk.items);
-            let dead = match write_chunk(sink, items, n, &chunk.last_key, &mut progress).await {
-                Ok(dead) => dead,
-                Err(e) if e.kind() == ErrorKind::SinkDefinite => {
-                    sink.rollback().await;
-                    tracing::warn!(table = %table, error = %e, "a chunk was rejected; copying it row by row to set the bad rows aside");
-                    let (answer, rows) = tokio::sync::oneshot::channel();
-                    again_tx
-                        .send((chunk.after.clone(), answer))
-                        .await
-                        .map_err(|_| Error::new(ErrorKind::Invariant, "the snapshot reader stopped"))?;
-                    let rows = rows
-                        .await
-                        .map_err(|_| Error::new(ErrorKind::Invariant, "the snapshot reader stopped"))??;
-                    if rows.len() != n {
-                        return Err(Error::new(
-                            ErrorKind::Invariant,
-                            format!("a chunk of {table} read again has {} rows, not {n}", rows.len()),
-                        ));
-                    }
-                    write_chunk_carefully(sink, &schema, rows, &chunk.last_key, &mut progress, &txn_id)
-                        .await?
+            let Some(chunk) = chunk else {
+                if let Some(txn) = open.take() {
+                    finish_txn(
+                        sink,
+                        txn,
+                        &again_tx,
+                        &schema,
+                        &mut progress,
+                        &txn_id,
+                        way,
+                        &mut bar,
+                    )
+                    .await?;
                 }
-                Err(e) => {
-                    sink.rollback().await;
-                    return Err(e);
+                return Ok(true);
+            };
+            let chunk = chunk?;
+            let txn = match open.as_mut() {
+                Some(t) => t,
+                None => {
+                    sink.begin().await?;
+                    open.insert(Open {
+                        after: chunk.after.clone(),
+                        rows: 0,
+                        dead: 0,
+                        last_key: Vec::new(),
+                        started: Instant::now(),
+                        failed: None,
+                    })
                 }
             };
-            metrics::counter!(telemetry::SNAPSHOT_ROWS, "direction" => way.as_str(), "table" => table.clone())
-                .increment((n - dead) as u64);
-            if dead > 0 {
-                metrics::counter!(telemetry::SNAPSHOT_DEAD_LETTERS, "direction" => way.as_str(), "table" => table.clone())
-                    .increment(dead as u64);
+            txn.rows += chunk.items.len();
+            txn.last_key = chunk.last_key;
+            if txn.failed.is_none() {
+                for item in chunk.items {
+                    match item {
+                        Ok(changes) => {
+                            for c in changes {
+                                if let Err(e) = sink.push(c).await {
+                                    txn.failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        Err(letter) => {
+                            txn.dead += 1;
+                            sink.dead_letter(*letter);
+                        }
+                    }
+                    if txn.failed.is_some() {
+                        break;
+                    }
+                }
             }
-            metrics::histogram!(telemetry::SNAPSHOT_CHUNK_SECONDS, "direction" => way.as_str())
-                .record(t0.elapsed().as_secs_f64());
-            bar.advance(n as u64);
+            if txn.rows >= limit {
+                let txn = open.take().expect("open");
+                finish_txn(
+                    sink,
+                    txn,
+                    &again_tx,
+                    &schema,
+                    &mut progress,
+                    &txn_id,
+                    way,
+                    &mut bar,
+                )
+                .await?;
+            }
         }
     }
     .await;
     encode_task.abort();
+    drop(erx);
     drop(again_tx);
     let reader = match read_task.await {
         Ok(r) => r,
@@ -708,33 +827,6 @@ async fn copy_table<S: Sink>(
         seconds: started.elapsed().as_secs_f64(),
     });
     (reader, result)
-}
-
-/// The fast path: the whole chunk in one transaction. Returns the rows set aside.
-async fn write_chunk<S: Sink>(
-    sink: &mut S,
-    items: Vec<Item<<S::Encoder as Encoder>::Change>>,
-    n: usize,
-    last_key: &[KeyValue],
-    progress: &mut Progress,
-) -> Result<usize> {
-    sink.begin().await?;
-    let mut dead = 0;
-    for item in items {
-        match item {
-            Ok(changes) => {
-                for c in changes {
-                    sink.push(c).await?;
-                }
-            }
-            Err(letter) => {
-                dead += 1;
-                sink.dead_letter(*letter);
-            }
-        }
-    }
-    commit_chunk(sink, n, dead, last_key, progress).await?;
-    Ok(dead)
 }
 
 /// Commits a chunk with the table's progress moved past it.

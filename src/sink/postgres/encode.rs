@@ -128,6 +128,11 @@ impl EncodedRow {
         self.buf.clone()
     }
 
+    /// [`EncodedRow::identity`] without a copy.
+    pub fn into_identity(self) -> Vec<u8> {
+        self.buf
+    }
+
     pub fn len(&self) -> usize {
         self.cells as usize
     }

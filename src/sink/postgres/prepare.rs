@@ -69,11 +69,11 @@ impl PgEncoder {
 
     /// The key bytes of an upsert row (its key cells).
     fn upsert_key(t: &TablePlan, row: &EncodedRow) -> Vec<u8> {
-        let mut k = EncodedRow::with_capacity(t.key.len());
+        let mut k = EncodedRow::with_bytes(16 * t.key.len());
         for &i in &t.key {
             k.push_encoded(row.cell(i));
         }
-        k.identity()
+        k.into_identity()
     }
 }
 

@@ -36,6 +36,15 @@
 //!    steady-state order transaction above; PostgreSQL: a single-row status update); lag per
 //!    transaction in each direction.
 //!
+//! Before the stream measurements, unless `BENCH_SNAPSHOT=0` (see `throughput/snapshot.rs`):
+//!
+//! 7. **Snapshot**: `duplex snapshot` of the catch-up rows (already in MariaDB) into an empty
+//!    table of a fresh PostgreSQL database, next to a plain `SELECT *` read and a binary `COPY`
+//!    of the same rows (medians of 3 interleaved runs each), and pg_chameleon's `init_replica`
+//!    (installed from PyPI by `benches/pg_chameleon/run.sh`; `BENCH_CHAMELEON=0` skips it).
+//!
+//! `BENCH_FORWARD=0` skips measurements 1–3 (the rows are still written for the snapshot).
+//!
 //! `BENCH_LOG_DIR=<dir>` keeps duplex's logs (`forward.log`, `reverse.log`).
 //!
 //! `BENCH_LAGS_CSV=<path>` also writes `order_id,commit_us,applied_us` per steady-state

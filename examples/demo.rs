@@ -118,7 +118,25 @@ async fn main() {
     my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'F', PAYED = 'Y' WHERE ID % 3 = 0")
         .await
         .expect("age the existing orders");
+    let copy_started = Instant::now();
     let mut duplex = work.start();
+    // The copy of the existing orders comes first; its report is in the log.
+    let report = loop {
+        if let Some(line) = work.log().lines().find(|l| l.contains("dead-lettered")) {
+            break line
+                .split("mysql_to_pg ")
+                .last()
+                .unwrap_or(line)
+                .to_string();
+        }
+        if copy_started.elapsed() > Duration::from_secs(60) {
+            panic!(
+                "duplex did not finish copying the existing orders; log:\n{}",
+                work.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
 
     println!();
     println!("duplex is replicating b_sale_order (MariaDB) → orders (PostgreSQL). Where to look:");
@@ -127,7 +145,7 @@ async fn main() {
     println!("  metrics:    curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^duplex_");
     println!("  duplex log: {}", work.path().join("duplex.log").display());
     println!("  config:     {}", work.config.display());
-    println!("The shop already held {EXISTING_ORDERS} orders: duplex copied them first (the log says `copied {EXISTING_ORDERS}, dead-lettered 0`).");
+    println!("The shop already held {EXISTING_ORDERS} orders; duplex copied them first: {report}");
     println!("Writing orders for {seconds} s (Ctrl-C stops)…\n");
 
     let started = Instant::now();

@@ -37,17 +37,18 @@ async fn progress(
     .map(|r| (r.get(0), r.get(1), r.get(2)))
 }
 
-const ORDERS: &str = r#"
-[[table]]
-source = "orders"
-target = "orders"
-columns = "all"
+/// A mapping of each (source, target) pair with all columns.
+fn all_columns(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .map(|(s, t)| format!("[[table]]\nsource = \"{s}\"\ntarget = \"{t}\"\ncolumns = \"all\"\n"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
-[[table]]
-source = "props"
-target = "props"
-columns = "all"
-"#;
+fn orders_mapping() -> String {
+    all_columns(&[("orders", "orders"), ("props", "props")])
+}
 
 const ORDERS_MY: &str = "
     CREATE TABLE orders (id int AUTO_INCREMENT PRIMARY KEY, user_id int NOT NULL, price decimal(18,4) NOT NULL,
@@ -212,7 +213,12 @@ async fn copy_while_writing_ends_equal() {
     pg.batch_execute(ORDERS_PG).await.unwrap();
     fill_orders(&mut my, N).await;
     let pipeline = support::harness::pipeline_name("snap", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("orders.toml", ORDERS)]);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[("orders.toml", &orders_mapping())],
+    );
     work.append_config("[snapshot]\nchunk_rows = 2000\n");
     work.setup();
 
@@ -274,13 +280,6 @@ async fn copy_while_writing_ends_equal() {
     eprintln!("writes during the copy: {during_copy}; orders copied: {copied}");
 }
 
-const BIG: &str = r#"
-[[table]]
-source = "big"
-target = "big"
-columns = "all"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_the_copy_resumes_from_a_chunk_boundary() {
     const N: u32 = 100_000;
@@ -317,7 +316,10 @@ async fn kill_9_during_the_copy_resumes_from_a_chunk_boundary() {
         &dbs,
         &pipeline,
         "UTC",
-        &[("big.toml", BIG), ("orders.toml", ORDERS)],
+        &[
+            ("big.toml", &all_columns(&[("big", "big")])),
+            ("orders.toml", &orders_mapping()),
+        ],
     );
     work.append_config("[snapshot]\nchunk_rows = 1000\n");
     work.setup();
@@ -391,13 +393,6 @@ async fn kill_9_during_the_copy_resumes_from_a_chunk_boundary() {
     eprintln!("kills during the copy: {mid_copy_kills}");
 }
 
-const REJECTS: &str = r#"
-[[table]]
-source = "items"
-target = "items"
-columns = "all"
-"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_rows_become_dead_letters_and_the_rest_is_copied() {
     let dbs = support::fresh_dbs("snapdlq").await;
@@ -417,7 +412,12 @@ async fn rejected_rows_become_dead_letters_and_the_rest_is_copied() {
     .await
     .unwrap();
     let pipeline = support::harness::pipeline_name("snapdlq", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("items.toml", REJECTS)]);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[("items.toml", &all_columns(&[("items", "items")]))],
+    );
     work.append_config("[snapshot]\nchunk_rows = 1500\n");
     work.setup();
     let (ok, out) = work.run_cmd(&["snapshot"]);

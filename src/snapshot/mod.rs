@@ -732,62 +732,49 @@ async fn copy_table<S: Sink>(
                 c = erx.recv() => c,
                 _ = shutdown.changed() => continue,
             };
-            let Some(chunk) = chunk else {
-                if let Some(txn) = open.take() {
-                    finish_txn(
-                        sink,
-                        txn,
-                        &again_tx,
-                        &schema,
-                        &mut progress,
-                        &txn_id,
-                        way,
-                        &mut bar,
-                    )
-                    .await?;
-                }
-                return Ok(true);
-            };
-            let chunk = chunk?;
-            let txn = match open.as_mut() {
-                Some(t) => t,
-                None => {
-                    sink.begin().await?;
-                    open.insert(Open {
-                        after: chunk.after.clone(),
-                        rows: 0,
-                        dead: 0,
-                        last_key: Vec::new(),
-                        started: Instant::now(),
-                        failed: None,
-                    })
-                }
-            };
-            txn.rows += chunk.items.len();
-            txn.last_key = chunk.last_key;
-            if txn.failed.is_none() {
-                for item in chunk.items {
-                    match item {
-                        Ok(changes) => {
-                            for c in changes {
-                                if let Err(e) = sink.push(c).await {
-                                    txn.failed = Some(e);
-                                    break;
+            let ended = chunk.is_none();
+            if let Some(chunk) = chunk {
+                let chunk = chunk?;
+                let txn = match open.as_mut() {
+                    Some(t) => t,
+                    None => {
+                        sink.begin().await?;
+                        open.insert(Open {
+                            after: chunk.after.clone(),
+                            rows: 0,
+                            dead: 0,
+                            last_key: Vec::new(),
+                            started: Instant::now(),
+                            failed: None,
+                        })
+                    }
+                };
+                txn.rows += chunk.items.len();
+                txn.last_key = chunk.last_key;
+                if txn.failed.is_none() {
+                    for item in chunk.items {
+                        match item {
+                            Ok(changes) => {
+                                for c in changes {
+                                    if let Err(e) = sink.push(c).await {
+                                        txn.failed = Some(e);
+                                        break;
+                                    }
                                 }
                             }
+                            Err(letter) => {
+                                txn.dead += 1;
+                                sink.dead_letter(*letter);
+                            }
                         }
-                        Err(letter) => {
-                            txn.dead += 1;
-                            sink.dead_letter(*letter);
+                        if txn.failed.is_some() {
+                            break;
                         }
-                    }
-                    if txn.failed.is_some() {
-                        break;
                     }
                 }
             }
-            if txn.rows >= limit {
-                let txn = open.take().expect("open");
+            if open.as_ref().is_some_and(|t| ended || t.rows >= limit) {
+                let txn = open.take().expect("an open transaction");
                 finish_txn(
                     sink,
                     txn,
@@ -799,6 +786,9 @@ async fn copy_table<S: Sink>(
                     &mut bar,
                 )
                 .await?;
+            }
+            if ended {
+                return Ok(true);
             }
         }
     }

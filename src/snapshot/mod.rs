@@ -178,22 +178,6 @@ pub async fn run(
         }
         return Ok(Vec::new());
     }
-    if let Some(asked) = &request.table {
-        let all: Vec<(TableName, TableName)> = tables_of(&plan, Way::Forward)
-            .into_iter()
-            .chain(tables_of(&plan, Way::Reverse))
-            .collect();
-        if !all.iter().any(|(s, t)| names_match(asked, s, t)) {
-            let names: Vec<String> = all.iter().map(|(s, t)| format!("{s} → {t}")).collect();
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!(
-                    "no mapped table is called {asked}; mapped tables: {}",
-                    names.join(", ")
-                ),
-            ));
-        }
-    }
     match way {
         Way::Forward => {
             let mut sink = PgSink::connect(

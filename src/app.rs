@@ -243,6 +243,26 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
                 }),
             }
             let _ = conn.disconnect().await;
+            // The initial copy's read view and binlog position, taken the way `snapshot` does.
+            out.push(match crate::snapshot::mysql::MysqlSnapshot::open(&cfg.mysql).await {
+                Ok(snap) => {
+                    let at = snap.position.to_string();
+                    snap.close().await;
+                    CheckLine {
+                        ok: true,
+                        what: format!("MySQL: a consistent snapshot with its binlog position ({at}) for the initial copy"),
+                        fix: String::new(),
+                    }
+                }
+                Err(e) => CheckLine {
+                    ok: false,
+                    what: format!("MySQL: the initial copy cannot take its snapshot: {e}"),
+                    fix: format!(
+                        "MySQL 8: GRANT BACKUP_ADMIN ON *.* TO '{}'@'%'; MariaDB: start the server with log_bin",
+                        cfg.mysql.user
+                    ),
+                },
+            });
         }
         Err(e) => out.push(CheckLine {
             ok: false,
@@ -360,6 +380,24 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
             what: format!("PostgreSQL: {e}"),
             fix: "see the message".into(),
         }),
+    }
+    // Copying tables mapped `reverse` takes a temporary slot of its own.
+    let reverse_only = plan
+        .tables
+        .iter()
+        .any(|t| t.direction == crate::mapping::Direction::Reverse);
+    if reverse_only {
+        let free = one(
+            "SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::text",
+        )
+        .await;
+        out.push(CheckLine {
+            ok: free.parse::<i64>().is_ok_and(|n| n >= 1),
+            what: format!(
+                "PostgreSQL: {free} free replication slot(s) (the initial copy of tables mapped reverse takes a temporary one)"
+            ),
+            fix: "raise max_replication_slots (and max_wal_senders) and restart PostgreSQL".into(),
+        });
     }
     let name = crate::pipeline::slot_name(&cfg.pipeline);
     let published: Vec<String> = client

@@ -34,6 +34,10 @@ async fn mapping_errors_and_unsafe_settings_are_reported_with_the_fix() {
         out.contains("1 table(s) compiled against both schemas"),
         "{out}"
     );
+    assert!(
+        out.contains("ok    MySQL: a consistent snapshot with its binlog position (binlog."),
+        "{out}"
+    );
 
     // A mapping with a misspelt column, an impossible conversion and a bad key.
     let bad = "[[table]]\nsource = \"b_sale_order\"\ntarget = \"orders\"\n\n[table.column]\nID = \"bitrix_order_id\"\nPRCE = \"total\"\nLID = \"lid\"\n";

@@ -68,8 +68,7 @@ impl Bar {
 
     fn show(&self, last: bool) {
         let total = self.before + self.done;
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
+        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
         // The estimate can be low; never show more than 100 %.
         let estimate = self.estimate.max(total);
         let eta = if rate > 0.0 && estimate > total {
@@ -78,24 +77,11 @@ impl Bar {
             "-".into()
         };
         if self.terminal {
-            let frac = if estimate == 0 {
-                1.0
-            } else {
-                total as f64 / estimate as f64
-            };
-            let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
             let mut err = std::io::stderr().lock();
             let _ = write!(
                 err,
-                "\r{} {:<28} [{}{}] {:>10} / ~{:<10} {:>9.0} rows/s  ETA {:<8}",
-                self.direction,
-                self.table,
-                "#".repeat(filled),
-                " ".repeat(WIDTH - filled),
-                total,
-                estimate,
-                rate,
-                eta
+                "\r{}",
+                bar_line(self.direction, &self.table, total, estimate, rate, &eta)
             );
             if last {
                 let _ = writeln!(err);
@@ -103,5 +89,45 @@ impl Bar {
         } else if !last {
             tracing::info!(direction = self.direction, table = %self.table, rows = total, estimated_rows = estimate, rows_per_s = rate as u64, eta = %eta, "copying");
         }
+    }
+}
+
+/// One redraw of the bar: direction, table, filled share, rows of the estimate, rate, ETA.
+fn bar_line(
+    direction: &str,
+    table: &str,
+    total: u64,
+    estimate: u64,
+    rate: f64,
+    eta: &str,
+) -> String {
+    let frac = if estimate == 0 {
+        1.0
+    } else {
+        total as f64 / estimate as f64
+    };
+    let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
+    format!(
+        "{direction} {table:<28} [{}{}] {total:>10} / ~{estimate:<10} {rate:>9.0} rows/s  ETA {eta:<8}",
+        "#".repeat(filled),
+        " ".repeat(WIDTH - filled),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bar_fills_with_the_share_copied() {
+        let line = bar_line("mysql_to_pg", "shop.b_sale_order", 500, 1000, 250.0, "2 s");
+        assert!(
+            line.contains(&format!("[{}{}]", "#".repeat(15), " ".repeat(15))),
+            "{line}"
+        );
+        assert!(line.contains("500 / ~1000"), "{line}");
+        assert!(line.contains("250 rows/s  ETA 2 s"), "{line}");
+        let done = bar_line("mysql_to_pg", "t", 7, 0, 1.0, "-");
+        assert!(done.contains(&format!("[{}]", "#".repeat(WIDTH))), "{done}");
     }
 }

@@ -472,7 +472,7 @@ pub async fn run(cfg: &Config) -> Result<()> {
     let stop_tx = Arc::new(stop_tx);
     let signal_tx = stop_tx.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(true).await;
         tracing::info!("shutting down: finishing the transaction in flight");
         let _ = signal_tx.send(true);
     });
@@ -482,49 +482,27 @@ pub async fn run(cfg: &Config) -> Result<()> {
         Err(e) => return Err(e),
     };
     use crate::pipeline::{run as run_way, Way};
-    let snapshot_first = cfg
-        .snapshot
-        .on_start
-        .unwrap_or(cfg.mysql.start_position.is_none());
-    if snapshot_first {
+    let plans = Arc::new(arc_swap::ArcSwap::new(plan.clone()));
+    let reload_rx = reload_on_sighup(cfg, plans.clone());
+    if cfg.snapshot_on_start() {
         for way in [Way::Forward, Way::Reverse] {
-            let mut backoff = crate::pipeline::Backoff::default();
-            loop {
-                let copied = crate::snapshot::run(
-                    way,
-                    cfg,
-                    plan.clone(),
-                    &crate::snapshot::Request::default(),
-                    stop_rx.clone(),
-                )
-                .await;
-                match copied {
-                    Ok(reports) => {
-                        if reports.iter().any(|r| !r.finished) || *stop_rx.borrow() {
-                            return Ok(());
-                        }
-                        break;
-                    }
-                    Err(e) if e.is_transient() => {
-                        let d = backoff.next_delay();
-                        tracing::warn!(direction = way.as_str(), error = %e, retry_in_ms = d.as_millis() as u64, "snapshot interrupted; resuming after the last chunk copied");
-                        let mut stop = stop_rx.clone();
-                        tokio::select! {
-                            _ = tokio::time::sleep(d) => {}
-                            _ = stop.changed() => return Ok(()),
-                        }
-                    }
-                    Err(e) => return Err(e),
-                }
+            if !crate::pipeline::copy_new_tables(way, cfg, plan.clone(), stop_rx.clone()).await? {
+                return Ok(());
             }
         }
     }
     if plan.reverse.is_empty() {
-        return run_way(Way::Forward, cfg, plan, stop_rx).await;
+        return run_way(Way::Forward, cfg, plans, stop_rx, reload_rx).await;
     }
     // Both directions at once; a definite failure of one stops the other.
-    let forward = run_way(Way::Forward, cfg, plan.clone(), stop_rx.clone());
-    let reverse = run_way(Way::Reverse, cfg, plan, stop_rx);
+    let forward = run_way(
+        Way::Forward,
+        cfg,
+        plans.clone(),
+        stop_rx.clone(),
+        reload_rx.clone(),
+    );
+    let reverse = run_way(Way::Reverse, cfg, plans, stop_rx, reload_rx);
     tokio::pin!(forward, reverse);
     tokio::select! {
         r = &mut forward => {
@@ -552,7 +530,7 @@ pub async fn snapshot(
     let plan = Arc::new(load_plan(cfg).await?);
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
-        wait_for_signal().await;
+        wait_for_signal(false).await;
         tracing::info!("stopping after the chunk in flight");
         let _ = stop_tx.send(true);
     });
@@ -662,20 +640,53 @@ async fn refuse_unsafe_source(cfg: &Config) -> Result<()> {
     }
 }
 
-async fn wait_for_signal() {
+/// SIGHUP re-reads and re-checks the mapping set: a valid one replaces the running plan (each
+/// direction switches after its transaction in flight; the returned counter announces it), an
+/// invalid one is refused with its errors and the running plan stays.
+fn reload_on_sighup(cfg: &Config, plans: Arc<arc_swap::ArcSwap<Plan>>) -> watch::Receiver<u64> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(0u64);
+    let cfg = cfg.clone();
+    let hup = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let Ok(mut hup) = hup else { return };
+        let mut reloads = 0;
+        while hup.recv().await.is_some() {
+            tracing::info!(mappings = %cfg.mappings.display(), "SIGHUP: reloading the mappings");
+            match load_plan(&cfg).await {
+                Ok(plan) => {
+                    let tables = plan.tables.len();
+                    plans.store(Arc::new(plan));
+                    reloads += 1;
+                    let _ = tx.send(reloads);
+                    tracing::info!(tables, "mappings reloaded; each direction switches after its transaction in flight");
+                }
+                Err(e) => {
+                    tracing::error!("mapping reload refused, the running mappings stay:\n{e}");
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Waits for SIGTERM or Ctrl-C. SIGHUP (which would end the process by default) is caught:
+/// `run` reloads the mappings on it (`hup_reloads`), other commands ignore it.
+async fn wait_for_signal(hup_reloads: bool) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,
     };
-    // SIGHUP would end the process by default; mapping reload is not there yet, so say so.
     let mut hup = signal(SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             _ = term.recv() => return,
             _ = tokio::signal::ctrl_c() => return,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                tracing::warn!("SIGHUP received: reloading mappings is not supported yet; restart duplex to apply mapping changes");
+                if !hup_reloads {
+                    tracing::warn!("SIGHUP ignored: only `duplex run` reloads mappings");
+                }
             }
         }
     }

@@ -260,6 +260,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether tables never copied are copied before streaming (see [`SnapshotConfig::on_start`]).
+    pub fn snapshot_on_start(&self) -> bool {
+        self.snapshot
+            .on_start
+            .unwrap_or(self.mysql.start_position.is_none())
+    }
+
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("{}: cannot read: {e}", path.display())))?;

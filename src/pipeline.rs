@@ -188,24 +188,56 @@ pub fn slot_name(pipeline: &str) -> String {
 }
 
 /// Runs one direction until `shutdown` turns true. Returns an error only for what retrying
-/// cannot cure.
+/// cannot cure. When `reload` announces a new mapping plan in `plans`, the transaction in flight
+/// is finished and checkpointed, tables the new plan maps but never copied are copied (when
+/// `[snapshot] on_start` allows), and the direction goes on from its checkpoint with the new plan.
 pub async fn run(
     way: Way,
     cfg: &Config,
-    plan: Arc<Plan>,
+    plans: Arc<arc_swap::ArcSwap<Plan>>,
     mut shutdown: watch::Receiver<bool>,
+    mut reload: watch::Receiver<u64>,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
     let mut careful_until: Option<Option<Position>> = None;
     loop {
+        let plan = plans.load_full();
+        // This run stops on shutdown or on a reload announced after it started.
+        reload.borrow_and_update();
+        let (stop_tx, mut stop) = watch::channel(*shutdown.borrow());
+        let forwarder = {
+            let mut shutdown = shutdown.clone();
+            let mut reload = reload.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.changed() => {}
+                    _ = reload.changed() => {}
+                }
+                let _ = stop_tx.send(true);
+            })
+        };
         let started = Instant::now();
         let careful = careful_until.take();
         let outcome = match way {
-            Way::Forward => run_forward_once(cfg, plan.clone(), &mut shutdown, careful).await,
-            Way::Reverse => run_reverse_once(cfg, plan.clone(), &mut shutdown, careful).await,
+            Way::Forward => run_forward_once(cfg, plan.clone(), &mut stop, careful).await,
+            Way::Reverse => run_reverse_once(cfg, plan.clone(), &mut stop, careful).await,
         };
+        forwarder.abort();
         match outcome {
-            Ok(Stop::Shutdown) => return Ok(()),
+            Ok(Stop::Shutdown) if *shutdown.borrow() => return Ok(()),
+            Ok(Stop::Shutdown) => {
+                let plan = plans.load_full();
+                tracing::info!(
+                    direction = way.as_str(),
+                    tables = plan.tables.len(),
+                    "continuing with the reloaded mappings"
+                );
+                if cfg.snapshot_on_start()
+                    && !copy_new_tables(way, cfg, plan, shutdown.clone()).await?
+                {
+                    return Ok(());
+                }
+            }
             Ok(Stop::Rejected(at, e)) => {
                 tracing::warn!(direction = way.as_str(), error = %e, after = ?at.as_ref().map(|p| p.to_string()), "target rejected a batch; re-applying row by row to set the bad rows aside");
                 careful_until = Some(at);
@@ -234,13 +266,38 @@ pub async fn run(
     }
 }
 
-/// Runs MySQL → PostgreSQL (see [`run`]).
-pub async fn run_forward(
+/// Copies the tables of `plan` that were never copied in this direction, resuming after
+/// transient errors. Returns false when it stopped for shutdown (the copy resumes on the next
+/// start).
+pub async fn copy_new_tables(
+    way: Way,
     cfg: &Config,
     plan: Arc<Plan>,
-    shutdown: watch::Receiver<bool>,
-) -> Result<()> {
-    run(Way::Forward, cfg, plan, shutdown).await
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<bool> {
+    let mut backoff = Backoff::default();
+    loop {
+        let copied = crate::snapshot::run(
+            way,
+            cfg,
+            plan.clone(),
+            &crate::snapshot::Request::default(),
+            shutdown.clone(),
+        )
+        .await;
+        match copied {
+            Ok(reports) => return Ok(!reports.iter().any(|r| !r.finished) && !*shutdown.borrow()),
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(direction = way.as_str(), error = %e, retry_in_ms = d.as_millis() as u64, "copy interrupted; resuming after the last chunk copied");
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = shutdown.changed() => return Ok(false),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 async fn run_forward_once(

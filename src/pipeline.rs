@@ -313,7 +313,7 @@ async fn run_forward_once(
         cfg.source_time_zone,
     )
     .await?;
-    let filter = crate::snapshot::filter_forward(&sink, cfg, &plan).await?;
+    let filter = crate::snapshot::filter(Way::Forward, &mut sink, cfg, &plan).await?;
     let from = match sink.checkpoint().await? {
         Some(p) => Some(p),
         None => cfg
@@ -355,7 +355,7 @@ async fn run_reverse_once(
         cfg.source_time_zone,
     )
     .await?;
-    let filter = crate::snapshot::filter_reverse(&mut sink, cfg, &plan).await?;
+    let filter = crate::snapshot::filter(Way::Reverse, &mut sink, cfg, &plan).await?;
     let from = sink.checkpoint().await?;
     let committed = match &from {
         Some(Position::Postgres(l)) => *l,

@@ -27,7 +27,6 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{Direction, Plan};
@@ -39,7 +38,7 @@ use crate::sink::{DeadLetter, Encoder, Sink};
 use crate::telemetry;
 
 pub use filter::SnapshotFilter;
-use state::{KeyValue, Progress, State};
+use state::{KeyValue, Progress, ProgressStore, State};
 
 /// Which tables to copy.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +93,43 @@ enum Reader {
 }
 
 impl Reader {
+    /// Opens the read view of the source of `way`, and its position.
+    async fn open(way: Way, cfg: &Config) -> Result<(Reader, Position)> {
+        Ok(match way {
+            Way::Forward => {
+                let r = mysql::MysqlSnapshot::open(&cfg.mysql).await?;
+                let at = Position::Mysql(r.position.clone());
+                (Reader::My(r), at)
+            }
+            Way::Reverse => {
+                let r = postgres::PgSnapshot::open(&cfg.postgres, &cfg.pipeline).await?;
+                let at = Position::Postgres(r.position);
+                (Reader::Pg(r), at)
+            }
+        })
+    }
+
+    /// The columns read from source table `name`: a MySQL table as the plan compiled it; of a
+    /// PostgreSQL table, the mapped columns (see [`postgres::PgSnapshot::table_schema`]).
+    async fn schema_of(&self, plan: &Plan, name: &TableName) -> Result<Arc<TableSchema>> {
+        match self {
+            Reader::My(_) => Ok(plan
+                .tables
+                .iter()
+                .find(|t| t.source == *name)
+                .map(|t| t.source_schema.clone())
+                .expect("a mapped table")),
+            Reader::Pg(r) => {
+                let plan = plan
+                    .reverse
+                    .iter()
+                    .find(|r| r.source == *name)
+                    .expect("a mapped table");
+                Ok(Arc::new(r.table_schema(plan).await?))
+            }
+        }
+    }
+
     async fn chunk(
         &mut self,
         table: &TableSchema,
@@ -187,97 +223,7 @@ pub async fn run(
                 cfg.source_time_zone,
             )
             .await?;
-            let client = sink.client();
-            // Pipelines set up before snapshots existed lack the table.
-            let table = format!(
-                "{}.snapshot",
-                crate::model::pg_ident(&cfg.postgres.duplex_schema)
-            );
-            let exists = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
-                .await
-                .map_err(|e| Error::from_pg(e, true, "looking up duplex's snapshot table"))?
-                .get::<_, bool>(0);
-            if !exists {
-                client
-                    .batch_execute(&state::pg_ddl(&cfg.postgres.duplex_schema))
-                    .await
-                    .map_err(|e| {
-                        Error::from_pg(
-                            e,
-                            true,
-                            "creating duplex's snapshot table (run `duplex setup`)",
-                        )
-                    })?;
-            }
-            let done = state::pg_load(
-                client,
-                &cfg.postgres.duplex_schema,
-                &cfg.pipeline,
-                checkpoint::FORWARD,
-            )
-            .await?;
-            let todo = pick(&tables, &done, request);
-            if todo.is_empty() {
-                return Ok(Vec::new());
-            }
-            let reader = mysql::MysqlSnapshot::open(&cfg.mysql).await?;
-            let at = Position::Mysql(reader.position.clone());
-            tracing::info!(direction = way.as_str(), position = %at, tables = todo.len(), "snapshot taken");
-            let mut starts = Vec::new();
-            for (name, previous) in todo {
-                let schema = plan
-                    .tables
-                    .iter()
-                    .find(|t| t.source == name)
-                    .map(|t| t.source_schema.clone())
-                    .expect("a mapped table");
-                starts.push((schema.clone(), start(&name, &schema, previous, &at)));
-            }
-            // The progress rows and (for a new pipeline) the checkpoint, before any chunk.
-            let store = async {
-                client
-                    .batch_execute("BEGIN")
-                    .await
-                    .map_err(|e| Error::from_pg(e, true, "starting a transaction"))?;
-                for (_, p) in &starts {
-                    state::pg_store(
-                        client,
-                        &cfg.postgres.duplex_schema,
-                        &cfg.pipeline,
-                        checkpoint::FORWARD,
-                        p,
-                    )
-                    .await?;
-                }
-                let existing = checkpoint::load(
-                    client,
-                    &cfg.postgres.duplex_schema,
-                    &cfg.pipeline,
-                    checkpoint::FORWARD,
-                )
-                .await?;
-                if existing.is_none() {
-                    let stmt = client
-                        .prepare(&checkpoint::store_sql(&cfg.postgres.duplex_schema))
-                        .await
-                        .map_err(|e| {
-                            Error::from_pg(e, true, "preparing the checkpoint statement")
-                        })?;
-                    checkpoint::store(client, &stmt, &cfg.pipeline, checkpoint::FORWARD, &at)
-                        .await?;
-                }
-                client
-                    .batch_execute("COMMIT")
-                    .await
-                    .map_err(|e| Error::from_pg(e, true, "committing snapshot progress"))
-            }
-            .await;
-            if let Err(e) = store {
-                let _ = client.batch_execute("ROLLBACK").await;
-                return Err(e);
-            }
-            copy_all(way, cfg, &mut sink, Reader::My(reader), starts, shutdown).await
+            copy_direction(way, cfg, &plan, &tables, request, &mut sink, shutdown).await
         }
         Way::Reverse => {
             let mut sink = MySqlSink::connect(
@@ -287,67 +233,38 @@ pub async fn run(
                 cfg.source_time_zone,
             )
             .await?;
-            {
-                // Pipelines set up before snapshots existed lack the table.
-                use mysql_async::prelude::Queryable;
-                let exists: Option<u8> = sink
-                    .conn()
-                    .exec_first(
-                        "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'snapshot'",
-                        (&cfg.mysql.duplex_database,),
-                    )
-                    .await
-                    .map_err(|e| Error::from_mysql(e, true, "looking up duplex's snapshot table"))?;
-                if exists.is_none() {
-                    sink.conn()
-                        .query_drop(state::my_ddl(&cfg.mysql.duplex_database))
-                        .await
-                        .map_err(|e| {
-                            Error::from_mysql(
-                                e,
-                                true,
-                                "creating duplex's snapshot table (run `duplex setup`)",
-                            )
-                        })?;
-                }
-            }
-            let done = state::my_load(
-                sink.conn(),
-                &cfg.mysql.duplex_database,
-                &cfg.pipeline,
-                checkpoint::REVERSE,
-            )
-            .await?;
-            let todo = pick(&tables, &done, request);
-            if todo.is_empty() {
-                return Ok(Vec::new());
-            }
-            let reader = postgres::PgSnapshot::open(&cfg.postgres, &cfg.pipeline).await?;
-            let at = Position::Postgres(reader.position);
-            tracing::info!(direction = way.as_str(), position = %at, tables = todo.len(), "snapshot taken");
-            let mut starts = Vec::new();
-            for (name, previous) in todo {
-                let r = plan
-                    .reverse
-                    .iter()
-                    .find(|r| r.source == name)
-                    .expect("a mapped table");
-                let schema = Arc::new(reader.table_schema(r).await?);
-                starts.push((schema.clone(), start(&name, &schema, previous, &at)));
-            }
-            for (_, p) in &starts {
-                state::my_store(
-                    sink.conn(),
-                    &cfg.mysql.duplex_database,
-                    &cfg.pipeline,
-                    checkpoint::REVERSE,
-                    p,
-                )
-                .await?;
-            }
-            copy_all(way, cfg, &mut sink, Reader::Pg(reader), starts, shutdown).await
+            copy_direction(way, cfg, &plan, &tables, request, &mut sink, shutdown).await
         }
     }
+}
+
+/// One direction's copy through its sink: the tables that need it, from one read view.
+async fn copy_direction<S: Sink + ProgressStore>(
+    way: Way,
+    cfg: &Config,
+    plan: &Plan,
+    tables: &[(TableName, TableName)],
+    request: &Request,
+    sink: &mut S,
+    shutdown: watch::Receiver<bool>,
+) -> Result<Vec<Report>> {
+    sink.ensure_progress_table(cfg).await?;
+    let done = sink.load_progress(cfg).await?;
+    let todo = pick(tables, &done, request);
+    if todo.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (reader, at) = Reader::open(way, cfg).await?;
+    tracing::info!(direction = way.as_str(), position = %at, tables = todo.len(), "snapshot taken");
+    let mut starts = Vec::new();
+    for (name, previous) in todo {
+        let schema = reader.schema_of(plan, &name).await?;
+        let progress = start(&name, &schema, previous, &at);
+        starts.push((schema, progress));
+    }
+    let rows: Vec<&Progress> = starts.iter().map(|(_, p)| p).collect();
+    sink.start_copies(cfg, &rows, &at).await?;
+    copy_all(way, cfg, sink, reader, starts, shutdown).await
 }
 
 /// Fails with the list of mapped tables when `asked` names none of them.
@@ -872,37 +789,18 @@ async fn write_chunk_carefully<S: Sink>(
 }
 
 /// The stream filter of a direction: the copies recorded in the target's progress rows.
-pub async fn filter_forward(sink: &PgSink, cfg: &Config, plan: &Plan) -> Result<SnapshotFilter> {
-    let done = state::pg_load(
-        sink.client(),
-        &cfg.postgres.duplex_schema,
-        &cfg.pipeline,
-        checkpoint::FORWARD,
-    )
-    .await?;
-    let names = plan.forward_sources();
-    SnapshotFilter::new(&done, |t| {
-        names.iter().find(|n| n.to_string() == t).cloned()
-    })
-}
-
-/// The stream filter of PostgreSQL → MySQL.
-pub async fn filter_reverse(
-    sink: &mut MySqlSink,
+pub async fn filter<S: ProgressStore>(
+    way: Way,
+    sink: &mut S,
     cfg: &Config,
     plan: &Plan,
 ) -> Result<SnapshotFilter> {
-    let done = state::my_load(
-        sink.conn(),
-        &cfg.mysql.duplex_database,
-        &cfg.pipeline,
-        checkpoint::REVERSE,
-    )
-    .await?;
+    let done = sink.load_progress(cfg).await?;
+    let tables = tables_of(plan, way);
     SnapshotFilter::new(&done, |t| {
-        plan.reverse
+        tables
             .iter()
-            .find(|r| r.source.to_string() == t)
-            .map(|r| r.source.clone())
+            .find(|(s, _)| s.to_string() == t)
+            .map(|(s, _)| s.clone())
     })
 }

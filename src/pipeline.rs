@@ -121,7 +121,7 @@ async fn encode_stage<E: Encoder>(
         let out = match event {
             SourceEvent::Begin(b) => {
                 txn_id = b.id.clone();
-                txn_at = if filter.is_empty() { None } else { b.at.clone() };
+                txn_at = b.at.as_ref().filter(|at| filter.may_cover(at)).cloned();
                 Encoded::Begin(b)
             }
             SourceEvent::Rows(rows) => Encoded::Rows(
@@ -313,7 +313,6 @@ async fn run_forward_once(
         cfg.source_time_zone,
     )
     .await?;
-    let filter = crate::snapshot::filter(Way::Forward, &mut sink, cfg, &plan).await?;
     let from = match sink.checkpoint().await? {
         Some(p) => Some(p),
         None => cfg
@@ -323,6 +322,8 @@ async fn run_forward_once(
             .map(|s| s.parse().map(Position::Mysql))
             .transpose()?,
     };
+    let filter =
+        crate::snapshot::filter(Way::Forward, &mut sink, cfg, &plan, from.as_ref()).await?;
     let source = MysqlSource::new(
         cfg.mysql.clone(),
         plan.forward_sources().into_iter().collect(),
@@ -355,8 +356,9 @@ async fn run_reverse_once(
         cfg.source_time_zone,
     )
     .await?;
-    let filter = crate::snapshot::filter(Way::Reverse, &mut sink, cfg, &plan).await?;
     let from = sink.checkpoint().await?;
+    let filter =
+        crate::snapshot::filter(Way::Reverse, &mut sink, cfg, &plan, from.as_ref()).await?;
     let committed = match &from {
         Some(Position::Postgres(l)) => *l,
         _ => Lsn(0),

@@ -794,13 +794,18 @@ pub async fn filter<S: ProgressStore>(
     sink: &mut S,
     cfg: &Config,
     plan: &Plan,
+    from: Option<&Position>,
 ) -> Result<SnapshotFilter> {
     let done = sink.load_progress(cfg).await?;
     let tables = tables_of(plan, way);
-    SnapshotFilter::new(&done, |t| {
-        tables
-            .iter()
-            .find(|(s, _)| s.to_string() == t)
-            .map(|(s, _)| s.clone())
-    })
+    SnapshotFilter::new(
+        &done,
+        |t| {
+            tables
+                .iter()
+                .find(|(s, _)| s.to_string() == t)
+                .map(|(s, _)| s.clone())
+        },
+        from,
+    )
 }

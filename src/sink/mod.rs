@@ -124,10 +124,7 @@ impl Mark<'_> {
     pub fn position_text(&self) -> String {
         match self {
             Mark::Checkpoint(p) => p.to_string(),
-            Mark::Progress(p) => format!(
-                "snapshot {}",
-                p.segments.last().map(|s| s.upto.as_str()).unwrap_or("")
-            ),
+            Mark::Progress(p) => p.label(),
         }
     }
 }

@@ -381,6 +381,12 @@ type Again = (
     tokio::sync::oneshot::Sender<Result<Vec<ReadRow>>>,
 );
 
+/// Answers a request to read rows again.
+async fn read_again(reader: &mut Reader, schema: &TableSchema, (after, n, answer): Again) {
+    let rows = reader.chunk(schema, after.as_deref(), n).await;
+    let _ = answer.send(rows);
+}
+
 /// Rows read per query; a transaction gathers `snapshot.chunk_rows` of them.
 const READ_ROWS: usize = 2500;
 
@@ -579,10 +585,7 @@ async fn copy_table<S: Sink>(
             let permit = loop {
                 tokio::select! {
                     biased;
-                    Some((key, n, answer)) = again_rx.recv() => {
-                        let rows = reader.chunk(&read_schema, key.as_deref(), n).await;
-                        let _ = answer.send(rows);
-                    }
+                    Some(again) = again_rx.recv() => read_again(&mut reader, &read_schema, again).await,
                     permit = rtx.reserve() => break permit,
                 }
             };
@@ -595,22 +598,14 @@ async fn copy_table<S: Sink>(
         }
         // Serve repeat requests until the writer is done.
         drop(rtx);
-        while let Some((key, n, answer)) = again_rx.recv().await {
-            let rows = reader.chunk(&read_schema, key.as_deref(), n).await;
-            let _ = answer.send(rows);
+        while let Some(again) = again_rx.recv().await {
+            read_again(&mut reader, &read_schema, again).await;
         }
         reader
     });
     let (etx, mut erx) = mpsc::channel::<Result<Chunk<<S::Encoder as Encoder>::Change>>>(1);
     let mut encoder = sink.encoder();
-    let txn_id = format!(
-        "snapshot {}",
-        progress
-            .segments
-            .last()
-            .map(|s| s.upto.as_str())
-            .unwrap_or("")
-    );
+    let txn_id = progress.label();
     let enc_schema = schema.clone();
     let enc_txn = txn_id.clone();
     let encode_task = tokio::spawn(async move {

@@ -155,6 +155,14 @@ impl Progress {
         });
     }
 
+    /// How rows of this copy are named in dead letters and logs: `snapshot <position>`.
+    pub fn label(&self) -> String {
+        format!(
+            "snapshot {}",
+            self.segments.last().map(|s| s.upto.as_str()).unwrap_or("")
+        )
+    }
+
     fn encode(&self) -> (Option<String>, String) {
         let key = self
             .last_key

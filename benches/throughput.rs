@@ -335,13 +335,8 @@ impl Replicator {
 
     /// A `kB` field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`).
     fn status_kb(&self, field: &str) -> u64 {
-        let path = format!("/proc/{}/status", self.pid());
-        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {field} in {path}"))
+        status_kb(self.pid(), field)
+            .unwrap_or_else(|| panic!("no {field} in /proc/{}/status", self.pid()))
     }
 
     /// Polls `check` every `every` until it holds; returns the instant at which the successful
@@ -450,6 +445,15 @@ async fn machine_facts(dbs: &TestDbs, pg: &Client) -> String {
         kernel.trim(),
         mariadb.unwrap_or_default()
     )
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmHWM`, `VmRSS`); `None` once the process is gone.
+fn status_kb(pid: u32, field: &str) -> Option<u64> {
+    proc_field(&format!("/proc/{pid}/status"), field)?
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn proc_field(path: &str, field: &str) -> Option<String> {

@@ -22,6 +22,11 @@ fn stat(pid: &str) -> Option<(u32, u64, u64)> {
     Some((num(1)? as u32, num(11)? + num(12)?, num(13)? + num(14)?))
 }
 
+/// CPU ticks (user + system) a process has used so far.
+pub fn ticks(pid: u32) -> Option<u64> {
+    stat(&pid.to_string()).map(|(_, t, _)| t)
+}
+
 fn pid_file(path: &std::path::Path) -> Option<u32> {
     std::fs::read_to_string(path)
         .ok()?
@@ -56,10 +61,7 @@ fn postgres_ticks() -> u64 {
 }
 
 pub fn sample(duplex_pid: u32) -> Sample {
-    let ticks_of = |pid: Option<u32>| {
-        pid.and_then(|p| stat(&p.to_string()))
-            .map_or(0, |(_, t, _)| t)
-    };
+    let ticks_of = |pid: Option<u32>| pid.and_then(ticks).unwrap_or(0);
     let mariadbd = pid_file(&support::servers().mysql_dir.join("mysqld.pid"));
     Sample {
         at: Instant::now(),

@@ -195,24 +195,14 @@ async fn duplex_snapshot(work: &Workdir, args: &[&str]) -> (Duration, Duration, 
     let log_before = work.log().len();
     let started = Instant::now();
     let mut child = work.start_cmd(args);
-    let status_path = format!("/proc/{}/status", child.id());
-    let stat_path = format!("/proc/{}/stat", child.id());
+    let pid = child.id();
     let mut peak_rss_kb = 0;
     let mut cpu_ticks = 0u64;
     let status = loop {
-        // utime + stime (fields 14 and 15), in clock ticks.
-        if let Some(t) = std::fs::read_to_string(&stat_path).ok().and_then(|s| {
-            let after = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = after.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        }) {
+        if let Some(t) = super::cpu::ticks(pid) {
             cpu_ticks = t;
         }
-        if let Some(kb) = std::fs::read_to_string(&status_path).ok().and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        }) {
+        if let Some(kb) = super::status_kb(pid, "VmHWM") {
             peak_rss_kb = peak_rss_kb.max(kb);
         }
         if let Some(status) = child.0.try_wait().expect("wait for duplex snapshot") {

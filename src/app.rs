@@ -560,10 +560,16 @@ async fn pipeline_lock(
     let started = std::time::Instant::now();
     let mut said = false;
     let mut backoff = crate::pipeline::Backoff::default();
+    // One session, kept while waiting; a new one only after an error.
+    let mut session: Option<tokio_postgres::Client> = None;
     loop {
         let attempt = async {
-            let client =
-                pg::connect(&cfg.postgres, &format!("duplex {} lock", cfg.pipeline)).await?;
+            let client = match session.take() {
+                Some(c) => c,
+                None => {
+                    pg::connect(&cfg.postgres, &format!("duplex {} lock", cfg.pipeline)).await?
+                }
+            };
             let row = client
                 .query_one(
                     "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
@@ -571,12 +577,13 @@ async fn pipeline_lock(
                 )
                 .await
                 .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock"))?;
-            Ok::<_, Error>(row.get::<_, bool>(0).then_some(client))
+            Ok::<_, Error>((row.get::<_, bool>(0), client))
         }
         .await;
         let delay = match attempt {
-            Ok(Some(client)) => return Ok(client),
-            Ok(None) => {
+            Ok((true, client)) => return Ok(client),
+            Ok((false, client)) => {
+                session = Some(client);
                 if wait.is_some_and(|w| started.elapsed() >= w) {
                     return Err(Error::new(
                         ErrorKind::Config,

@@ -593,3 +593,57 @@ async fn a_table_mapped_from_postgres_is_copied_at_the_slot_snapshot() {
         "only {during_copy} writes during the copy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_beside_a_running_pipeline_is_refused() {
+    let dbs = support::fresh_dbs("snaplock").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL);
+         INSERT INTO items SELECT seq, seq FROM seq_1_to_100",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute("CREATE TABLE items (id integer PRIMARY KEY, qty integer NOT NULL)")
+        .await
+        .unwrap();
+    let pipeline = support::harness::pipeline_name("snaplock", &dbs);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[("items.toml", &all_columns(&[("items", "items")]))],
+    );
+    work.setup();
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the copy by run",
+        &work,
+        || async {
+            matches!(progress(&pg, &pipeline, "items").await, Some((s, _, _)) if s == "done")
+        },
+    )
+    .await;
+    // While run holds the pipeline, a re-copy would race the stream: refused.
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", "items"]);
+    assert!(
+        !ok && out.contains("is in use by another duplex process"),
+        "{out}"
+    );
+    stop_cleanly(&mut child, &work);
+    // Stopped, the same command copies the table again (the stale row is repaired).
+    pg.batch_execute("UPDATE items SET qty = -1 WHERE id = 7")
+        .await
+        .unwrap();
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", "items"]);
+    assert!(
+        ok && out.contains("items: copied 100, dead-lettered 0"),
+        "{out}"
+    );
+    assert_eq!(
+        pg_rows(&pg, "SELECT qty::text FROM items WHERE id = 7").await,
+        vec![vec![Some("7".to_string())]]
+    );
+}

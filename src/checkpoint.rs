@@ -94,6 +94,15 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
              resolved      boolean NOT NULL DEFAULT false
          );
          CREATE INDEX IF NOT EXISTS dead_letter_unresolved ON {s}.dead_letter (pipeline, resolved);
+         CREATE TABLE IF NOT EXISTS {s}.pivot (
+             pipeline text NOT NULL,
+             target text NOT NULL,
+             key text NOT NULL,
+             col text NOT NULL,
+             priority integer NOT NULL,
+             value text NOT NULL,
+             PRIMARY KEY (pipeline, target, key, col, priority)
+         );
          {}",
         crate::snapshot::state::pg_ddl(schema)
     );

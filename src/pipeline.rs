@@ -121,6 +121,7 @@ async fn encode_stage<E: Encoder>(
         let out = match event {
             SourceEvent::Begin(b) => {
                 txn_id = b.id.clone();
+                encoder.begin(&b);
                 txn_at = b.at.as_ref().filter(|at| filter.may_cover(at)).cloned();
                 Encoded::Begin(b)
             }

@@ -9,10 +9,14 @@
 pub mod compile;
 pub mod reverse;
 pub mod spec;
+pub mod transform;
 
-pub use compile::{compile, convertible, ColumnPlan, Plan, TablePlan, TargetTable};
+pub use compile::{
+    compile, convertible, ColumnPlan, ColumnSource, LookupPlan, PivotPlan, Plan, TablePlan,
+    TargetTable,
+};
 pub use reverse::ReversePlan;
-pub use spec::{load_dir, ColumnsMode, Direction, MappingSet};
+pub use spec::{load_dir, ColumnsMode, Direction, MappingSet, OnDelete, ReverseWrite};
 
 /// Per table version (the `Arc` of the schema a row was decoded with), where each mapped column
 /// sits in the row: worked out once per version, also when it failed.

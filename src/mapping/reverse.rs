@@ -6,7 +6,9 @@
 
 use crate::model::{ColumnSchema, SourceType, TableName, TableSchema, TargetKind};
 
-use super::compile::TablePlan;
+use super::compile::{ColumnSource, TablePlan};
+use super::spec::ReverseWrite;
+use super::transform::Transform;
 
 /// One mapped column, PostgreSQL → MySQL.
 #[derive(Debug, Clone)]
@@ -16,6 +18,8 @@ pub struct ReverseColumn {
     pub pg_kind: TargetKind,
     /// The MySQL column it is written to.
     pub my: ColumnSchema,
+    /// The forward transform, applied backwards.
+    pub transform: Transform,
 }
 
 /// One PostgreSQL table → one MySQL table.
@@ -27,29 +31,79 @@ pub struct ReversePlan {
     pub columns: Vec<ReverseColumn>,
     /// Indexes into `columns` forming the MySQL key (its primary key or a unique key).
     pub key: Vec<usize>,
+    pub write: ReverseWrite,
+    /// MySQL columns set to the change time, with the indexes into `columns` whose change
+    /// triggers each (empty: every write).
+    pub set: Vec<(ColumnSchema, Vec<usize>)>,
 }
 
 impl ReversePlan {
-    /// Derives the reverse plan of a forward plan; errors name the column.
+    /// Derives the reverse plan of a forward plan: its key and the columns that go both ways;
+    /// errors name the column.
     pub fn of(forward: &TablePlan) -> Result<ReversePlan, Vec<String>> {
         let mut errors = Vec::new();
-        let columns: Vec<ReverseColumn> = forward
-            .columns
-            .iter()
-            .map(|c| ReverseColumn {
-                pg_name: c.target.name.clone(),
-                pg_kind: c.target.kind.clone(),
-                my: forward.source_schema.columns[c.source_index].clone(),
-            })
-            .collect();
-        for c in &columns {
-            if !convertible_reverse(&c.pg_kind, &c.my.ty) {
+        let mut columns: Vec<ReverseColumn> = Vec::new();
+        let mut key = Vec::new();
+        for (i, c) in forward.columns.iter().enumerate() {
+            let is_key = forward.key.contains(&i);
+            if !(c.reverse || is_key) {
+                continue;
+            }
+            let ColumnSource::Column(slot) = c.from else {
+                continue;
+            };
+            let name = &forward.slots[slot];
+            let my = forward
+                .source_schema
+                .columns
+                .iter()
+                .find(|m| m.name == *name)
+                .expect("slots name source columns")
+                .clone();
+            if is_key {
+                key.push(columns.len());
+            }
+            // A transform's backward result is the source column's own kind of value.
+            if c.transform.is_identity() && !convertible_reverse(&c.target.kind, &my.ty) {
                 errors.push(format!(
                     "{}: direction reverse: cannot convert PostgreSQL {:?} column {}.{} to {} column {}.{}",
-                    forward.origin, c.pg_kind, forward.target, c.pg_name, c.my.column_type, forward.source, c.my.name
+                    forward.origin, c.target.kind, forward.target, c.target.name, my.column_type, forward.source, my.name
+                ));
+            }
+            columns.push(ReverseColumn {
+                pg_name: c.target.name.clone(),
+                pg_kind: c.target.kind.clone(),
+                my,
+                transform: c.transform.clone(),
+            });
+        }
+        for k in &forward.key {
+            if !matches!(forward.columns[*k].from, ColumnSource::Column(_)) {
+                errors.push(format!(
+                    "{}: direction reverse: key column {} must come from a source column",
+                    forward.origin, forward.columns[*k].target.name
                 ));
             }
         }
+        let set = forward
+            .reverse_set
+            .iter()
+            .map(|r| {
+                let my = forward
+                    .source_schema
+                    .columns
+                    .iter()
+                    .find(|m| m.name == r.column)
+                    .expect("checked at compile")
+                    .clone();
+                let when = r
+                    .when_changed
+                    .iter()
+                    .filter_map(|w| columns.iter().position(|c| c.my.name == *w))
+                    .collect();
+                (my, when)
+            })
+            .collect();
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -58,7 +112,9 @@ impl ReversePlan {
             source: forward.target.clone(),
             target: forward.source.clone(),
             columns,
-            key: forward.key.clone(),
+            key,
+            write: forward.reverse_write,
+            set,
         })
     }
 

@@ -57,6 +57,32 @@ pub enum ColumnsMode {
 pub struct FileSpec {
     #[serde(default)]
     pub table: Vec<Spanned<TableSpec>>,
+    /// Named value maps, usable from every file of the set.
+    #[serde(default)]
+    pub map: BTreeMap<Spanned<String>, MapSpec>,
+}
+
+/// What a source DELETE does to the target row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnDelete {
+    /// The target row is deleted.
+    Delete,
+    /// The columns this entry writes are set to NULL; the row stays (another entry owns it).
+    Clear,
+    /// Nothing happens.
+    Ignore,
+}
+
+/// How rows from PostgreSQL are written to MySQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReverseWrite {
+    /// INSERT … ON DUPLICATE KEY UPDATE.
+    #[default]
+    Upsert,
+    /// UPDATE of rows that exist; a row that does not is left alone (the shop creates rows).
+    Update,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +97,29 @@ pub struct TableSpec {
     pub columns: Option<Spanned<ColumnsMode>>,
     #[serde(default)]
     pub column: BTreeMap<Spanned<String>, Spanned<ColumnSpec>>,
+    /// Row filter: every condition must hold for a row to be replicated.
+    #[serde(default)]
+    pub filter: BTreeMap<Spanned<String>, Spanned<FilterSpec>>,
+    /// Target columns set to a constant on every forward write.
+    #[serde(default)]
+    pub set: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// Target jsonb columns packed from source columns: a list, or `"rest"` for every source
+    /// column not mapped otherwise.
+    #[serde(default)]
+    pub pack: BTreeMap<Spanned<String>, Spanned<PackSpec>>,
+    /// Target columns resolved through another table's natural key.
+    #[serde(default)]
+    pub lookup: BTreeMap<Spanned<String>, Spanned<LookupSpec>>,
+    /// The source is an EAV table: one row per (key, property code, value).
+    #[serde(default)]
+    pub pivot: Option<Spanned<PivotSpec>>,
+    #[serde(default)]
+    pub on_delete: Option<Spanned<OnDelete>>,
+    #[serde(default)]
+    pub reverse_write: Option<Spanned<ReverseWrite>>,
+    /// MySQL columns set on every reverse write (e.g. the change time).
+    #[serde(default)]
+    pub reverse_set: BTreeMap<Spanned<String>, Spanned<ReverseSetSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,25 +127,187 @@ pub struct TableSpec {
 pub enum ColumnSpec {
     Rename(String),
     Full(ColumnTable),
+    /// One source column feeding several target columns.
+    Many(Vec<ColumnTable>),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnTable {
     pub to: Option<String>,
     #[serde(default)]
     pub skip: bool,
+    /// Built-in steps, in order: a name or a list of names.
+    #[serde(default)]
+    pub transform: Option<OneOrMany<String>>,
+    /// Values that become NULL.
+    #[serde(default)]
+    pub null_if: Option<Vec<String>>,
+    /// Text → date, trying each format (chrono syntax) in turn.
+    #[serde(default)]
+    pub parse_date: Option<OneOrMany<String>>,
+    /// A local DATETIME in this zone → timestamptz (default: `source_time_zone`).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// A named value map, applied after the other steps.
+    #[serde(default)]
+    pub map: Option<String>,
+    #[serde(default)]
+    pub on_error: Option<super::transform::OnError>,
+    /// This column's direction, within the table's.
+    #[serde(default)]
+    pub direction: Option<Direction>,
+    /// Pivot codes only: lower wins when several codes feed one column.
+    #[serde(default)]
+    pub priority: Option<i32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T: Clone> OneOrMany<T> {
+    pub fn to_vec(&self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FilterSpec {
+    Test(FilterTest),
+    /// `COLUMN = value`: equal to this value.
+    Equals(toml::Value),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterTest {
+    #[serde(default, rename = "in")]
+    pub in_: Option<Vec<toml::Value>>,
+    #[serde(default)]
+    pub not_in: Option<Vec<toml::Value>>,
+    /// `true`: the column must be NULL; `false`: must not be.
+    #[serde(default)]
+    pub null: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum PackSpec {
+    Columns(Vec<String>),
+    /// `"rest"`.
+    Rest(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupSpec {
+    /// A target column this entry writes, holding the other table's natural key.
+    pub from: String,
+    /// The table looked up (in the target schema unless qualified).
+    pub table: String,
+    /// Its column holding the natural key (unique).
+    #[serde(rename = "match")]
+    pub match_: String,
+    /// Its column whose value is written.
+    pub take: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PivotSpec {
+    /// The source column naming the property (`CODE`).
+    pub name: String,
+    /// The source column holding its value (`VALUE`).
+    pub value: String,
+    /// Property code → target column(s).
+    pub code: BTreeMap<Spanned<String>, Spanned<CodeSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum CodeSpec {
+    Rename(String),
+    Full(ColumnTable),
+    Many(Vec<ColumnTable>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReverseSetSpec {
+    /// `"commit_time"`: the PostgreSQL commit time as local time in `source_time_zone`.
+    pub value: String,
+    /// Only when one of these MySQL columns is written with a new value (default: always).
+    #[serde(default)]
+    pub when_changed: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MapSpec {
+    /// Source value → target value.
+    pub values: BTreeMap<String, toml::Value>,
+    /// Target value → source value, for target values several source values map to.
+    #[serde(default)]
+    pub reverse: BTreeMap<String, toml::Value>,
+    /// Target value for a source value not listed (without it: dead letter).
+    #[serde(default)]
+    pub default: Option<toml::Value>,
+    /// Source value for a target value not listed (without it: dead letter).
+    #[serde(default)]
+    pub reverse_default: Option<toml::Value>,
+}
+
+impl ColumnTable {
+    /// The target column name, or `None` when the column is skipped.
+    pub fn target_name(&self, source: &str) -> Option<String> {
+        if self.skip {
+            None
+        } else {
+            Some(
+                self.to
+                    .clone()
+                    .unwrap_or_else(|| source.to_ascii_lowercase()),
+            )
+        }
+    }
 }
 
 impl ColumnSpec {
-    /// The target column name, or `None` when the column is skipped.
-    pub fn target_name(&self, source: &str) -> Option<String> {
+    /// The column's entries (one per target column; skipped ones included).
+    pub fn entries(&self) -> Vec<ColumnTable> {
         match self {
-            ColumnSpec::Rename(t) => Some(t.clone()),
-            ColumnSpec::Full(t) if t.skip => None,
-            ColumnSpec::Full(t) => {
-                Some(t.to.clone().unwrap_or_else(|| source.to_ascii_lowercase()))
-            }
+            ColumnSpec::Rename(t) => vec![ColumnTable {
+                to: Some(t.clone()),
+                ..Default::default()
+            }],
+            ColumnSpec::Full(t) => vec![t.clone()],
+            ColumnSpec::Many(v) => v.clone(),
+        }
+    }
+
+    /// The target column name of a single entry, or `None` when the column is skipped.
+    pub fn target_name(&self, source: &str) -> Option<String> {
+        self.entries().first().and_then(|e| e.target_name(source))
+    }
+}
+
+impl CodeSpec {
+    pub fn entries(&self) -> Vec<ColumnTable> {
+        match self {
+            CodeSpec::Rename(t) => vec![ColumnTable {
+                to: Some(t.clone()),
+                ..Default::default()
+            }],
+            CodeSpec::Full(t) => vec![t.clone()],
+            CodeSpec::Many(v) => v.clone(),
         }
     }
 }
@@ -128,15 +339,18 @@ impl MappingFile {
             if let (Some(stripped), Some(span)) = (key.strip_suffix(".?"), inner.span()) {
                 let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
                 let line_text = &text[line_start..];
-                let name = line_text.split('=').next().unwrap_or("?").trim().trim_matches('"');
+                let name = line_text
+                    .split('=')
+                    .next()
+                    .unwrap_or("?")
+                    .trim()
+                    .trim_matches('"');
                 key = format!("{stripped}.{name}");
             }
             let message = inner.message().to_string();
-            let message = if message.contains("did not match any variant of untagged enum ColumnSpec") {
-                "expected a target column name (\"name\") or a table like { to = \"name\" } / { skip = true } with no other keys".to_string()
-            } else {
-                message
-            };
+            let message = untagged_hint(&message)
+                .map(str::to_string)
+                .unwrap_or(message);
             Error::mapping(format!("{}{line}: key `{key}`: {message}", path.display()))
         })?;
         Ok(MappingFile {
@@ -145,6 +359,18 @@ impl MappingFile {
             spec,
         })
     }
+}
+
+/// A readable message for a value that fits none of the forms a key allows.
+fn untagged_hint(message: &str) -> Option<&'static str> {
+    let kind = message.strip_prefix("data did not match any variant of untagged enum ")?;
+    Some(match kind.trim() {
+        "ColumnSpec" | "CodeSpec" => "expected a target column name (\"name\"), a table like { to = \"name\", transform = [...] } with only the keys to, skip, transform, null_if, parse_date, zone, map, on_error, direction, priority, or a list of such tables",
+        "FilterSpec" => "expected a value to compare with (IBLOCK_ID = 32) or a table with only the keys in, not_in, null ({ in = [2, 27] }, { null = false })",
+        "PackSpec" => "expected a list of source columns ([\"LID\", \"XML_ID\"]) or \"rest\"",
+        "OneOrMany" => "expected a string or a list of strings",
+        _ => return None,
+    })
 }
 
 /// Drops the internal segments `toml::Spanned` adds to serde's key path.

@@ -66,6 +66,9 @@ pub trait Encoder: Send + 'static {
 
     /// Target table name of a change, for dead letters.
     fn target_of(&self, change: &Self::Change) -> String;
+
+    /// A source transaction starts (its rows follow).
+    fn begin(&mut self, _txn: &crate::model::TxnBegin) {}
 }
 
 /// What the pipeline needs from a target database.

@@ -26,6 +26,8 @@ const ROWS_PER_STATEMENT: usize = 500;
 pub enum MyKind {
     Upsert,
     Delete,
+    /// UPDATE of an existing row only (`reverse_write = "update"`).
+    Update,
 }
 
 /// A mapped change for one MySQL table.
@@ -36,6 +38,8 @@ pub struct MyChange {
     pub kind: MyKind,
     /// Upsert: one value per plan column (`None`: not sent, leave as is). Delete: key values.
     pub values: Vec<Option<My>>,
+    /// The change time, for the plan's `reverse_set` columns.
+    pub at: Option<My>,
 }
 
 /// Converts a value read from PostgreSQL for a MySQL column.
@@ -178,6 +182,8 @@ pub struct MyEncoder {
     plan: Arc<Plan>,
     tz: chrono_tz::Tz,
     bindings: Bindings,
+    /// Commit time of the transaction being encoded (µs since the epoch).
+    commit_time_us: Option<i64>,
 }
 
 impl MyEncoder {
@@ -195,12 +201,33 @@ impl MyEncoder {
     ) -> Result<Vec<Option<My>>> {
         cols.map(|i| {
             let c = &t.columns[i];
+            let context = || format!("column {} → {}.{}", c.pg_name, t.target, c.my.name);
             let v = values.get(idx[i]).unwrap_or(&Value::Null);
-            to_mysql(v, &c.my.ty, self.tz).map_err(|e| {
-                e.context(format!("column {} → {}.{}", c.pg_name, t.target, c.my.name))
-            })
+            if c.transform.is_identity() || *v == Value::Unchanged {
+                to_mysql(v, &c.my.ty, self.tz)
+            } else {
+                let back = c
+                    .transform
+                    .backward(v)
+                    .map_err(|e| Error::convert(e).context(context()))?;
+                to_mysql(&back, &c.my.ty, self.tz)
+            }
+            .map_err(|e| e.context(context()))
         })
         .collect()
+    }
+
+    /// The change time as a MySQL DATETIME in the shop's zone, when the plan sets columns.
+    fn at(&self, t: &ReversePlan) -> Option<My> {
+        if t.set.is_empty() {
+            return None;
+        }
+        let us = self
+            .commit_time_us
+            .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
+        to_mysql(&Value::Timestamp(us), &SourceType::DateTime, self.tz)
+            .ok()
+            .flatten()
     }
 }
 
@@ -223,6 +250,28 @@ impl Encoder for MyEncoder {
             let before = change.before.as_ref().unwrap_or(&none);
             let after = change.after.as_ref().unwrap_or(&none);
             let key = |enc: &Self, row: &[Value]| enc.convert(&t, &idx, t.key.iter().copied(), row);
+            let at = self.at(&t);
+            if t.write == crate::mapping::ReverseWrite::Update {
+                // Rows the shop created are updated; others (and deletes) are not the CRM's to make.
+                if change.op != Op::Delete {
+                    let values = self
+                        .convert(&t, &idx, 0..t.columns.len(), after)
+                        .map_err(fail)?;
+                    let keyed = t
+                        .key
+                        .iter()
+                        .all(|k| values[*k].as_ref().is_some_and(|v| *v != My::NULL));
+                    if keyed {
+                        out.push(MyChange {
+                            table: i,
+                            kind: MyKind::Update,
+                            values,
+                            at,
+                        });
+                    }
+                }
+                continue;
+            }
             match change.op {
                 Op::Insert | Op::Update => {
                     if change.op == Op::Update {
@@ -238,6 +287,7 @@ impl Encoder for MyEncoder {
                                 table: i,
                                 kind: MyKind::Delete,
                                 values: old,
+                                at: None,
                             });
                         }
                     }
@@ -248,6 +298,7 @@ impl Encoder for MyEncoder {
                         table: i,
                         kind: MyKind::Upsert,
                         values,
+                        at,
                     });
                 }
                 Op::Delete => {
@@ -256,6 +307,7 @@ impl Encoder for MyEncoder {
                         table: i,
                         kind: MyKind::Delete,
                         values,
+                        at: None,
                     });
                 }
             }
@@ -265,6 +317,10 @@ impl Encoder for MyEncoder {
 
     fn target_of(&self, change: &MyChange) -> String {
         self.plan.reverse[change.table].target.to_string()
+    }
+
+    fn begin(&mut self, txn: &crate::model::TxnBegin) {
+        self.commit_time_us = Some(txn.commit_time_us);
     }
 }
 
@@ -341,25 +397,63 @@ impl MySqlSink {
                 j += 1;
             }
             let t = self.plan.reverse[first.table].clone();
+            if first.kind == MyKind::Update {
+                // One statement per row: each sets its own values.
+                let sql = self.update_sql(&t, first);
+                self.conn
+                    .query_drop(sql)
+                    .await
+                    .map_err(|e| my_err(e, &format!("updating a row of {}", t.target)))?;
+                i += 1;
+                continue;
+            }
             let sql = match first.kind {
+                MyKind::Update => unreachable!("written above"),
                 MyKind::Upsert => {
                     let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
-                    let names: Vec<String> = cols
+                    let mut names: Vec<String> = cols
                         .iter()
                         .map(|c| my_ident(&t.columns[*c].my.name))
                         .collect();
+                    let at = first.at.clone().filter(|_| !t.set.is_empty());
+                    if at.is_some() {
+                        names.extend(t.set.iter().map(|(c, _)| my_ident(&c.name)));
+                    }
                     let rows: Vec<String> = changes[i..j]
                         .iter()
-                        .map(|c| self.literal_tuple(c.values.iter().flatten()))
-                        .collect();
-                    let updates: Vec<String> = cols
-                        .iter()
-                        .filter(|c| !t.key.contains(c))
                         .map(|c| {
-                            let n = my_ident(&t.columns[*c].my.name);
-                            format!("{n} = VALUES({n})")
+                            let extra = at.iter().flat_map(|a| std::iter::repeat_n(a, t.set.len()));
+                            self.literal_tuple(c.values.iter().flatten().chain(extra))
                         })
                         .collect();
+                    // Change-time columns first: MySQL assigns left to right, so their
+                    // conditions still see the old values.
+                    let mut updates: Vec<String> = Vec::new();
+                    if at.is_some() {
+                        for (c, when) in &t.set {
+                            let n = my_ident(&c.name);
+                            let same: Vec<String> = when
+                                .iter()
+                                .filter(|w| sent[**w])
+                                .map(|w| {
+                                    let m = my_ident(&t.columns[*w].my.name);
+                                    format!("{m} <=> VALUES({m})")
+                                })
+                                .collect();
+                            if same.is_empty() {
+                                updates.push(format!("{n} = VALUES({n})"));
+                            } else {
+                                updates.push(format!(
+                                    "{n} = IF({}, {n}, VALUES({n}))",
+                                    same.join(" AND ")
+                                ));
+                            }
+                        }
+                    }
+                    updates.extend(cols.iter().filter(|c| !t.key.contains(c)).map(|c| {
+                        let n = my_ident(&t.columns[*c].my.name);
+                        format!("{n} = VALUES({n})")
+                    }));
                     let on_dup = if updates.is_empty() {
                         // Only key columns: keep the row as is.
                         let k = my_ident(&t.columns[t.key[0]].my.name);
@@ -416,6 +510,62 @@ impl MySqlSink {
         format!("({})", parts.join(", "))
     }
 
+    /// `UPDATE … SET … WHERE key` of one row: change-time columns first (set when one of their
+    /// trigger columns gets a new value), then the sent columns.
+    fn update_sql(&self, t: &ReversePlan, c: &MyChange) -> String {
+        let lit = |v: &My| match v {
+            My::Double(x) if x.is_finite() => format!("{x:e}"),
+            My::Float(x) if x.is_finite() => format!("{x:e}"),
+            _ => v.as_sql(self.no_backslash_escapes),
+        };
+        let mut sets = Vec::new();
+        if let Some(at) = &c.at {
+            for (col, when) in &t.set {
+                let n = my_ident(&col.name);
+                let same: Vec<String> = when
+                    .iter()
+                    .filter_map(|w| {
+                        c.values[*w]
+                            .as_ref()
+                            .map(|v| format!("{} <=> {}", my_ident(&t.columns[*w].my.name), lit(v)))
+                    })
+                    .collect();
+                if when.is_empty() {
+                    sets.push(format!("{n} = {}", lit(at)));
+                } else if !same.is_empty() {
+                    sets.push(format!(
+                        "{n} = IF({}, {n}, {})",
+                        same.join(" AND "),
+                        lit(at)
+                    ));
+                }
+            }
+        }
+        for (i, v) in c.values.iter().enumerate() {
+            if let (false, Some(v)) = (t.key.contains(&i), v) {
+                sets.push(format!("{} = {}", my_ident(&t.columns[i].my.name), lit(v)));
+            }
+        }
+        if sets.is_empty() {
+            let k = my_ident(&t.columns[t.key[0]].my.name);
+            sets.push(format!("{k} = {k}"));
+        }
+        let cond: Vec<String> = t
+            .key
+            .iter()
+            .map(|k| {
+                let v = c.values[*k].as_ref().expect("keys are sent");
+                format!("{} = {}", my_ident(&t.columns[*k].my.name), lit(v))
+            })
+            .collect();
+        format!(
+            "UPDATE {} SET {} WHERE {}",
+            t.target.my_quoted(),
+            sets.join(", "),
+            cond.join(" AND ")
+        )
+    }
+
     async fn flush(&mut self) -> Result<()> {
         let changes = std::mem::take(&mut self.pending);
         self.write(changes).await
@@ -430,6 +580,7 @@ impl Sink for MySqlSink {
             plan: self.plan.clone(),
             tz: self.tz,
             bindings: Bindings::default(),
+            commit_time_us: None,
         }
     }
 

@@ -42,6 +42,22 @@ const MAX_PARAMS: usize = 65_535;
 pub enum Kind {
     Upsert,
     Delete,
+    /// The entry's columns of the row with this key set to NULL (`on_delete = "clear"`).
+    Clear,
+    /// One property of a pivot entry set or cleared.
+    Pivot,
+}
+
+/// One property value of a pivot entry for one target row and column.
+#[derive(Debug, Clone)]
+pub struct PivotCell {
+    /// The target row's key, as text.
+    pub key: String,
+    /// Index into the plan's `PivotPlan::columns`.
+    pub column: usize,
+    pub priority: i32,
+    /// PostgreSQL text input of the value; `None` removes this code's value.
+    pub value: Option<String>,
 }
 
 /// A mapped, encoded change for one target table.
@@ -56,6 +72,9 @@ pub struct PgChange {
     pub key: Vec<u8>,
     /// The change is a source INSERT.
     pub from_insert: bool,
+    /// The first key column's value as text, for resolving look-ups after the write.
+    pub key_text: Option<String>,
+    pub pivot: Option<Box<PivotCell>>,
 }
 
 struct Run {
@@ -64,6 +83,8 @@ struct Run {
     /// Every change came from a source INSERT (a candidate for direct COPY).
     inserts_only: bool,
     rows: Vec<EncodedRow>,
+    /// Pivot runs: the cells (rows stay empty).
+    cells: Vec<PivotCell>,
     by_key: HashMap<Vec<u8>, usize>,
 }
 
@@ -111,6 +132,9 @@ pub struct PgSink {
     /// The statement that touches the checkpoint row first in every transaction, when echo
     /// suppression uses the marker rule.
     marker: Option<Statement>,
+    /// Keys (as text) written in the open transaction, per target table and key column, for
+    /// resolving look-ups before the commit.
+    touched: HashMap<usize, Vec<String>>,
 }
 
 impl PgSink {
@@ -192,6 +216,7 @@ impl PgSink {
             letters: Vec::new(),
             in_txn: false,
             marker,
+            touched: HashMap::new(),
         })
     }
 
@@ -207,6 +232,8 @@ impl PgSink {
         let sql = match kind {
             Kind::Upsert => upsert_values_sql(t, rows),
             Kind::Delete => delete_values_sql(t, rows),
+            Kind::Clear => clear_values_sql(t, rows),
+            Kind::Pivot => unreachable!("pivot cells are written by write_pivot"),
         };
         let stmt = self.client.prepare(&sql).await.map_err(|e| {
             Error::from_pg(e, true, &format!("preparing a statement for {}", t.target))
@@ -322,7 +349,9 @@ impl PgSink {
         let t = self.plan.tables[table].clone();
         let (stage, cols) = match kind {
             Kind::Upsert => (format!("duplex_stage_{table}"), column_list(&t)),
-            Kind::Delete => (format!("duplex_stagek_{table}"), key_list(&t)),
+            Kind::Delete | Kind::Clear | Kind::Pivot => {
+                (format!("duplex_stagek_{table}"), key_list(&t))
+            }
         };
         self.copy_rows(&stage, &cols, rows, &t.target.to_string())
             .await?;
@@ -332,7 +361,7 @@ impl PgSink {
                 t.target.pg_quoted(),
                 on_conflict(&t)
             ),
-            Kind::Delete => {
+            Kind::Delete | Kind::Clear | Kind::Pivot => {
                 let cond: Vec<String> = t
                     .key
                     .iter()
@@ -362,7 +391,11 @@ impl PgSink {
         let runs = std::mem::take(&mut self.runs);
         self.buffered = 0;
         for run in runs {
-            if run.rows.len() >= COPY_MIN_ROWS {
+            if run.kind == Kind::Pivot {
+                self.write_pivot(run.table, &run.cells).await?;
+                continue;
+            }
+            if run.rows.len() >= COPY_MIN_ROWS && run.kind != Kind::Clear {
                 let direct = run.kind == Kind::Upsert
                     && run.inserts_only
                     && self.try_copy_direct(run.table, &run.rows).await?;
@@ -376,7 +409,7 @@ impl PgSink {
             metrics::counter!(
                 crate::telemetry::ROWS_APPLIED,
                 "table" => t.target.to_string(),
-                "op" => if run.kind == Kind::Upsert { "upsert" } else { "delete" }
+                "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
             )
             .increment(run.rows.len() as u64);
         }
@@ -438,6 +471,41 @@ fn upsert_values_sql(t: &TablePlan, rows: usize) -> String {
     )
 }
 
+/// The columns an entry writes besides its key (what `on_delete = "clear"` sets to NULL).
+fn owned_columns(t: &TablePlan) -> Vec<String> {
+    t.columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !t.key.contains(i))
+        .map(|(_, c)| c.target.name.clone())
+        .chain(t.lookups.iter().map(|l| l.column.name.clone()))
+        .collect()
+}
+
+fn clear_values_sql(t: &TablePlan, rows: usize) -> String {
+    let width = t.key.len();
+    let mut tuples = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        tuples.push(format!("({})", ps.join(", ")));
+    }
+    let mut sets: Vec<String> = owned_columns(t)
+        .iter()
+        .map(|c| format!("{} = NULL", pg_ident(c)))
+        .collect();
+    if sets.is_empty() {
+        let k = pg_ident(&t.columns[t.key[0]].target.name);
+        sets.push(format!("{k} = {k}"));
+    }
+    format!(
+        "UPDATE {} SET {} WHERE ({}) IN ({})",
+        t.target.pg_quoted(),
+        sets.join(", "),
+        key_list(t),
+        tuples.join(", ")
+    )
+}
+
 fn delete_values_sql(t: &TablePlan, rows: usize) -> String {
     let width = t.key.len();
     let mut tuples = Vec::with_capacity(rows);
@@ -488,6 +556,9 @@ impl Sink for PgSink {
     }
 
     async fn push(&mut self, change: PgChange) -> Result<()> {
+        if let Some(k) = change.key_text {
+            self.touched.entry(change.table).or_default().push(k);
+        }
         let key = change.key;
         let same = self
             .runs
@@ -499,14 +570,21 @@ impl Sink for PgSink {
                 kind: change.kind,
                 inserts_only: true,
                 rows: Vec::new(),
+                cells: Vec::new(),
                 by_key: HashMap::new(),
             });
         }
         let run = self.runs.last_mut().expect("a run exists");
         run.inserts_only &= change.from_insert;
-        match run.by_key.get(&key) {
-            Some(&at) => run.rows[at] = change.row,
-            None => {
+        match (change.pivot, run.by_key.get(&key)) {
+            (Some(cell), Some(&at)) => run.cells[at] = *cell,
+            (Some(cell), None) => {
+                run.by_key.insert(key, run.cells.len());
+                run.cells.push(*cell);
+                self.buffered += 1;
+            }
+            (None, Some(&at)) => run.rows[at] = change.row,
+            (None, None) => {
                 run.by_key.insert(key, run.rows.len());
                 run.rows.push(change.row);
                 self.buffered += 1;
@@ -526,10 +604,17 @@ impl Sink for PgSink {
             .map_err(|e| Error::from_pg(e, true, "setting a savepoint"))?;
         let table = change.table;
         let kind = change.kind;
-        match self
-            .write_values(table, kind, std::slice::from_ref(&change.row))
-            .await
-        {
+        if let Some(k) = &change.key_text {
+            self.touched.entry(table).or_default().push(k.clone());
+        }
+        let written = match change.pivot {
+            Some(cell) => self.write_pivot(table, std::slice::from_ref(&*cell)).await,
+            None => {
+                self.write_values(table, kind, std::slice::from_ref(&change.row))
+                    .await
+            }
+        };
+        match written {
             Ok(()) => self
                 .client
                 .batch_execute("RELEASE SAVEPOINT duplex_row")
@@ -560,6 +645,7 @@ impl Sink for PgSink {
 
     async fn rollback(&mut self) {
         self.runs.clear();
+        self.touched.clear();
         self.buffered = 0;
         self.letters.clear();
         if self.in_txn {
@@ -570,10 +656,153 @@ impl Sink for PgSink {
 }
 
 impl PgSink {
+    /// Writes pivot cells of table entry `table`: each code's value goes into duplex's `pivot`
+    /// table (set or removed), then each touched column of each touched row gets the value of
+    /// the present code with the lowest priority (NULL when none is left). A row that does not
+    /// exist yet is created with its key and that column; clearing never creates one.
+    async fn write_pivot(&mut self, table: usize, cells: &[PivotCell]) -> Result<()> {
+        let t = self.plan.tables[table].clone();
+        let p = t.pivot.as_ref().expect("a pivot entry");
+        let target = t.target.to_string();
+        let s = pg_ident(&self.duplex_schema);
+        let err = |e| Error::from_pg(e, true, &format!("writing pivoted values to {target}"));
+        let col_name = |c: &PivotCell| p.columns[c.column].name.clone();
+        let (set, clear): (Vec<&PivotCell>, Vec<&PivotCell>) =
+            cells.iter().partition(|c| c.value.is_some());
+        if !set.is_empty() {
+            let keys: Vec<&str> = set.iter().map(|c| c.key.as_str()).collect();
+            let cols: Vec<String> = set.iter().map(|c| col_name(c)).collect();
+            let prios: Vec<i32> = set.iter().map(|c| c.priority).collect();
+            let vals: Vec<Option<&str>> = set.iter().map(|c| c.value.as_deref()).collect();
+            self.client
+                .execute(
+                    &format!(
+                        "INSERT INTO {s}.pivot (pipeline, target, key, col, priority, value) \
+                         SELECT $1, $2, u.k, u.c, u.p, u.v FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[]) AS u(k, c, p, v) \
+                         ON CONFLICT (pipeline, target, key, col, priority) DO UPDATE SET value = EXCLUDED.value"
+                    ),
+                    &[&self.pipeline, &target, &keys, &cols, &prios, &vals],
+                )
+                .await
+                .map_err(err)?;
+        }
+        if !clear.is_empty() {
+            let keys: Vec<&str> = clear.iter().map(|c| c.key.as_str()).collect();
+            let cols: Vec<String> = clear.iter().map(|c| col_name(c)).collect();
+            let prios: Vec<i32> = clear.iter().map(|c| c.priority).collect();
+            self.client
+                .execute(
+                    &format!(
+                        "DELETE FROM {s}.pivot d USING unnest($3::text[], $4::text[], $5::int4[]) AS u(k, c, p) \
+                         WHERE d.pipeline = $1 AND d.target = $2 AND d.key = u.k AND d.col = u.c AND d.priority = u.p"
+                    ),
+                    &[&self.pipeline, &target, &keys, &cols, &prios],
+                )
+                .await
+                .map_err(err)?;
+        }
+        let key_col = &t.columns[t.key[0]].target;
+        let k = pg_ident(&key_col.name);
+        for (ci, col) in p.columns.iter().enumerate() {
+            let mut keys: Vec<&str> = cells
+                .iter()
+                .filter(|c| c.column == ci)
+                .map(|c| c.key.as_str())
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            let c = pg_ident(&col.name);
+            let sql = format!(
+                "WITH v AS (SELECT u.k, (SELECT d.value FROM {s}.pivot d WHERE d.pipeline = $1 AND d.target = $2 AND d.col = $3 AND d.key = u.k ORDER BY d.priority LIMIT 1) AS val FROM unnest($4::text[]) AS u(k)), \
+                 cleared AS (UPDATE {tt} t SET {c} = NULL FROM v WHERE v.val IS NULL AND t.{k} = v.k::{kt} AND t.{c} IS NOT NULL) \
+                 INSERT INTO {tt} ({k}, {c}) SELECT v.k::{kt}, v.val::{ct} FROM v WHERE v.val IS NOT NULL \
+                 ON CONFLICT ({k}) DO UPDATE SET {c} = EXCLUDED.{c}",
+                tt = t.target.pg_quoted(),
+                kt = key_col.type_name,
+                ct = col.type_name,
+            );
+            self.client
+                .execute(&sql, &[&self.pipeline, &target, &col.name, &keys])
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Fills look-up columns for the rows written in this transaction: a child's column from its
+    /// natural key, and children that were waiting for a parent written now.
+    async fn resolve_lookups(&mut self) -> Result<()> {
+        if self.touched.is_empty() {
+            return Ok(());
+        }
+        let touched = std::mem::take(&mut self.touched);
+        // Keys per target table and key column.
+        let mut by_table: HashMap<(String, String, String), Vec<String>> = HashMap::new();
+        for (t, keys) in touched {
+            let plan = &self.plan.tables[t];
+            let kc = &plan.columns[plan.key[0]].target;
+            by_table
+                .entry((
+                    plan.target.pg_quoted(),
+                    kc.name.clone(),
+                    kc.type_name.clone(),
+                ))
+                .or_default()
+                .extend(keys);
+        }
+        let mut statements: Vec<(String, Vec<String>)> = Vec::new();
+        for ((table, key, key_type), mut keys) in by_table {
+            keys.sort_unstable();
+            keys.dedup();
+            let k = pg_ident(&key);
+            let mut seen = std::collections::HashSet::new();
+            for plan in self.plan.tables.iter() {
+                for l in &plan.lookups {
+                    let child = plan.target.pg_quoted();
+                    let fk = pg_ident(&l.column.name);
+                    let from = pg_ident(&l.from);
+                    let parent = l.table.pg_quoted();
+                    let (m, take) = (pg_ident(&l.match_), pg_ident(&l.take));
+                    // The child rows written now.
+                    if child == table && seen.insert(("child", child.clone(), fk.clone())) {
+                        let pick =
+                            format!("(SELECT p.{take} FROM {parent} p WHERE p.{m} = c.{from})");
+                        statements.push((
+                            format!(
+                                "UPDATE {child} c SET {fk} = {pick} WHERE c.{k} = ANY($1::text[]::{key_type}[]) AND c.{fk} IS DISTINCT FROM {pick}"
+                            ),
+                            keys.clone(),
+                        ));
+                    }
+                    // Children waiting for the parent rows written now.
+                    if parent == table && seen.insert(("parent", child.clone(), fk.clone())) {
+                        statements.push((
+                            format!(
+                                "UPDATE {child} c SET {fk} = p.{take} FROM {parent} p WHERE p.{k} = ANY($1::text[]::{key_type}[]) AND c.{from} = p.{m} AND c.{fk} IS DISTINCT FROM p.{take}"
+                            ),
+                            keys.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        for (sql, keys) in statements {
+            self.client
+                .execute(&sql, &[&keys])
+                .await
+                .map_err(|e| Error::from_pg(e, true, "resolving look-ups"))?;
+        }
+        Ok(())
+    }
+
     /// Writes what is buffered, the dead letters and `mark`, and commits.
     async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
         self.begin().await?;
         self.flush().await?;
+        self.resolve_lookups().await?;
         let position_text = mark.position_text();
         for l in std::mem::take(&mut self.letters) {
             self.client

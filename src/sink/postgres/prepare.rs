@@ -4,20 +4,26 @@
 //! A row decoded under another version of its source table (after an ALTER TABLE) is mapped by
 //! column name ([`crate::mapping::TablePlan::bind`]); the binding is worked out once per table
 //! version.
+//!
+//! The row filter decides per image: a row that starts passing is upserted, one that stops
+//! passing is removed the way the entry's `on_delete` says. Rows of a pivot entry become one
+//! [`PivotCell`] per target column their property code feeds.
 
 use std::sync::Arc;
 
 use super::encode::EncodedRow;
-use super::{Kind, PgChange};
+use super::{Kind, PgChange, PivotCell};
 use crate::error::{Error, Result};
-use crate::mapping::{Bindings, Plan, TablePlan};
-use crate::model::{Op, RowChange, TableSchema, Value};
+use crate::mapping::{Bindings, OnDelete, Plan, TablePlan};
+use crate::model::{Op, RowChange, TableSchema, TargetKind, Value};
 use crate::sink::Encoder;
 
 pub struct PgEncoder {
     plan: Arc<Plan>,
     tz: chrono_tz::Tz,
     bindings: Bindings,
+    /// Per plan table: whether changes carry their key as text (look-ups resolve by it).
+    key_text: Vec<bool>,
     /// Bytes of the widest row encoded yet: a row's buffer starts that large, so a wide row
     /// is not grown (and copied) several times.
     row_bytes: std::cell::Cell<usize>,
@@ -25,16 +31,28 @@ pub struct PgEncoder {
 
 impl PgEncoder {
     pub fn new(plan: Arc<Plan>, tz: chrono_tz::Tz) -> Self {
+        let key_text = plan
+            .tables
+            .iter()
+            .map(|t| {
+                !t.lookups.is_empty()
+                    || plan
+                        .tables
+                        .iter()
+                        .any(|o| o.lookups.iter().any(|l| l.table == t.target))
+            })
+            .collect();
         PgEncoder {
             plan,
             tz,
             bindings: Bindings::default(),
+            key_text,
             row_bytes: std::cell::Cell::new(0),
         }
     }
 
-    /// Encodes the columns at `cols` (plan column numbers) of a source row whose mapped columns
-    /// sit at `idx`.
+    /// Encodes the columns at `cols` (plan column numbers) of a source row whose slots sit at
+    /// `idx`.
     fn encode(
         &self,
         table: &TablePlan,
@@ -42,16 +60,20 @@ impl PgEncoder {
         cols: impl Iterator<Item = usize>,
         values: &[Value],
     ) -> Result<EncodedRow> {
-        let mut row = EncodedRow::with_bytes((idx.len() * 12).max(self.row_bytes.get()));
+        let mut row = EncodedRow::with_bytes((table.columns.len() * 12).max(self.row_bytes.get()));
         for i in cols {
             let c = &table.columns[i];
-            let v = values.get(idx[i]).unwrap_or(&Value::Null);
-            row.push(v, &c.target.kind, self.tz).map_err(|e| {
-                e.context(format!(
+            let context = || {
+                format!(
                     "column {} → {}.{}",
                     c.source_name, table.target, c.target.name
-                ))
-            })?;
+                )
+            };
+            let v = table
+                .value(i, values, idx)
+                .map_err(|e| Error::convert(e).context(context()))?;
+            row.push(&v, &c.target.kind, self.tz)
+                .map_err(|e| e.context(context()))?;
         }
         self.row_bytes.set(
             self.row_bytes
@@ -61,7 +83,7 @@ impl PgEncoder {
         Ok(row)
     }
 
-    /// Source column positions of table `t` for the table version a row was decoded with.
+    /// Source slot positions of table `t` for the table version a row was decoded with.
     fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
         let plan = &self.plan.tables[t];
         self.bindings.get(t, schema, |s| plan.bind(s))
@@ -75,6 +97,216 @@ impl PgEncoder {
         }
         k.into_identity()
     }
+
+    /// The first key column's value as text, when look-ups need it.
+    fn key_text(&self, t: usize, idx: &[usize], values: &[Value]) -> Option<String> {
+        if !self.key_text[t] {
+            return None;
+        }
+        let plan = &self.plan.tables[t];
+        plan.value(plan.key[0], values, idx)
+            .ok()
+            .filter(|v| !v.is_null())
+            .map(|v| v.to_string())
+    }
+
+    /// Changes for one non-pivot entry.
+    fn prepare_rows(
+        &self,
+        i: usize,
+        t: &TablePlan,
+        idx: &[usize],
+        change: &RowChange,
+        out: &mut Vec<PgChange>,
+    ) -> Result<()> {
+        let none = Vec::new();
+        let before = change.before.as_ref().unwrap_or(&none);
+        let after = change.after.as_ref().unwrap_or(&none);
+        let filtered = !t.filters.is_empty();
+        let before_in = change.op != Op::Insert && (!filtered || t.passes(before, idx));
+        let after_in = change.op != Op::Delete && (!filtered || t.passes(after, idx));
+        let removal = |old_key: EncodedRow, key_text: Option<String>| {
+            let kind = match t.on_delete {
+                OnDelete::Delete => Kind::Delete,
+                OnDelete::Clear => Kind::Clear,
+                OnDelete::Ignore => return None,
+            };
+            Some(PgChange {
+                table: i,
+                kind,
+                key: old_key.identity(),
+                row: old_key,
+                from_insert: false,
+                key_text,
+                pivot: None,
+            })
+        };
+        let old_key = if before_in {
+            Some(self.encode(t, idx, t.key.iter().copied(), before)?)
+        } else {
+            None
+        };
+        if after_in {
+            let row = self.encode(t, idx, 0..t.columns.len(), after)?;
+            let new = PgChange {
+                table: i,
+                kind: Kind::Upsert,
+                key: Self::upsert_key(t, &row),
+                row,
+                from_insert: change.op == Op::Insert,
+                key_text: self.key_text(i, idx, after),
+                pivot: None,
+            };
+            if let Some(old) = old_key {
+                if old.identity() != new.key {
+                    out.extend(removal(old, self.key_text(i, idx, before)));
+                }
+            }
+            out.push(new);
+        } else if let Some(old) = old_key {
+            out.extend(removal(old, self.key_text(i, idx, before)));
+        }
+        Ok(())
+    }
+
+    /// Cells of one image of a pivot row: `set` with the value, or cleared.
+    fn pivot_cells(
+        &self,
+        i: usize,
+        t: &TablePlan,
+        idx: &[usize],
+        row: &[Value],
+        set: bool,
+        out: &mut Vec<PgChange>,
+    ) -> Result<()> {
+        let p = t.pivot.as_ref().expect("a pivot entry");
+        let code = match row.get(idx[p.name_slot]) {
+            Some(Value::Text(s)) => s.clone(),
+            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+            Some(Value::Null) | None => return Ok(()),
+            Some(other) => other.to_string(),
+        };
+        let Some(targets) = p.codes.get(&code) else {
+            return Ok(());
+        };
+        let key = t.value(t.key[0], row, idx).map_err(Error::convert)?;
+        if key.is_null() {
+            return Err(Error::convert(format!(
+                "the {} of this {code} row is NULL, so it belongs to no {} row",
+                t.columns[t.key[0]].source_name, t.target
+            )));
+        }
+        let key = key.to_string();
+        let raw = row.get(idx[p.value_slot]).unwrap_or(&Value::Null);
+        for pt in targets {
+            let col = &p.columns[pt.column];
+            let value = if set {
+                let v = pt.transform.forward(raw).map_err(|e| {
+                    Error::convert(e)
+                        .context(format!("property {code} → {}.{}", t.target, col.name))
+                })?;
+                pg_text(&v, &col.kind, self.tz).map_err(|e| {
+                    e.context(format!("property {code} → {}.{}", t.target, col.name))
+                })?
+            } else {
+                None
+            };
+            let mut dedup = key.clone().into_bytes();
+            dedup.push(0);
+            dedup.extend_from_slice(&(pt.column as u32).to_be_bytes());
+            dedup.extend_from_slice(&pt.priority.to_be_bytes());
+            out.push(PgChange {
+                table: i,
+                kind: Kind::Pivot,
+                row: EncodedRow::default(),
+                key: dedup,
+                from_insert: false,
+                key_text: Some(key.clone()),
+                pivot: Some(Box::new(PivotCell {
+                    key: key.clone(),
+                    column: pt.column,
+                    priority: pt.priority,
+                    value,
+                })),
+            });
+        }
+        Ok(())
+    }
+
+    fn prepare_pivot(
+        &self,
+        i: usize,
+        t: &TablePlan,
+        idx: &[usize],
+        change: &RowChange,
+        out: &mut Vec<PgChange>,
+    ) -> Result<()> {
+        let none = Vec::new();
+        let before = change.before.as_ref().unwrap_or(&none);
+        let after = change.after.as_ref().unwrap_or(&none);
+        let before_in = change.op != Op::Insert && t.passes(before, idx);
+        let after_in = change.op != Op::Delete && t.passes(after, idx);
+        let mut set = Vec::new();
+        if after_in {
+            self.pivot_cells(i, t, idx, after, true, &mut set)?;
+        }
+        if before_in && t.on_delete != OnDelete::Ignore {
+            let mut cleared = Vec::new();
+            self.pivot_cells(i, t, idx, before, false, &mut cleared)?;
+            // A cell the new image sets again needs no clearing first.
+            out.extend(
+                cleared
+                    .into_iter()
+                    .filter(|c| !set.iter().any(|s| s.key == c.key)),
+            );
+        }
+        out.extend(set);
+        Ok(())
+    }
+}
+
+/// A value as PostgreSQL text input for a column of `kind` (pivot values are stored as text and
+/// cast by the server). `None` for NULL.
+pub fn pg_text(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz) -> Result<Option<String>> {
+    let text = match v {
+        Value::Null => return Ok(None),
+        Value::Date(d) if d.is_zero_or_partial() => return Ok(None),
+        Value::DateTime(d) if d.date.is_zero_or_partial() => return Ok(None),
+        Value::DateTime(d) if *kind == TargetKind::Timestamptz => {
+            let Some(n) = d.to_chrono() else {
+                return Ok(None);
+            };
+            match n.and_local_timezone(tz).earliest() {
+                Some(t) => t.to_rfc3339(),
+                None => return Err(Error::convert(format!("{d} does not exist in {tz}"))),
+            }
+        }
+        Value::Timestamp(us) => match chrono::DateTime::from_timestamp_micros(*us) {
+            Some(t) => t.to_rfc3339(),
+            None => return Err(Error::convert(format!("timestamp {us} is out of range"))),
+        },
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => s.to_string(),
+            Err(e) => {
+                return Err(Error::convert(format!(
+                    "text is not valid in its charset ({e})"
+                )))
+            }
+        },
+        Value::Uuid(_) | Value::Bits { .. } | Value::Unchanged => {
+            return Err(Error::convert(format!(
+                "a {} value cannot be a pivoted column's value",
+                v.type_name()
+            )))
+        }
+        other => other.to_string(),
+    };
+    if text.contains('\0') {
+        return Err(Error::convert(
+            "text contains a NUL byte, which PostgreSQL text cannot store",
+        ));
+    }
+    Ok(Some(text))
 }
 
 impl Encoder for PgEncoder {
@@ -92,46 +324,12 @@ impl Encoder for PgEncoder {
             }
             let fail = |e: Error| (t.target.to_string(), e);
             let idx = self.binding(i, &change.table).map_err(fail)?;
-            let none = Vec::new();
-            let before = change.before.as_ref().unwrap_or(&none);
-            let after = change.after.as_ref().unwrap_or(&none);
-            let from_insert = change.op == Op::Insert;
-            let upsert = |enc: &Self, values: &[Value]| -> Result<PgChange> {
-                let row = enc.encode(&t, &idx, 0..t.columns.len(), values)?;
-                Ok(PgChange {
-                    table: i,
-                    kind: Kind::Upsert,
-                    key: Self::upsert_key(&t, &row),
-                    row,
-                    from_insert,
-                })
-            };
-            let delete = |old_key: EncodedRow| PgChange {
-                table: i,
-                kind: Kind::Delete,
-                key: old_key.identity(),
-                row: old_key,
-                from_insert: false,
-            };
-            match change.op {
-                Op::Insert => out.push(upsert(self, after).map_err(fail)?),
-                Op::Update => {
-                    let old_key = self
-                        .encode(&t, &idx, t.key.iter().copied(), before)
-                        .map_err(fail)?;
-                    let new = upsert(self, after).map_err(fail)?;
-                    if old_key.identity() != new.key {
-                        out.push(delete(old_key));
-                    }
-                    out.push(new);
-                }
-                Op::Delete => {
-                    let old_key = self
-                        .encode(&t, &idx, t.key.iter().copied(), before)
-                        .map_err(fail)?;
-                    out.push(delete(old_key));
-                }
+            if t.is_pivot() {
+                self.prepare_pivot(i, &t, &idx, change, &mut out)
+            } else {
+                self.prepare_rows(i, &t, &idx, change, &mut out)
             }
+            .map_err(fail)?;
         }
         Ok(out)
     }

@@ -989,3 +989,4 @@ fn processes_under(dir: &Path) -> Vec<libc::pid_t> {
 }
 
 pub mod harness;
+pub mod shop;

@@ -1,0 +1,537 @@
+//! The cvety.kz mapping set (`mappings/bitrix/`) on a generated Bitrix shop, against real
+//! MariaDB and PostgreSQL.
+//!
+//! The oracle here computes every CRM row from the Bitrix rows on its own (its own status map,
+//! phone rules, date formats, time-zone arithmetic), so a wrong mapping file and a wrong mapping
+//! engine both show up as differing fields.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rand::SeedableRng;
+use support::harness::{mysql_rows, pg_count, pg_rows, stop_cleanly, wait_for, Workdir};
+use support::shop;
+
+type Row = Vec<Option<String>>;
+
+/// The mapping set as shipped (the files are read at test time, so this tests what users get).
+fn mapping_files() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// A shop's databases with the Bitrix tables and the CRM schema, and a work dir for duplex.
+async fn shop_dbs(prefix: &str) -> (support::TestDbs, Workdir) {
+    let dbs = support::fresh_dbs(prefix).await;
+    let mut my = dbs.mysql().await;
+    shop::create_bitrix(&mut my).await;
+    let pg = dbs.pg().await;
+    pg.batch_execute(shop::CRM_DDL).await.unwrap();
+    let files = mapping_files();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let pipeline = support::harness::pipeline_name(prefix, &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
+    (dbs, work)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oracle.
+
+/// Kazakhstan has been UTC+5 since 2024-03-01; the generated dates are all later.
+fn utc_of_local(local: &str) -> Option<String> {
+    if local.starts_with("0000-00-00") {
+        return None;
+    }
+    let t = chrono::NaiveDateTime::parse_from_str(local, "%Y-%m-%d %H:%M:%S").ok()?;
+    Some(
+        (t - chrono::Duration::hours(5))
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string(),
+    )
+}
+
+fn clean(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+fn yes_no(s: &Option<String>) -> Option<String> {
+    s.as_ref().map(|s| (s == "Y").to_string())
+}
+
+/// The oracle's phone rule: 10 digits get a leading 7, 11 digits starting with 8 get 7
+/// instead; 11–15 digits stay; `+` in front. Anything else is kept as typed.
+fn phone_of(raw: &str) -> String {
+    let d: String = raw.chars().filter(char::is_ascii_digit).collect();
+    if d.len() == 10 {
+        format!("+7{d}")
+    } else if d.len() == 11 && d.starts_with('8') {
+        format!("+7{}", &d[1..])
+    } else if (11..=15).contains(&d.len()) {
+        format!("+{d}")
+    } else {
+        raw.to_string()
+    }
+}
+
+fn status_of(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "N" => "new",
+        "AP" => "confirmed",
+        "P" | "PD" => "paid",
+        "CO" => "assembled",
+        "RD" => "ready_delivery",
+        "RP" => "ready_pickup",
+        "DE" => "in_transit",
+        "DF" => "shipped",
+        "F" => "completed",
+        "UN" => "unrealized",
+        "RF" => "refunded",
+        "CF" => "unpaid",
+        "ER" => "payment_error",
+        "TR" => "problematic",
+        "RO" => "reassemble",
+        "DN" => "waiting_processing",
+        "WA" => "waiting_approval",
+        "CA" => "decide",
+        _ => return None,
+    })
+}
+
+/// A typed delivery date: dd.mm.yyyy, yyyy-mm-dd or dd.mm.yy.
+fn date_of(raw: &str) -> Option<String> {
+    let t = raw.trim();
+    let parts: Vec<&str> = t.split(['.', '-']).collect();
+    if parts.len() != 3
+        || !parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return None;
+    }
+    let (y, m, d) = if t.contains('-') {
+        (parts[0].parse::<i32>().ok()?, parts[1], parts[2])
+    } else {
+        let y = parts[2].parse::<i32>().ok()?;
+        (
+            if parts[2].len() == 2 { 2000 + y } else { y },
+            parts[1],
+            parts[0],
+        )
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(y, m.parse().ok()?, d.parse().ok()?)?;
+    Some(date.format("%Y-%m-%d").to_string())
+}
+
+fn time_slot(raw: &str) -> String {
+    match raw {
+        "0" => "as soon as possible",
+        "1" => "08:00-12:00",
+        "2" => "12:00-16:00",
+        "3" => "16:00-20:00",
+        "4" => "20:00-24:00",
+        "5" => "by 10:00",
+        other => other,
+    }
+    .to_string()
+}
+
+fn json_num(s: &Option<String>) -> serde_json::Value {
+    s.as_ref().map_or(serde_json::Value::Null, |s| {
+        serde_json::Value::from(s.parse::<i64>().unwrap())
+    })
+}
+
+fn json_str(s: &Option<String>) -> serde_json::Value {
+    s.as_ref().map_or(serde_json::Value::Null, |s| {
+        serde_json::Value::from(s.clone())
+    })
+}
+
+/// Expected CRM rows per table, keyed by the Bitrix id, each row in the column order of the
+/// matching `actual` query.
+struct Expected {
+    tables: BTreeMap<&'static str, BTreeMap<String, Row>>,
+    /// Bitrix orders whose status the map does not know (dead letters, not CRM rows).
+    unknown_status: Vec<String>,
+}
+
+async fn expected(my: &mut mysql_async::Conn) -> Expected {
+    let mut tables: BTreeMap<&'static str, BTreeMap<String, Row>> = BTreeMap::new();
+
+    // Users.
+    let mut users = BTreeMap::new();
+    for r in mysql_rows(my, "SELECT ID, LOGIN, NAME, LAST_NAME, EMAIL, PERSONAL_PHONE, ACTIVE, DATE_REGISTER, LAST_LOGIN, LID, PERSONAL_GENDER, PERSONAL_CITY, XML_ID, EXTERNAL_AUTH_ID FROM b_user").await {
+        let email = clean(&r[4]).filter(|e| e != "noemail@cvety.kz" && e != "no-email@cvety.kz");
+        let phone = clean(&r[5]).map(|p| {
+            let n = phone_of(&p);
+            if n.starts_with('+') { n } else { r[5].clone().unwrap() }
+        });
+        let meta = serde_json::json!({
+            "LID": json_str(&r[9]), "PERSONAL_GENDER": json_str(&r[10]), "PERSONAL_CITY": json_str(&r[11]),
+            "XML_ID": json_str(&r[12]), "EXTERNAL_AUTH_ID": json_str(&r[13]),
+        });
+        users.insert(r[0].clone().unwrap(), vec![
+            r[0].clone(), r[1].clone(), clean(&r[2]), clean(&r[3]), email, phone, yes_no(&r[6]),
+            r[7].as_deref().and_then(utc_of_local), r[8].as_deref().and_then(utc_of_local), Some(meta.to_string()),
+        ]);
+    }
+    tables.insert("users", users);
+
+    // Sellers and products.
+    let mut sellers = BTreeMap::new();
+    let mut products = BTreeMap::new();
+    let prices: BTreeMap<String, (Option<String>, Option<String>)> = mysql_rows(my, "SELECT PRODUCT_ID, PRICE, CURRENCY FROM b_catalog_price WHERE CATALOG_GROUP_ID = 1 AND QUANTITY_FROM IS NULL").await
+        .into_iter().map(|r| (r[0].clone().unwrap(), (r[1].clone(), r[2].clone()))).collect();
+    let links: BTreeMap<String, Option<String>> = mysql_rows(my, "SELECT IBLOCK_ELEMENT_ID, VALUE FROM b_iblock_element_property WHERE IBLOCK_PROPERTY_ID = 290").await
+        .into_iter().map(|r| (r[0].clone().unwrap(), r[1].clone())).collect();
+    for r in mysql_rows(my, "SELECT ID, IBLOCK_ID, NAME, CODE, DETAIL_TEXT, ACTIVE, SORT, DATE_CREATE, TIMESTAMP_X, WF_PARENT_ELEMENT_ID FROM b_iblock_element").await {
+        if r[9].is_some() {
+            continue;
+        }
+        let id = r[0].clone().unwrap();
+        let common = |extra: Vec<Option<String>>| {
+            let mut v = vec![r[0].clone(), r[2].as_ref().map(|s| s.trim().to_string()), r[3].clone()];
+            v.extend(extra);
+            v.extend([yes_no(&r[5]), r[6].clone(), r[7].as_deref().and_then(utc_of_local), r[8].as_deref().and_then(utc_of_local)]);
+            v
+        };
+        match r[1].as_deref() {
+            Some("32") => {
+                sellers.insert(id, common(vec![]));
+            }
+            Some("2") => {
+                let (price, cur) = prices.get(&id).cloned().unwrap_or((None, None));
+                let seller = links.get(&id).cloned().flatten();
+                products.insert(id.clone(), common(vec![clean(&r[4]), price, cur, seller.clone(), seller]));
+            }
+            _ => {}
+        }
+    }
+    tables.insert("sellers", sellers);
+    tables.insert("products", products);
+
+    // Statuses and cities.
+    let mut statuses = BTreeMap::new();
+    let names: Vec<Row> =
+        mysql_rows(my, "SELECT STATUS_ID, LID, NAME FROM b_sale_status_lang").await;
+    for r in mysql_rows(my, "SELECT ID, TYPE, SORT, COLOR FROM b_sale_status").await {
+        let id = r[0].clone().unwrap();
+        let name = |lid: &str| {
+            names
+                .iter()
+                .find(|n| n[0].as_deref() == Some(&id) && n[1].as_deref() == Some(lid))
+                .and_then(|n| n[2].clone())
+        };
+        statuses.insert(
+            id.clone(),
+            vec![
+                r[0].clone(),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                status_of(&id).map(str::to_string),
+                name("ru"),
+                name("en"),
+            ],
+        );
+    }
+    tables.insert("order_statuses", statuses);
+    let mut cities = BTreeMap::new();
+    let names: Vec<Row> = mysql_rows(
+        my,
+        "SELECT LOCATION_ID, LANGUAGE_ID, NAME FROM b_sale_loc_name",
+    )
+    .await;
+    for r in mysql_rows(
+        my,
+        "SELECT ID, CODE, TYPE_ID, PARENT_ID FROM b_sale_location",
+    )
+    .await
+    {
+        let id = r[0].clone().unwrap();
+        let name = |lid: &str| {
+            names
+                .iter()
+                .find(|n| n[0].as_deref() == Some(&id) && n[1].as_deref() == Some(lid))
+                .and_then(|n| n[2].clone())
+        };
+        cities.insert(
+            id.clone(),
+            vec![
+                r[0].clone(),
+                r[1].clone(),
+                r[2].clone(),
+                r[3].clone(),
+                name("ru"),
+                name("en"),
+            ],
+        );
+    }
+    tables.insert("cities", cities);
+
+    // Orders with their properties.
+    let mut props: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for r in mysql_rows(
+        my,
+        "SELECT ORDER_ID, CODE, VALUE FROM b_sale_order_props_value",
+    )
+    .await
+    {
+        if let (Some(o), Some(c), Some(v)) = (&r[0], &r[1], &r[2]) {
+            props
+                .entry(o.clone())
+                .or_default()
+                .insert(c.clone(), v.clone());
+        }
+    }
+    let mut orders = BTreeMap::new();
+    let mut unknown_status = Vec::new();
+    for r in mysql_rows(my, "SELECT ID, ACCOUNT_NUMBER, STATUS_ID, PRICE, PRICE_DELIVERY, DISCOUNT_VALUE, CURRENCY, PAYED, PAY_SYSTEM_ID, CANCELED, DATE_CANCELED, REASON_CANCELED, USER_ID, USER_DESCRIPTION, COMMENTS, DATE_INSERT, DATE_UPDATE, DATE_STATUS, LID, PERSON_TYPE_ID, DELIVERY_ID, XML_ID, RESPONSIBLE_ID, ALLOW_DELIVERY, DEDUCTED FROM b_sale_order").await {
+        let id = r[0].clone().unwrap();
+        let Some(status) = status_of(r[2].as_deref().unwrap_or("")) else {
+            unknown_status.push(id);
+            continue;
+        };
+        let p = props.get(&id).cloned().unwrap_or_default();
+        let first = |codes: &[&str], f: &dyn Fn(&str) -> Option<String>| codes.iter().find_map(|c| p.get(*c).and_then(|v| f(v)));
+        let trimmed = |v: &str| clean(&Some(v.to_string()));
+        let phone = |v: &str| Some(phone_of(v));
+        let method = match r[8].as_deref() {
+            Some("1") => "cash",
+            Some("2") => "card",
+            Some("3") | Some("10") => "kaspi",
+            Some("4") => "transfer",
+            _ => "other",
+        };
+        let meta = serde_json::json!({
+            "LID": json_str(&r[18]), "PERSON_TYPE_ID": json_num(&r[19]), "DELIVERY_ID": json_str(&r[20]),
+            "XML_ID": json_str(&r[21]), "RESPONSIBLE_ID": json_num(&r[22]), "ALLOW_DELIVERY": json_str(&r[23]), "DEDUCTED": json_str(&r[24]),
+        });
+        let city = p.get("city").cloned();
+        let shop_id = p.get("shopId").cloned();
+        orders.insert(id.clone(), vec![
+            r[0].clone(), r[1].clone(), Some(status.to_string()), r[2].clone(), r[3].clone(), r[4].clone(), r[5].clone(), r[6].clone(),
+            Some(if r[7].as_deref() == Some("Y") { "paid" } else { "pending" }.to_string()), Some(method.to_string()),
+            yes_no(&r[9]), r[10].as_deref().and_then(utc_of_local), clean(&r[11]), r[12].clone(), r[12].clone(),
+            clean(&r[13]), clean(&r[14]),
+            r[15].as_deref().and_then(utc_of_local), r[16].as_deref().and_then(utc_of_local), r[17].as_deref().and_then(utc_of_local),
+            Some("bitrix".into()), Some(meta.to_string()),
+            first(&["nameRecipient", "FIO"], &trimmed),
+            first(&["phoneRecipient", "PHONE"], &phone),
+            first(&["EMAIL"], &trimmed),
+            first(&["addressRecipient", "ADDRESS"], &trimmed),
+            first(&["data", "DELIVERY_DATE"], &date_of),
+            first(&["data", "DELIVERY_DATE"], &trimmed),
+            first(&["when"], &|v| Some(time_slot(v))),
+            first(&["postcardText", "POSTCARD_TEXT"], &trimmed),
+            first(&["CITY"], &trimmed),
+            first(&["iWillGet", "pickup"], &|v| Some((v == "Y").to_string())),
+            city.clone(), city, shop_id.clone(), shop_id,
+        ]);
+    }
+    tables.insert("orders", orders);
+
+    // Basket rows of orders.
+    let mut items = BTreeMap::new();
+    for r in mysql_rows(my, "SELECT ID, ORDER_ID, PRODUCT_ID, NAME, PRICE, BASE_PRICE, DISCOUNT_PRICE, QUANTITY, CURRENCY, DATE_INSERT FROM b_sale_basket WHERE ORDER_ID IS NOT NULL").await {
+        let qty = r[7].as_ref().map(|q| format!("{:.4}", q.parse::<f64>().unwrap()));
+        // A look-up shows the parent's natural key when the parent row exists.
+        let order = r[1].clone().filter(|o| tables["orders"].contains_key(o));
+        let product = r[2].clone().filter(|p| tables["products"].contains_key(p));
+        items.insert(r[0].clone().unwrap(), vec![
+            r[0].clone(), r[1].clone(), order, r[2].clone(), product, r[3].as_ref().map(|s| s.trim().to_string()),
+            r[4].clone(), r[5].clone(), r[6].clone(), qty, r[8].clone(), r[9].as_deref().and_then(utc_of_local),
+        ]);
+    }
+    tables.insert("order_items", items);
+    Expected {
+        tables,
+        unknown_status,
+    }
+}
+
+fn ts(col: &str) -> String {
+    format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')")
+}
+
+/// The CRM rows, in the oracle's column order; look-up columns are shown as the natural key of
+/// the row they point to.
+async fn actual(pg: &tokio_postgres::Client) -> BTreeMap<&'static str, BTreeMap<String, Row>> {
+    let queries: Vec<(&'static str, String)> = vec![
+        ("users", format!("SELECT bitrix_user_id::text, login, name, last_name, email, phone, is_active::text, {}, {}, metadata::text FROM users", ts("created_at"), ts("last_login_at"))),
+        ("sellers", format!("SELECT bitrix_seller_id::text, name, slug, is_active::text, sort_order::text, {}, {} FROM sellers", ts("created_at"), ts("updated_at"))),
+        ("products", format!("SELECT p.bitrix_product_id::text, p.name, p.slug, p.description, p.price::text, p.currency, p.bitrix_seller_id::text, s.bitrix_seller_id::text, p.is_active::text, p.sort_order::text, {}, {} FROM products p LEFT JOIN sellers s ON s.id = p.seller_id", ts("p.created_at"), ts("p.updated_at"))),
+        ("order_statuses", "SELECT code, type, sort::text, color, crm_status, name_ru, name_en FROM order_statuses".into()),
+        ("cities", "SELECT bitrix_city_id::text, bitrix_location_code, type_id::text, parent_id::text, name_ru, name_en FROM cities".into()),
+        ("orders", format!("SELECT o.bitrix_order_id::text, o.order_number, o.status, o.bitrix_status, o.total_amount::text, o.delivery_fee::text, o.discount_amount::text, o.currency, o.payment_status, o.payment_method, o.canceled::text, {}, o.cancel_reason, o.bitrix_user_id::text, u.bitrix_user_id::text, o.comment, o.courier_comment, {}, {}, {}, o.source, o.metadata::text, o.recipient_name, o.recipient_phone, o.recipient_email, o.delivery_address, o.delivery_date::text, o.delivery_date_raw, o.delivery_time, o.postcard_text, o.city_name, o.pickup::text, o.bitrix_city_id::text, c.bitrix_city_id::text, o.bitrix_shop_id::text, s.bitrix_seller_id::text FROM orders o LEFT JOIN users u ON u.id = o.user_id LEFT JOIN cities c ON c.id = o.city_id LEFT JOIN sellers s ON s.id = o.seller_id", ts("o.canceled_at"), ts("o.created_at"), ts("o.updated_at"), ts("o.status_changed_at"))),
+        ("order_items", format!("SELECT i.bitrix_basket_id::text, i.bitrix_order_id::text, o.bitrix_order_id::text, i.bitrix_product_id::text, p.bitrix_product_id::text, i.name, i.price::text, i.base_price::text, i.discount_price::text, i.quantity::text, i.currency, {} FROM order_items i LEFT JOIN orders o ON o.id = i.order_id LEFT JOIN products p ON p.id = i.product_id", ts("i.created_at"))),
+    ];
+    let mut out = BTreeMap::new();
+    for (table, sql) in queries {
+        let rows = pg_rows(pg, &sql).await;
+        out.insert(
+            table,
+            rows.into_iter()
+                .map(|r| (r[0].clone().unwrap_or_default(), r))
+                .collect(),
+        );
+    }
+    out
+}
+
+/// Normalises jsonb text (key order) so both sides compare as JSON.
+fn normalise(v: &Option<String>) -> Option<String> {
+    v.as_ref()
+        .map(|s| match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(j) if j.is_object() => j.to_string(),
+            _ => s.clone(),
+        })
+}
+
+/// Field-by-field differences, at most `limit` of them described.
+fn differences(
+    expected: &BTreeMap<&'static str, BTreeMap<String, Row>>,
+    actual: &BTreeMap<&'static str, BTreeMap<String, Row>>,
+    limit: usize,
+) -> (usize, Vec<String>) {
+    let mut count = 0;
+    let mut shown = Vec::new();
+    let mut note = |s: String| {
+        count += 1;
+        if shown.len() < limit {
+            shown.push(s);
+        }
+    };
+    for (table, rows) in expected {
+        let got = &actual[table];
+        for (key, want) in rows {
+            match got.get(key) {
+                None => note(format!("{table} {key}: missing")),
+                Some(have) => {
+                    for (i, (w, h)) in want.iter().zip(have).enumerate() {
+                        if normalise(w) != normalise(h) {
+                            note(format!(
+                                "{table} {key} column {i}: expected {w:?}, found {h:?}"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for key in got.keys().filter(|k| !rows.contains_key(*k)) {
+            note(format!("{table} {key}: not expected"));
+        }
+    }
+    (count, shown)
+}
+
+async fn wait_equal(
+    pg: &tokio_postgres::Client,
+    my: &mut mysql_async::Conn,
+    work: &Workdir,
+    within: Duration,
+) -> Expected {
+    let until = std::time::Instant::now() + within;
+    loop {
+        let want = expected(my).await;
+        let have = actual(pg).await;
+        let (n, shown) = differences(&want.tables, &have, 25);
+        if n == 0 {
+            return want;
+        }
+        if std::time::Instant::now() > until {
+            let log = work.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "{n} CRM fields differ from what the mapping says, e.g.:\n{}\nduplex log tail:\n{}",
+                shown.join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generated_shop_is_replicated_field_by_field() {
+    let (dbs, work) = shop_dbs("shop").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let mut shop = shop::generate(&mut my, 7, 300, 2000).await;
+    work.setup();
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(ok, "duplex check failed on the shipped mapping set:\n{out}");
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(120),
+        "the initial copy",
+        &work,
+        || async { work.log().contains("b_sale_order_props_value: copied") },
+    )
+    .await;
+
+    // The shop goes on while duplex streams: new orders, a status change, edited and deleted
+    // properties, a new price, a product moved to another shop, a deleted basket row.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let mut batch = shop::OrderBatch::default();
+    for _ in 0..150 {
+        shop::order_rows(&mut rng, &mut shop, &mut batch, None);
+    }
+    batch.write(&mut my).await;
+    my.query_drop(
+        "UPDATE b_sale_order SET STATUS_ID = 'CO', DATE_STATUS = '2026-02-03 10:00:00' WHERE ID = 5;
+         UPDATE b_sale_order_props_value SET VALUE = '  Новое Имя  ' WHERE ORDER_ID = 6 AND CODE IN ('nameRecipient', 'FIO');
+         DELETE FROM b_sale_order_props_value WHERE ORDER_ID = 7 AND CODE = 'nameRecipient';
+         DELETE FROM b_sale_order_props_value WHERE ORDER_ID = 8 AND CODE = 'data';
+         UPDATE b_catalog_price SET PRICE = '77777.00' WHERE PRODUCT_ID = 1001 AND CATALOG_GROUP_ID = 1 AND QUANTITY_FROM IS NULL;
+         UPDATE b_iblock_element_property SET VALUE = '17001' WHERE IBLOCK_ELEMENT_ID = 1002 AND IBLOCK_PROPERTY_ID = 290;
+         DELETE FROM b_sale_basket WHERE ORDER_ID = 9 LIMIT 1;
+         UPDATE b_user SET EMAIL = 'noemail@cvety.kz', PERSONAL_PHONE = '8 777 000 11 22' WHERE ID = 3;
+         UPDATE b_iblock_element SET IBLOCK_ID = 27 WHERE ID = 1003",
+    )
+    .await
+    .unwrap();
+
+    let want = wait_equal(&pg, &mut my, &work, Duration::from_secs(90)).await;
+    let counts: Vec<String> = want
+        .tables
+        .iter()
+        .map(|(t, rows)| format!("{t} {}", rows.len()))
+        .collect();
+    eprintln!("compared field by field: {}", counts.join(", "));
+    assert!(want.tables["orders"].len() >= 2150, "{counts:?}");
+    assert!(want.tables["order_items"].len() > 4000, "{counts:?}");
+    assert!(want.unknown_status.is_empty());
+    // The product moved out of the catalog infoblock is gone from products.
+    assert!(!want.tables["products"].contains_key("1003"));
+    assert_eq!(
+        pg_count(&pg, "products WHERE bitrix_product_id = 1003").await,
+        0
+    );
+    // No dead letters: every generated row maps.
+    assert_eq!(pg_count(&pg, "duplex.dead_letter").await, 0);
+    stop_cleanly(&mut child, &work);
+}

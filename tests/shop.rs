@@ -535,3 +535,396 @@ async fn a_generated_shop_is_replicated_field_by_field() {
     assert_eq!(pg_count(&pg, "duplex.dead_letter").await, 0);
     stop_cleanly(&mut child, &work);
 }
+
+/// A shop with reference data, users, the catalog and a few orders, replicated; duplex running.
+async fn running_shop(
+    prefix: &str,
+    orders: usize,
+) -> (
+    support::TestDbs,
+    Workdir,
+    shop::Shop,
+    support::harness::Duplex,
+) {
+    let (dbs, work) = shop_dbs(prefix).await;
+    let mut my = dbs.mysql().await;
+    let shop = shop::generate(&mut my, 11, 40, orders).await;
+    work.setup();
+    let child = work.start();
+    let pg = dbs.pg().await;
+    wait_equal(&pg, &mut my, &work, Duration::from_secs(60)).await;
+    (dbs, work, shop, child)
+}
+
+async fn in_txn(my: &mut mysql_async::Conn, parts: &[(&str, &str, &[String])]) {
+    my.query_drop("START TRANSACTION").await.unwrap();
+    for (table, cols, rows) in parts {
+        shop::insert(my, table, cols, rows).await;
+    }
+    my.query_drop("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_saved_in_any_order_ends_complete() {
+    let (dbs, work, mut shop, mut child) = running_shop("anyorder", 10).await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let (o, b, p) = (shop::ORDER_COLS, shop::BASKET_COLS, shop::PROP_COLS);
+    // Each order's three parts, written in a different order and grouping of transactions.
+    for shape in 0..6 {
+        let mut batch = shop::OrderBatch::default();
+        shop::order_rows(&mut rng, &mut shop, &mut batch, None);
+        let (orders, baskets, props) = (&batch.orders, &batch.baskets, &batch.props);
+        let order = ("b_sale_order", o, orders.as_slice());
+        let basket = ("b_sale_basket", b, baskets.as_slice());
+        let prop = ("b_sale_order_props_value", p, props.as_slice());
+        match shape {
+            // The way Bitrix's Order::save() does it: one transaction, order first.
+            0 => in_txn(&mut my, &[order, basket, prop]).await,
+            1 => {
+                in_txn(&mut my, &[order]).await;
+                in_txn(&mut my, &[basket]).await;
+                in_txn(&mut my, &[prop]).await;
+            }
+            2 => {
+                in_txn(&mut my, &[prop]).await;
+                in_txn(&mut my, &[basket]).await;
+                in_txn(&mut my, &[order]).await;
+            }
+            3 => {
+                in_txn(&mut my, &[basket]).await;
+                in_txn(&mut my, &[order, prop]).await;
+            }
+            4 => in_txn(&mut my, &[prop, basket, order]).await,
+            _ => {
+                in_txn(&mut my, &[prop]).await;
+                in_txn(&mut my, &[order]).await;
+                in_txn(&mut my, &[basket]).await;
+            }
+        }
+    }
+    wait_equal(&pg, &mut my, &work, Duration::from_secs(60)).await;
+    // Every item of the new orders hangs off its order, and each order has its recipient.
+    let rows = pg_rows(
+        &pg,
+        "SELECT count(*)::text, count(i.order_id)::text FROM order_items i WHERE i.bitrix_order_id > 10",
+    )
+    .await;
+    assert_eq!(
+        rows[0][0], rows[0][1],
+        "items without their order: {rows:?}"
+    );
+    assert_ne!(rows[0][0].as_deref(), Some("0"));
+    let incomplete = pg_count(
+        &pg,
+        "orders WHERE bitrix_order_id > 10 AND (order_number IS NULL OR recipient_name IS NULL OR status IS NULL)",
+    )
+    .await;
+    assert_eq!(incomplete, 0);
+    assert_eq!(pg_count(&pg, "orders WHERE bitrix_order_id > 10").await, 6);
+    stop_cleanly(&mut child, &work);
+}
+
+/// The Bitrix order row as text, without the columns a CRM status change may set.
+async fn order_row(my: &mut mysql_async::Conn, id: i64) -> Vec<Option<String>> {
+    let cols: Vec<String> = shop::ORDER_COLS
+        .split(", ")
+        .filter(|c| {
+            !matches!(
+                *c,
+                "STATUS_ID" | "DATE_STATUS" | "DATE_UPDATE" | "CANCELED" | "DATE_CANCELED"
+            )
+        })
+        .map(str::to_string)
+        .collect();
+    let mut r = mysql_rows(
+        my,
+        &format!(
+            "SELECT {} FROM b_sale_order WHERE ID = {id}",
+            cols.join(", ")
+        ),
+    )
+    .await;
+    r.pop().unwrap()
+}
+
+async fn one(my: &mut mysql_async::Conn, sql: &str) -> Option<String> {
+    mysql_rows(my, sql)
+        .await
+        .pop()
+        .and_then(|mut r| r.pop())
+        .flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_status_change_reaches_bitrix_with_its_time_and_does_not_come_back() {
+    let (dbs, work, _shop, mut child) = running_shop("status", 30).await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N', DATE_STATUS = '2025-01-02 03:04:05', DATE_UPDATE = '2025-01-02 03:04:05', DATE_CANCELED = '0000-00-00 00:00:00' WHERE ID IN (3, 4, 5, 6)")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the reset orders",
+        &work,
+        || async {
+            pg_count(
+                &pg,
+                "orders WHERE bitrix_order_id IN (3, 4, 5, 6) AND status = 'new' AND NOT canceled",
+            )
+            .await
+                == 4
+        },
+    )
+    .await;
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for id in 3..=6 {
+            v.push(order_row(&mut my, id).await);
+        }
+        v
+    };
+    let pg_before = pg_rows(&pg, "SELECT bitrix_order_id::text, bitrix_status, status_changed_at::text, updated_at::text FROM orders WHERE bitrix_order_id IN (3, 4, 5, 6) ORDER BY 1").await;
+
+    // The CRM: order 3 assembled, order 4 cancelled, order 5 paid (P and PD both read as paid;
+    // the map's reverse entry says PD), order 6 only gets a CRM note.
+    let local_now = || (chrono::Utc::now() + chrono::Duration::hours(5)).naive_utc();
+    let started = local_now() - chrono::Duration::seconds(2);
+    pg.batch_execute(
+        "UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = 3;
+         UPDATE orders SET canceled = true WHERE bitrix_order_id = 4;
+         UPDATE orders SET status = 'paid' WHERE bitrix_order_id = 5;
+         UPDATE orders SET crm_note = 'позвонить флористу' WHERE bitrix_order_id = 6;
+         INSERT INTO orders (status, order_number, source) VALUES ('new', 'CRM-1', 'crm')",
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(30), "the status changes in b_sale_order", &work, || async {
+        let mut my = dbs.mysql().await;
+        mysql_rows(&mut my, "SELECT ID, STATUS_ID, CANCELED FROM b_sale_order WHERE ID IN (3, 4, 5) ORDER BY ID").await
+            == vec![
+                vec![Some("3".into()), Some("CO".into()), Some("N".into())],
+                vec![Some("4".into()), Some("N".into()), Some("Y".into())],
+                vec![Some("5".into()), Some("PD".into()), Some("N".into())],
+            ]
+    })
+    .await;
+    let ended = local_now() + chrono::Duration::seconds(2);
+    let dt = |s: Option<String>| {
+        chrono::NaiveDateTime::parse_from_str(&s.unwrap(), "%Y-%m-%d %H:%M:%S").unwrap()
+    };
+    let within = |t: chrono::NaiveDateTime| t >= started && t <= ended;
+    // Order 3: DATE_STATUS and DATE_UPDATE are the CRM's commit time in the shop's zone.
+    let s3 = dt(one(&mut my, "SELECT DATE_STATUS FROM b_sale_order WHERE ID = 3").await);
+    assert!(
+        within(s3),
+        "DATE_STATUS {s3} not between {started} and {ended}"
+    );
+    assert_eq!(
+        dt(one(&mut my, "SELECT DATE_UPDATE FROM b_sale_order WHERE ID = 3").await),
+        s3
+    );
+    assert_eq!(
+        one(
+            &mut my,
+            "SELECT DATE_CANCELED FROM b_sale_order WHERE ID = 3"
+        )
+        .await
+        .as_deref(),
+        Some("0000-00-00 00:00:00")
+    );
+    // Order 4: DATE_CANCELED set, DATE_STATUS untouched.
+    let c4 = dt(one(
+        &mut my,
+        "SELECT DATE_CANCELED FROM b_sale_order WHERE ID = 4",
+    )
+    .await);
+    assert!(within(c4), "DATE_CANCELED {c4}");
+    assert_eq!(
+        one(&mut my, "SELECT DATE_STATUS FROM b_sale_order WHERE ID = 4")
+            .await
+            .as_deref(),
+        Some("2025-01-02 03:04:05")
+    );
+    // Order 6: a CRM-only column changed nothing in Bitrix.
+    assert_eq!(
+        mysql_rows(
+            &mut my,
+            "SELECT STATUS_ID, DATE_UPDATE FROM b_sale_order WHERE ID = 6"
+        )
+        .await,
+        vec![vec![Some("N".into()), Some("2025-01-02 03:04:05".into())]]
+    );
+    // No other Bitrix column was written, and the CRM-made order did not become a Bitrix order.
+    for (i, id) in (3..=6).enumerate() {
+        assert_eq!(order_row(&mut my, id).await, before[i], "order {id}");
+    }
+    assert_eq!(
+        one(&mut my, "SELECT count(*) FROM b_sale_order")
+            .await
+            .as_deref(),
+        Some("30")
+    );
+
+    // No echo: the Bitrix writes were duplex's own, so the CRM rows' Bitrix-fed columns
+    // (bitrix_status, status_changed_at, updated_at) stay as they were.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let pg_after = pg_rows(&pg, "SELECT bitrix_order_id::text, bitrix_status, status_changed_at::text, updated_at::text FROM orders WHERE bitrix_order_id IN (3, 4, 5, 6) ORDER BY 1").await;
+    assert_eq!(pg_after, pg_before);
+
+    // A status the map cannot turn into a Bitrix code is a dead letter on the MySQL side.
+    pg.batch_execute("UPDATE orders SET status = 'mystery' WHERE bitrix_order_id = 7")
+        .await
+        .unwrap();
+    let pipeline = support::harness::pipeline_name("status", &dbs);
+    wait_for(
+        Duration::from_secs(30),
+        "the dead letter of the unknown status",
+        &work,
+        || async {
+            let mut my = dbs.mysql().await;
+            mysql_rows(
+                &mut my,
+                &format!("SELECT reason FROM duplex.dead_letter WHERE pipeline = '{pipeline}'"),
+            )
+            .await
+            .len()
+                == 1
+        },
+    )
+    .await;
+    let reason = one(
+        &mut my,
+        &format!("SELECT reason FROM duplex.dead_letter WHERE pipeline = '{pipeline}'"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        reason.contains("\"mystery\" is not in the reverse entries of map order_status"),
+        "{reason}"
+    );
+    assert_ne!(
+        one(&mut my, "SELECT STATUS_ID FROM b_sale_order WHERE ID = 7")
+            .await
+            .as_deref(),
+        Some("mystery")
+    );
+    stop_cleanly(&mut child, &work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_codes_unreadable_dates_and_orphans_have_defined_outcomes() {
+    let (dbs, work, mut shop, mut child) = running_shop("outcomes", 5).await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+
+    // An order whose status code the map does not know: a dead letter naming the code.
+    let mut batch = shop::OrderBatch::default();
+    let zz = shop::order_rows(&mut rng, &mut shop, &mut batch, Some("ZZ"));
+    batch.write(&mut my).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the dead letter of status ZZ",
+        &work,
+        || async {
+            pg_count(
+                &pg,
+                "duplex.dead_letter WHERE source_table LIKE '%b_sale_order'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let letter = pg_rows(
+        &pg,
+        "SELECT target_table, reason, row_data->>'ID' FROM duplex.dead_letter",
+    )
+    .await;
+    assert_eq!(letter[0][0].as_deref(), Some("public.orders"));
+    assert!(
+        letter[0][1]
+            .as_deref()
+            .unwrap()
+            .contains("\"ZZ\" is not in the entries of map order_status"),
+        "{letter:?}"
+    );
+    assert_eq!(letter[0][2], Some(zz.to_string()));
+    // Its properties still arrived (they own other columns); the status is not guessed.
+    assert_eq!(
+        pg_rows(
+            &pg,
+            &format!("SELECT status, order_number FROM orders WHERE bitrix_order_id = {zz}")
+        )
+        .await,
+        vec![vec![None, None]]
+    );
+
+    // An unreadable delivery date: delivery_date NULL, the text kept in delivery_date_raw.
+    let mut batch = shop::OrderBatch::default();
+    let odd = shop::order_rows(&mut rng, &mut shop, &mut batch, Some("N"));
+    batch.write(&mut my).await;
+    my.query_drop(format!("UPDATE b_sale_order_props_value SET VALUE = '31.02.2026 или позже' WHERE ORDER_ID = {odd} AND CODE = 'data'"))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the unreadable date", &work, || async {
+        pg_rows(&pg, &format!("SELECT delivery_date::text, delivery_date_raw FROM orders WHERE bitrix_order_id = {odd}")).await
+            == vec![vec![None, Some("31.02.2026 или позже".into())]]
+    })
+    .await;
+
+    // A basket row whose order never arrives waits with order_id NULL; when an order with that
+    // id is saved after all, it is attached.
+    my.query_drop("INSERT INTO b_sale_basket (ID, FUSER_ID, ORDER_ID, PRODUCT_ID, CURRENCY, PRICE, QUANTITY, NAME, LID) VALUES (900000, 1, 999999, 1001, 'KZT', '1000.0000', 1, 'Сирота', 's1')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the orphan basket row", &work, || async {
+        pg_rows(&pg, "SELECT bitrix_order_id::text, order_id::text FROM order_items WHERE bitrix_basket_id = 900000").await
+            == vec![vec![Some("999999".into()), None]]
+    })
+    .await;
+    my.query_drop(format!("INSERT INTO b_sale_order (ID, LID, PERSON_TYPE_ID, STATUS_ID, PRICE, CURRENCY, USER_ID, DATE_INSERT, DATE_UPDATE, ACCOUNT_NUMBER) VALUES (999999, 's1', 1, 'N', '1000.0000', 'KZT', {}, NOW(), NOW(), 'late-1')", shop.users[1]))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the orphan attached to its late order", &work, || async {
+        pg_count(&pg, "order_items i JOIN orders o ON o.id = i.order_id WHERE i.bitrix_basket_id = 900000 AND o.bitrix_order_id = 999999").await == 1
+    })
+    .await;
+
+    // The fix: the code goes into the map, SIGHUP, and new orders with it replicate.
+    let maps = work.path().join("mappings").join("maps.toml");
+    let text = std::fs::read_to_string(&maps).unwrap();
+    std::fs::write(
+        &maps,
+        text.replace("CA = \"decide\"", "CA = \"decide\"\nZZ = \"special\""),
+    )
+    .unwrap();
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    wait_for(Duration::from_secs(30), "the reload", &work, || async {
+        work.log().contains("mappings reloaded")
+    })
+    .await;
+    let mut batch = shop::OrderBatch::default();
+    let zz2 = shop::order_rows(&mut rng, &mut shop, &mut batch, Some("ZZ"));
+    batch.write(&mut my).await;
+    wait_for(
+        Duration::from_secs(30),
+        "an order with status ZZ after the reload",
+        &work,
+        || async {
+            pg_rows(
+                &pg,
+                &format!("SELECT status FROM orders WHERE bitrix_order_id = {zz2}"),
+            )
+            .await
+                == vec![vec![Some("special".into())]]
+        },
+    )
+    .await;
+    assert_eq!(pg_count(&pg, "duplex.dead_letter").await, 1);
+    stop_cleanly(&mut child, &work);
+}

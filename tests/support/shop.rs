@@ -39,7 +39,14 @@ pub const STATUSES: &[(&str, &str, &str, &str)] = &[
 const ORDER_CODES: &[&str] = &["N", "AP", "P", "PD", "CO", "DE", "F", "F", "F", "UN", "CA"];
 
 /// A location: (ID, CODE, TYPE_ID, PARENT_ID, ru, en). ID = the order property `city`.
-pub type Location = (i64, &'static str, i64, Option<i64>, &'static str, &'static str);
+pub type Location = (
+    i64,
+    &'static str,
+    i64,
+    Option<i64>,
+    &'static str,
+    &'static str,
+);
 
 pub const LOCATIONS: &[Location] = &[
     (1, "0000000001", 1, None, "Казахстан", "Kazakhstan"),
@@ -192,7 +199,7 @@ pub async fn create_bitrix(my: &mut mysql_async::Conn) {
         .unwrap_or_else(|e| panic!("loading examples/shop/bitrix.sql: {e}"));
 }
 
-async fn insert(my: &mut mysql_async::Conn, table: &str, cols: &str, rows: &[String]) {
+pub async fn insert(my: &mut mysql_async::Conn, table: &str, cols: &str, rows: &[String]) {
     for chunk in rows.chunks(500) {
         let sql = format!("INSERT INTO {table} ({cols}) VALUES {}", chunk.join(","));
         my.query_drop(&sql)

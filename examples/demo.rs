@@ -1,6 +1,9 @@
-//! The demo: local MariaDB and PostgreSQL, a Bitrix-shaped `b_sale_order` table, duplex
-//! replicating live into a CRM-shaped `orders` table while orders are written, and a live
-//! summary. Run with `bash scripts/demo.sh`; stops after `DEMO_SECONDS` (default 120) or Ctrl-C.
+//! The demo: local MariaDB and PostgreSQL, a generated cvety.kz shop in the real Bitrix tables
+//! (thousands of orders with basket rows and properties, users, shops, products, statuses,
+//! cities), the CRM schema from `mappings/bitrix/crm.sql`, and duplex with the shipped mapping
+//! set: it copies the shop, then streams both ways while the shop takes new orders and the CRM
+//! moves orders through their statuses. A live summary every 2 s.
+//! Run with `bash scripts/demo.sh`; stops after `DEMO_SECONDS` (default 120) or Ctrl-C.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -8,75 +11,27 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use support::harness::{terminate, Workdir};
+use support::shop;
 
-const BITRIX_DDL: &str = "CREATE TABLE b_sale_order (
-  ID int NOT NULL AUTO_INCREMENT PRIMARY KEY,
-  LID char(2) NOT NULL,
-  PERSON_TYPE_ID int NOT NULL,
-  PAYED char(1) NOT NULL DEFAULT 'N',
-  CANCELED char(1) NOT NULL DEFAULT 'N',
-  STATUS_ID varchar(2) NOT NULL,
-  DATE_STATUS datetime NOT NULL,
-  PRICE_DELIVERY decimal(18,4) NOT NULL DEFAULT '0.0000',
-  PRICE decimal(18,4) NOT NULL,
-  CURRENCY char(3) NOT NULL,
-  DISCOUNT_VALUE decimal(18,4) NOT NULL DEFAULT '0.0000',
-  USER_ID int NOT NULL,
-  DATE_INSERT datetime NOT NULL,
-  DATE_UPDATE datetime NOT NULL,
-  USER_DESCRIPTION varchar(2000) NULL,
-  ACCOUNT_NUMBER varchar(100) NULL,
-  UNIQUE KEY IXS_ACCOUNT_NUMBER (ACCOUNT_NUMBER)
-) ENGINE=InnoDB";
+/// Orders the shop holds before duplex starts (the old integration migrated 20 of 53; this
+/// shop has a few thousand).
+const EXISTING_ORDERS: usize = 3000;
 
-const CRM_DDL: &str = "CREATE TABLE orders (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  bitrix_order_id integer UNIQUE,
-  order_number text,
-  bitrix_status varchar(2),
-  total_amount numeric(18,4),
-  delivery_fee numeric(18,4),
-  discount_amount numeric(18,4),
-  currency text,
-  payed char(1),
-  canceled char(1),
-  bitrix_user_id integer,
-  comment text,
-  created_at timestamptz,
-  updated_at timestamptz,
-  status_changed_at timestamptz,
-  crm_note text
-)";
+/// The CRM statuses the demo's florists move orders to.
+const CRM_MOVES: &[&str] = &["confirmed", "assembled", "in_transit", "completed", "paid"];
 
-const COMMENTS: &[&str] = &[
-    "Позвоните за час до доставки",
-    "Букет на юбилей 🌹",
-    "Без открытки",
-    "Доставить к 18:00, домофон 25",
-    "",
-];
+async fn pg_count(pg: &tokio_postgres::Client, sql: &str) -> i64 {
+    pg.query_one(sql, &[]).await.map(|r| r.get(0)).unwrap_or(-1)
+}
 
-/// Orders the shop holds before duplex starts.
-const EXISTING_ORDERS: usize = 53;
-
-/// Places one order the way the shop does (numbered after the insert).
-async fn new_order(my: &mut mysql_async::Conn, rng: &mut impl Rng) {
-    let price = rng.gen_range(5_000..80_000) as f64 + rng.gen_range(0..100) as f64 / 100.0;
-    let comment = COMMENTS[rng.gen_range(0..COMMENTS.len())];
-    my.exec_drop(
-        "INSERT INTO b_sale_order (LID, PERSON_TYPE_ID, STATUS_ID, DATE_STATUS, PRICE, PRICE_DELIVERY, CURRENCY, USER_ID, DATE_INSERT, DATE_UPDATE, USER_DESCRIPTION, ACCOUNT_NUMBER) \
-         VALUES ('s1', 1, 'N', '0000-00-00 00:00:00', ?, 1500, 'KZT', ?, NOW(), NOW(), ?, NULL)",
-        (format!("{price:.2}"), rng.gen_range(1..500), comment),
-    )
-    .await
-    .expect("insert an order");
-    my.query_drop(
-        "UPDATE b_sale_order SET ACCOUNT_NUMBER = CONCAT('2026-', ID) WHERE ID = LAST_INSERT_ID()",
-    )
-    .await
-    .expect("number the order");
+async fn my_count(my: &mut mysql_async::Conn, sql: &str) -> i64 {
+    my.query_first::<i64, _>(sql)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(-1)
 }
 
 #[tokio::main]
@@ -90,67 +45,89 @@ async fn main() {
     let dbs = support::fresh_dbs("demo").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop(BITRIX_DDL)
+    shop::create_bitrix(&mut my).await;
+    pg.batch_execute(shop::CRM_DDL)
         .await
-        .expect("create b_sale_order");
-    pg.batch_execute(CRM_DDL).await.expect("create orders");
+        .expect("create the CRM schema (mappings/bitrix/crm.sql)");
+    println!("Generating the shop: {EXISTING_ORDERS} orders with basket rows and properties…");
+    let mut shop = shop::generate(&mut my, 2026, 500, EXISTING_ORDERS).await;
 
-    let mapping = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/mappings/demo/orders.toml"
-    ))
-    .expect("read mappings/demo/orders.toml");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .expect("read mappings/bitrix")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).expect("read a mapping file");
+            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    files.sort();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let metrics_port = support::harness::free_port();
     let work = Workdir::with_metrics(
         &dbs,
         "demo",
         "Asia/Almaty",
-        &[("orders.toml", &mapping)],
+        &refs,
         &format!("127.0.0.1:{metrics_port}"),
     );
     work.setup();
-    // The shop's existing orders (the old integration migrated 20 of 53): duplex copies them
-    // all first, then streams from the point its copy saw.
-    let mut rng = rand::thread_rng();
-    for _ in 0..EXISTING_ORDERS {
-        new_order(&mut my, &mut rng).await;
-    }
-    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'F', PAYED = 'Y' WHERE ID % 3 = 0")
-        .await
-        .expect("age the existing orders");
     let copy_started = Instant::now();
     let mut duplex = work.start();
-    // The copy of the existing orders comes first; its report is in the log.
-    let report = loop {
-        if let Some(line) = work.log().lines().find(|l| l.contains("dead-lettered")) {
-            break line
-                .split("mysql_to_pg ")
-                .last()
-                .unwrap_or(line)
-                .to_string();
+    // The copy comes first; each table reports what it copied.
+    // Each source table reports once (`source = "b_…"` lines; several entries may share one).
+    let tables = files
+        .iter()
+        .flat_map(|(_, text)| text.lines().filter(|l| l.starts_with("source = \"b_")))
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    loop {
+        if work.log().matches("dead-lettered").count() >= tables {
+            break;
         }
-        if copy_started.elapsed() > Duration::from_secs(60) {
+        if copy_started.elapsed() > Duration::from_secs(180) {
             panic!(
-                "duplex did not finish copying the existing orders; log:\n{}",
+                "duplex did not finish the initial copy; log:\n{}",
                 work.log()
             );
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "\nduplex copied the shop in {:.1} s:",
+        copy_started.elapsed().as_secs_f64()
+    );
+    for line in work.log().lines().filter(|l| l.contains("dead-lettered")) {
+        // `… mysql_to_pg <db>.<table>: copied N, dead-lettered M in T s`
+        let report = line.split("mysql_to_pg ").nth(1).unwrap_or(line);
+        println!("  {}", report.split_once('.').map_or(report, |(_, t)| t));
+    }
 
     println!();
-    println!("duplex is replicating b_sale_order (MariaDB) → orders (PostgreSQL). Where to look:");
-    println!("  PostgreSQL: psql '{}' -c 'SELECT bitrix_order_id, bitrix_status, total_amount, created_at, comment FROM orders ORDER BY bitrix_order_id DESC LIMIT 5'", s.pg_url(&dbs.pg_db));
-    println!("  MariaDB:    mariadb -h127.0.0.1 -P{} -u{} -p{} {} -e 'SELECT ID, STATUS_ID, PRICE, DATE_INSERT FROM b_sale_order ORDER BY ID DESC LIMIT 5'", s.mysql_port, s.mysql_user, s.mysql_password, dbs.mysql_db);
+    println!("duplex replicates mappings/bitrix/*.toml both ways. Where to look:");
+    println!("  CRM:        psql '{}' -c 'SELECT bitrix_order_id, status, recipient_name, recipient_phone, delivery_date, total_amount FROM orders ORDER BY bitrix_order_id DESC LIMIT 5'", s.pg_url(&dbs.pg_db));
+    println!("  Bitrix:     mariadb -h127.0.0.1 -P{} -u{} -p{} {} -e 'SELECT ID, STATUS_ID, DATE_STATUS, CANCELED, PRICE FROM b_sale_order ORDER BY DATE_STATUS DESC LIMIT 5'", s.mysql_port, s.mysql_user, s.mysql_password, dbs.mysql_db);
+    println!(
+        "  dead letters: psql '{}' -c 'SELECT source_table, reason FROM duplex.dead_letter'",
+        s.pg_url(&dbs.pg_db)
+    );
     println!("  metrics:    curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^duplex_");
     println!("  duplex log: {}", work.path().join("duplex.log").display());
     println!("  config:     {}", work.config.display());
-    println!("The shop already held {EXISTING_ORDERS} orders; duplex copied them first: {report}");
-    println!("Writing orders for {seconds} s (Ctrl-C stops)…\n");
+    println!("New orders arrive in the shop and florists change statuses in the CRM for {seconds} s (Ctrl-C stops)…\n");
 
     let started = Instant::now();
+    let start_local = (chrono::Utc::now() + chrono::Duration::hours(5))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2027);
     let mut written = 0u64;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let mut moved = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut report = Instant::now();
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
@@ -159,86 +136,71 @@ async fn main() {
             _ = tick.tick() => {}
             _ = &mut ctrl_c => break,
         }
-        // A new order, and now and then a status change or cancellation of an older one.
-        new_order(&mut my, &mut rng).await;
+        // The shop: an order saved the way Bitrix saves it (order, basket, properties).
+        let mut batch = shop::OrderBatch::default();
+        shop::order_rows(&mut rng, &mut shop, &mut batch, Some("N"));
+        my.query_drop("START TRANSACTION").await.expect("begin");
+        batch.write(&mut my).await;
+        my.query_drop("COMMIT").await.expect("commit");
         written += 1;
-        if rng.gen_bool(0.3) {
-            let status = ["P", "F", "F"][rng.gen_range(0..3)];
-            my.exec_drop(
-                "UPDATE b_sale_order SET STATUS_ID = ?, DATE_STATUS = NOW(), DATE_UPDATE = NOW(), PAYED = 'Y' WHERE ID = (SELECT ID FROM (SELECT ID FROM b_sale_order ORDER BY RAND() LIMIT 1) x)",
-                (status,),
-            )
-            .await
-            .expect("change a status");
-        }
-        if rng.gen_bool(0.05) {
-            my.query_drop("UPDATE b_sale_order SET CANCELED = 'Y', DATE_UPDATE = NOW() WHERE ID = (SELECT ID FROM (SELECT ID FROM b_sale_order ORDER BY RAND() LIMIT 1) x)").await.expect("cancel");
+        // The CRM: a florist moves an order on.
+        if rng.gen_bool(0.5) {
+            let id = shop.orders[rng.gen_range(0..shop.orders.len())];
+            let status = CRM_MOVES[rng.gen_range(0..CRM_MOVES.len())];
+            moved += pg
+                .execute(
+                    "UPDATE orders SET status = $1 WHERE bitrix_order_id = $2 AND status IS DISTINCT FROM $1",
+                    &[&status, &(id as i32)],
+                )
+                .await
+                .expect("change a status in the CRM");
         }
         if report.elapsed() >= Duration::from_secs(2) {
             report = Instant::now();
-            let in_pg: i64 = pg
-                .query_one("SELECT count(*) FROM orders", &[])
-                .await
-                .map(|r| r.get(0))
-                .unwrap_or(-1);
-            let in_my: Option<i64> = my
-                .query_first("SELECT count(*) FROM b_sale_order")
-                .await
-                .unwrap_or(None);
-            let statuses = pg
-                .query(
-                    "SELECT bitrix_status, count(*) FROM orders GROUP BY 1 ORDER BY 1",
-                    &[],
-                )
-                .await
-                .map(|rows| {
-                    rows.iter()
-                        .map(|r| {
-                            format!(
-                                "{}={}",
-                                r.get::<_, Option<String>>(0).unwrap_or_default(),
-                                r.get::<_, i64>(1)
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                })
-                .unwrap_or_default();
-            println!("[{:>4}s] MariaDB b_sale_order: {:>5} | PostgreSQL orders: {:>5} | statuses in CRM: {statuses}", started.elapsed().as_secs(), in_my.unwrap_or(-1), in_pg);
+            let b_orders = my_count(&mut my, "SELECT count(*) FROM b_sale_order").await;
+            let c_orders =
+                pg_count(&pg, "SELECT count(*) FROM orders WHERE status IS NOT NULL").await;
+            let c_items = pg_count(
+                &pg,
+                "SELECT count(*) FROM order_items WHERE order_id IS NOT NULL",
+            )
+            .await;
+            let back = my_count(
+                &mut my,
+                &format!("SELECT count(*) FROM b_sale_order WHERE DATE_STATUS >= '{start_local}'"),
+            )
+            .await;
+            let dead = pg_count(&pg, "SELECT count(*) FROM duplex.dead_letter").await;
+            println!(
+                "[{:>4}s] shop orders {b_orders:>5} → CRM orders {c_orders:>5} (items {c_items:>5}) | CRM status changes {moved:>4} → in Bitrix {back:>4} | dead letters {dead}",
+                started.elapsed().as_secs()
+            );
         }
     }
-    // Wait until the CRM has everything, then stop duplex the way a DBA would.
+    // Wait until both sides agree, then stop duplex the way a DBA would.
     let until = Instant::now() + Duration::from_secs(30);
-    let total: Option<i64> = my
-        .query_first("SELECT count(*) FROM b_sale_order")
-        .await
-        .unwrap_or(None);
+    let total = my_count(&mut my, "SELECT count(*) FROM b_sale_order").await;
+    let mut in_crm = -1;
     while Instant::now() < until {
-        let in_pg: i64 = pg
-            .query_one("SELECT count(*) FROM orders", &[])
-            .await
-            .map(|r| r.get(0))
-            .unwrap_or(-1);
-        if Some(in_pg) == total {
+        in_crm = pg_count(
+            &pg,
+            "SELECT count(*) FROM orders WHERE order_number IS NOT NULL",
+        )
+        .await;
+        if in_crm == total {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let in_pg: i64 = pg
-        .query_one("SELECT count(*) FROM orders", &[])
-        .await
-        .map(|r| r.get(0))
-        .unwrap_or(-1);
     let status = terminate(&mut duplex, Duration::from_secs(30));
-    println!("\nWrote {written} orders; MariaDB has {}, PostgreSQL has {in_pg}. duplex exited with {status:?}.", total.unwrap_or(-1));
-    if Some(in_pg) != total {
+    println!("\nThe shop took {written} new orders and the CRM made {moved} status changes; Bitrix has {total} orders, the CRM {in_crm}. duplex exited with {status:?}.");
+    if in_crm != total {
         eprintln!(
             "the CRM did not catch up; see {}",
             work.path().join("duplex.log").display()
         );
         std::process::exit(1);
     }
-    // The work dir is a temporary directory that is removed now; keep the log if asked.
     if std::env::var("DEMO_KEEP").is_ok() {
         let kept = work.dir.keep();
         println!("kept {}", kept.display());

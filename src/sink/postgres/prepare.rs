@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::encode::EncodedRow;
 use super::{Kind, PgChange, PivotCell};
 use crate::error::{Error, Result};
-use crate::mapping::{Bindings, OnDelete, Plan, TablePlan};
+use crate::mapping::{Bindings, ColumnSource, OnDelete, Plan, TablePlan};
 use crate::model::{Op, RowChange, TableSchema, TargetKind, Value};
 use crate::sink::Encoder;
 
@@ -69,11 +69,21 @@ impl PgEncoder {
                     c.source_name, table.target, c.target.name
                 )
             };
-            let v = table
-                .value(i, values, idx)
-                .map_err(|e| Error::convert(e).context(context()))?;
-            row.push(&v, &c.target.kind, self.tz)
-                .map_err(|e| e.context(context()))?;
+            // A plain column is encoded where it lies; only computed values are built.
+            let pushed = match (&c.from, c.transform.is_identity()) {
+                (ColumnSource::Column(slot), true) => row.push(
+                    values.get(idx[*slot]).unwrap_or(&Value::Null),
+                    &c.target.kind,
+                    self.tz,
+                ),
+                _ => {
+                    let v = table
+                        .value(i, values, idx)
+                        .map_err(|e| Error::convert(e).context(context()))?;
+                    row.push(&v, &c.target.kind, self.tz)
+                }
+            };
+            pushed.map_err(|e| e.context(context()))?;
         }
         self.row_bytes.set(
             self.row_bytes

@@ -184,6 +184,19 @@ impl PgSink {
             )
             .await
             .map_err(|e| Error::from_pg(e, true, "preparing the dead-letter statement"))?;
+        if plan.tables.iter().any(|t| t.is_pivot()) {
+            let sql = format!(
+                "SELECT 1 FROM {}.pivot LIMIT 0",
+                pg_ident(&cfg.duplex_schema)
+            );
+            client.batch_execute(&sql).await.map_err(|e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    "reading duplex's pivot table, which the mapping's pivot entries need (run `duplex setup`)",
+                )
+            })?;
+        }
         // Session-local staging tables for large runs, created outside any transaction.
         let mut ddl = String::new();
         for (i, t) in plan.tables.iter().enumerate() {

@@ -662,7 +662,7 @@ async fn a_crm_status_change_reaches_bitrix_with_its_time_and_does_not_come_back
     let (dbs, work, _shop, mut child) = running_shop("status", 30).await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N', DATE_STATUS = '2025-01-02 03:04:05', DATE_UPDATE = '2025-01-02 03:04:05', DATE_CANCELED = '0000-00-00 00:00:00' WHERE ID IN (3, 4, 5, 6)")
+    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N', DATE_STATUS = '2025-01-02 03:04:05', DATE_UPDATE = '2025-01-02 03:04:05', DATE_CANCELED = '0000-00-00 00:00:00' WHERE ID IN (3, 4, 5, 6, 8); UPDATE b_sale_order SET STATUS_ID = 'P' WHERE ID = 8")
         .await
         .unwrap();
     wait_for(
@@ -676,6 +676,12 @@ async fn a_crm_status_change_reaches_bitrix_with_its_time_and_does_not_come_back
             )
             .await
                 == 4
+                && pg_count(
+                    &pg,
+                    "orders WHERE bitrix_order_id = 8 AND status = 'paid' AND NOT canceled",
+                )
+                .await
+                    == 1
         },
     )
     .await;
@@ -694,6 +700,7 @@ async fn a_crm_status_change_reaches_bitrix_with_its_time_and_does_not_come_back
     let started = local_now() - chrono::Duration::seconds(2);
     pg.batch_execute(
         "UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = 3;
+         UPDATE orders SET canceled = true WHERE bitrix_order_id = 8;
          UPDATE orders SET canceled = true WHERE bitrix_order_id = 4;
          UPDATE orders SET status = 'paid' WHERE bitrix_order_id = 5;
          UPDATE orders SET crm_note = 'позвонить флористу' WHERE bitrix_order_id = 6;
@@ -747,6 +754,21 @@ async fn a_crm_status_change_reaches_bitrix_with_its_time_and_does_not_come_back
             .await
             .as_deref(),
         Some("2025-01-02 03:04:05")
+    );
+    // Order 8 was P (paid) and only got cancelled: the CRM's "paid" already means P, so
+    // STATUS_ID and DATE_STATUS stay; CANCELED and DATE_CANCELED change.
+    let r8 = mysql_rows(
+        &mut my,
+        "SELECT STATUS_ID, DATE_STATUS, CANCELED FROM b_sale_order WHERE ID = 8",
+    )
+    .await;
+    assert_eq!(
+        r8,
+        vec![vec![
+            Some("P".into()),
+            Some("2025-01-02 03:04:05".into()),
+            Some("Y".into())
+        ]]
     );
     // Order 6: a CRM-only column changed nothing in Bitrix.
     assert_eq!(

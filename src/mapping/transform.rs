@@ -383,6 +383,25 @@ impl Transform {
         self.steps.is_empty()
     }
 
+    /// The source values that map to `target` when the transform is one map and several codes
+    /// do (`P` and `PD` for `paid`): writing back, any of them already means `target`.
+    pub fn preimages(&self, target: &Value) -> Option<Vec<Value>> {
+        let [Step::Map(m)] = self.steps.as_slice() else {
+            return None;
+        };
+        let mut codes: Vec<&String> = m
+            .forward
+            .iter()
+            .filter(|(_, v)| *v == target)
+            .map(|(k, _)| k)
+            .collect();
+        if codes.len() < 2 {
+            return None;
+        }
+        codes.sort();
+        Some(codes.into_iter().map(|c| Value::Text(c.clone())).collect())
+    }
+
     /// Why the transform cannot run backwards, if it cannot.
     pub fn one_way(&self) -> Option<String> {
         self.steps.iter().find_map(|s| match s {

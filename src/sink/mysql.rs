@@ -40,6 +40,9 @@ pub struct MyChange {
     pub values: Vec<Option<My>>,
     /// The change time, for the plan's `reverse_set` columns.
     pub at: Option<My>,
+    /// Update: per column, the MySQL values that already mean the new value (several codes a
+    /// map reads as one CRM value); such a column is left as it is.
+    pub same: Vec<Option<Vec<My>>>,
 }
 
 /// Converts a value read from PostgreSQL for a MySQL column.
@@ -217,6 +220,23 @@ impl MyEncoder {
         .collect()
     }
 
+    /// Per column, the MySQL values a map reads as the same PostgreSQL value, when there are
+    /// several (`P` and `PD` both mean `paid`).
+    fn same(&self, t: &ReversePlan, idx: &[usize], values: &[Value]) -> Vec<Option<Vec<My>>> {
+        t.columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let v = values.get(idx[i])?;
+                let codes = c.transform.preimages(v)?;
+                codes
+                    .iter()
+                    .map(|code| to_mysql(code, &c.my.ty, self.tz).ok().flatten())
+                    .collect()
+            })
+            .collect()
+    }
+
     /// The change time as a MySQL DATETIME in the shop's zone, when the plan sets columns.
     fn at(&self, t: &ReversePlan) -> Option<My> {
         if t.set.is_empty() {
@@ -262,11 +282,13 @@ impl Encoder for MyEncoder {
                         .iter()
                         .all(|k| values[*k].as_ref().is_some_and(|v| *v != My::NULL));
                     if keyed {
+                        let same = self.same(&t, &idx, after);
                         out.push(MyChange {
                             table: i,
                             kind: MyKind::Update,
                             values,
                             at,
+                            same,
                         });
                     }
                 }
@@ -288,6 +310,7 @@ impl Encoder for MyEncoder {
                                 kind: MyKind::Delete,
                                 values: old,
                                 at: None,
+                                same: Vec::new(),
                             });
                         }
                     }
@@ -299,6 +322,7 @@ impl Encoder for MyEncoder {
                         kind: MyKind::Upsert,
                         values,
                         at,
+                        same: Vec::new(),
                     });
                 }
                 Op::Delete => {
@@ -308,6 +332,7 @@ impl Encoder for MyEncoder {
                         kind: MyKind::Delete,
                         values,
                         at: None,
+                        same: Vec::new(),
                     });
                 }
             }
@@ -511,12 +536,25 @@ impl MySqlSink {
     }
 
     /// `UPDATE … SET … WHERE key` of one row: change-time columns first (set when one of their
-    /// trigger columns gets a new value), then the sent columns.
+    /// trigger columns gets a new value), then the sent columns. A column already holding a
+    /// value the map reads as the new one (`P` when the CRM says `paid`, whose code is `PD`)
+    /// is left as it is, and does not count as changed.
     fn update_sql(&self, t: &ReversePlan, c: &MyChange) -> String {
         let lit = |v: &My| match v {
             My::Double(x) if x.is_finite() => format!("{x:e}"),
             My::Float(x) if x.is_finite() => format!("{x:e}"),
             _ => v.as_sql(self.no_backslash_escapes),
+        };
+        // SQL that is true when column `i` already holds the new value `v`.
+        let unchanged = |i: usize, v: &My| {
+            let n = my_ident(&t.columns[i].my.name);
+            match c.same.get(i) {
+                Some(Some(codes)) => {
+                    let list: Vec<String> = codes.iter().map(lit).collect();
+                    format!("{n} IN ({})", list.join(", "))
+                }
+                _ => format!("{n} <=> {}", lit(v)),
+            }
         };
         let mut sets = Vec::new();
         if let Some(at) = &c.at {
@@ -524,11 +562,7 @@ impl MySqlSink {
                 let n = my_ident(&col.name);
                 let same: Vec<String> = when
                     .iter()
-                    .filter_map(|w| {
-                        c.values[*w]
-                            .as_ref()
-                            .map(|v| format!("{} <=> {}", my_ident(&t.columns[*w].my.name), lit(v)))
-                    })
+                    .filter_map(|w| c.values[*w].as_ref().map(|v| unchanged(*w, v)))
                     .collect();
                 if when.is_empty() {
                     sets.push(format!("{n} = {}", lit(at)));
@@ -543,7 +577,13 @@ impl MySqlSink {
         }
         for (i, v) in c.values.iter().enumerate() {
             if let (false, Some(v)) = (t.key.contains(&i), v) {
-                sets.push(format!("{} = {}", my_ident(&t.columns[i].my.name), lit(v)));
+                let n = my_ident(&t.columns[i].my.name);
+                match c.same.get(i) {
+                    Some(Some(_)) => {
+                        sets.push(format!("{n} = IF({}, {n}, {})", unchanged(i, v), lit(v)))
+                    }
+                    _ => sets.push(format!("{n} = {}", lit(v))),
+                }
             }
         }
         if sets.is_empty() {

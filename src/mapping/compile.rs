@@ -135,6 +135,8 @@ pub struct ReverseSet {
     pub column: String,
     /// MySQL columns whose change triggers it (empty: always).
     pub when_changed: Vec<String>,
+    /// The zone of the wall time written (default: `source_time_zone`).
+    pub zone: Option<chrono_tz::Tz>,
 }
 
 /// One source table → one target table.
@@ -488,7 +490,7 @@ pub fn compile(
     for r in &reverse {
         if let Some(prev) = reverse_targets.insert(&r.source, &r.origin) {
             errors.push(format!(
-                "{}: PostgreSQL table {} is already replicated back by the entry at {prev}; only one entry per table may go reverse",
+                "{}: key `direction`: PostgreSQL table {} is already replicated back by the entry at {prev}; only one entry per table may go reverse",
                 r.origin, r.source
             ));
         }
@@ -520,7 +522,7 @@ fn check_shared_targets(tables: &[Arc<TablePlan>]) -> Vec<String> {
             .collect();
         if deleting.len() > 1 {
             errors.push(format!(
-                "{}: target {target} is fed by {} entries that delete its rows on a source DELETE (also at {}): set on_delete = \"clear\" on the entries that only add columns",
+                "{}: key `on_delete`: target {target} is fed by {} entries that delete its rows on a source DELETE (also at {}): set on_delete = \"clear\" on the entries that only add columns",
                 deleting[1],
                 deleting.len(),
                 deleting[0]
@@ -544,7 +546,7 @@ fn check_shared_targets(tables: &[Arc<TablePlan>]) -> Vec<String> {
             for col in written {
                 if let Some(prev) = writer.insert(col, &t.origin) {
                     errors.push(format!(
-                        "{}: target column {target}.{col} is also written by the entry at {prev}; give each column one writer",
+                        "{}: key `column`: target column {target}.{col} is also written by the entry at {prev}; give each column one writer",
                         t.origin
                     ));
                 }
@@ -1221,9 +1223,22 @@ fn compile_table(
                 None => errors.push(format!("{at}: when_changed names {w}, which is not a column written back to MySQL by this entry")),
             }
         }
+        let zone = match &r.zone {
+            None => None,
+            Some(z) => match z.parse::<chrono_tz::Tz>() {
+                Ok(tz) => Some(tz),
+                Err(_) => {
+                    errors.push(format!(
+                        "{at}: zone {z:?} is not an IANA time zone name (like Asia/Almaty)"
+                    ));
+                    continue;
+                }
+            },
+        };
         reverse_set.push(ReverseSet {
             column: source.columns[si].name.clone(),
             when_changed: when,
+            zone,
         });
     }
 

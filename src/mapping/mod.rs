@@ -15,7 +15,7 @@ pub use compile::{
     compile, convertible, ColumnPlan, ColumnSource, LookupPlan, PivotPlan, Plan, TablePlan,
     TargetTable,
 };
-pub use reverse::ReversePlan;
+pub use reverse::{ReversePlan, SetColumn};
 pub use spec::{load_dir, ColumnsMode, Direction, MappingSet, OnDelete, ReverseWrite};
 
 /// Per table version (the `Arc` of the schema a row was decoded with), where each mapped column

@@ -32,9 +32,18 @@ pub struct ReversePlan {
     /// Indexes into `columns` forming the MySQL key (its primary key or a unique key).
     pub key: Vec<usize>,
     pub write: ReverseWrite,
-    /// MySQL columns set to the change time, with the indexes into `columns` whose change
-    /// triggers each (empty: every write).
-    pub set: Vec<(ColumnSchema, Vec<usize>)>,
+    /// MySQL columns set to the change time.
+    pub set: Vec<SetColumn>,
+}
+
+/// A MySQL column set to the change time on reverse writes.
+#[derive(Debug, Clone)]
+pub struct SetColumn {
+    pub column: ColumnSchema,
+    /// Indexes into `columns` whose change triggers it (empty: every write).
+    pub when: Vec<usize>,
+    /// The zone of the wall time written (default: `source_time_zone`).
+    pub zone: Option<chrono_tz::Tz>,
 }
 
 impl ReversePlan {
@@ -66,8 +75,8 @@ impl ReversePlan {
             // A transform's backward result is the source column's own kind of value.
             if c.transform.is_identity() && !convertible_reverse(&c.target.kind, &my.ty) {
                 errors.push(format!(
-                    "{}: direction reverse: cannot convert PostgreSQL {:?} column {}.{} to {} column {}.{}",
-                    forward.origin, c.target.kind, forward.target, c.target.name, my.column_type, forward.source, my.name
+                    "{}: key `column.{}`: direction reverse: cannot convert PostgreSQL {:?} column {}.{} to {} column {}.{}",
+                    forward.origin, my.name, c.target.kind, forward.target, c.target.name, my.column_type, forward.source, my.name
                 ));
             }
             columns.push(ReverseColumn {
@@ -80,7 +89,7 @@ impl ReversePlan {
         for k in &forward.key {
             if !matches!(forward.columns[*k].from, ColumnSource::Column(_)) {
                 errors.push(format!(
-                    "{}: direction reverse: key column {} must come from a source column",
+                    "{}: key `key`: direction reverse: key column {} must come from a source column",
                     forward.origin, forward.columns[*k].target.name
                 ));
             }
@@ -101,7 +110,11 @@ impl ReversePlan {
                     .iter()
                     .filter_map(|w| columns.iter().position(|c| c.my.name == *w))
                     .collect();
-                (my, when)
+                SetColumn {
+                    column: my,
+                    when,
+                    zone: r.zone,
+                }
             })
             .collect();
         if !errors.is_empty() {

@@ -247,6 +247,9 @@ pub struct ReverseSetSpec {
     /// Only when one of these MySQL columns is written with a new value (default: always).
     #[serde(default)]
     pub when_changed: Vec<String>,
+    /// The zone of the wall time written (default: `source_time_zone`).
+    #[serde(default)]
+    pub zone: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

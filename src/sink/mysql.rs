@@ -38,8 +38,8 @@ pub struct MyChange {
     pub kind: MyKind,
     /// Upsert: one value per plan column (`None`: not sent, leave as is). Delete: key values.
     pub values: Vec<Option<My>>,
-    /// The change time, for the plan's `reverse_set` columns.
-    pub at: Option<My>,
+    /// The change time, one value per `reverse_set` column of the plan (each in its zone).
+    pub at: Vec<My>,
     /// Update: per column, the MySQL values that already mean the new value (several codes a
     /// map reads as one CRM value); such a column is left as it is.
     pub same: Vec<Option<Vec<My>>>,
@@ -237,17 +237,28 @@ impl MyEncoder {
             .collect()
     }
 
-    /// The change time as a MySQL DATETIME in the shop's zone, when the plan sets columns.
-    fn at(&self, t: &ReversePlan) -> Option<My> {
+    /// The change time for each `reverse_set` column: the commit time as wall time in the
+    /// column's zone (default: the shop's), in the column's type.
+    fn at(&self, t: &ReversePlan) -> Vec<My> {
         if t.set.is_empty() {
-            return None;
+            return Vec::new();
         }
         let us = self
             .commit_time_us
             .unwrap_or_else(|| chrono::Utc::now().timestamp_micros());
-        to_mysql(&Value::Timestamp(us), &SourceType::DateTime, self.tz)
-            .ok()
-            .flatten()
+        t.set
+            .iter()
+            .map(|s| {
+                to_mysql(
+                    &Value::Timestamp(us),
+                    &s.column.ty,
+                    s.zone.unwrap_or(self.tz),
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(My::NULL)
+            })
+            .collect()
     }
 }
 
@@ -309,7 +320,7 @@ impl Encoder for MyEncoder {
                                 table: i,
                                 kind: MyKind::Delete,
                                 values: old,
-                                at: None,
+                                at: Vec::new(),
                                 same: Vec::new(),
                             });
                         }
@@ -331,7 +342,7 @@ impl Encoder for MyEncoder {
                         table: i,
                         kind: MyKind::Delete,
                         values,
-                        at: None,
+                        at: Vec::new(),
                         same: Vec::new(),
                     });
                 }
@@ -440,24 +451,22 @@ impl MySqlSink {
                         .iter()
                         .map(|c| my_ident(&t.columns[*c].my.name))
                         .collect();
-                    let at = first.at.clone().filter(|_| !t.set.is_empty());
-                    if at.is_some() {
-                        names.extend(t.set.iter().map(|(c, _)| my_ident(&c.name)));
+                    let timed = !first.at.is_empty();
+                    if timed {
+                        names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
                     }
                     let rows: Vec<String> = changes[i..j]
                         .iter()
-                        .map(|c| {
-                            let extra = at.iter().flat_map(|a| std::iter::repeat_n(a, t.set.len()));
-                            self.literal_tuple(c.values.iter().flatten().chain(extra))
-                        })
+                        .map(|c| self.literal_tuple(c.values.iter().flatten().chain(c.at.iter())))
                         .collect();
                     // Change-time columns first: MySQL assigns left to right, so their
                     // conditions still see the old values.
                     let mut updates: Vec<String> = Vec::new();
-                    if at.is_some() {
-                        for (c, when) in &t.set {
-                            let n = my_ident(&c.name);
-                            let same: Vec<String> = when
+                    if timed {
+                        for set in &t.set {
+                            let n = my_ident(&set.column.name);
+                            let same: Vec<String> = set
+                                .when
                                 .iter()
                                 .filter(|w| sent[**w])
                                 .map(|w| {
@@ -557,22 +566,21 @@ impl MySqlSink {
             }
         };
         let mut sets = Vec::new();
-        if let Some(at) = &c.at {
-            for (col, when) in &t.set {
-                let n = my_ident(&col.name);
-                let same: Vec<String> = when
-                    .iter()
-                    .filter_map(|w| c.values[*w].as_ref().map(|v| unchanged(*w, v)))
-                    .collect();
-                if when.is_empty() {
-                    sets.push(format!("{n} = {}", lit(at)));
-                } else if !same.is_empty() {
-                    sets.push(format!(
-                        "{n} = IF({}, {n}, {})",
-                        same.join(" AND "),
-                        lit(at)
-                    ));
-                }
+        for (set, at) in t.set.iter().zip(&c.at) {
+            let n = my_ident(&set.column.name);
+            let same: Vec<String> = set
+                .when
+                .iter()
+                .filter_map(|w| c.values[*w].as_ref().map(|v| unchanged(*w, v)))
+                .collect();
+            if set.when.is_empty() {
+                sets.push(format!("{n} = {}", lit(at)));
+            } else if !same.is_empty() {
+                sets.push(format!(
+                    "{n} = IF({}, {n}, {})",
+                    same.join(" AND "),
+                    lit(at)
+                ));
             }
         }
         for (i, v) in c.values.iter().enumerate() {

@@ -43,6 +43,10 @@
 //!    of the same rows (medians of 3 interleaved runs each), and pg_chameleon's `init_replica`
 //!    (installed from PyPI by `benches/pg_chameleon/run.sh`; `BENCH_CHAMELEON=0` skips it).
 //!
+//! Last, unless `BENCH_SHOP=0`, the mapping set (see `throughput/shop.rs`): `duplex snapshot` of
+//! a generated cvety.kz shop (`BENCH_SHOP_ORDERS`, default 30,000 orders) through
+//! `mappings/bitrix/`, against the raw read and write of the same rows.
+//!
 //! `BENCH_FORWARD=0` skips measurements 1–3 (the rows are still written for the snapshot).
 //!
 //! `BENCH_LOG_DIR=<dir>` keeps duplex's logs (`forward.log`, `reverse.log`).
@@ -64,6 +68,8 @@ mod encode;
 mod reverse;
 #[path = "throughput/schema.rs"]
 mod schema;
+#[path = "throughput/shop.rs"]
+mod shop;
 #[path = "throughput/snapshot.rs"]
 mod snapshot;
 
@@ -140,6 +146,8 @@ struct Settings {
     forward: bool,
     /// Run the snapshot measurement (`BENCH_SNAPSHOT`, default on).
     snapshot: bool,
+    /// Orders of the mapping-set measurement (`BENCH_SHOP_ORDERS`); 0 with `BENCH_SHOP=0`.
+    shop_orders: usize,
 }
 
 impl Settings {
@@ -158,6 +166,11 @@ impl Settings {
             forward: env_flag("BENCH_FORWARD", true),
             snapshot: env_flag("BENCH_SNAPSHOT", true),
             status_updates,
+            shop_orders: if env_flag("BENCH_SHOP", true) {
+                env_number("BENCH_SHOP_ORDERS", 30_000) as usize
+            } else {
+                0
+            },
         }
     }
 }
@@ -242,12 +255,20 @@ async fn run(settings: &Settings) -> String {
         None
     };
 
+    let shop = if settings.shop_orders > 0 {
+        Some(shop::run(settings.shop_orders).await)
+    } else {
+        progress("BENCH_SHOP=0: skipping the mapping-set measurement");
+        None
+    };
+
     let results = Results {
         rows: settings.rows,
         write,
         forward,
         snapshot,
         reverse,
+        shop,
     };
     render(&facts, &results)
 }
@@ -981,6 +1002,7 @@ struct Results {
     forward: Option<Forward>,
     snapshot: Option<snapshot::Snapshot>,
     reverse: Option<reverse::Reverse>,
+    shop: Option<shop::Shop>,
 }
 
 /// The MariaDB → PostgreSQL stream measurements.
@@ -1023,6 +1045,9 @@ fn render(facts: &str, r: &Results) -> String {
     if let Some(rev) = &r.reverse {
         lines.extend(reverse::lines(rev));
     }
+    if let Some(s) = &r.shop {
+        lines.extend(shop::lines(s));
+    }
     for line in lines {
         let _ = writeln!(out, "| {} |", line.join(" | "));
     }
@@ -1034,6 +1059,9 @@ fn render(facts: &str, r: &Results) -> String {
     }
     if let Some(rev) = &r.reverse {
         out.push_str(&reverse::notes(rev));
+    }
+    if let Some(s) = &r.shop {
+        out.push_str(&shop::notes(s));
     }
     out
 }

@@ -167,7 +167,7 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
 }
 
 /// A log line without its terminal colour codes.
-fn strip_ansi(line: &str) -> String {
+pub fn strip_ansi(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut chars = line.chars();
     while let Some(c) = chars.next() {

@@ -484,6 +484,75 @@ fn upsert_values_sql(t: &TablePlan, rows: usize) -> String {
     )
 }
 
+/// A string literal for SQL text.
+fn pg_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The statement that recomputes every column of pivot entry `t` for the keys in `$3` from
+/// `duplex.pivot` (each column: the value of the lowest priority present) in one pass: rows
+/// with a value are upserted (unchanged ones left alone), rows left without any are cleared,
+/// never created. `$1` pipeline, `$2` target table name.
+fn pivot_sql(t: &TablePlan, duplex_schema: &str) -> String {
+    let p = t.pivot.as_ref().expect("a pivot entry");
+    let key_col = &t.columns[t.key[0]].target;
+    let k = pg_ident(&key_col.name);
+    let kt = &key_col.type_name;
+    let tt = t.target.pg_quoted();
+    let s = pg_ident(duplex_schema);
+    let picks: Vec<String> = p
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "(array_agg(d.value ORDER BY d.priority) FILTER (WHERE d.col = {}))[1] AS c{i}",
+                pg_literal(&c.name)
+            )
+        })
+        .collect();
+    let outs: Vec<String> = (0..p.columns.len()).map(|i| format!("x.c{i}")).collect();
+    let names: Vec<String> = p.columns.iter().map(|c| pg_ident(&c.name)).collect();
+    let casts: Vec<String> = p
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!("v.c{i}::{}", c.type_name))
+        .collect();
+    let all_null: Vec<String> = (0..p.columns.len())
+        .map(|i| format!("v.c{i} IS NULL"))
+        .collect();
+    let set_null: Vec<String> = names.iter().map(|n| format!("{n} = NULL")).collect();
+    let any_set: Vec<String> = names.iter().map(|n| format!("t.{n} IS NOT NULL")).collect();
+    let updates: Vec<String> = names
+        .iter()
+        .map(|n| format!("{n} = EXCLUDED.{n}"))
+        .collect();
+    let old: Vec<String> = names.iter().map(|n| format!("{tt}.{n}")).collect();
+    let new: Vec<String> = names.iter().map(|n| format!("EXCLUDED.{n}")).collect();
+    // Shaped so that the plan does not depend on statistics: a copy fills these tables from
+    // empty, and a join planned on an empty table's estimate would scan them whole per chunk.
+    // LATERAL reads duplex.pivot per key through its primary key; `= ANY(ARRAY(…))` reaches
+    // the target rows through its unique key.
+    format!(
+        "WITH v AS (SELECT u.k, {outs} FROM (SELECT DISTINCT k FROM unnest($3::text[]) AS y(k)) u \
+           CROSS JOIN LATERAL (SELECT {picks} FROM {s}.pivot d WHERE d.pipeline = $1 AND d.target = $2 AND d.key = u.k) x), \
+         cleared AS (UPDATE {tt} t SET {set_null} WHERE t.{k} = ANY(ARRAY(SELECT v.k::{kt} FROM v WHERE {all_null})) AND ({any_set})) \
+         INSERT INTO {tt} ({k}, {names}) SELECT v.k::{kt}, {casts} FROM v WHERE NOT ({all_null}) \
+         ON CONFLICT ({k}) DO UPDATE SET {updates} WHERE ({old}) IS DISTINCT FROM ({new})",
+        picks = picks.join(", "),
+        outs = outs.join(", "),
+        set_null = set_null.join(", "),
+        all_null = all_null.join(" AND "),
+        any_set = any_set.join(" OR "),
+        names = names.join(", "),
+        casts = casts.join(", "),
+        updates = updates.join(", "),
+        old = old.join(", "),
+        new = new.join(", "),
+    )
+}
+
 /// The columns an entry writes besides its key (what `on_delete = "clear"` sets to NULL).
 fn owned_columns(t: &TablePlan) -> Vec<String> {
     t.columns
@@ -714,34 +783,16 @@ impl PgSink {
                 .await
                 .map_err(err)?;
         }
-        let key_col = &t.columns[t.key[0]].target;
-        let k = pg_ident(&key_col.name);
-        for (ci, col) in p.columns.iter().enumerate() {
-            let mut keys: Vec<&str> = cells
-                .iter()
-                .filter(|c| c.column == ci)
-                .map(|c| c.key.as_str())
-                .collect();
-            if keys.is_empty() {
-                continue;
-            }
-            keys.sort_unstable();
-            keys.dedup();
-            let c = pg_ident(&col.name);
-            let sql = format!(
-                "WITH v AS (SELECT u.k, (SELECT d.value FROM {s}.pivot d WHERE d.pipeline = $1 AND d.target = $2 AND d.col = $3 AND d.key = u.k ORDER BY d.priority LIMIT 1) AS val FROM unnest($4::text[]) AS u(k)), \
-                 cleared AS (UPDATE {tt} t SET {c} = NULL FROM v WHERE v.val IS NULL AND t.{k} = v.k::{kt} AND t.{c} IS NOT NULL) \
-                 INSERT INTO {tt} ({k}, {c}) SELECT v.k::{kt}, v.val::{ct} FROM v WHERE v.val IS NOT NULL \
-                 ON CONFLICT ({k}) DO UPDATE SET {c} = EXCLUDED.{c}",
-                tt = t.target.pg_quoted(),
-                kt = key_col.type_name,
-                ct = col.type_name,
-            );
-            self.client
-                .execute(&sql, &[&self.pipeline, &target, &col.name, &keys])
-                .await
-                .map_err(err)?;
-        }
+        let mut keys: Vec<&str> = cells.iter().map(|c| c.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        // Planned each time, not prepared once: duplex.pivot grows from empty during a copy,
+        // and a generic plan made while it was small would scan it whole for every chunk.
+        let sql = pivot_sql(&t, &self.duplex_schema);
+        self.client
+            .execute(&sql, &[&self.pipeline, &target, &keys])
+            .await
+            .map_err(err)?;
         Ok(())
     }
 
@@ -772,6 +823,9 @@ impl PgSink {
             keys.dedup();
             let k = pg_ident(&key);
             let mut seen = std::collections::HashSet::new();
+            // The child rows written now: every look-up column of the table in one UPDATE.
+            let mut sets = Vec::new();
+            let mut differs = Vec::new();
             for plan in self.plan.tables.iter() {
                 for l in &plan.lookups {
                     let child = plan.target.pg_quoted();
@@ -779,27 +833,33 @@ impl PgSink {
                     let from = pg_ident(&l.from);
                     let parent = l.table.pg_quoted();
                     let (m, take) = (pg_ident(&l.match_), pg_ident(&l.take));
-                    // The child rows written now.
                     if child == table && seen.insert(("child", child.clone(), fk.clone())) {
                         let pick =
                             format!("(SELECT p.{take} FROM {parent} p WHERE p.{m} = c.{from})");
-                        statements.push((
-                            format!(
-                                "UPDATE {child} c SET {fk} = {pick} WHERE c.{k} = ANY($1::text[]::{key_type}[]) AND c.{fk} IS DISTINCT FROM {pick}"
-                            ),
-                            keys.clone(),
-                        ));
+                        sets.push(format!("{fk} = {pick}"));
+                        differs.push(format!("c.{fk} IS DISTINCT FROM {pick}"));
                     }
                     // Children waiting for the parent rows written now.
                     if parent == table && seen.insert(("parent", child.clone(), fk.clone())) {
                         statements.push((
                             format!(
-                                "UPDATE {child} c SET {fk} = p.{take} FROM {parent} p WHERE p.{k} = ANY($1::text[]::{key_type}[]) AND c.{from} = p.{m} AND c.{fk} IS DISTINCT FROM p.{take}"
+                                "UPDATE {child} c SET {fk} = {pick} WHERE c.{from} = ANY(ARRAY(SELECT p.{m} FROM {parent} p WHERE p.{k} = ANY($1::text[]::{key_type}[]))) AND c.{fk} IS DISTINCT FROM {pick}",
+                                pick = format_args!("(SELECT p.{take} FROM {parent} p WHERE p.{m} = c.{from})")
                             ),
                             keys.clone(),
                         ));
                     }
                 }
+            }
+            if !sets.is_empty() {
+                statements.push((
+                    format!(
+                        "UPDATE {table} c SET {} WHERE c.{k} = ANY($1::text[]::{key_type}[]) AND ({})",
+                        sets.join(", "),
+                        differs.join(" OR ")
+                    ),
+                    keys.clone(),
+                ));
             }
         }
         for (sql, keys) in statements {

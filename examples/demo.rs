@@ -52,17 +52,7 @@ async fn main() {
     println!("Generating the shop: {EXISTING_ORDERS} orders with basket rows and properties…");
     let mut shop = shop::generate(&mut my, 2026, 500, EXISTING_ORDERS).await;
 
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("read mappings/bitrix")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("read a mapping file");
-            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
-        })
-        .collect();
-    files.sort();
+    let files = shop::mapping_files();
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))

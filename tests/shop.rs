@@ -17,25 +17,6 @@ use support::shop;
 
 type Row = Vec<Option<String>>;
 
-/// The mapping set as shipped (the files are read at test time, so this tests what users get).
-fn mapping_files() -> Vec<(String, String)> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 /// A shop's databases with the Bitrix tables and the CRM schema, and a work dir for duplex.
 async fn shop_dbs(prefix: &str) -> (support::TestDbs, Workdir) {
     let dbs = support::fresh_dbs(prefix).await;
@@ -43,7 +24,7 @@ async fn shop_dbs(prefix: &str) -> (support::TestDbs, Workdir) {
     shop::create_bitrix(&mut my).await;
     let pg = dbs.pg().await;
     pg.batch_execute(shop::CRM_DDL).await.unwrap();
-    let files = mapping_files();
+    let files = shop::mapping_files();
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
@@ -176,6 +157,32 @@ struct Expected {
     unknown_status: Vec<String>,
 }
 
+/// Rows of a reference table keyed by their first column: the columns `sql` selects, then
+/// `extra` of the key, then the names in ru and en from `names_sql` (key, language, name).
+async fn with_names(
+    my: &mut mysql_async::Conn,
+    sql: &str,
+    names_sql: &str,
+    extra: impl Fn(&str) -> Vec<Option<String>>,
+) -> BTreeMap<String, Row> {
+    let names = mysql_rows(my, names_sql).await;
+    let mut out = BTreeMap::new();
+    for mut r in mysql_rows(my, sql).await {
+        let id = r[0].clone().unwrap();
+        let name = |lid: &str| {
+            names
+                .iter()
+                .find(|n| n[0].as_deref() == Some(id.as_str()) && n[1].as_deref() == Some(lid))
+                .and_then(|n| n[2].clone())
+        };
+        let (ru, en) = (name("ru"), name("en"));
+        r.extend(extra(&id));
+        r.extend([ru, en]);
+        out.insert(id, r);
+    }
+    out
+}
+
 async fn expected(my: &mut mysql_async::Conn) -> Expected {
     let mut tables: BTreeMap<&'static str, BTreeMap<String, Row>> = BTreeMap::new();
 
@@ -231,63 +238,22 @@ async fn expected(my: &mut mysql_async::Conn) -> Expected {
     tables.insert("sellers", sellers);
     tables.insert("products", products);
 
-    // Statuses and cities.
-    let mut statuses = BTreeMap::new();
-    let names: Vec<Row> =
-        mysql_rows(my, "SELECT STATUS_ID, LID, NAME FROM b_sale_status_lang").await;
-    for r in mysql_rows(my, "SELECT ID, TYPE, SORT, COLOR FROM b_sale_status").await {
-        let id = r[0].clone().unwrap();
-        let name = |lid: &str| {
-            names
-                .iter()
-                .find(|n| n[0].as_deref() == Some(&id) && n[1].as_deref() == Some(lid))
-                .and_then(|n| n[2].clone())
-        };
-        statuses.insert(
-            id.clone(),
-            vec![
-                r[0].clone(),
-                r[1].clone(),
-                r[2].clone(),
-                r[3].clone(),
-                status_of(&id).map(str::to_string),
-                name("ru"),
-                name("en"),
-            ],
-        );
-    }
-    tables.insert("order_statuses", statuses);
-    let mut cities = BTreeMap::new();
-    let names: Vec<Row> = mysql_rows(
+    // Statuses and cities, each with its names per language.
+    let statuses = with_names(
         my,
-        "SELECT LOCATION_ID, LANGUAGE_ID, NAME FROM b_sale_loc_name",
+        "SELECT ID, TYPE, SORT, COLOR FROM b_sale_status",
+        "SELECT STATUS_ID, LID, NAME FROM b_sale_status_lang",
+        |id| vec![status_of(id).map(str::to_string)],
     )
     .await;
-    for r in mysql_rows(
+    tables.insert("order_statuses", statuses);
+    let cities = with_names(
         my,
         "SELECT ID, CODE, TYPE_ID, PARENT_ID FROM b_sale_location",
+        "SELECT LOCATION_ID, LANGUAGE_ID, NAME FROM b_sale_loc_name",
+        |_| vec![],
     )
-    .await
-    {
-        let id = r[0].clone().unwrap();
-        let name = |lid: &str| {
-            names
-                .iter()
-                .find(|n| n[0].as_deref() == Some(&id) && n[1].as_deref() == Some(lid))
-                .and_then(|n| n[2].clone())
-        };
-        cities.insert(
-            id.clone(),
-            vec![
-                r[0].clone(),
-                r[1].clone(),
-                r[2].clone(),
-                r[3].clone(),
-                name("ru"),
-                name("en"),
-            ],
-        );
-    }
+    .await;
     tables.insert("cities", cities);
 
     // Orders with their properties.

@@ -157,19 +157,7 @@ pub async fn run(orders: usize) -> Shop {
     let copy = started.elapsed();
 
     // duplex through the mapping set.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("read mappings/bitrix")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .map(|p| {
-            (
-                p.file_name().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect();
-    files.sort();
+    let files = shop::mapping_files();
     let refs: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))

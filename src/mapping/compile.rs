@@ -32,6 +32,12 @@ impl TargetTable {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The column named by a mapping key (a target column name), or the error at `at`.
+    fn named(&self, name: &str, at: &str) -> std::result::Result<&TargetColumn, String> {
+        self.column(name)
+            .ok_or_else(|| format!("{at}: target column {name} does not exist in {}", self.name))
+    }
+
     fn is_unique(&self, cols: &[String]) -> bool {
         let mut want = cols.to_vec();
         want.sort();
@@ -814,13 +820,12 @@ fn compile_table(
     // Constants.
     for (name, v) in &spec.set {
         let at = ctx.at(name.span(), &format!(".set.{}", name.get_ref()));
-        let Some(tcol) = target.column(name.get_ref()) else {
-            errors.push(format!(
-                "{at}: target column {} does not exist in {}",
-                name.get_ref(),
-                target.name
-            ));
-            continue;
+        let tcol = match target.named(name.get_ref(), &at) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
         };
         let value = match toml_value(v.get_ref()) {
             Ok(v) => v,
@@ -854,13 +859,12 @@ fn compile_table(
     // Packed jsonb columns.
     for (name, p) in &spec.pack {
         let at = ctx.at(name.span(), &format!(".pack.{}", name.get_ref()));
-        let Some(tcol) = target.column(name.get_ref()) else {
-            errors.push(format!(
-                "{at}: target column {} does not exist in {}",
-                name.get_ref(),
-                target.name
-            ));
-            continue;
+        let tcol = match target.named(name.get_ref(), &at) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
         };
         if !matches!(tcol.kind, TargetKind::Json | TargetKind::Jsonb) {
             errors.push(format!(
@@ -1109,13 +1113,12 @@ fn compile_table(
     for (name, l) in &spec.lookup {
         let at = ctx.at(name.span(), &format!(".lookup.{}", name.get_ref()));
         let l = l.get_ref();
-        let Some(tcol) = target.column(name.get_ref()) else {
-            errors.push(format!(
-                "{at}: target column {} does not exist in {}",
-                name.get_ref(),
-                target.name
-            ));
-            continue;
+        let tcol = match target.named(name.get_ref(), &at) {
+            Ok(c) => c,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
         };
         if !tcol.nullable {
             errors.push(format!(

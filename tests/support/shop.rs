@@ -15,6 +15,24 @@ use rand::{Rng, SeedableRng};
 pub const BITRIX_DDL: &str = include_str!("../../examples/shop/bitrix.sql");
 pub const CRM_DDL: &str = include_str!("../../mappings/bitrix/crm.sql");
 
+/// The shipped mapping set (`mappings/bitrix/*.toml`) as (file name, text), read at run time so
+/// that what is tested is what users get.
+pub fn mapping_files() -> Vec<(String, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .map(|p| {
+            let text = std::fs::read_to_string(&p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            (p.file_name().unwrap().to_string_lossy().into_owned(), text)
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 /// The shop's status codes with their type and names (ru, en).
 pub const STATUSES: &[(&str, &str, &str, &str)] = &[
     ("N", "O", "Принят, ожидается оплата", "Accepted"),

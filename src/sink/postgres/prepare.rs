@@ -129,12 +129,12 @@ impl PgEncoder {
         change: &RowChange,
         out: &mut Vec<PgChange>,
     ) -> Result<()> {
-        let none = Vec::new();
-        let before = change.before.as_ref().unwrap_or(&none);
-        let after = change.after.as_ref().unwrap_or(&none);
-        let filtered = !t.filters.is_empty();
-        let before_in = change.op != Op::Insert && (!filtered || t.passes(before, idx));
-        let after_in = change.op != Op::Delete && (!filtered || t.passes(after, idx));
+        let Images {
+            before,
+            after,
+            before_in,
+            after_in,
+        } = Images::of(t, idx, change);
         let removal = |old_key: EncodedRow, key_text: Option<String>| {
             let kind = match t.on_delete {
                 OnDelete::Delete => Kind::Delete,
@@ -251,11 +251,12 @@ impl PgEncoder {
         change: &RowChange,
         out: &mut Vec<PgChange>,
     ) -> Result<()> {
-        let none = Vec::new();
-        let before = change.before.as_ref().unwrap_or(&none);
-        let after = change.after.as_ref().unwrap_or(&none);
-        let before_in = change.op != Op::Insert && t.passes(before, idx);
-        let after_in = change.op != Op::Delete && t.passes(after, idx);
+        let Images {
+            before,
+            after,
+            before_in,
+            after_in,
+        } = Images::of(t, idx, change);
         let mut set = Vec::new();
         if after_in {
             self.pivot_cells(i, t, idx, after, true, &mut set)?;
@@ -272,6 +273,27 @@ impl PgEncoder {
         }
         out.extend(set);
         Ok(())
+    }
+}
+
+/// A row change's images, and whether each is in the entry (exists and passes its filter).
+struct Images<'a> {
+    before: &'a [Value],
+    after: &'a [Value],
+    before_in: bool,
+    after_in: bool,
+}
+
+impl<'a> Images<'a> {
+    fn of(t: &TablePlan, idx: &[usize], change: &'a RowChange) -> Images<'a> {
+        let before = change.before.as_deref().unwrap_or(&[]);
+        let after = change.after.as_deref().unwrap_or(&[]);
+        Images {
+            before,
+            after,
+            before_in: change.op != Op::Insert && t.passes(before, idx),
+            after_in: change.op != Op::Delete && t.passes(after, idx),
+        }
     }
 }
 

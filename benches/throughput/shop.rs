@@ -49,6 +49,16 @@ pub struct Shop {
     reports: Vec<(String, i64, f64)>,
     crm_orders: i64,
     dead_letters: i64,
+    /// Orders written as their own transactions while duplex was stopped, and their rows.
+    stream_orders: usize,
+    stream_rows: i64,
+    /// MariaDB taking those transactions (one connection).
+    stream_write: Duration,
+    /// `duplex run` from spawn to the last order visible.
+    stream: Duration,
+    stream_dead: i64,
+    /// Order items left without their order after the stream (0 expected).
+    stream_items: i64,
 }
 
 impl Shop {
@@ -65,7 +75,7 @@ pub async fn run(orders: usize) -> Shop {
     progress(&format!(
         "shop: generating {orders} orders with baskets and properties"
     ));
-    shop::generate(&mut my, 2026, 2000, orders).await;
+    let mut state = shop::generate(&mut my, 2026, 2000, orders).await;
     pg.batch_execute(shop::CRM_DDL)
         .await
         .expect("create the CRM schema");
@@ -203,7 +213,58 @@ pub async fn run(orders: usize) -> Shop {
     let crm_orders = one("SELECT count(*) FROM orders WHERE order_number IS NOT NULL").await;
     let dead_letters = one("SELECT count(*) FROM duplex.dead_letter").await;
     progress(&format!("shop: took {:.1} s", duplex.as_secs_f64()));
+
+    // The stream: new orders saved the way Bitrix saves them (one transaction each: the order,
+    // its basket rows, its properties) while duplex is stopped; then `duplex run` catches up.
+    let stream_orders = (orders / 6).max(1000);
+    progress(&format!("shop: writing {stream_orders} orders, one transaction each (duplex stopped)"));
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
+    let mut stream_rows = 0i64;
+    let started = Instant::now();
+    for _ in 0..stream_orders {
+        let mut batch = shop::OrderBatch::default();
+        shop::order_rows(&mut rng, &mut state, &mut batch, None);
+        stream_rows += (batch.orders.len() + batch.baskets.len() + batch.props.len()) as i64;
+        my.query_drop("START TRANSACTION").await.expect("begin");
+        batch.write(&mut my).await;
+        my.query_drop("COMMIT").await.expect("commit");
+    }
+    let stream_write = started.elapsed();
+    let last = state.orders.last().copied().unwrap_or_default();
+    progress("shop: duplex run catching up");
+    let started = Instant::now();
+    let mut child = work.start();
+    loop {
+        let done = pg
+            .query_one(
+                "SELECT count(*) FROM orders WHERE bitrix_order_id = $1 AND order_number IS NOT NULL",
+                &[&(last as i32)],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) == 1)
+            .unwrap_or(false);
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "duplex did not catch up with the shop's stream:\n{}",
+            work.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stream = started.elapsed();
+    super::support::harness::terminate(&mut child, Duration::from_secs(30));
+    let stream_dead = one("SELECT count(*) FROM duplex.dead_letter").await;
+    let stream_items = one("SELECT count(*) FROM order_items WHERE order_id IS NULL").await;
+    progress(&format!("shop: caught up in {:.1} s", stream.as_secs_f64()));
     Shop {
+        stream_orders,
+        stream_rows,
+        stream_write,
+        stream,
+        stream_dead,
+        stream_items,
         orders,
         rows,
         select,
@@ -254,6 +315,37 @@ pub fn lines(s: &Shop) -> Vec<Line> {
             ]);
         }
     }
+    let rate = per_second(s.stream_rows, s.stream);
+    let source = per_second(s.stream_rows, s.stream_write);
+    out.push([
+        format!(
+            "mapping set: stream catch-up, {} orders saved as Bitrix does (order + basket + properties, one txn each; {} rows)",
+            thousands(s.stream_orders as f64),
+            thousands(s.stream_rows as f64)
+        ),
+        format!(
+            "{} rows/s, {} orders/s ({:.1} s)",
+            thousands(rate),
+            thousands(s.stream_orders as f64 / s.stream.as_secs_f64().max(1e-9)),
+            s.stream.as_secs_f64()
+        ),
+        format!(
+            "MariaDB taking those txns: {} rows/s ({:.1} s, 1 connection)",
+            thousands(source),
+            s.stream_write.as_secs_f64()
+        ),
+        format!("{:.2}", rate / source.max(1e-9)),
+        "≥ 1.0 (keeps up with the shop)".into(),
+        verdict(rate >= source),
+    ]);
+    out.push([
+        "mapping set: dead letters / order items without their order after the stream".into(),
+        format!("{} / {}", s.stream_dead, s.stream_items),
+        "—".into(),
+        "—".into(),
+        "0 / 0".into(),
+        verdict(s.stream_dead == 0 && s.stream_items == 0),
+    ]);
     out.push([
         "mapping set: CRM orders / dead letters after the copy".into(),
         format!("{} / {}", thousands(s.crm_orders as f64), s.dead_letters),

@@ -500,7 +500,10 @@ async fn a_generated_shop_is_replicated_field_by_field() {
     // The deleted order is gone with its items; the product moved out of the catalog infoblock
     // is gone from products.
     assert_eq!(pg_count(&pg, "orders WHERE bitrix_order_id = 10").await, 0);
-    assert_eq!(pg_count(&pg, "order_items WHERE bitrix_order_id = 10").await, 0);
+    assert_eq!(
+        pg_count(&pg, "order_items WHERE bitrix_order_id = 10").await,
+        0
+    );
     assert!(!want.tables["products"].contains_key("1003"));
     assert_eq!(
         pg_count(&pg, "products WHERE bitrix_product_id = 1003").await,

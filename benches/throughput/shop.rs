@@ -217,7 +217,9 @@ pub async fn run(orders: usize) -> Shop {
     // The stream: new orders saved the way Bitrix saves them (one transaction each: the order,
     // its basket rows, its properties) while duplex is stopped; then `duplex run` catches up.
     let stream_orders = (orders / 6).max(1000);
-    progress(&format!("shop: writing {stream_orders} orders, one transaction each (duplex stopped)"));
+    progress(&format!(
+        "shop: writing {stream_orders} orders, one transaction each (duplex stopped)"
+    ));
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
     let mut stream_rows = 0i64;
     let started = Instant::now();

@@ -135,6 +135,8 @@ pub struct PgSink {
     /// Keys (as text) written in the open transaction, per target table and key column, for
     /// resolving look-ups before the commit.
     touched: HashMap<usize, Vec<String>>,
+    /// Per pivot entry, the statement that recomputes its columns for a set of keys.
+    pivot_stmts: HashMap<usize, Statement>,
 }
 
 impl PgSink {
@@ -230,6 +232,7 @@ impl PgSink {
             in_txn: false,
             marker,
             touched: HashMap::new(),
+            pivot_stmts: HashMap::new(),
         })
     }
 
@@ -786,11 +789,21 @@ impl PgSink {
         let mut keys: Vec<&str> = cells.iter().map(|c| c.key.as_str()).collect();
         keys.sort_unstable();
         keys.dedup();
-        // Planned each time, not prepared once: duplex.pivot grows from empty during a copy,
-        // and a generic plan made while it was small would scan it whole for every chunk.
-        let sql = pivot_sql(&t, &self.duplex_schema);
+        // Prepared once: its shape (see `pivot_sql`) keeps a generic plan on the keys.
+        let stmt = match self.pivot_stmts.get(&table) {
+            Some(st) => st.clone(),
+            None => {
+                let st = self
+                    .client
+                    .prepare(&pivot_sql(&t, &self.duplex_schema))
+                    .await
+                    .map_err(err)?;
+                self.pivot_stmts.insert(table, st.clone());
+                st
+            }
+        };
         self.client
-            .execute(&sql, &[&self.pipeline, &target, &keys])
+            .execute(&stmt, &[&self.pipeline, &target, &keys])
             .await
             .map_err(err)?;
         Ok(())

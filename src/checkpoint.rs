@@ -100,9 +100,10 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
              key text NOT NULL,
              col text NOT NULL,
              priority integer NOT NULL,
-             value text NOT NULL,
+             value text,
              PRIMARY KEY (pipeline, target, key, col, priority)
          );
+         ALTER TABLE {s}.pivot ALTER COLUMN value DROP NOT NULL;
          {}",
         crate::snapshot::state::pg_ddl(schema)
     );

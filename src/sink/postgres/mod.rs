@@ -135,8 +135,8 @@ pub struct PgSink {
     /// Keys (as text) written in the open transaction, per target table and key column, for
     /// resolving look-ups before the commit.
     touched: HashMap<usize, Vec<String>>,
-    /// Per pivot entry, the statement that recomputes its columns for a set of keys.
-    pivot_stmts: HashMap<usize, Statement>,
+    /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
+    pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
 }
 
 impl PgSink {
@@ -259,8 +259,22 @@ impl PgSink {
     }
 
     async fn write_values(&mut self, table: usize, kind: Kind, rows: &[EncodedRow]) -> Result<()> {
+        let stmts = self.values_statements(table, kind, rows).await?;
+        let mut pending = Vec::new();
+        self.send_values(table, &stmts, rows, &mut pending);
+        sent(pending).await
+    }
+
+    /// The statements writing `rows` of a run as multi-row VALUES, with the rows each takes.
+    async fn values_statements(
+        &mut self,
+        table: usize,
+        kind: Kind,
+        rows: &[EncodedRow],
+    ) -> Result<Vec<(Statement, usize)>> {
         let width = rows.first().map_or(1, |r| r.len().max(1));
         let max_rows = (MAX_PARAMS / width).clamp(1, 256);
+        let mut out = Vec::new();
         let mut i = 0;
         while i < rows.len() {
             let left = rows.len() - i;
@@ -271,22 +285,36 @@ impl PgSink {
             } else {
                 left
             };
-            let stmt = self.statement(table, kind, n).await?;
-            let chunk = &rows[i..i + n];
-            let params: Vec<Cell<'_>> = chunk.iter().flat_map(|r| r.cells().map(Cell)).collect();
-            self.client
-                .execute_raw(&stmt, params.iter())
-                .await
-                .map_err(|e| {
-                    Error::from_pg(
-                        e,
-                        true,
-                        &format!("writing {} rows to {}", n, self.plan.tables[table].target),
-                    )
-                })?;
+            out.push((self.statement(table, kind, n).await?, n));
             i += n;
         }
-        Ok(())
+        Ok(out)
+    }
+
+    /// Queues the VALUES statements of a run (see [`sent`]).
+    fn send_values<'a>(
+        &'a self,
+        table: usize,
+        stmts: &'a [(Statement, usize)],
+        rows: &'a [EncodedRow],
+        pending: &mut Vec<Pending<'a>>,
+    ) {
+        let mut i = 0;
+        for (stmt, n) in stmts {
+            let chunk = &rows[i..i + n];
+            i += n;
+            let what = format!("writing {} rows to {}", n, self.plan.tables[table].target);
+            let client = &self.client;
+            pending.push(Box::pin(async move {
+                let params: Vec<Cell<'_>> =
+                    chunk.iter().flat_map(|r| r.cells().map(Cell)).collect();
+                client
+                    .execute_raw(stmt, params.iter())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Error::from_pg(e, true, &what))
+            }));
+        }
     }
 
     /// Sends `rows` with binary COPY into `into` (a table name, already quoted).
@@ -406,31 +434,110 @@ impl PgSink {
     async fn flush(&mut self) -> Result<()> {
         let runs = std::mem::take(&mut self.runs);
         self.buffered = 0;
-        for run in runs {
-            if run.kind == Kind::Pivot {
-                self.write_pivot(run.table, &run.cells).await?;
-                continue;
+        let copied = |r: &Run| {
+            r.rows.len() >= COPY_MIN_ROWS && matches!(r.kind, Kind::Upsert | Kind::Delete)
+        };
+        let mut at = 0;
+        while at < runs.len() {
+            // Runs written by statements, up to the next COPY: prepared first, then sent back
+            // to back in their order (one round trip for the lot, not one per statement).
+            let end = runs[at..]
+                .iter()
+                .position(copied)
+                .map_or(runs.len(), |p| at + p);
+            let segment = &runs[at..end];
+            let mut values = Vec::with_capacity(segment.len());
+            let mut pivots = Vec::with_capacity(segment.len());
+            for run in segment {
+                if run.kind == Kind::Pivot {
+                    values.push(Vec::new());
+                    let stmts = self.pivot_statements(run.table).await?;
+                    pivots.push(Some((stmts, self.pivot_args(run.table, &run.cells))));
+                } else {
+                    values.push(
+                        self.values_statements(run.table, run.kind, &run.rows)
+                            .await?,
+                    );
+                    pivots.push(None);
+                }
             }
-            if run.rows.len() >= COPY_MIN_ROWS && run.kind != Kind::Clear {
+            let mut pending = Vec::new();
+            for ((run, stmts), pivot) in segment.iter().zip(&values).zip(&pivots) {
+                match pivot {
+                    Some((st, args)) => self.send_pivot(st, args, &mut pending),
+                    None => self.send_values(run.table, stmts, &run.rows, &mut pending),
+                }
+            }
+            sent(pending).await?;
+            for run in segment {
+                self.count(run);
+            }
+            if end < runs.len() {
+                let run = &runs[end];
                 let direct = run.kind == Kind::Upsert
                     && run.inserts_only
                     && self.try_copy_direct(run.table, &run.rows).await?;
                 if !direct {
                     self.write_copy(run.table, run.kind, &run.rows).await?;
                 }
-            } else {
-                self.write_values(run.table, run.kind, &run.rows).await?;
+                self.count(run);
             }
-            let t = &self.plan.tables[run.table];
-            metrics::counter!(
-                crate::telemetry::ROWS_APPLIED,
-                "table" => t.target.to_string(),
-                "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
-            )
-            .increment(run.rows.len() as u64);
+            at = end + 1;
         }
         Ok(())
     }
+
+    fn count(&self, run: &Run) {
+        let t = &self.plan.tables[run.table];
+        metrics::counter!(
+            crate::telemetry::ROWS_APPLIED,
+            "table" => t.target.to_string(),
+            "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
+        )
+        .increment(run.rows.len().max(run.cells.len()) as u64);
+    }
+}
+
+/// A statement sent and not yet answered.
+type Pending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>>;
+
+/// Sends queued statements back to back and waits for every answer. A statement's messages go
+/// out on its future's first poll (tokio-postgres writes them before it first waits), so each
+/// future is polled once, in queue order, before any answer is awaited: the server runs them in
+/// that order. Every answer is awaited; the first failure in queue order is the error (the ones
+/// after it only fail because the transaction is aborted).
+async fn sent(mut pending: Vec<Pending<'_>>) -> Result<()> {
+    let mut results: Vec<Option<Result<()>>> = {
+        let waker = futures_util::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        pending
+            .iter_mut()
+            .map(|f| match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(r) => Some(r),
+                std::task::Poll::Pending => None,
+            })
+            .collect()
+    };
+    for (f, r) in pending.into_iter().zip(results.iter_mut()) {
+        if r.is_none() {
+            *r = Some(f.await);
+        }
+    }
+    results.into_iter().flatten().collect()
+}
+
+/// The parameters of a pivot run's statements.
+#[derive(Default)]
+struct PivotArgs {
+    pipeline: String,
+    target: String,
+    /// Per cell: the row's key, the column, the code's priority, its value (NULL: removed).
+    cell_keys: Vec<String>,
+    cell_cols: Vec<String>,
+    cell_prios: Vec<i32>,
+    cell_vals: Vec<Option<String>>,
+    /// The rows to recompute, each once.
+    keys: Vec<String>,
 }
 
 fn column_list(t: &TablePlan) -> String {
@@ -509,7 +616,7 @@ fn pivot_sql(t: &TablePlan, duplex_schema: &str) -> String {
         .enumerate()
         .map(|(i, c)| {
             format!(
-                "(array_agg(d.value ORDER BY d.priority) FILTER (WHERE d.col = {}))[1] AS c{i}",
+                "(array_agg(d.value ORDER BY d.priority) FILTER (WHERE d.col = {} AND d.value IS NOT NULL))[1] AS c{i}",
                 pg_literal(&c.name)
             )
         })
@@ -746,67 +853,107 @@ impl PgSink {
     /// the present code with the lowest priority (NULL when none is left). A row that does not
     /// exist yet is created with its key and that column; clearing never creates one.
     async fn write_pivot(&mut self, table: usize, cells: &[PivotCell]) -> Result<()> {
+        let stmts = self.pivot_statements(table).await?;
+        let args = self.pivot_args(table, cells);
+        let mut pending = Vec::new();
+        self.send_pivot(&stmts, &args, &mut pending);
+        sent(pending).await
+    }
+
+    /// The two statements of pivot entry `table` (store the codes' values, recompute the rows),
+    /// prepared once: their shape keeps generic plans on the keys (see `pivot_sql`).
+    async fn pivot_statements(&mut self, table: usize) -> Result<Arc<[Statement; 2]>> {
+        if let Some(st) = self.pivot_stmts.get(&table) {
+            return Ok(st.clone());
+        }
         let t = self.plan.tables[table].clone();
-        let p = t.pivot.as_ref().expect("a pivot entry");
-        let target = t.target.to_string();
         let s = pg_ident(&self.duplex_schema);
-        let err = |e| Error::from_pg(e, true, &format!("writing pivoted values to {target}"));
-        let col_name = |c: &PivotCell| p.columns[c.column].name.clone();
-        let (set, clear): (Vec<&PivotCell>, Vec<&PivotCell>) =
-            cells.iter().partition(|c| c.value.is_some());
-        if !set.is_empty() {
-            let keys: Vec<&str> = set.iter().map(|c| c.key.as_str()).collect();
-            let cols: Vec<String> = set.iter().map(|c| col_name(c)).collect();
-            let prios: Vec<i32> = set.iter().map(|c| c.priority).collect();
-            let vals: Vec<Option<&str>> = set.iter().map(|c| c.value.as_deref()).collect();
-            self.client
-                .execute(
-                    &format!(
-                        "INSERT INTO {s}.pivot (pipeline, target, key, col, priority, value) \
-                         SELECT $1, $2, u.k, u.c, u.p, u.v FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[]) AS u(k, c, p, v) \
-                         ON CONFLICT (pipeline, target, key, col, priority) DO UPDATE SET value = EXCLUDED.value"
-                    ),
-                    &[&self.pipeline, &target, &keys, &cols, &prios, &vals],
-                )
-                .await
-                .map_err(err)?;
-        }
-        if !clear.is_empty() {
-            let keys: Vec<&str> = clear.iter().map(|c| c.key.as_str()).collect();
-            let cols: Vec<String> = clear.iter().map(|c| col_name(c)).collect();
-            let prios: Vec<i32> = clear.iter().map(|c| c.priority).collect();
-            self.client
-                .execute(
-                    &format!(
-                        "DELETE FROM {s}.pivot d USING unnest($3::text[], $4::text[], $5::int4[]) AS u(k, c, p) \
-                         WHERE d.pipeline = $1 AND d.target = $2 AND d.key = u.k AND d.col = u.c AND d.priority = u.p"
-                    ),
-                    &[&self.pipeline, &target, &keys, &cols, &prios],
-                )
-                .await
-                .map_err(err)?;
-        }
-        let mut keys: Vec<&str> = cells.iter().map(|c| c.key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        // Prepared once: its shape (see `pivot_sql`) keeps a generic plan on the keys.
-        let stmt = match self.pivot_stmts.get(&table) {
-            Some(st) => st.clone(),
-            None => {
-                let st = self
-                    .client
-                    .prepare(&pivot_sql(&t, &self.duplex_schema))
-                    .await
-                    .map_err(err)?;
-                self.pivot_stmts.insert(table, st.clone());
-                st
-            }
+        let err = |e| {
+            Error::from_pg(
+                e,
+                true,
+                &format!("preparing the pivot statements of {}", t.target),
+            )
         };
-        self.client
-            .execute(&stmt, &[&self.pipeline, &target, &keys])
+        let set = self
+            .client
+            .prepare(&format!(
+                "INSERT INTO {s}.pivot (pipeline, target, key, col, priority, value) \
+                 SELECT $1, $2, u.k, u.c, u.p, u.v FROM unnest($3::text[], $4::text[], $5::int4[], $6::text[]) AS u(k, c, p, v) \
+                 ON CONFLICT (pipeline, target, key, col, priority) DO UPDATE SET value = EXCLUDED.value"
+            ))
             .await
             .map_err(err)?;
-        Ok(())
+        let recompute = self
+            .client
+            .prepare(&pivot_sql(&t, &self.duplex_schema))
+            .await
+            .map_err(err)?;
+        let st = Arc::new([set, recompute]);
+        self.pivot_stmts.insert(table, st.clone());
+        Ok(st)
+    }
+
+    /// The parameters of a pivot run's statements.
+    fn pivot_args(&self, table: usize, cells: &[PivotCell]) -> PivotArgs {
+        let t = &self.plan.tables[table];
+        let p = t.pivot.as_ref().expect("a pivot entry");
+        let mut a = PivotArgs {
+            pipeline: self.pipeline.clone(),
+            target: t.target.to_string(),
+            ..Default::default()
+        };
+        for c in cells {
+            a.cell_keys.push(c.key.clone());
+            a.cell_cols.push(p.columns[c.column].name.clone());
+            a.cell_prios.push(c.priority);
+            a.cell_vals.push(c.value.clone());
+            a.keys.push(c.key.clone());
+        }
+        a.keys.sort_unstable();
+        a.keys.dedup();
+        a
+    }
+
+    /// Queues a pivot run's statements (see [`sent`]): each code's value into duplex's `pivot`
+    /// table (an upsert by its primary key; a removed value is stored as NULL, so no statement
+    /// has to find rows by scanning), then the entry's columns of every touched row recomputed from it
+    /// (each: the value of the present code with the lowest priority, NULL when none is left; a
+    /// row that does not exist yet is created with its key and those columns; clearing never
+    /// creates one).
+    fn send_pivot<'a>(
+        &'a self,
+        stmts: &'a [Statement; 2],
+        a: &'a PivotArgs,
+        pending: &mut Vec<Pending<'a>>,
+    ) {
+        let client = &self.client;
+        let err =
+            move |e| Error::from_pg(e, true, &format!("writing pivoted values to {}", a.target));
+        pending.push(Box::pin(async move {
+            client
+                .execute(
+                    &stmts[0],
+                    &[
+                        &a.pipeline,
+                        &a.target,
+                        &a.cell_keys,
+                        &a.cell_cols,
+                        &a.cell_prios,
+                        &a.cell_vals,
+                    ],
+                )
+                .await
+                .map(|_| ())
+                .map_err(err)
+        }));
+        pending.push(Box::pin(async move {
+            client
+                .execute(&stmts[1], &[&a.pipeline, &a.target, &a.keys])
+                .await
+                .map(|_| ())
+                .map_err(err)
+        }));
     }
 
     /// Fills look-up columns for the rows written in this transaction: a child's column from its

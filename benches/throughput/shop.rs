@@ -196,7 +196,7 @@ pub async fn run(orders: usize) -> Shop {
             let (_, rest) = l.split_once("mysql_to_pg ")?;
             let (name, rest) = rest.split_once(": copied ")?;
             let (n, rest) = rest.split_once(',')?;
-            let secs = rest.rsplit_once(" in ")?.1.trim_end_matches(" s");
+            let secs = rest.split_once(" in ")?.1.split_once(" s")?.0;
             let table = name.split_once('.').map_or(name, |(_, t)| t).to_string();
             Some((table, n.trim().parse().ok()?, secs.trim().parse().ok()?))
         })

@@ -55,6 +55,9 @@ pub struct Report {
     pub table: String,
     pub copied: i64,
     pub dead_lettered: i64,
+    /// Rows of `copied` that no mapping entry writes (row filters, unmapped pivot codes), in
+    /// this run.
+    pub left_out: i64,
     /// False when the copy was interrupted by shutdown (it resumes on the next start).
     pub finished: bool,
     pub seconds: f64,
@@ -75,7 +78,15 @@ impl std::fmt::Display for Report {
                 " (interrupted; resumes on the next start)"
             },
             self.seconds
-        )
+        )?;
+        if self.left_out > 0 {
+            write!(
+                f,
+                "; {} of them written nowhere (filtered out, or a property code no entry maps)",
+                self.left_out
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -617,6 +628,7 @@ async fn copy_table<S: Sink>(
         }
     });
     let mut open: Option<Open> = None;
+    let mut left_out = 0i64;
     let result = async {
         loop {
             if *shutdown.borrow() {
@@ -651,6 +663,9 @@ async fn copy_table<S: Sink>(
                     for item in chunk.items {
                         match item {
                             Ok(changes) => {
+                                if changes.is_empty() {
+                                    left_out += 1;
+                                }
                                 for c in changes {
                                     if let Err(e) = sink.push(c).await {
                                         txn.failed = Some(e);
@@ -709,6 +724,7 @@ async fn copy_table<S: Sink>(
         table: table.clone(),
         copied: progress.rows_copied,
         dead_lettered: progress.rows_dead,
+        left_out,
         finished,
         seconds: started.elapsed().as_secs_f64(),
     });

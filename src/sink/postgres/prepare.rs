@@ -126,7 +126,7 @@ impl PgEncoder {
         i: usize,
         t: &TablePlan,
         idx: &[usize],
-        change: &RowChange,
+        im: &Images<'_>,
         out: &mut Vec<PgChange>,
     ) -> Result<()> {
         let Images {
@@ -134,7 +134,8 @@ impl PgEncoder {
             after,
             before_in,
             after_in,
-        } = Images::of(t, idx, change);
+            insert,
+        } = *im;
         let removal = |old_key: EncodedRow, key_text: Option<String>| {
             let kind = match t.on_delete {
                 OnDelete::Delete => Kind::Delete,
@@ -163,7 +164,7 @@ impl PgEncoder {
                 kind: Kind::Upsert,
                 key: Self::upsert_key(t, &row),
                 row,
-                from_insert: change.op == Op::Insert,
+                from_insert: insert,
                 key_text: self.key_text(i, idx, after),
                 pivot: None,
             };
@@ -248,7 +249,7 @@ impl PgEncoder {
         i: usize,
         t: &TablePlan,
         idx: &[usize],
-        change: &RowChange,
+        im: &Images<'_>,
         out: &mut Vec<PgChange>,
     ) -> Result<()> {
         let Images {
@@ -256,7 +257,8 @@ impl PgEncoder {
             after,
             before_in,
             after_in,
-        } = Images::of(t, idx, change);
+            ..
+        } = *im;
         let mut set = Vec::new();
         if after_in {
             self.pivot_cells(i, t, idx, after, true, &mut set)?;
@@ -277,11 +279,14 @@ impl PgEncoder {
 }
 
 /// A row change's images, and whether each is in the entry (exists and passes its filter).
+#[derive(Clone, Copy)]
 struct Images<'a> {
     before: &'a [Value],
     after: &'a [Value],
     before_in: bool,
     after_in: bool,
+    /// The change is a source INSERT.
+    insert: bool,
 }
 
 impl<'a> Images<'a> {
@@ -293,6 +298,7 @@ impl<'a> Images<'a> {
             after,
             before_in: change.op != Op::Insert && t.passes(before, idx),
             after_in: change.op != Op::Delete && t.passes(after, idx),
+            insert: change.op == Op::Insert,
         }
     }
 }
@@ -356,10 +362,11 @@ impl Encoder for PgEncoder {
             }
             let fail = |e: Error| (t.target.to_string(), e);
             let idx = self.binding(i, &change.table).map_err(fail)?;
+            let images = Images::of(&t, &idx, change);
             if t.is_pivot() {
-                self.prepare_pivot(i, &t, &idx, change, &mut out)
+                self.prepare_pivot(i, &t, &idx, &images, &mut out)
             } else {
-                self.prepare_rows(i, &t, &idx, change, &mut out)
+                self.prepare_rows(i, &t, &idx, &images, &mut out)
             }
             .map_err(fail)?;
         }

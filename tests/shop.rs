@@ -504,6 +504,23 @@ async fn a_generated_shop_is_replicated_field_by_field() {
         pg_count(&pg, "order_items WHERE bitrix_order_id = 10").await,
         0
     );
+    // …and its property values are gone from duplex.pivot too.
+    assert_eq!(
+        pg_count(
+            &pg,
+            "duplex.pivot WHERE target = 'public.orders' AND key = '10'"
+        )
+        .await,
+        0
+    );
+    assert!(
+        pg_count(
+            &pg,
+            "duplex.pivot WHERE target = 'public.orders' AND key = '11'"
+        )
+        .await
+            > 0
+    );
     assert!(!want.tables["products"].contains_key("1003"));
     assert_eq!(
         pg_count(&pg, "products WHERE bitrix_product_id = 1003").await,

@@ -135,6 +135,9 @@ pub struct PgSink {
     /// Keys (as text) written in the open transaction, per target table and key column, for
     /// resolving look-ups before the commit.
     touched: HashMap<usize, Vec<String>>,
+    /// Keys (as text) of rows deleted in the open transaction, per plan table: their values in
+    /// `duplex.pivot` go with them.
+    deleted: HashMap<usize, Vec<String>>,
     /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
     pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
 }
@@ -232,6 +235,7 @@ impl PgSink {
             in_txn: false,
             marker,
             touched: HashMap::new(),
+            deleted: HashMap::new(),
             pivot_stmts: HashMap::new(),
         })
     }
@@ -749,6 +753,12 @@ impl Sink for PgSink {
 
     async fn push(&mut self, change: PgChange) -> Result<()> {
         if let Some(k) = change.key_text {
+            if change.kind == Kind::Delete {
+                self.deleted
+                    .entry(change.table)
+                    .or_default()
+                    .push(k.clone());
+            }
             self.touched.entry(change.table).or_default().push(k);
         }
         let key = change.key;
@@ -797,6 +807,9 @@ impl Sink for PgSink {
         let table = change.table;
         let kind = change.kind;
         if let Some(k) = &change.key_text {
+            if kind == Kind::Delete {
+                self.deleted.entry(table).or_default().push(k.clone());
+            }
             self.touched.entry(table).or_default().push(k.clone());
         }
         let written = match change.pivot {
@@ -838,6 +851,7 @@ impl Sink for PgSink {
     async fn rollback(&mut self) {
         self.runs.clear();
         self.touched.clear();
+        self.deleted.clear();
         self.buffered = 0;
         self.letters.clear();
         if self.in_txn {
@@ -956,6 +970,37 @@ impl PgSink {
         }));
     }
 
+    /// Drops the pivoted values of target rows deleted in this transaction, so that they do not
+    /// come back if a row with that key is written again.
+    async fn forget_deleted(&mut self) -> Result<()> {
+        if self.deleted.is_empty() {
+            return Ok(());
+        }
+        let deleted = std::mem::take(&mut self.deleted);
+        let s = pg_ident(&self.duplex_schema);
+        for (t, mut keys) in deleted {
+            keys.sort_unstable();
+            keys.dedup();
+            let target = &self.plan.tables[t].target;
+            if !self
+                .plan
+                .tables
+                .iter()
+                .any(|p| p.is_pivot() && p.target == *target)
+            {
+                continue;
+            }
+            self.client
+                .execute(
+                    &format!("DELETE FROM {s}.pivot WHERE pipeline = $1 AND target = $2 AND key = ANY($3)"),
+                    &[&self.pipeline, &target.to_string(), &keys],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "dropping the pivoted values of deleted rows"))?;
+        }
+        Ok(())
+    }
+
     /// Fills look-up columns for the rows written in this transaction: a child's column from its
     /// natural key, and children that were waiting for a parent written now.
     async fn resolve_lookups(&mut self) -> Result<()> {
@@ -1036,6 +1081,7 @@ impl PgSink {
         self.begin().await?;
         self.flush().await?;
         self.resolve_lookups().await?;
+        self.forget_deleted().await?;
         let position_text = mark.position_text();
         for l in std::mem::take(&mut self.letters) {
             self.client

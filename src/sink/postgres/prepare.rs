@@ -22,7 +22,8 @@ pub struct PgEncoder {
     plan: Arc<Plan>,
     tz: chrono_tz::Tz,
     bindings: Bindings,
-    /// Per plan table: whether changes carry their key as text (look-ups resolve by it).
+    /// Per plan table: whether changes carry their key as text (look-ups resolve by it, and
+    /// deleted rows drop their pivoted values by it).
     key_text: Vec<bool>,
     /// Bytes of the widest row encoded yet: a row's buffer starts that large, so a wide row
     /// is not grown (and copied) several times.
@@ -36,10 +37,11 @@ impl PgEncoder {
             .iter()
             .map(|t| {
                 !t.lookups.is_empty()
-                    || plan
-                        .tables
-                        .iter()
-                        .any(|o| o.lookups.iter().any(|l| l.table == t.target))
+                    || plan.tables.iter().any(|o| {
+                        o.lookups.iter().any(|l| l.table == t.target)
+                            // Rows it deletes take their pivoted values along.
+                            || (o.is_pivot() && o.target == t.target)
+                    })
             })
             .collect();
         PgEncoder {

@@ -92,10 +92,7 @@ pub enum FilterTest {
 impl Filter {
     fn holds(&self, row: &[Value], idx: &[usize]) -> bool {
         let v = row.get(idx[self.slot]).unwrap_or(&Value::Null);
-        let text = || match v {
-            Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-            other => other.to_string(),
-        };
+        let text = || super::transform::key_text(v);
         match &self.test {
             FilterTest::Null(want) => v.is_null() == *want,
             FilterTest::In(list) => !v.is_null() && list.contains(&text()),
@@ -193,7 +190,7 @@ impl TablePlan {
                     let fits = c
                         .transform
                         .output(ty)
-                        .is_ok_and(|out| convertible(&out, &c.target.kind) || c.transform.writes_bool(&c.target.kind));
+                        .is_ok_and(|out| convertible(&out, &c.target.kind));
                     if !fits {
                         return Err(format!(
                             "column {}.{name} changed to {}, which cannot be stored in {} column {}.{}",
@@ -657,7 +654,7 @@ fn check_fit(
     tcol: &TargetColumn,
 ) -> std::result::Result<(), String> {
     let out = transform.output(input)?;
-    if convertible(&out, &tcol.kind) || transform.writes_bool(&tcol.kind) {
+    if convertible(&out, &tcol.kind) {
         return Ok(());
     }
     let via = if transform.is_identity() {

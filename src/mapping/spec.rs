@@ -228,15 +228,8 @@ pub struct PivotSpec {
     /// The source column holding its value (`VALUE`).
     pub value: String,
     /// Property code → target column(s).
-    pub code: BTreeMap<Spanned<String>, Spanned<CodeSpec>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum CodeSpec {
-    Rename(String),
-    Full(ColumnTable),
-    Many(Vec<ColumnTable>),
+    /// Property code → target column(s), in the forms of a column entry.
+    pub code: BTreeMap<Spanned<String>, Spanned<ColumnSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,24 +288,6 @@ impl ColumnSpec {
             ColumnSpec::Many(v) => v.clone(),
         }
     }
-
-    /// The target column name of a single entry, or `None` when the column is skipped.
-    pub fn target_name(&self, source: &str) -> Option<String> {
-        self.entries().first().and_then(|e| e.target_name(source))
-    }
-}
-
-impl CodeSpec {
-    pub fn entries(&self) -> Vec<ColumnTable> {
-        match self {
-            CodeSpec::Rename(t) => vec![ColumnTable {
-                to: Some(t.clone()),
-                ..Default::default()
-            }],
-            CodeSpec::Full(t) => vec![t.clone()],
-            CodeSpec::Many(v) => v.clone(),
-        }
-    }
 }
 
 /// One parsed file, with its text kept for turning spans into line numbers.
@@ -368,7 +343,7 @@ impl MappingFile {
 fn untagged_hint(message: &str) -> Option<&'static str> {
     let kind = message.strip_prefix("data did not match any variant of untagged enum ")?;
     Some(match kind.trim() {
-        "ColumnSpec" | "CodeSpec" => "expected a target column name (\"name\"), a table like { to = \"name\", transform = [...] } with only the keys to, skip, transform, null_if, parse_date, zone, map, on_error, direction, priority, or a list of such tables",
+        "ColumnSpec" => "expected a target column name (\"name\"), a table like { to = \"name\", transform = [...] } with only the keys to, skip, transform, null_if, parse_date, zone, map, on_error, direction, priority, or a list of such tables",
         "FilterSpec" => "expected a value to compare with (IBLOCK_ID = 32) or a table with only the keys in, not_in, null ({ in = [2, 27] }, { null = false })",
         "PackSpec" => "expected a list of source columns ([\"LID\", \"XML_ID\"]) or \"rest\"",
         "OneOrMany" => "expected a string or a list of strings",
@@ -469,7 +444,12 @@ mod tests {
         let names: Vec<_> = t
             .column
             .iter()
-            .map(|(k, v)| (k.get_ref().clone(), v.get_ref().target_name(k.get_ref())))
+            .map(|(k, v)| {
+                (
+                    k.get_ref().clone(),
+                    v.get_ref().entries()[0].target_name(k.get_ref()),
+                )
+            })
             .collect();
         assert_eq!(
             names,

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::model::{SourceType, TargetKind, Value};
+use crate::model::{SourceType, Value};
 
 /// A named value map (`[map.<name>]`): forward entries, explicit reverse entries for values
 /// that several codes map to, and optional defaults.
@@ -112,8 +112,9 @@ impl ValueMap {
     }
 }
 
-/// A map key as text: `true`/`false` for booleans, digits for integers.
-fn key_text(v: &Value) -> String {
+/// A value as text the way maps, filters and pivot codes compare it: `true`/`false` for
+/// booleans, digits for integers, raw bytes read as UTF-8.
+pub fn key_text(v: &Value) -> String {
     match v {
         Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
         other => other.to_string(),
@@ -453,12 +454,6 @@ impl Transform {
             OnError::Null => Ok(Value::Null),
             OnError::Keep => Ok(v.clone()),
         }
-    }
-
-    /// The PostgreSQL column kinds a transform's result may be written to beyond what
-    /// [`crate::mapping::convertible`] allows for its output type.
-    pub fn writes_bool(&self, kind: &TargetKind) -> bool {
-        *kind == TargetKind::Bool && matches!(self.steps.last(), Some(Step::YesNo))
     }
 }
 

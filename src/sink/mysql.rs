@@ -532,16 +532,19 @@ impl MySqlSink {
     /// `(v1, v2, …)` as SQL literals. Rows go out as text statements: one round trip, and no
     /// prepared statement per row count for the server and the client to keep.
     fn literal_tuple<'a>(&self, values: impl Iterator<Item = &'a My>) -> String {
-        let parts: Vec<String> = values
-            .map(|v| match v {
-                // Display would print 1.7976931348623157e308 as 309 digits, which MySQL reads
-                // as an out-of-range DECIMAL literal; the exponent form reads back exactly.
-                My::Double(x) if x.is_finite() => format!("{x:e}"),
-                My::Float(x) if x.is_finite() => format!("{x:e}"),
-                _ => v.as_sql(self.no_backslash_escapes),
-            })
-            .collect();
+        let parts: Vec<String> = values.map(|v| self.literal(v)).collect();
         format!("({})", parts.join(", "))
+    }
+
+    /// One value as an SQL literal.
+    fn literal(&self, v: &My) -> String {
+        match v {
+            // Display would print 1.7976931348623157e308 as 309 digits, which MySQL reads as an
+            // out-of-range DECIMAL literal; the exponent form reads back exactly.
+            My::Double(x) if x.is_finite() => format!("{x:e}"),
+            My::Float(x) if x.is_finite() => format!("{x:e}"),
+            _ => v.as_sql(self.no_backslash_escapes),
+        }
     }
 
     /// `UPDATE … SET … WHERE key` of one row: change-time columns first (set when one of their
@@ -549,11 +552,7 @@ impl MySqlSink {
     /// value the map reads as the new one (`P` when the CRM says `paid`, whose code is `PD`)
     /// is left as it is, and does not count as changed.
     fn update_sql(&self, t: &ReversePlan, c: &MyChange) -> String {
-        let lit = |v: &My| match v {
-            My::Double(x) if x.is_finite() => format!("{x:e}"),
-            My::Float(x) if x.is_finite() => format!("{x:e}"),
-            _ => v.as_sql(self.no_backslash_escapes),
-        };
+        let lit = |v: &My| self.literal(v);
         // SQL that is true when column `i` already holds the new value `v`.
         let unchanged = |i: usize, v: &My| {
             let n = my_ident(&t.columns[i].my.name);

@@ -393,37 +393,43 @@ impl PgSink {
         }
     }
 
+    /// Upserts or deletes (the only kinds `flush` copies) through a staging table.
     async fn write_copy(&mut self, table: usize, kind: Kind, rows: &[EncodedRow]) -> Result<()> {
         let t = self.plan.tables[table].clone();
-        let (stage, cols) = match kind {
-            Kind::Upsert => (format!("duplex_stage_{table}"), column_list(&t)),
-            Kind::Delete | Kind::Clear | Kind::Pivot => {
-                (format!("duplex_stagek_{table}"), key_list(&t))
+        let upsert = match kind {
+            Kind::Upsert => true,
+            Kind::Delete => false,
+            Kind::Clear | Kind::Pivot => {
+                unreachable!("cleared and pivoted rows go out as statements")
             }
+        };
+        let (stage, cols) = if upsert {
+            (format!("duplex_stage_{table}"), column_list(&t))
+        } else {
+            (format!("duplex_stagek_{table}"), key_list(&t))
         };
         self.copy_rows(&stage, &cols, rows, &t.target.to_string())
             .await?;
-        let apply = match kind {
-            Kind::Upsert => format!(
+        let apply = if upsert {
+            format!(
                 "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} {}; TRUNCATE {stage}",
                 t.target.pg_quoted(),
                 on_conflict(&t)
-            ),
-            Kind::Delete | Kind::Clear | Kind::Pivot => {
-                let cond: Vec<String> = t
-                    .key
-                    .iter()
-                    .map(|&k| {
-                        let c = pg_ident(&t.columns[k].target.name);
-                        format!("t.{c} = s.{c}")
-                    })
-                    .collect();
-                format!(
-                    "DELETE FROM {} t USING {stage} s WHERE {}; TRUNCATE {stage}",
-                    t.target.pg_quoted(),
-                    cond.join(" AND ")
-                )
-            }
+            )
+        } else {
+            let cond: Vec<String> = t
+                .key
+                .iter()
+                .map(|&k| {
+                    let c = pg_ident(&t.columns[k].target.name);
+                    format!("t.{c} = s.{c}")
+                })
+                .collect();
+            format!(
+                "DELETE FROM {} t USING {stage} s WHERE {}; TRUNCATE {stage}",
+                t.target.pg_quoted(),
+                cond.join(" AND ")
+            )
         };
         self.client.batch_execute(&apply).await.map_err(|e| {
             Error::from_pg(
@@ -752,15 +758,7 @@ impl Sink for PgSink {
     }
 
     async fn push(&mut self, change: PgChange) -> Result<()> {
-        if let Some(k) = change.key_text {
-            if change.kind == Kind::Delete {
-                self.deleted
-                    .entry(change.table)
-                    .or_default()
-                    .push(k.clone());
-            }
-            self.touched.entry(change.table).or_default().push(k);
-        }
+        self.note_key(&change);
         let key = change.key;
         let same = self
             .runs
@@ -806,12 +804,7 @@ impl Sink for PgSink {
             .map_err(|e| Error::from_pg(e, true, "setting a savepoint"))?;
         let table = change.table;
         let kind = change.kind;
-        if let Some(k) = &change.key_text {
-            if kind == Kind::Delete {
-                self.deleted.entry(table).or_default().push(k.clone());
-            }
-            self.touched.entry(table).or_default().push(k.clone());
-        }
+        self.note_key(&change);
         let written = match change.pivot {
             Some(cell) => self.write_pivot(table, std::slice::from_ref(&*cell)).await,
             None => {
@@ -862,10 +855,24 @@ impl Sink for PgSink {
 }
 
 impl PgSink {
-    /// Writes pivot cells of table entry `table`: each code's value goes into duplex's `pivot`
-    /// table (set or removed), then each touched column of each touched row gets the value of
-    /// the present code with the lowest priority (NULL when none is left). A row that does not
-    /// exist yet is created with its key and that column; clearing never creates one.
+    /// Remembers the key of a change written in the open transaction, for the look-ups and the
+    /// pivoted values resolved before the commit.
+    fn note_key(&mut self, change: &PgChange) {
+        if let Some(k) = &change.key_text {
+            if change.kind == Kind::Delete {
+                self.deleted
+                    .entry(change.table)
+                    .or_default()
+                    .push(k.clone());
+            }
+            self.touched
+                .entry(change.table)
+                .or_default()
+                .push(k.clone());
+        }
+    }
+
+    /// Writes the cells of pivot entry `table` (see [`PgSink::send_pivot`]).
     async fn write_pivot(&mut self, table: usize, cells: &[PivotCell]) -> Result<()> {
         let stmts = self.pivot_statements(table).await?;
         let args = self.pivot_args(table, cells);

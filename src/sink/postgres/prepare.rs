@@ -194,10 +194,8 @@ impl PgEncoder {
     ) -> Result<()> {
         let p = t.pivot.as_ref().expect("a pivot entry");
         let code = match row.get(idx[p.name_slot]) {
-            Some(Value::Text(s)) => s.clone(),
-            Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
             Some(Value::Null) | None => return Ok(()),
-            Some(other) => other.to_string(),
+            Some(v) => crate::mapping::transform::key_text(v),
         };
         let Some(targets) = p.codes.get(&code) else {
             return Ok(());

@@ -294,12 +294,17 @@ impl Plan {
 
     /// The forward plans fed by a source table.
     pub fn forward_for(&self, source: &TableName) -> impl Iterator<Item = &Arc<TablePlan>> {
+        self.forward_indices(source).map(|i| &self.tables[i])
+    }
+
+    /// Indexes into `tables` of the forward plans fed by a source table.
+    pub fn forward_indices(&self, source: &TableName) -> impl Iterator<Item = usize> + '_ {
         self.by_source
             .get(source)
             .into_iter()
             .flatten()
-            .map(|&i| &self.tables[i])
-            .filter(|t| t.direction.forward())
+            .copied()
+            .filter(|&i| self.tables[i].direction.forward())
     }
 
     /// Whether any table is also replicated from PostgreSQL, so writes there must be tagged.

@@ -355,11 +355,9 @@ impl Encoder for PgEncoder {
         change: &RowChange,
     ) -> std::result::Result<Vec<PgChange>, (String, Error)> {
         let mut out = Vec::new();
-        for i in 0..self.plan.tables.len() {
-            let t = self.plan.tables[i].clone();
-            if t.source != change.table.name || !t.direction.forward() {
-                continue;
-            }
+        let plan = self.plan.clone();
+        for i in plan.forward_indices(&change.table.name) {
+            let t = plan.tables[i].clone();
             let fail = |e: Error| (t.target.to_string(), e);
             let idx = self.binding(i, &change.table).map_err(fail)?;
             let images = Images::of(&t, &idx, change);

@@ -448,16 +448,30 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
 
 /// `duplex run`: replicates until SIGTERM / SIGINT.
 pub async fn run(cfg: &Config) -> Result<()> {
+    // First of all, so that a SIGTERM during start-up is a clean stop, not the default death.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    stop_on_signal(
+        stop_tx.clone(),
+        true,
+        "shutting down: finishing the transaction in flight",
+    );
     crate::telemetry::install(cfg.metrics_listen)?;
     refuse_unsafe_source(cfg).await?;
     let mut backoff = crate::pipeline::Backoff::default();
     let plan = loop {
+        if *stop_rx.borrow() {
+            return Ok(());
+        }
         match load_plan(cfg).await {
             Ok(p) => break Arc::new(p),
             Err(e) if e.is_transient() => {
                 let d = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot read the schemas yet; retrying");
-                tokio::time::sleep(d).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop_rx.changed() => {}
+                }
             }
             Err(e) => return Err(e),
         }
@@ -468,14 +482,6 @@ pub async fn run(cfg: &Config) -> Result<()> {
         metrics = %cfg.metrics_listen,
         "mappings compiled"
     );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_tx = Arc::new(stop_tx);
-    let signal_tx = stop_tx.clone();
-    tokio::spawn(async move {
-        wait_for_signal(true).await;
-        tracing::info!("shutting down: finishing the transaction in flight");
-        let _ = signal_tx.send(true);
-    });
     let _lock = match pipeline_lock(cfg, None, stop_rx.clone()).await {
         Ok(l) => l,
         Err(_) if *stop_rx.borrow() => return Ok(()),
@@ -529,11 +535,11 @@ pub async fn snapshot(
 ) -> Result<Vec<crate::snapshot::Report>> {
     let plan = Arc::new(load_plan(cfg).await?);
     let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal(false).await;
-        tracing::info!("stopping after the chunk in flight");
-        let _ = stop_tx.send(true);
-    });
+    stop_on_signal(
+        Arc::new(stop_tx),
+        false,
+        "stopping after the chunk in flight",
+    );
     let _lock = pipeline_lock(cfg, Some(LOCK_WAIT), stop_rx.clone()).await?;
     let mut reports = Vec::new();
     for way in [crate::pipeline::Way::Forward, crate::pipeline::Way::Reverse] {
@@ -677,19 +683,35 @@ fn reload_on_sighup(cfg: &Config, plans: Arc<arc_swap::ArcSwap<Plan>>) -> watch:
     rx
 }
 
-/// Waits for SIGTERM or Ctrl-C. SIGHUP (which would end the process by default) is caught:
-/// `run` reloads the mappings on it (`hup_reloads`), other commands ignore it.
-async fn wait_for_signal(hup_reloads: bool) {
+/// Sends `true` on `stop` at SIGTERM or Ctrl-C, logging `what`. The handlers are installed
+/// before this returns, so from then on these signals never end the process by their default
+/// action. SIGHUP (which would) is caught too: `run` reloads the mappings on it
+/// (`hup_reloads`), other commands ignore it.
+fn stop_on_signal(stop: Arc<watch::Sender<bool>>, hup_reloads: bool, what: &'static str) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    let mut hup = signal(SignalKind::hangup()).ok();
+    let term = signal(SignalKind::terminate());
+    let hup = signal(SignalKind::hangup()).ok();
+    let int = tokio::signal::ctrl_c();
+    tokio::spawn(async move {
+        if let Ok(term) = term {
+            wait_for_signal(term, hup, int, hup_reloads).await;
+            tracing::info!("{what}");
+            let _ = stop.send(true);
+        }
+    });
+}
+
+async fn wait_for_signal(
+    mut term: tokio::signal::unix::Signal,
+    mut hup: Option<tokio::signal::unix::Signal>,
+    int: impl std::future::Future<Output = std::io::Result<()>>,
+    hup_reloads: bool,
+) {
+    tokio::pin!(int);
     loop {
         tokio::select! {
             _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
+            _ = &mut int => return,
             Some(_) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 if !hup_reloads {
                     tracing::warn!("SIGHUP ignored: only `duplex run` reloads mappings");

@@ -19,6 +19,8 @@ pub const DEFAULT_DUPLEX_DATABASE: &str = "duplex";
 pub const DEFAULT_DUPLEX_SCHEMA: &str = "duplex";
 pub const DEFAULT_PG_SCHEMA: &str = "public";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9187";
+/// `/ready` answers 503 while a direction's lag is above this many seconds.
+pub const DEFAULT_READY_MAX_LAG_S: f64 = 10.0;
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
 pub const DEFAULT_SERVER_ID: u32 = 4_242_001;
 pub const DEFAULT_BATCH_MAX_ROWS: usize = 50_000;
@@ -140,14 +142,21 @@ fn default_duplex_schema() -> String {
 struct RawMetrics {
     #[serde(default = "default_listen")]
     listen: String,
+    #[serde(default = "default_ready_max_lag")]
+    ready_max_lag_s: f64,
 }
 
 impl Default for RawMetrics {
     fn default() -> Self {
         RawMetrics {
             listen: default_listen(),
+            ready_max_lag_s: default_ready_max_lag(),
         }
     }
+}
+
+fn default_ready_max_lag() -> f64 {
+    DEFAULT_READY_MAX_LAG_S
 }
 
 fn default_listen() -> String {
@@ -255,6 +264,8 @@ pub struct Config {
     pub mysql: MysqlConfig,
     pub postgres: PostgresConfig,
     pub metrics_listen: std::net::SocketAddr,
+    /// `/ready` fails while the heartbeat lag of a direction is above this.
+    pub ready_max_lag: std::time::Duration,
     pub apply: ApplyConfig,
     pub snapshot: SnapshotConfig,
 }
@@ -284,9 +295,9 @@ impl Config {
                 .map(|s| format!(":{}", line_of(text, s.start)))
                 .unwrap_or_default();
             Error::config(format!(
-                "{}{line}: key `{key}`: {}",
+                "{}{line}: {}",
                 path.display(),
-                inner.message()
+                toml_error_text(&key, inner.message())
             ))
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -327,17 +338,36 @@ impl Config {
                 ),
             )
         })?;
-        if raw.apply.batch_max_rows == 0 || raw.apply.chunk_rows == 0 {
+        let lag = raw.metrics.ready_max_lag_s;
+        if !(lag.is_finite() && lag > 0.0) {
             return Err(err(
-                "apply",
-                "batch_max_rows and chunk_rows must be at least 1".into(),
+                "metrics.ready_max_lag_s",
+                format!("{lag} must be a number of seconds above 0 (e.g. 10)"),
             ));
+        }
+        let ready_max_lag = std::time::Duration::from_secs_f64(lag);
+        for (key, rows) in [
+            ("apply.batch_max_rows", raw.apply.batch_max_rows),
+            ("apply.chunk_rows", raw.apply.chunk_rows),
+            ("snapshot.chunk_rows", raw.snapshot.chunk_rows),
+        ] {
+            if rows == 0 {
+                return Err(err(key, "must be at least 1 (a number of rows)".into()));
+            }
         }
         if raw.mysql.server_id == 0 {
             return Err(err(
                 "mysql.server_id",
                 "must not be 0 (a replica needs its own id)".into(),
             ));
+        }
+        if let Some(p) = &raw.mysql.start_position {
+            p.parse::<crate::model::MysqlPosition>().map_err(|e| {
+                err(
+                    "mysql.start_position",
+                    format!("{e} (like \"mysql-bin.000042:4\", optionally followed by @ and the GTID state there)"),
+                )
+            })?;
         }
         let mysql_password = secret(
             "mysql",
@@ -381,9 +411,26 @@ impl Config {
                 skip_all_origins: raw.postgres.skip_all_origins,
             },
             metrics_listen,
+            ready_max_lag,
             apply: raw.apply,
             snapshot: raw.snapshot,
         })
+    }
+}
+
+/// The text of a TOML loading error after the `file:line: ` prefix, on one line: `key `path`: `
+/// and the message, with the missing key itself named for a missing one; a syntax error (no key
+/// path yet) says so.
+pub(crate) fn toml_error_text(key: &str, message: &str) -> String {
+    let message = message.trim_end().replace('\n', ", ");
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|m| m.split('`').next());
+    match (key, missing) {
+        (".", Some(field)) => format!("key `{field}`: {message}"),
+        (_, Some(field)) => format!("key `{key}.{field}`: {message}"),
+        (".", None) => format!("TOML syntax error: {message}"),
+        _ => format!("key `{key}`: {message}"),
     }
 }
 

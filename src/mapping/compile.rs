@@ -539,22 +539,27 @@ fn check_shared_targets(tables: &[Arc<TablePlan>]) -> Vec<String> {
         let mut writer: HashMap<&str, &str> = HashMap::new();
         for t in &entries {
             let keys: BTreeSet<usize> = t.key.iter().copied().collect();
+            // (target column, what writes it: a source column, `set`, `pack`, pivot, lookup)
             let written = t
                 .columns
                 .iter()
                 .enumerate()
                 .filter(|(i, _)| !keys.contains(i))
-                .map(|(_, c)| c.target.name.as_str())
+                .map(|(_, c)| (c.target.name.as_str(), c.source_name.as_str()))
                 .chain(
                     t.pivot
                         .iter()
-                        .flat_map(|p| p.columns.iter().map(|c| c.name.as_str())),
+                        .flat_map(|p| p.columns.iter().map(|c| (c.name.as_str(), "a pivot code"))),
                 )
-                .chain(t.lookups.iter().map(|l| l.column.name.as_str()));
-            for col in written {
+                .chain(
+                    t.lookups
+                        .iter()
+                        .map(|l| (l.column.name.as_str(), "a lookup")),
+                );
+            for (col, by) in written {
                 if let Some(prev) = writer.insert(col, &t.origin) {
                     errors.push(format!(
-                        "{}: key `column`: target column {target}.{col} is also written by the entry at {prev}; give each column one writer",
+                        "{}: key `column`: target column {target}.{col} (from {by}) is also written by the entry at {prev}; give each column one writer",
                         t.origin
                     ));
                 }

@@ -122,13 +122,61 @@ pub struct TableSpec {
     pub reverse_set: BTreeMap<Spanned<String>, Spanned<ReverseSetSpec>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum ColumnSpec {
     Rename(String),
     Full(ColumnTable),
     /// One source column feeding several target columns.
     Many(Vec<ColumnTable>),
+}
+
+/// By hand, not `untagged`: an untagged enum's error only says that no form fits, while a
+/// mistake inside the table form should be named (`null_if: invalid type: string …`).
+impl<'de> Deserialize<'de> for ColumnSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(ColumnSpec::Rename(s)),
+            v @ toml::Value::Table(_) => from_value(v, "")
+                .map(ColumnSpec::Full)
+                .map_err(D::Error::custom),
+            toml::Value::Array(list) => list
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| from_value(v, &format!("[{i}]")))
+                .collect::<std::result::Result<_, _>>()
+                .map(ColumnSpec::Many)
+                .map_err(D::Error::custom),
+            other => Err(D::Error::custom(format!(
+                "expected a target column name (\"name\"), a table like {{ to = \"name\", transform = [...] }} or a list of such tables, found {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+/// A value deserialized into `T`; the error names the key inside the value where it went wrong.
+fn from_value<T: serde::de::DeserializeOwned>(
+    v: toml::Value,
+    at: &str,
+) -> std::result::Result<T, String> {
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let key = match (at.is_empty(), path == ".") {
+            (_, true) => at.to_string(),
+            (true, false) => path,
+            (false, false) => format!("{at}.{path}"),
+        };
+        let message = e.into_inner().message().to_string();
+        let message = untagged_hint(&message)
+            .map(str::to_string)
+            .unwrap_or(message);
+        if key.is_empty() || message.contains(&format!("`{key}`")) {
+            message
+        } else {
+            format!("{key}: {message}")
+        }
+    })
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -178,12 +226,28 @@ impl<T: Clone> OneOrMany<T> {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub enum FilterSpec {
     Test(FilterTest),
     /// `COLUMN = value`: equal to this value.
     Equals(toml::Value),
+}
+
+/// By hand, not `untagged`: a table with a misspelt test (`{ nul = true }`) must be an error
+/// naming the key, not a value to compare with.
+impl<'de> Deserialize<'de> for FilterSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match toml::Value::deserialize(d)? {
+            v @ toml::Value::Table(_) => from_value(v, "")
+                .map(FilterSpec::Test)
+                .map_err(D::Error::custom),
+            toml::Value::Array(_) => Err(D::Error::custom(
+                "a list is not a value to compare with: write { in = [...] } or { not_in = [...] }",
+            )),
+            v => Ok(FilterSpec::Equals(v)),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -313,23 +377,19 @@ impl MappingFile {
                 .span()
                 .map(|s| format!(":{}", line_of(&text, s.start)))
                 .unwrap_or_default();
-            // Spanned map keys show as `?` in the path: take the key from the line itself.
-            if let (Some(stripped), Some(span)) = (key.strip_suffix(".?"), inner.span()) {
-                let line_start = text[..span.start].rfind('\n').map_or(0, |i| i + 1);
-                let line_text = &text[line_start..];
-                let name = line_text
-                    .split('=')
-                    .next()
-                    .unwrap_or("?")
-                    .trim()
-                    .trim_matches('"');
-                key = format!("{stripped}.{name}");
+            // Spanned map keys show as `?` in the path: take the key from the text.
+            if let Some(span) = inner.span() {
+                key = name_spanned_key(&key, &text, span.start);
             }
             let message = inner.message().to_string();
             let message = untagged_hint(&message)
                 .map(str::to_string)
                 .unwrap_or(message);
-            Error::mapping(format!("{}{line}: key `{key}`: {message}", path.display()))
+            Error::mapping(format!(
+                "{}{line}: {}",
+                path.display(),
+                crate::config::toml_error_text(&key, &message)
+            ))
         })?;
         Ok(MappingFile {
             path: path.to_path_buf(),
@@ -339,12 +399,49 @@ impl MappingFile {
     }
 }
 
+/// `path` with its last `?` (a spanned map key, which serde cannot print) replaced by the key
+/// written in `text`: on the line of `offset` (`NAME = …` or a header `[a.b.NAME]`), or, when the
+/// error is about a key inside an entry written as its own table, on the header above it.
+fn name_spanned_key(path: &str, text: &str, offset: usize) -> String {
+    let mut segs: Vec<&str> = path.split('.').collect();
+    let Some(q) = segs.iter().rposition(|s| *s == "?") else {
+        return path.to_string();
+    };
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let line_key = |line: &str| -> String {
+        let line = line.trim();
+        let name = if line.starts_with('[') {
+            let header = line.trim_start_matches('[');
+            let header = header.split(']').next().unwrap_or(header);
+            header.rsplit('.').next().unwrap_or(header)
+        } else {
+            line.split('=').next().unwrap_or(line)
+        };
+        name.trim().trim_matches('"').trim_matches('\'').to_string()
+    };
+    let here = line_key(text[start..].lines().next().unwrap_or(""));
+    let inner = segs.get(q + 1).copied();
+    let name = if inner.is_some_and(|k| k == here) {
+        // `[table.lookup.order_id]` … `tkae = "id"`: the entry's name is on the header above.
+        text[..start]
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('['))
+            .map(line_key)
+            .unwrap_or(here)
+    } else {
+        here
+    };
+    segs[q] = &name;
+    segs.join(".")
+}
+
 /// A readable message for a value that fits none of the forms a key allows.
 fn untagged_hint(message: &str) -> Option<&'static str> {
     let kind = message.strip_prefix("data did not match any variant of untagged enum ")?;
     Some(match kind.trim() {
-        "ColumnSpec" => "expected a target column name (\"name\"), a table like { to = \"name\", transform = [...] } with only the keys to, skip, transform, null_if, parse_date, zone, map, on_error, direction, priority, or a list of such tables",
-        "FilterSpec" => "expected a value to compare with (IBLOCK_ID = 32) or a table with only the keys in, not_in, null ({ in = [2, 27] }, { null = false })",
         "PackSpec" => "expected a list of source columns ([\"LID\", \"XML_ID\"]) or \"rest\"",
         "OneOrMany" => "expected a string or a list of strings",
         _ => return None,
@@ -365,6 +462,20 @@ fn clean_key_path(path: &str) -> String {
 pub struct MappingSet {
     pub dir: PathBuf,
     pub files: Vec<MappingFile>,
+}
+
+impl MappingSet {
+    /// Whether any table is replicated from PostgreSQL (by the files alone, without the schemas).
+    pub fn has_reverse(&self) -> bool {
+        self.files.iter().any(|f| {
+            f.spec.table.iter().any(|t| {
+                t.get_ref()
+                    .direction
+                    .as_ref()
+                    .is_some_and(|d| *d.get_ref() != Direction::Forward)
+            })
+        })
+    }
 }
 
 /// Reads and parses every `*.toml` in `dir`. Parse errors of all files are reported together.

@@ -12,6 +12,11 @@
 //! * [`mysql_conn`], [`pg_client`], [`fresh_dbs`] and [`TestDbs`] give connections and
 //!   uniquely named databases, so tests running in parallel never share data.
 //! * [`next_server_id`] hands out process-unique replica `server_id`s.
+//! * [`stop_mysql`], [`start_mysql`], [`stop_postgres`] and [`start_postgres`] stop a
+//!   server (cleanly or as a crash) and bring it back on the same port with the same data
+//!   directory and settings; tests that use them hold [`exclusive`], since every test of a
+//!   binary shares the two servers. [`proxy::Proxy`] puts a switchable TCP proxy (pass,
+//!   blackhole, reset) in front of either.
 //!
 //! Cleanup: the test harness has no global teardown, so the servers are spawned by a
 //! "keeper" thread that never exits, with `PR_SET_PDEATHSIG` set in the child: when the
@@ -20,7 +25,10 @@
 //! good, and its data is thrown away anyway), SIGINT = fast shutdown for postgres (whose
 //! SIGTERM "smart" shutdown would wait for clients, and whose SIGKILL would leak shared
 //! memory). Directories of dead test processes are swept at the start of the next
-//! [`servers`] call, killing whatever still runs from them.
+//! [`servers`] call, killing whatever still runs from them. The keeper thread also does
+//! every later stop and start (it waits on a request channel whose sender lives in a static,
+//! which is as good as parking forever), so a restarted server is its child too and keeps
+//! the parent-death signal.
 //!
 //! When running as root (as CI does), both servers run as `nobody`: `initdb` and
 //! `postgres` refuse to run as root, and running mariadbd as the same user keeps it
@@ -65,6 +73,10 @@ const DIR_PREFIX: &str = "duplex-test-";
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 const PORT_ATTEMPTS: usize = 5;
+/// How long a stopping server may take to exit before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause before trying a restarted server's fixed port again after it found it taken.
+const FIXED_PORT_RETRY: Duration = Duration::from_secs(1);
 const UNPRIVILEGED_USER: &str = "nobody";
 
 /// The two private servers of this test process.
@@ -146,11 +158,17 @@ pub async fn mysql_conn(db: Option<&str>) -> mysql_async::Conn {
 /// Connection settings for the `duplex` user over TCP to database `db`; handy for
 /// replication connections (`replication_mode`) or other tweaks.
 pub fn pg_config(db: &str) -> tokio_postgres::Config {
+    pg_config_on_port(db, servers().pg_port)
+}
+
+/// [`pg_config`] for another port of 127.0.0.1, such as a [`proxy::Proxy`]'s (a
+/// `Config`'s `port` adds a port rather than replacing it).
+pub fn pg_config_on_port(db: &str, port: u16) -> tokio_postgres::Config {
     let s = servers();
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
-        .port(s.pg_port)
+        .port(port)
         .user(&s.pg_user)
         .password(&s.pg_password)
         .dbname(db)
@@ -234,6 +252,73 @@ pub fn next_server_id() -> u32 {
     base.wrapping_add(n)
 }
 
+/// How [`stop_mysql`] and [`stop_postgres`] stop a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An orderly shutdown: SIGTERM for MariaDB, SIGINT (fast shutdown: disconnect the
+    /// clients, write a checkpoint) for PostgreSQL.
+    Clean,
+    /// A crash that needs recovery at the next start: SIGKILL for MariaDB (InnoDB and
+    /// binlog crash recovery follow); SIGQUIT for PostgreSQL, its immediate shutdown: the
+    /// postmaster stops its children at once without a checkpoint, so the next start runs
+    /// WAL crash recovery. SIGQUIT rather than SIGKILL because a killed postmaster would
+    /// leave its backends running and its shared memory allocated.
+    ///
+    /// What survives: everything MariaDB committed (its redo log and binlog are written to
+    /// the OS at each commit, and only the process dies), but not every PostgreSQL commit:
+    /// the test PostgreSQL runs with `synchronous_commit=off`, so commits of the last
+    /// ~0.6 s (3 × `wal_writer_delay`) that still sat in its WAL buffers are lost, though
+    /// the client was told they succeeded. A session that needs its commits to survive
+    /// sets `synchronous_commit = on` (cheap here: `fsync=off` stays).
+    Crash,
+}
+
+/// Stops the private MariaDB and waits until the process is gone (at most a minute, then
+/// it is killed and this panics). A no-op when it is not running.
+///
+/// Like the other three stop/start functions it is synchronous: the keeper thread does the
+/// work while the calling thread blocks on its reply. It never touches the caller's tokio
+/// runtime, so it may be called straight from a `#[tokio::test]`; use `spawn_blocking`
+/// when other tasks on a current-thread runtime (a [`proxy::Proxy`], say) must keep
+/// running meanwhile. Hold [`exclusive`] around its use.
+pub fn stop_mysql(how: Stop) {
+    ask_keeper(Order::Stop(Db::MariaDb, how));
+}
+
+/// Starts the private MariaDB again on the same port, with the same data directory and
+/// settings, and returns once it accepts the test account's logins (up to a minute,
+/// longer after a crash with much to recover). A no-op when it is running.
+pub fn start_mysql() {
+    ask_keeper(Order::Start(Db::MariaDb));
+}
+
+/// Stops the private PostgreSQL (see [`Stop`]) and waits until the postmaster is gone; as
+/// [`stop_mysql`] otherwise.
+pub fn stop_postgres(how: Stop) {
+    ask_keeper(Order::Stop(Db::Postgres, how));
+}
+
+/// Starts the private PostgreSQL again on the same port, with the same data directory and
+/// settings; as [`start_mysql`] otherwise.
+pub fn start_postgres() {
+    ask_keeper(Order::Start(Db::Postgres));
+}
+
+/// Serialises the tests of one binary that stop servers against every other test of that
+/// binary that uses them (all share the two servers). Hold the guard for the whole test:
+/// `let _serial = support::exclusive();` (not `let _ = …`, which drops it at once).
+/// Poison-tolerant: a test that panicked while holding it does not fail the rest.
+///
+/// Held across `.await` in a `#[tokio::test]` it trips clippy's `await_holding_lock`,
+/// which is harmless here (each test has its own runtime, and the waiters are other
+/// tests' threads): `#[allow(clippy::await_holding_lock)]` on such tests.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    static EXCLUSIVE: Mutex<()> = Mutex::new(());
+    EXCLUSIVE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn unique_db_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -295,17 +380,32 @@ impl Layout {
 fn start_servers() -> Result<Servers, String> {
     sweep_stale_dirs();
     let (tx, rx) = mpsc::channel();
+    let (requests, incoming) = mpsc::channel::<Request>();
+    // `start_servers` runs once per process (under `servers`' OnceLock), so this is the
+    // only `set`.
+    let _ = KEEPER.set(requests);
     std::thread::Builder::new()
         .name("duplex-test-db-keeper".into())
         .spawn(move || {
             // The servers' parent-death signal fires when *this thread* exits, so it must
-            // live as long as the process: keep the children and park forever.
-            let mut children = Vec::new();
+            // live as long as the process, and it spawns every server, restarts included.
+            let mut keeper = None;
             let result =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| launch(&mut children)))
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| launch(&mut keeper)))
                     .unwrap_or_else(|panic| Err(format!("setup panicked: {}", panic_text(&panic))));
             // The receiver only goes away if the caller is gone, and then nobody cares.
             let _ = tx.send(result);
+            // The sender lives in a static, so this loop never ends.
+            for request in incoming {
+                let outcome = match keeper.as_mut() {
+                    Some(keeper) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        keeper.carry_out(request.order)
+                    }))
+                    .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&panic)))),
+                    None => Err("the servers never started".to_string()),
+                };
+                let _ = request.reply.send(outcome);
+            }
             loop {
                 std::thread::park();
             }
@@ -313,6 +413,149 @@ fn start_servers() -> Result<Servers, String> {
         .map_err(|e| format!("cannot spawn the keeper thread: {e}"))?;
     rx.recv()
         .map_err(|_| "the keeper thread died before reporting".to_string())?
+}
+
+/// The keeper thread's request channel.
+static KEEPER: OnceLock<mpsc::Sender<Request>> = OnceLock::new();
+
+struct Request {
+    order: Order,
+    reply: mpsc::Sender<Result<(), String>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    Stop(Db, Stop),
+    Start(Db),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Db {
+    MariaDb,
+    Postgres,
+}
+
+/// Has the keeper thread carry out `order` and waits for it; panics with the reason if
+/// it failed.
+fn ask_keeper(order: Order) {
+    servers();
+    let keeper = KEEPER
+        .get()
+        .expect("servers() has started the keeper thread");
+    let (reply, outcome) = mpsc::channel();
+    keeper
+        .send(Request { order, reply })
+        .unwrap_or_else(|_| panic!("{order:?}: the keeper thread is gone"));
+    match outcome.recv() {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => panic!("{order:?} failed: {why}"),
+        Err(_) => panic!("{order:?}: the keeper thread dropped the request"),
+    }
+}
+
+/// The keeper thread's state: what it needs to start a server again, and the servers it
+/// runs (`None` while stopped).
+struct Keeper {
+    layout: Layout,
+    run_as: RunAs,
+    /// Drives the readiness probes; current-thread, so the servers are this thread's
+    /// children.
+    runtime: tokio::runtime::Runtime,
+    mysql: Option<Child>,
+    mysql_port: u16,
+    pg: Option<Child>,
+    pg_port: u16,
+}
+
+impl Keeper {
+    fn carry_out(&mut self, order: Order) -> Result<(), String> {
+        match order {
+            Order::Stop(Db::MariaDb, how) => {
+                let signal = match how {
+                    Stop::Clean => libc::SIGTERM,
+                    Stop::Crash => libc::SIGKILL,
+                };
+                stop_child(&mut self.mysql, "MariaDB", signal)
+            }
+            Order::Stop(Db::Postgres, how) => {
+                let signal = match how {
+                    Stop::Clean => libc::SIGINT,
+                    Stop::Crash => libc::SIGQUIT,
+                };
+                stop_child(&mut self.pg, "PostgreSQL", signal)
+            }
+            Order::Start(Db::MariaDb) => {
+                if running(&mut self.mysql)? {
+                    return Ok(());
+                }
+                let (child, _) = self.runtime.block_on(boot_mariadb(
+                    &self.layout,
+                    self.run_as,
+                    Some(self.mysql_port),
+                ))?;
+                self.mysql = Some(child);
+                Ok(())
+            }
+            Order::Start(Db::Postgres) => {
+                if running(&mut self.pg)? {
+                    return Ok(());
+                }
+                let (child, _) = self.runtime.block_on(boot_postgres(
+                    &self.layout,
+                    self.run_as,
+                    Some(self.pg_port),
+                ))?;
+                self.pg = Some(child);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether the server in `slot` still runs; one that exited on its own is reaped.
+fn running(slot: &mut Option<Child>) -> Result<bool, String> {
+    let Some(child) = slot else {
+        return Ok(false);
+    };
+    match child.try_wait() {
+        Ok(None) => Ok(true),
+        Ok(Some(_)) => {
+            *slot = None;
+            Ok(false)
+        }
+        Err(e) => Err(format!("cannot poll server process {}: {e}", child.id())),
+    }
+}
+
+/// Sends `signal` to the server in `slot` and waits until it has exited; after
+/// [`STOP_TIMEOUT`] it is killed and that is an error.
+fn stop_child(slot: &mut Option<Child>, what: &str, signal: i32) -> Result<(), String> {
+    if !running(slot)? {
+        return Ok(());
+    }
+    let Some(mut child) = slot.take() else {
+        return Ok(());
+    };
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: plain kill(2) on our own child, which is not reaped yet, so the pid is ours.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) => return Err(format!("cannot wait for {what} (pid {pid}): {e}")),
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "{what} (pid {pid}) did not exit within {}s of signal {signal}; killed it",
+                STOP_TIMEOUT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -326,8 +569,9 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Runs on the keeper thread: prepares both data directories, starts both servers and
-/// waits until they serve. Started servers are pushed onto `children`.
-fn launch(children: &mut Vec<Child>) -> Result<Servers, String> {
+/// waits until they serve. The keeper state goes into `slot` as soon as it exists, so
+/// that servers started before a failure stay owned by the keeper thread.
+fn launch(slot: &mut Option<Keeper>) -> Result<Servers, String> {
     check_binaries()?;
     let run_as = unprivileged_identity()?;
     let layout =
@@ -352,27 +596,35 @@ fn launch(children: &mut Vec<Child>) -> Result<Servers, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot build a tokio runtime for server setup: {e}"))?;
+    let keeper = slot.insert(Keeper {
+        layout,
+        run_as,
+        runtime,
+        mysql: None,
+        mysql_port: 0,
+        pg: None,
+        pg_port: 0,
+    });
     // `block_on` polls both futures on this (the keeper) thread, so the servers are its
     // children.
-    let (mysql, pg) = runtime.block_on(async {
+    let (mysql, pg) = keeper.runtime.block_on(async {
         tokio::join!(
-            start_mariadb(&layout, run_as),
-            start_postgres(&layout, run_as)
+            boot_mariadb(&keeper.layout, run_as, None),
+            boot_postgres(&keeper.layout, run_as, None)
         )
     });
     let mut errors = Vec::new();
-    let mut ports = (0, 0);
     match mysql {
         Ok((child, port)) => {
-            children.push(child);
-            ports.0 = port;
+            keeper.mysql = Some(child);
+            keeper.mysql_port = port;
         }
         Err(e) => errors.push(e),
     }
     match pg {
         Ok((child, port)) => {
-            children.push(child);
-            ports.1 = port;
+            keeper.pg = Some(child);
+            keeper.pg_port = port;
         }
         Err(e) => errors.push(e),
     }
@@ -380,19 +632,20 @@ fn launch(children: &mut Vec<Child>) -> Result<Servers, String> {
         return Err(errors.join("\n\n"));
     }
 
+    let layout = &keeper.layout;
     Ok(Servers {
-        mysql_port: ports.0,
-        pg_port: ports.1,
+        mysql_port: keeper.mysql_port,
+        pg_port: keeper.pg_port,
         mysql_user: DB_USER.to_string(),
         mysql_password: DB_PASSWORD.to_string(),
         pg_user: DB_USER.to_string(),
         pg_password: DB_PASSWORD.to_string(),
-        root: layout.root,
-        mysql_dir: layout.mysql_dir,
-        mysql_socket: layout.mysql_socket,
-        mysql_log: layout.mysql_log,
-        pg_dir: layout.pg_dir,
-        pg_log: layout.pg_log,
+        root: layout.root.clone(),
+        mysql_dir: layout.mysql_dir.clone(),
+        mysql_socket: layout.mysql_socket.clone(),
+        mysql_log: layout.mysql_log.clone(),
+        pg_dir: layout.pg_dir.clone(),
+        pg_log: layout.pg_log.clone(),
     })
 }
 
@@ -554,10 +807,16 @@ fn init_postgres(layout: &Layout, run_as: RunAs) -> Result<(), String> {
     }
 }
 
-async fn start_mariadb(layout: &Layout, run_as: RunAs) -> Result<(Child, u16), String> {
+/// Starts mariadbd on `fixed_port`, or on a free port (another one each time the port
+/// turns out to be taken), and waits until it serves.
+async fn boot_mariadb(
+    layout: &Layout,
+    run_as: RunAs,
+    fixed_port: Option<u16>,
+) -> Result<(Child, u16), String> {
     let out_log = layout.mysql_dir.join("mysqld.out");
     for _ in 0..PORT_ATTEMPTS {
-        let port = free_port()?;
+        let port = pick_port(fixed_port)?;
         let offset = file_len(&layout.mysql_log);
         let out = append_file(&out_log)?;
         let err = out
@@ -615,18 +874,22 @@ async fn start_mariadb(layout: &Layout, run_as: RunAs) -> Result<(Child, u16), S
         .await;
         match ready {
             Ok(()) => return Ok((child, port)),
-            Err(Startup::PortTaken) => continue,
+            Err(Startup::PortTaken) => port_taken_pause(fixed_port).await,
             Err(Startup::Failed(why)) => return Err(why),
         }
     }
-    Err(format!(
-        "MariaDB: every one of {PORT_ATTEMPTS} free ports was taken before it could bind"
-    ))
+    Err(ports_taken("MariaDB", fixed_port))
 }
 
-async fn start_postgres(layout: &Layout, run_as: RunAs) -> Result<(Child, u16), String> {
+/// Starts postgres on `fixed_port`, or on a free port (another one each time the port
+/// turns out to be taken), and waits until it serves.
+async fn boot_postgres(
+    layout: &Layout,
+    run_as: RunAs,
+    fixed_port: Option<u16>,
+) -> Result<(Child, u16), String> {
     for _ in 0..PORT_ATTEMPTS {
-        let port = free_port()?;
+        let port = pick_port(fixed_port)?;
         let offset = file_len(&layout.pg_log);
         let out = append_file(&layout.pg_log)?;
         let err = out
@@ -674,13 +937,38 @@ async fn start_postgres(layout: &Layout, run_as: RunAs) -> Result<(Child, u16), 
         .await;
         match ready {
             Ok(()) => return Ok((child, port)),
-            Err(Startup::PortTaken) => continue,
+            Err(Startup::PortTaken) => port_taken_pause(fixed_port).await,
             Err(Startup::Failed(why)) => return Err(why),
         }
     }
-    Err(format!(
-        "PostgreSQL: every one of {PORT_ATTEMPTS} free ports was taken before it could bind"
-    ))
+    Err(ports_taken("PostgreSQL", fixed_port))
+}
+
+fn pick_port(fixed_port: Option<u16>) -> Result<u16, String> {
+    match fixed_port {
+        Some(port) => Ok(port),
+        None => free_port(),
+    }
+}
+
+/// A fixed port may be held for a moment longer (by a client that got it as its
+/// ephemeral port, say), so it is retried after a pause; a free port is simply replaced.
+async fn port_taken_pause(fixed_port: Option<u16>) {
+    if fixed_port.is_some() {
+        tokio::time::sleep(FIXED_PORT_RETRY).await;
+    }
+}
+
+fn ports_taken(what: &str, fixed_port: Option<u16>) -> String {
+    match fixed_port {
+        Some(port) => format!(
+            "{what}: port {port} stayed taken by another process for {PORT_ATTEMPTS} tries, \
+             so the server cannot come back on it"
+        ),
+        None => format!(
+            "{what}: every one of {PORT_ATTEMPTS} free ports was taken before it could bind"
+        ),
+    }
 }
 
 enum Startup {
@@ -744,7 +1032,9 @@ where
 }
 
 /// Logs in as root (passwordless on 127.0.0.1 after `--auth-root-authentication-method=
-/// normal`), checks that this is our server, and creates the `duplex` accounts.
+/// normal`), checks that this is our server, and creates the `duplex` accounts unless they
+/// exist: on a restart it changes nothing, so it writes nothing to the binlog that a CDC
+/// reader under test would see.
 async fn mariadb_setup(port: u16, data_dir: &Path) -> Result<(), String> {
     let opts = mysql_async::OptsBuilder::default()
         .ip_or_hostname("127.0.0.1")
@@ -757,6 +1047,16 @@ async fn mariadb_setup(port: u16, data_dir: &Path) -> Result<(), String> {
     ensure_own_server(&mut conn, data_dir).await?;
     for host in ["%", "localhost"] {
         let account = format!("'{DB_USER}'@'{host}'");
+        let exists: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM mysql.user WHERE User = ? AND Host = ? AND Grant_priv = 'Y'",
+                (DB_USER, host),
+            )
+            .await
+            .map_err(|e| format!("look up {account}: {e}"))?;
+        if exists.is_some() {
+            continue;
+        }
         conn.query_drop(format!(
             "CREATE USER IF NOT EXISTS {account} IDENTIFIED BY '{DB_PASSWORD}'"
         ))
@@ -833,15 +1133,25 @@ async fn postgres_probe(port: u16, data_dir: &Path) -> Result<(), String> {
 
 /// A port that was free on 127.0.0.1 a moment ago and was not handed out before by this
 /// process. The caller retries with another one if the server cannot bind it.
+///
+/// Ports come from below the kernel's ephemeral range when it leaves room: a port inside
+/// it can become some client's source port while its server is stopped, and the server
+/// could not come back on it.
 fn free_port() -> Result<u16, String> {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let mut handed_out = HANDED_OUT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    let below_ephemeral = ephemeral_port_floor().filter(|&low| low >= LOWEST_PORT + 1000);
+    let mut rng = rand::thread_rng();
     for _ in 0..100 {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .map_err(|e| format!("cannot bind 127.0.0.1:0 to find a free port: {e}"))?;
+        let candidate = below_ephemeral.map_or(0, |low| rng.gen_range(LOWEST_PORT..low));
+        let listener = match TcpListener::bind(("127.0.0.1", candidate)) {
+            Ok(listener) => listener,
+            Err(_) if candidate != 0 => continue,
+            Err(e) => return Err(format!("cannot bind 127.0.0.1:0 to find a free port: {e}")),
+        };
         let port = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?
@@ -851,6 +1161,19 @@ fn free_port() -> Result<u16, String> {
         }
     }
     Err("no new free port on 127.0.0.1 after 100 tries".into())
+}
+
+/// The lowest port [`free_port`] picks below the ephemeral range.
+const LOWEST_PORT: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral (client source port) range.
+fn ephemeral_port_floor() -> Option<u16> {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn append_file(path: &Path) -> Result<File, String> {
@@ -989,4 +1312,5 @@ fn processes_under(dir: &Path) -> Vec<libc::pid_t> {
 }
 
 pub mod harness;
+pub mod proxy;
 pub mod shop;

@@ -99,6 +99,8 @@ async fn setup_publication_and_slot(
 ) -> Result<()> {
     let name = crate::pipeline::slot_name(&cfg.pipeline);
     let mut tables: Vec<String> = plan.reverse.iter().map(|r| r.source.pg_quoted()).collect();
+    // The reverse direction's heartbeat travels through the slot like any change.
+    tables.push(crate::heartbeat::source_table(crate::pipeline::Way::Reverse, cfg).pg_quoted());
     // The marker rule needs the checkpoint table's changes in the stream.
     if mode == crate::origin::Echo::Marker {
         tables.push(
@@ -408,10 +410,13 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         .await
         .map(|rows| rows.iter().map(|r| r.get(0)).collect())
         .unwrap_or_default();
+    // The reverse direction's heartbeat (its lag) travels through the publication too.
+    let heartbeat = crate::heartbeat::source_table(crate::pipeline::Way::Reverse, cfg);
     let missing: Vec<String> = plan
         .reverse
         .iter()
         .map(|r| r.source.to_string())
+        .chain(std::iter::once(heartbeat.to_string()))
         .filter(|t| !published.contains(t))
         .collect();
     out.push(CheckLine {
@@ -456,7 +461,8 @@ pub async fn run(cfg: &Config) -> Result<()> {
         true,
         "shutting down: finishing the transaction in flight",
     );
-    crate::telemetry::install(cfg.metrics_listen)?;
+    crate::telemetry::install(cfg.metrics_listen, cfg.ready_max_lag).await?;
+    crate::telemetry::live().set_pipeline(&cfg.pipeline);
     refuse_unsafe_source(cfg).await?;
     let mut backoff = crate::pipeline::Backoff::default();
     let plan = loop {
@@ -488,6 +494,14 @@ pub async fn run(cfg: &Config) -> Result<()> {
         Err(e) => return Err(e),
     };
     use crate::pipeline::{run as run_way, Way};
+    let live = crate::telemetry::live();
+    live.activate(Way::Forward);
+    crate::heartbeat::spawn(Way::Forward, cfg, stop_rx.clone());
+    if plan.has_reverse() {
+        live.activate(Way::Reverse);
+        crate::heartbeat::spawn(Way::Reverse, cfg, stop_rx.clone());
+    }
+    crate::telemetry::observe::spawn(cfg, plan.has_reverse(), stop_rx.clone());
     let plans = Arc::new(arc_swap::ArcSwap::new(plan.clone()));
     let reload_rx = reload_on_sighup(cfg, plans.clone());
     if cfg.snapshot_on_start() {
@@ -719,4 +733,271 @@ async fn wait_for_signal(
             }
         }
     }
+}
+
+/// `duplex status`: what the databases record for the pipeline, and what its running process
+/// (asked at the metrics listener) says it is doing.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusReport {
+    pub pipeline: String,
+    /// The running process's own account, when one answers.
+    pub process: Option<crate::telemetry::live::Status>,
+    /// Why no process answered.
+    pub process_unreachable: Option<String>,
+    pub record: crate::telemetry::observe::Record,
+}
+
+pub async fn status(cfg: &Config) -> Result<StatusReport> {
+    let reverse = mapping::load_dir(&cfg.mappings)?.has_reverse();
+    let asked = crate::telemetry::http::get(
+        cfg.metrics_listen,
+        "/status",
+        std::time::Duration::from_secs(3),
+    );
+    let (asked, record) = tokio::join!(asked, crate::telemetry::observe::record(cfg, reverse));
+    let (process, process_unreachable) = match asked {
+        Ok((200, body)) => match serde_json::from_str(&body) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "{} answered, but not with duplex's status: {e}",
+                    cfg.metrics_listen
+                )),
+            ),
+        },
+        Ok((code, _)) => (
+            None,
+            Some(format!(
+                "{} answered HTTP {code} to /status: not a duplex of this version",
+                cfg.metrics_listen
+            )),
+        ),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    Ok(StatusReport {
+        pipeline: cfg.pipeline.clone(),
+        process,
+        process_unreachable,
+        record,
+    })
+}
+
+/// Lines of cells as a left-aligned table.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn time_of(us: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(us)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| us.to_string())
+}
+
+fn seconds(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// `duplex status` as a table.
+pub fn render_status(r: &StatusReport) -> String {
+    let mut out = format!("pipeline {}\n", r.pipeline);
+    match (&r.process, &r.process_unreachable) {
+        (Some(p), _) => {
+            out.push_str(&format!(
+                "process  pid {} running since {}: {}\n",
+                p.pid,
+                time_of(p.started_us),
+                if p.ready {
+                    "ready".to_string()
+                } else {
+                    format!("NOT READY ({})", p.not_ready.join("; "))
+                }
+            ));
+        }
+        (None, why) => out.push_str(&format!(
+            "process  none answers: {} — state stopped\n",
+            why.as_deref().unwrap_or("?")
+        )),
+    }
+    out.push('\n');
+    let mut rows = vec![vec![
+        "direction".to_string(),
+        "state".into(),
+        "lag".into(),
+        "position (checkpoint)".into(),
+        "dead letters".into(),
+    ]];
+    let dirs = std::iter::once(&r.record.forward).chain(r.record.reverse.as_ref());
+    for d in dirs {
+        let live = r
+            .process
+            .as_ref()
+            .and_then(|p| p.directions.iter().find(|x| x.direction == d.direction));
+        let state = match live {
+            Some(l) if l.state == crate::telemetry::State::Retrying => format!(
+                "retrying (attempt {}{})",
+                l.retry_attempt,
+                l.retry_at_us
+                    .map(|at| format!(
+                        ", next in {}",
+                        seconds(((at - crate::telemetry::live::now_us()).max(0)) as f64 / 1e6)
+                    ))
+                    .unwrap_or_default()
+            ),
+            Some(l) => l.state.as_str().to_string(),
+            None => "stopped".into(),
+        };
+        let lag = live
+            .and_then(|l| l.lag_seconds)
+            .map(seconds)
+            .unwrap_or_else(|| "-".into());
+        let position = live
+            .and_then(|l| l.position.clone())
+            .or_else(|| d.position.clone())
+            .unwrap_or_else(|| "(none yet)".into());
+        let letters = match (d.dead_letters_unresolved, d.dead_letters_total) {
+            (Some(u), Some(t)) => format!("{u} unresolved of {t}"),
+            _ => "?".into(),
+        };
+        rows.push(vec![d.direction.to_string(), state, lag, position, letters]);
+    }
+    out.push_str(&table(&rows));
+    if let Some(p) = &r.process {
+        for d in &p.directions {
+            if let Some(e) = &d.last_error {
+                out.push_str(&format!(
+                    "last error {} at {} [{}]: {}\n",
+                    d.direction,
+                    time_of(e.at_us),
+                    e.kind,
+                    e.message
+                ));
+            }
+        }
+    }
+    for d in std::iter::once(&r.record.forward).chain(r.record.reverse.as_ref()) {
+        if !d.snapshot_pending.is_empty() {
+            out.push_str(&format!(
+                "snapshot {} pending: {}\n",
+                d.direction,
+                d.snapshot_pending.join(", ")
+            ));
+        }
+    }
+    let rec = &r.record;
+    if let Some(newest) = &rec.binlog_newest {
+        let mut line = format!("binlog   server's newest {newest}");
+        if let Some(n) = rec.binlog_files_behind {
+            line.push_str(&format!(", checkpoint {n} file(s) behind"));
+        }
+        match (
+            rec.binlog_expiry_seconds,
+            rec.binlog_expiry_remaining_seconds,
+        ) {
+            (Some(0), _) => line.push_str("; binlog expiry off"),
+            (_, Some(left)) => line.push_str(&format!(
+                "; expiry purges the checkpoint's file in about {}",
+                seconds(left.max(0.0))
+            )),
+            _ => {}
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if let Some(slot) = &rec.slot {
+        out.push_str(&match (rec.slot_active, rec.slot_retained_wal_bytes) {
+            (Some(active), Some(bytes)) => format!(
+                "slot     {slot}: {}, retains {:.1} MB of WAL\n",
+                if active { "active" } else { "inactive" },
+                bytes as f64 / 1e6
+            ),
+            _ => format!("slot     {slot}: missing (run `duplex setup`)\n"),
+        });
+    }
+    for why in &rec.unreadable {
+        out.push_str(&format!("cannot read {why}\n"));
+    }
+    out
+}
+
+/// `duplex dlq list` as a table.
+pub fn render_letters(letters: &[crate::dlq::Letter]) -> String {
+    if letters.is_empty() {
+        return "no dead letters\n".into();
+    }
+    let mut rows = vec![vec![
+        "id".to_string(),
+        "direction".into(),
+        "table".into(),
+        "op".into(),
+        "attempts".into(),
+        "last attempt".into(),
+        "state".into(),
+        "reason".into(),
+    ]];
+    for l in letters {
+        let mut reason: String = l.reason.chars().take(100).collect();
+        if l.reason.chars().count() > 100 {
+            reason.push('…');
+        }
+        rows.push(vec![
+            l.id.to_string(),
+            l.direction.clone(),
+            l.target_table.clone(),
+            l.op.clone(),
+            l.attempts.to_string(),
+            l.last_attempt.chars().take(19).collect(),
+            if l.resolved { "resolved" } else { "open" }.into(),
+            reason.replace('\n', " "),
+        ]);
+    }
+    table(&rows)
+}
+
+/// `duplex dlq show` in full.
+pub fn render_letter(l: &crate::dlq::Letter) -> String {
+    format!(
+        "id            {}\ndirection     {}\nsource table  {}\ntarget table  {}\nop            {}\nposition      {}\ntransaction   {}\nfirst attempt {}\nlast attempt  {}\nattempts      {}\nstate         {}\nreason        {}\nrow\n{}\n",
+        l.id,
+        l.direction,
+        l.source_table,
+        l.target_table,
+        l.op,
+        l.position,
+        l.txn_id,
+        l.first_attempt,
+        l.last_attempt,
+        l.attempts,
+        if l.resolved { "resolved" } else { "open" },
+        l.reason,
+        serde_json::to_string_pretty(&l.row).unwrap_or_default()
+    )
 }

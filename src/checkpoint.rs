@@ -51,7 +51,9 @@ pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result
              resolved      tinyint(1) NOT NULL DEFAULT 0,
              KEY dead_letter_unresolved (pipeline, resolved)
          ) ENGINE=InnoDB;
+         {};
          {}",
+        crate::heartbeat::mysql_ddl(database),
         crate::snapshot::state::my_ddl(database)
     );
     conn.query_drop(ddl).await.map_err(|e| {
@@ -104,7 +106,9 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
              PRIMARY KEY (pipeline, target, key, col, priority)
          );
          ALTER TABLE {s}.pivot ALTER COLUMN value DROP NOT NULL;
+         {};
          {}",
+        crate::heartbeat::pg_ddl(schema),
         crate::snapshot::state::pg_ddl(schema)
     );
     client.batch_execute(&ddl).await.map_err(|e| {

@@ -17,7 +17,9 @@
 pub mod app;
 pub mod checkpoint;
 pub mod config;
+pub mod dlq;
 pub mod error;
+pub mod heartbeat;
 pub mod mapping;
 pub mod model;
 pub mod origin;

@@ -48,11 +48,81 @@ enum Command {
         #[arg(long)]
         table: Option<String>,
     },
+    /// Per pipeline: position on each side, lag, state, last error, dead letters (asks the
+    /// running process at the metrics listener, and reads both databases).
+    Status {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The dead-letter tables: rows that could not be applied, with why.
+    Dlq {
+        #[arg(short, long, default_value = "duplex.toml", global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
     /// an abandoned slot makes PostgreSQL keep WAL forever.
     Teardown {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+struct DlqFilter {
+    /// Only this direction: mysql_to_pg (forward) or pg_to_mysql (reverse).
+    #[arg(long)]
+    direction: Option<String>,
+    /// Only letters of this source or target table (`schema.table` or the bare name).
+    #[arg(long)]
+    table: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List the unresolved letters (newest first).
+    List {
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Also the resolved ones.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One letter in full: the row, the source position, the reason, the attempts.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        filter: DlqFilter,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send letters through the current mapping again (after fixing the cause): each row is
+    /// read again from the source by its key; applied ones are marked resolved.
+    Retry {
+        /// Letter ids; none: every unresolved letter that passes the filters.
+        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: DlqFilter,
+    },
+    /// Delete letters for good.
+    Drop {
+        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: DlqFilter,
+        /// Every letter that passes the filters, resolved or not.
+        #[arg(long)]
+        all: bool,
+        /// Every resolved letter that passes the filters.
+        #[arg(long)]
+        resolved: bool,
     },
 }
 
@@ -81,6 +151,8 @@ fn main() -> ExitCode {
             | Command::Check { config }
             | Command::Setup { config }
             | Command::Snapshot { config, .. }
+            | Command::Status { config, .. }
+            | Command::Dlq { config, .. }
             | Command::Teardown { config } => config.clone(),
         };
         let cfg = match duplex::config::Config::load(&path) {
@@ -145,6 +217,36 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            Command::Status { json, .. } => match duplex::app::status(&cfg).await {
+                Ok(report) => {
+                    let text = if json {
+                        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+                    } else {
+                        duplex::app::render_status(&report)
+                    };
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+                    // Exit 0 only when a process answers and is ready.
+                    if report.process.as_ref().is_some_and(|p| p.ready) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Command::Dlq { action, .. } => match dlq(&cfg, action).await {
+                Ok(text) => {
+                    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            },
             Command::Teardown { .. } => match duplex::app::teardown(&cfg).await {
                 Ok(done) => {
                     for line in done {
@@ -175,4 +277,102 @@ fn main() -> ExitCode {
             },
         }
     })
+}
+
+fn select(filter: &DlqFilter) -> duplex::Result<duplex::dlq::Select> {
+    Ok(duplex::dlq::Select {
+        direction: filter
+            .direction
+            .as_deref()
+            .map(duplex::dlq::parse_direction)
+            .transpose()?,
+        table: filter.table.clone(),
+        ..Default::default()
+    })
+}
+
+async fn dlq(cfg: &duplex::config::Config, action: DlqAction) -> duplex::Result<String> {
+    use duplex::dlq;
+    match action {
+        DlqAction::List {
+            filter,
+            all,
+            limit,
+            json,
+        } => {
+            let s = dlq::Select {
+                which: if all {
+                    dlq::Which::All
+                } else {
+                    dlq::Which::Unresolved
+                },
+                limit: Some(limit),
+                ..select(&filter)?
+            };
+            let letters = dlq::list(cfg, &s).await?;
+            if json {
+                return Ok(serde_json::to_string_pretty(&letters).unwrap_or_default() + "\n");
+            }
+            Ok(duplex::app::render_letters(&letters))
+        }
+        DlqAction::Show { id, filter, json } => {
+            let s = dlq::Select {
+                ids: vec![id],
+                ..select(&filter)?
+            };
+            let letters = dlq::list(cfg, &s).await?;
+            if json {
+                return Ok(serde_json::to_string_pretty(&letters[0]).unwrap_or_default() + "\n");
+            }
+            Ok(duplex::app::render_letter(&letters[0]))
+        }
+        DlqAction::Retry { ids, filter } => {
+            let s = dlq::Select {
+                ids,
+                ..select(&filter)?
+            };
+            let outcomes = dlq::retry(cfg, &s).await?;
+            let mut out = String::new();
+            for o in &outcomes {
+                out.push_str(&format!(
+                    "{} {}/{} {}: {}\n",
+                    if o.applied { "applied" } else { "failed " },
+                    o.direction,
+                    o.id,
+                    o.table,
+                    o.detail
+                ));
+            }
+            let ok = outcomes.iter().filter(|o| o.applied).count();
+            out.push_str(&format!(
+                "{ok} of {} letter(s) applied and resolved; {} still failing\n",
+                outcomes.len(),
+                outcomes.len() - ok
+            ));
+            Ok(out)
+        }
+        DlqAction::Drop {
+            ids,
+            filter,
+            all,
+            resolved,
+        } => {
+            if !all && ids.is_empty() && filter.table.is_none() && !resolved {
+                return Err(duplex::Error::config(
+                    "say which letters to drop: ids, --table T, --resolved or --all",
+                ));
+            }
+            let s = dlq::Select {
+                ids,
+                which: match (all, resolved) {
+                    (true, _) => dlq::Which::All,
+                    (false, true) => dlq::Which::Resolved,
+                    (false, false) => dlq::Which::Unresolved,
+                },
+                ..select(&filter)?
+            };
+            let n = dlq::drop(cfg, &s).await?;
+            Ok(format!("dropped {n} dead letter(s)\n"))
+        }
+    }
 }

@@ -43,7 +43,8 @@ const ENCODED_CHUNKS_IN_FLIGHT: usize = 4;
 const CHANNEL_EVENTS: usize = 2;
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 const BACKOFF_START: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Low enough that a server back from an outage is found within seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// An idle source position is checkpointed at most this often.
 const IDLE_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -91,6 +92,15 @@ enum Item<C> {
     Careful(Vec<(C, DeadLetter)>),
     /// The row cannot be mapped or encoded.
     Dead(DeadLetter),
+    /// duplex's heartbeat row (of this pipeline, with its stamp; None for another pipeline's):
+    /// nothing to write, its arrival is timed at commit.
+    Heartbeat(Option<i64>),
+}
+
+/// Where a direction's heartbeat rows come from and whose they are.
+struct HeartbeatRows {
+    table: crate::model::TableName,
+    pipeline: String,
 }
 
 /// The encoder stage: maps and encodes each chunk on its own task, so encoding overlaps with
@@ -102,6 +112,7 @@ async fn encode_stage<E: Encoder>(
     budget: Arc<Semaphore>,
     careful: bool,
     filter: Arc<SnapshotFilter>,
+    heartbeat: HeartbeatRows,
 ) {
     let mut txn_id = String::new();
     let mut txn_at: Option<Position> = None;
@@ -129,7 +140,11 @@ async fn encode_stage<E: Encoder>(
                 rows.iter()
                     // Changes a snapshot copy already holds.
                     .filter(|change| !filter.covers(change, txn_at.as_ref()))
-                    .map(|change| match encoder.prepare(change) {
+                    .map(|change| {
+                        if let Some(stamp) = crate::heartbeat::stamp(change, &heartbeat.table, &heartbeat.pipeline) {
+                            return Item::Heartbeat(stamp);
+                        }
+                        match encoder.prepare(change) {
                         Ok(changes) if careful => Item::Careful(
                             changes
                                 .into_iter()
@@ -145,7 +160,7 @@ async fn encode_stage<E: Encoder>(
                             tracing::warn!(table = %change.table.name, txn = %txn_id, error = %e, "row set aside into the dead-letter table");
                             Item::Dead(DeadLetter::new(change, target, &txn_id, e.to_string()))
                         }
-                    })
+                    }})
                     .collect(),
             ),
             SourceEvent::Commit(c) => Encoded::Commit(c),
@@ -181,6 +196,18 @@ impl Way {
             Way::Reverse => crate::checkpoint::REVERSE,
         }
     }
+
+    /// The server whose failure `e` reports: the source's on a source error, else the target's.
+    pub fn failed_side(self, e: &Error) -> &'static str {
+        let source = matches!(
+            e.kind(),
+            ErrorKind::SourceTransient | ErrorKind::SourceDefinite
+        );
+        match (self, source) {
+            (Way::Forward, true) | (Way::Reverse, false) => "mysql",
+            (Way::Forward, false) | (Way::Reverse, true) => "postgres",
+        }
+    }
 }
 
 /// The replication slot and publication of a pipeline's reverse direction.
@@ -200,7 +227,9 @@ pub async fn run(
     mut reload: watch::Receiver<u64>,
 ) -> Result<()> {
     let mut backoff = Backoff::default();
+    let mut attempt = 0u32;
     let mut careful_until: Option<Option<Position>> = None;
+    crate::telemetry::live().activate(way);
     loop {
         let plan = plans.load_full();
         // This run stops on shutdown or on a reload announced after it started.
@@ -246,18 +275,34 @@ pub async fn run(
             Err(e) if e.is_transient() => {
                 if started.elapsed() > Duration::from_secs(30) {
                     backoff.reset();
+                    attempt = 0;
                 }
+                attempt += 1;
                 let delay = backoff.next_delay();
-                metrics::counter!(telemetry::ERRORS, "kind" => e.kind().as_str()).increment(1);
-                metrics::counter!(telemetry::RECONNECTS, "direction" => way.as_str()).increment(1);
-                tracing::warn!(direction = way.as_str(), error = %e, retry_in_ms = delay.as_millis() as u64, "transient error; restarting from the checkpoint");
+                metrics::counter!(telemetry::ERRORS, "direction" => way.as_str(), "kind" => e.kind().as_str()).increment(1);
+                metrics::counter!(telemetry::RECONNECTS, "direction" => way.as_str(), "side" => way.failed_side(&e)).increment(1);
+                crate::telemetry::live().failed(way, &e, Some((attempt, delay)));
+                tracing::warn!(direction = way.as_str(), error = %e, attempt, retry_in_ms = delay.as_millis() as u64, "transient error; restarting from the checkpoint");
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
+                // A schema may have changed under the plan (a target column's type, say, which
+                // makes every write fail the same way): check the mapping against the live
+                // schemas again before the next attempt. Unreachable servers keep the old plan.
+                match crate::app::load_plan(cfg).await {
+                    Ok(fresh) => plans.store(Arc::new(fresh)),
+                    Err(e) if e.is_transient() => {}
+                    Err(e) => {
+                        metrics::counter!(telemetry::ERRORS, "direction" => way.as_str(), "kind" => e.kind().as_str()).increment(1);
+                        crate::telemetry::live().failed(way, &e, None);
+                        return Err(e.context("the mappings no longer fit the live schemas"));
+                    }
+                }
             }
             Err(e) => {
-                metrics::counter!(telemetry::ERRORS, "kind" => e.kind().as_str()).increment(1);
+                metrics::counter!(telemetry::ERRORS, "direction" => way.as_str(), "kind" => e.kind().as_str()).increment(1);
+                crate::telemetry::live().failed(way, &e, None);
                 return Err(e);
             }
         }
@@ -277,6 +322,7 @@ pub async fn copy_new_tables(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<bool> {
     let mut backoff = Backoff::default();
+    crate::telemetry::live().set_state(way, crate::telemetry::State::Snapshot);
     loop {
         let copied = crate::snapshot::run(
             way,
@@ -325,11 +371,9 @@ async fn run_forward_once(
     };
     let filter =
         crate::snapshot::filter(Way::Forward, &mut sink, cfg, &plan, from.as_ref()).await?;
-    let source = MysqlSource::new(
-        cfg.mysql.clone(),
-        plan.forward_sources().into_iter().collect(),
-        cfg.apply.chunk_rows,
-    );
+    let mut watched: std::collections::HashSet<_> = plan.forward_sources().into_iter().collect();
+    watched.insert(crate::heartbeat::source_table(Way::Forward, cfg));
+    let source = MysqlSource::new(cfg.mysql.clone(), watched, cfg.apply.chunk_rows);
     drive(
         Way::Forward,
         cfg,
@@ -417,6 +461,10 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
         budget,
         careful_until.is_some(),
         Arc::new(filter),
+        HeartbeatRows {
+            table: crate::heartbeat::source_table(way, cfg),
+            pipeline: cfg.pipeline.clone(),
+        },
     ));
     let mut applier = Applier {
         way,
@@ -470,6 +518,10 @@ struct Batch {
     rows: usize,
     txns: usize,
     last: Option<(Position, i64)>,
+    /// Stamps of the heartbeats in this batch, timed when it commits.
+    heartbeats: Vec<i64>,
+    /// Source transactions that held only a heartbeat: duplex's own, not counted as applied.
+    heartbeat_txns: usize,
 }
 
 impl<S: Sink> Applier<'_, S> {
@@ -489,6 +541,9 @@ impl<S: Sink> Applier<'_, S> {
         let mut txn_id: Option<String> = None;
         let mut stopping: Option<Instant> = None;
         let mut last_idle_checkpoint = Instant::now();
+        let mut streaming = false;
+        // (saw a heartbeat, saw another row) in the transaction being received.
+        let mut txn_rows = (false, false);
         loop {
             let ready_to_commit = txn_id.is_none() && batch.as_ref().is_some_and(|b| b.txns > 0);
             if stopping.is_none() && *shutdown.borrow() {
@@ -543,6 +598,11 @@ impl<S: Sink> Applier<'_, S> {
             };
             // The permit returns to the encoder's budget once this event is handled.
             let (event, _permit) = event;
+            if !streaming {
+                // Both sides answer: the sink connected before, the source has sent something.
+                streaming = true;
+                crate::telemetry::live().set_state(self.way, crate::telemetry::State::Streaming);
+            }
             match event {
                 Encoded::Begin(b) => {
                     if batch.is_none() {
@@ -552,15 +612,21 @@ impl<S: Sink> Applier<'_, S> {
                             rows: 0,
                             txns: 0,
                             last: None,
+                            heartbeats: Vec::new(),
+                            heartbeat_txns: 0,
                         });
                     }
                     txn_id = Some(b.id);
+                    txn_rows = (false, false);
                 }
                 Encoded::Rows(items) => {
                     if let Some(b) = batch.as_mut() {
                         b.rows += items.len();
                     }
                     for item in items {
+                        if !matches!(item, Item::Heartbeat(_)) {
+                            txn_rows.1 = true;
+                        }
                         match item {
                             Item::Apply(changes) => {
                                 for c in changes {
@@ -589,6 +655,13 @@ impl<S: Sink> Applier<'_, S> {
                                 }
                             }
                             Item::Dead(letter) => self.sink.dead_letter(letter),
+                            Item::Heartbeat(stamp) => {
+                                txn_rows.0 = true;
+                                if let (Some(b), Some(stamp)) = (batch.as_mut(), stamp) {
+                                    b.heartbeats.push(stamp);
+                                }
+                                continue;
+                            }
                         }
                     }
                 }
@@ -597,6 +670,9 @@ impl<S: Sink> Applier<'_, S> {
                     self.last_seen = Some(c.position.clone());
                     if let Some(b) = batch.as_mut() {
                         b.txns += 1;
+                        if txn_rows == (true, false) {
+                            b.heartbeat_txns += 1;
+                        }
                         b.last = Some((c.position.clone(), c.commit_time_us));
                     }
                     let full = batch.as_ref().is_some_and(|b| {
@@ -618,6 +694,7 @@ impl<S: Sink> Applier<'_, S> {
                         self.sink.begin().await?;
                         self.sink.commit(&pos).await?;
                         self.acknowledge(&pos);
+                        crate::telemetry::live().committed(self.way, &pos);
                         self.committed = Some(pos);
                     }
                 }
@@ -649,7 +726,8 @@ impl<S: Sink> Applier<'_, S> {
         let way = self.way.as_str();
         metrics::histogram!(telemetry::APPLY_BATCH_SECONDS, "direction" => way)
             .record(t0.elapsed().as_secs_f64());
-        metrics::counter!(telemetry::TXNS_APPLIED, "direction" => way).increment(b.txns as u64);
+        metrics::counter!(telemetry::TXNS_APPLIED, "direction" => way)
+            .increment((b.txns - b.heartbeat_txns) as u64);
         metrics::counter!(telemetry::BATCHES_COMMITTED, "direction" => way).increment(1);
         if commit_time_us > 0 {
             let now_us = chrono::Utc::now().timestamp_micros();
@@ -666,6 +744,12 @@ impl<S: Sink> Applier<'_, S> {
             self.careful_until = None;
         }
         self.acknowledge(&position);
+        let live = crate::telemetry::live();
+        live.committed(self.way, &position);
+        let now_us = crate::telemetry::live::now_us();
+        for stamp in b.heartbeats {
+            live.heartbeat_arrived(self.way, stamp, now_us);
+        }
         self.committed = Some(position);
         Ok(())
     }

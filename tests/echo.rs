@@ -229,6 +229,7 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
         published,
         vec![
             vec![Some("checkpoint".to_string())],
+            vec![Some("heartbeat".to_string())],
             vec![Some("t".to_string())]
         ]
     );

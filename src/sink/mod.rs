@@ -111,6 +111,10 @@ pub trait Sink {
         progress: &crate::snapshot::state::Progress,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
+    /// Like [`Sink::commit`] for rows applied outside the stream (`duplex dlq retry`): neither
+    /// the checkpoint nor a snapshot's progress moves.
+    fn commit_unmarked(&mut self) -> impl std::future::Future<Output = Result<()>> + Send;
+
     fn rollback(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
@@ -120,6 +124,8 @@ pub enum Mark<'a> {
     Checkpoint(&'a Position),
     /// A snapshot chunk: the copy's progress for one table.
     Progress(&'a crate::snapshot::state::Progress),
+    /// Rows re-applied by `duplex dlq retry`: nothing to record.
+    Nothing,
 }
 
 impl Mark<'_> {
@@ -128,6 +134,7 @@ impl Mark<'_> {
         match self {
             Mark::Checkpoint(p) => p.to_string(),
             Mark::Progress(p) => p.label(),
+            Mark::Nothing => "dlq retry".to_string(),
         }
     }
 }

@@ -440,6 +440,7 @@ impl MySqlSink {
                     .query_drop(sql)
                     .await
                     .map_err(|e| my_err(e, &format!("updating a row of {}", t.target)))?;
+                count_rows(&t, "update", 1);
                 i += 1;
                 continue;
             }
@@ -524,6 +525,12 @@ impl MySqlSink {
                 .query_drop(sql)
                 .await
                 .map_err(|e| my_err(e, &format!("writing {} rows to {}", j - i, t.target)))?;
+            let op = if first.kind == MyKind::Delete {
+                "delete"
+            } else {
+                "upsert"
+            };
+            count_rows(&t, op, j - i);
             i = j;
         }
         Ok(())
@@ -708,6 +715,10 @@ impl Sink for MySqlSink {
         self.finish(Mark::Progress(progress)).await
     }
 
+    async fn commit_unmarked(&mut self) -> Result<()> {
+        self.finish(Mark::Nothing).await
+    }
+
     async fn rollback(&mut self) {
         self.pending.clear();
         self.letters.clear();
@@ -781,7 +792,7 @@ impl MySqlSink {
                 .exec_drop(sql, params)
                 .await
                 .map_err(|e| my_err(e, "writing a dead letter"))?;
-            metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "direction" => REVERSE, "table" => l.target_table.clone())
                 .increment(1);
         }
         match mark {
@@ -796,6 +807,7 @@ impl MySqlSink {
                 )
                 .await?
             }
+            Mark::Nothing => {}
         }
         self.conn
             .query_drop("COMMIT")
@@ -804,6 +816,16 @@ impl MySqlSink {
         self.in_txn = false;
         Ok(())
     }
+}
+
+fn count_rows(t: &ReversePlan, op: &'static str, n: usize) {
+    metrics::counter!(
+        crate::telemetry::ROWS_APPLIED,
+        "direction" => REVERSE,
+        "table" => t.target.to_string(),
+        "op" => op
+    )
+    .increment(n as u64);
 }
 
 #[cfg(test)]

@@ -169,6 +169,45 @@ impl Reader {
 }
 
 /// Whether a name given on the command line means this table pair.
+/// Reads the current version of single source rows by key, for `duplex dlq retry`.
+pub struct RowReader(Reader);
+
+impl RowReader {
+    pub async fn open(way: Way, cfg: &Config) -> Result<RowReader> {
+        Ok(RowReader(Reader::open(way, cfg).await?.0))
+    }
+
+    /// The schema rows of source table `name` are read with; None when `plan` does not map it.
+    pub async fn schema_of(
+        &self,
+        plan: &Plan,
+        name: &TableName,
+    ) -> Result<Option<Arc<TableSchema>>> {
+        let mapped = match self.0 {
+            Reader::My(_) => plan
+                .tables
+                .iter()
+                .any(|t| t.source == *name && t.direction.forward()),
+            Reader::Pg(_) => plan.reverse.iter().any(|r| r.source == *name),
+        };
+        if !mapped {
+            return Ok(None);
+        }
+        self.0.schema_of(plan, name).await.map(Some)
+    }
+
+    pub async fn row(&mut self, table: &TableSchema, key: &[KeyValue]) -> Result<Option<ReadRow>> {
+        match &mut self.0 {
+            Reader::My(r) => r.row(table, key).await,
+            Reader::Pg(r) => r.row(table, key).await,
+        }
+    }
+
+    pub async fn close(self) {
+        self.0.close().await
+    }
+}
+
 fn names_match(asked: &str, source: &TableName, target: &TableName) -> bool {
     [source, target]
         .iter()

@@ -171,21 +171,24 @@ impl MysqlSnapshot {
             .map_err(|e| err(e, &what))?;
         let mut rows = Vec::with_capacity(limit);
         while let Some(row) = result.next().await.map_err(|e| err(e, &what))? {
-            let raw = row.unwrap_raw();
-            let mut values = Vec::with_capacity(table.columns.len());
-            let mut unreadable = None;
-            for (v, col) in raw.into_iter().zip(&table.columns) {
-                match decode_value(v.unwrap_or(mysql_async::Value::NULL), col) {
-                    Ok(v) => values.push(v),
-                    Err(e) => {
-                        unreadable.get_or_insert_with(|| e.to_string());
-                        values.push(Value::Null);
-                    }
-                }
-            }
-            rows.push(ReadRow { values, unreadable });
+            rows.push(read_row(row, table));
         }
         Ok(rows)
+    }
+
+    /// The row of `table` with primary key `key`, if there is one (`duplex dlq retry`).
+    pub async fn row(&mut self, table: &TableSchema, key: &[KeyValue]) -> Result<Option<ReadRow>> {
+        let (select, keys) = select_sql(table)?;
+        let cond: Vec<String> = keys.iter().map(|k| format!("{k} = ?")).collect();
+        let sql = format!("{select} WHERE {}", cond.join(" AND "));
+        let params: Vec<mysql_async::Value> = key.iter().map(param).collect();
+        let what = format!("reading a row of {}", table.name);
+        let row: Option<mysql_async::Row> = self
+            .conn
+            .exec_first(sql, params)
+            .await
+            .map_err(|e| err(e, &what))?;
+        Ok(row.map(|r| read_row(r, table)))
     }
 
     /// Ends the read view.
@@ -193,6 +196,22 @@ impl MysqlSnapshot {
         let _ = self.conn.query_drop("COMMIT").await;
         let _ = self.conn.disconnect().await;
     }
+}
+
+fn read_row(row: mysql_async::Row, table: &TableSchema) -> ReadRow {
+    let raw = row.unwrap_raw();
+    let mut values = Vec::with_capacity(table.columns.len());
+    let mut unreadable = None;
+    for (v, col) in raw.into_iter().zip(&table.columns) {
+        match decode_value(v.unwrap_or(mysql_async::Value::NULL), col) {
+            Ok(v) => values.push(v),
+            Err(e) => {
+                unreadable.get_or_insert_with(|| e.to_string());
+                values.push(Value::Null);
+            }
+        }
+    }
+    ReadRow { values, unreadable }
 }
 
 fn param(k: &KeyValue) -> mysql_async::Value {
@@ -207,6 +226,23 @@ fn param(k: &KeyValue) -> mysql_async::Value {
 /// The chunk query of a table: every column (in a form [`decode_value`] reads), ordered by the
 /// primary key, after a key when `after`.
 fn chunk_sql(table: &TableSchema, after: bool) -> Result<String> {
+    let (mut sql, keys) = select_sql(table)?;
+    if after {
+        let ors: Vec<String> = (0..keys.len())
+            .map(|i| {
+                let mut parts: Vec<String> = keys[..i].iter().map(|k| format!("{k} = ?")).collect();
+                parts.push(format!("{} > ?", keys[i]));
+                format!("({})", parts.join(" AND "))
+            })
+            .collect();
+        sql.push_str(&format!(" WHERE {}", ors.join(" OR ")));
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT ?", keys.join(", ")));
+    Ok(sql)
+}
+
+/// `SELECT <every column> FROM <table>` and the quoted key columns.
+fn select_sql(table: &TableSchema) -> Result<(String, Vec<String>)> {
     if table.primary_key.is_empty() {
         return Err(Error::new(
             ErrorKind::Mapping,
@@ -249,24 +285,13 @@ fn chunk_sql(table: &TableSchema, after: bool) -> Result<String> {
             }
         })
         .collect::<Result<_>>()?;
-    let mut sql = format!(
+    let sql = format!(
         "SELECT {} FROM {}.{}",
         select.join(", "),
         my_ident(&table.name.schema),
         my_ident(&table.name.name)
     );
-    if after {
-        let ors: Vec<String> = (0..keys.len())
-            .map(|i| {
-                let mut parts: Vec<String> = keys[..i].iter().map(|k| format!("{k} = ?")).collect();
-                parts.push(format!("{} > ?", keys[i]));
-                format!("({})", parts.join(" AND "))
-            })
-            .collect();
-        sql.push_str(&format!(" WHERE {}", ors.join(" OR ")));
-    }
-    sql.push_str(&format!(" ORDER BY {} LIMIT ?", keys.join(", ")));
-    Ok(sql)
+    Ok((sql, keys))
 }
 
 /// The binlog position in `performance_schema.log_status.LOCAL` (MySQL 8):

@@ -129,6 +129,21 @@ impl PgSnapshot {
         after: Option<&[KeyValue]>,
         limit: usize,
     ) -> Result<Vec<ReadRow>> {
+        self.select(table, after, false, limit).await
+    }
+
+    /// The row of `table` with primary key `key`, if there is one (`duplex dlq retry`).
+    pub async fn row(&mut self, table: &TableSchema, key: &[KeyValue]) -> Result<Option<ReadRow>> {
+        Ok(self.select(table, Some(key), true, 1).await?.pop())
+    }
+
+    async fn select(
+        &mut self,
+        table: &TableSchema,
+        after: Option<&[KeyValue]>,
+        exact: bool,
+        limit: usize,
+    ) -> Result<Vec<ReadRow>> {
         let cols: Vec<String> = table.columns.iter().map(|c| pg_ident(&c.name)).collect();
         let keys: Vec<String> = table
             .primary_key
@@ -138,8 +153,9 @@ impl PgSnapshot {
         let mut sql = format!("SELECT {} FROM {}", cols.join(", "), table.name.pg_quoted());
         if let Some(after) = after {
             let lits: Vec<String> = after.iter().map(literal).collect();
+            let op = if exact { "=" } else { ">" };
             sql.push_str(&format!(
-                " WHERE ({}) > ({})",
+                " WHERE ({}) {op} ({})",
                 keys.join(", "),
                 lits.join(", ")
             ));

@@ -209,24 +209,49 @@ pub fn pipeline_name(prefix: &str, dbs: &TestDbs) -> String {
     format!("{prefix}{}", &dbs.pg_db[dbs.pg_db.len() - 8..])
 }
 
+/// GET `path` from a running duplex's listener on `port`: (status code, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an HTTP answer");
+    let (head, body) = raw.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((code, body.to_string()))
+}
+
+/// The value of one series in a Prometheus text body: `name` with every one of `labels`.
+pub fn metric(body: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.split(['{', ' ']).next() == Some(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A counter of `duplex_transactions_applied_total` for one direction, read from a running
 /// duplex's metrics listener on `port`.
 pub fn transactions_applied(port: u16, direction: &str) -> u64 {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics listener");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .unwrap();
-    let mut body = String::new();
-    s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .find(|l| {
-            l.starts_with("duplex_transactions_applied_total")
-                && l.contains(&format!("direction=\"{direction}\""))
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .unwrap_or_else(|| panic!("no transactions metric for {direction}:\n{body}"))
+    let (_, body) = http_get(port, "/metrics").expect("metrics listener");
+    metric(
+        &body,
+        "duplex_transactions_applied_total",
+        &[("direction", direction)],
+    )
+    .map(|v| v as u64)
+    .unwrap_or_else(|| panic!("no transactions metric for {direction}:\n{body}"))
 }
 
 /// Sends SIGKILL and reaps.

@@ -614,6 +614,20 @@ mod tests {
         assert!(encode(&Value::Int(40_000), &TargetKind::Int2, tz, &mut out).is_err());
         let e = encode(&Value::Text("a\0b".into()), &TargetKind::Text, tz, &mut out).unwrap_err();
         assert!(e.to_string().contains("NUL"), "{e}");
+        // Invalid UTF-8 in a utf8 column reaches the encoder as bytes (the decoder does not
+        // guess) and is a dead letter that shows them.
+        let e = encode(
+            &Value::Bytes(vec![0x61, 0xFF, 0xFE]),
+            &TargetKind::Text,
+            tz,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("text is not valid in its column charset"),
+            "{e}"
+        );
     }
 
     #[test]

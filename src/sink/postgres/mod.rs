@@ -501,6 +501,7 @@ impl PgSink {
         let t = &self.plan.tables[run.table];
         metrics::counter!(
             crate::telemetry::ROWS_APPLIED,
+            "direction" => checkpoint::FORWARD,
             "table" => t.target.to_string(),
             "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
         )
@@ -841,6 +842,10 @@ impl Sink for PgSink {
         self.finish(Mark::Progress(progress)).await
     }
 
+    async fn commit_unmarked(&mut self) -> Result<()> {
+        self.finish(Mark::Nothing).await
+    }
+
     async fn rollback(&mut self) {
         self.runs.clear();
         self.touched.clear();
@@ -1108,7 +1113,7 @@ impl PgSink {
                 )
                 .await
                 .map_err(|e| Error::from_pg(e, true, "writing a dead letter"))?;
-            metrics::counter!(crate::telemetry::DEAD_LETTERS, "table" => l.target_table.clone())
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "direction" => checkpoint::FORWARD, "table" => l.target_table.clone())
                 .increment(1);
         }
         match mark {
@@ -1132,6 +1137,7 @@ impl PgSink {
                 )
                 .await?
             }
+            Mark::Nothing => {}
         }
         self.client
             .batch_execute("COMMIT")

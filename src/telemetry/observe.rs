@@ -1,0 +1,253 @@
+//! What the databases say about a pipeline, independent of any running process: checkpoints,
+//! dead letters, the replication slot's retained WAL, how far the checkpoint is behind the
+//! server's newest binlog and how close binlog expiry is to it, and the snapshot's progress.
+//! Read every few seconds by `duplex run` for the gauges, and once by `duplex status`.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::checkpoint::{FORWARD, REVERSE};
+use crate::config::Config;
+use crate::model::{my_ident, pg_ident, BinlogFile, Position};
+
+/// One direction as its target database records it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DirRecord {
+    pub direction: &'static str,
+    /// The checkpoint: the source position after the last applied transaction.
+    pub position: Option<String>,
+    /// When that checkpoint was written (microseconds since the epoch).
+    pub position_at_us: Option<i64>,
+    pub dead_letters_unresolved: Option<i64>,
+    pub dead_letters_total: Option<i64>,
+    /// Tables whose initial copy has not finished: `table (rows copied)`.
+    pub snapshot_pending: Vec<String>,
+}
+
+/// The whole record of a pipeline.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Record {
+    pub forward: DirRecord,
+    pub reverse: Option<DirRecord>,
+    pub slot: Option<String>,
+    pub slot_active: Option<bool>,
+    pub slot_retained_wal_bytes: Option<i64>,
+    pub binlog_newest: Option<String>,
+    pub binlog_files_behind: Option<i64>,
+    /// The server's binlog expiry in seconds (0: never).
+    pub binlog_expiry_seconds: Option<i64>,
+    pub binlog_expiry_remaining_seconds: Option<f64>,
+    /// What could not be read, and why.
+    pub unreadable: Vec<String>,
+}
+
+/// Reads the record; what cannot be read is listed in `unreadable`, not an error.
+pub async fn record(cfg: &Config, reverse: bool) -> Record {
+    let mut r = Record {
+        forward: DirRecord {
+            direction: FORWARD,
+            ..Default::default()
+        },
+        reverse: reverse.then(|| DirRecord {
+            direction: REVERSE,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let schema = pg_ident(&cfg.postgres.duplex_schema);
+    match crate::sink::postgres::connect(&cfg.postgres, &format!("duplex {} status", cfg.pipeline))
+        .await
+    {
+        Ok(pg) => {
+            let q = async {
+                let ck = pg
+                    .query_opt(
+                        &format!("SELECT position, (extract(epoch FROM updated_at) * 1e6)::int8 FROM {schema}.checkpoint WHERE pipeline = $1 AND direction = $2"),
+                        &[&cfg.pipeline, &FORWARD],
+                    )
+                    .await?;
+                if let Some(row) = ck {
+                    r.forward.position = Some(row.get(0));
+                    r.forward.position_at_us = Some(row.get(1));
+                }
+                let dl = pg
+                    .query_one(
+                        &format!("SELECT count(*) FILTER (WHERE NOT resolved), count(*) FROM {schema}.dead_letter WHERE pipeline = $1 AND direction = $2"),
+                        &[&cfg.pipeline, &FORWARD],
+                    )
+                    .await?;
+                r.forward.dead_letters_unresolved = Some(dl.get(0));
+                r.forward.dead_letters_total = Some(dl.get(1));
+                let snap = pg
+                    .query(
+                        &format!("SELECT source_table, rows_copied FROM {schema}.snapshot WHERE pipeline = $1 AND direction = $2 AND state <> 'done' ORDER BY 1"),
+                        &[&cfg.pipeline, &FORWARD],
+                    )
+                    .await?;
+                r.forward.snapshot_pending = snap
+                    .iter()
+                    .map(|row| {
+                        format!(
+                            "{} ({} rows copied)",
+                            row.get::<_, String>(0),
+                            row.get::<_, i64>(1)
+                        )
+                    })
+                    .collect();
+                if reverse {
+                    let slot = crate::pipeline::slot_name(&cfg.pipeline);
+                    let s = pg
+                        .query_opt(
+                            "SELECT active, (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+                            &[&slot],
+                        )
+                        .await?;
+                    if let Some(row) = s {
+                        r.slot_active = Some(row.get(0));
+                        r.slot_retained_wal_bytes = row.get(1);
+                    }
+                    r.slot = Some(slot);
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            };
+            if let Err(e) = q.await {
+                r.unreadable.push(format!("PostgreSQL: {e}"));
+            }
+        }
+        Err(e) => r.unreadable.push(format!("PostgreSQL: {e}")),
+    }
+    let db = my_ident(&cfg.mysql.duplex_database);
+    match crate::source::mysql::connect(&cfg.mysql, None, false).await {
+        Ok(mut my) => {
+            let q = async {
+                let logs: Vec<mysql_async::Row> = my.query("SHOW BINARY LOGS").await?;
+                let names: Vec<String> = logs.iter().filter_map(|row| row.get(0)).collect();
+                r.binlog_newest = names
+                    .iter()
+                    .max_by_key(|n| BinlogFile((*n).clone()).sequence())
+                    .cloned();
+                // MariaDB before 10.6 has only the days.
+                let expiry: Option<(Option<u64>, Option<f64>)> = match my
+                    .query_first("SELECT @@binlog_expire_logs_seconds, @@expire_logs_days")
+                    .await
+                {
+                    Ok(row) => row,
+                    Err(_) => my.query_first("SELECT NULL, @@expire_logs_days").await?,
+                };
+                let expiry_s = match expiry {
+                    Some((Some(s), _)) if s > 0 => s as i64,
+                    Some((_, Some(d))) => (d * 86_400.0) as i64,
+                    _ => 0,
+                };
+                r.binlog_expiry_seconds = Some(expiry_s);
+                if reverse {
+                    let rows: Vec<(String, i64)> = my
+                        .exec(
+                            format!("SELECT position, CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) FROM {db}.checkpoint WHERE pipeline = ? AND direction = ?"),
+                            (&cfg.pipeline, REVERSE),
+                        )
+                        .await?;
+                    let dl: Option<(i64, i64)> = my
+                        .exec_first(
+                            format!("SELECT CAST(COALESCE(SUM(NOT resolved), 0) AS SIGNED), COUNT(*) FROM {db}.dead_letter WHERE pipeline = ? AND direction = ?"),
+                            (&cfg.pipeline, REVERSE),
+                        )
+                        .await?;
+                    let snap: Vec<(String, i64)> = my
+                        .exec(
+                            format!("SELECT source_table, rows_copied FROM {db}.snapshot WHERE pipeline = ? AND direction = ? AND state <> 'done' ORDER BY 1"),
+                            (&cfg.pipeline, REVERSE),
+                        )
+                        .await?;
+                    if let Some(d) = r.reverse.as_mut() {
+                        if let Some((p, at)) = rows.into_iter().next() {
+                            d.position = Some(p);
+                            d.position_at_us = Some(at);
+                        }
+                        if let Some((u, t)) = dl {
+                            d.dead_letters_unresolved = Some(u);
+                            d.dead_letters_total = Some(t);
+                        }
+                        d.snapshot_pending = snap
+                            .into_iter()
+                            .map(|(t, n)| format!("{t} ({n} rows copied)"))
+                            .collect();
+                    }
+                }
+                Ok::<_, mysql_async::Error>(names)
+            };
+            match q.await {
+                Ok(names) => {
+                    if let Some(Ok(Position::Mysql(p))) =
+                        r.forward.position.as_ref().map(|p| p.parse::<Position>())
+                    {
+                        let at = p.file.sequence();
+                        let behind = names
+                            .iter()
+                            .filter(|n| BinlogFile((*n).clone()).sequence() > at)
+                            .count() as i64;
+                        r.binlog_files_behind = Some(behind);
+                        if let Some(expiry) = r.binlog_expiry_seconds.filter(|s| *s > 0) {
+                            // The checkpoint's file stops ageing-free once the server moved to
+                            // a newer one; it was last written no earlier than the checkpoint
+                            // (an estimate on the early side, so alerts come early, not late).
+                            let age = if behind == 0 {
+                                0.0
+                            } else {
+                                let at_us = r.forward.position_at_us.unwrap_or(0);
+                                (crate::telemetry::live::now_us() - at_us).max(0) as f64 / 1e6
+                            };
+                            r.binlog_expiry_remaining_seconds = Some(expiry as f64 - age);
+                        }
+                    }
+                }
+                Err(e) => r.unreadable.push(format!("MySQL: {e}")),
+            }
+            let _ = my.disconnect().await;
+        }
+        Err(e) => r.unreadable.push(format!("MySQL: {e}")),
+    }
+    r
+}
+
+/// How often `duplex run` reads the record for its gauges.
+const EVERY: Duration = Duration::from_secs(5);
+
+/// Keeps the gauges that come from the databases current while `duplex run` lives.
+pub fn spawn(cfg: &Config, reverse: bool, mut stop: watch::Receiver<bool>) {
+    let cfg = cfg.clone();
+    tokio::spawn(async move {
+        loop {
+            let r = record(&cfg, reverse).await;
+            publish(&r);
+            for why in &r.unreadable {
+                tracing::debug!(%why, "monitor: cannot read");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(EVERY) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    });
+}
+
+fn publish(r: &Record) {
+    use super::*;
+    for d in std::iter::once(&r.forward).chain(r.reverse.as_ref()) {
+        if let Some(n) = d.dead_letters_unresolved {
+            metrics::gauge!(DEAD_LETTERS_UNRESOLVED, "direction" => d.direction).set(n as f64);
+        }
+    }
+    if let (Some(slot), Some(bytes)) = (&r.slot, r.slot_retained_wal_bytes) {
+        metrics::gauge!(SLOT_RETAINED_WAL_BYTES, "slot" => slot.clone()).set(bytes as f64);
+    }
+    if let Some(n) = r.binlog_files_behind {
+        metrics::gauge!(BINLOG_FILES_BEHIND).set(n as f64);
+    }
+    if let Some(s) = r.binlog_expiry_remaining_seconds {
+        metrics::gauge!(BINLOG_EXPIRY_REMAINING_SECONDS).set(s);
+    }
+}

@@ -1,0 +1,437 @@
+//! Fault injection, against the real servers, with a writer busy on both sides the whole time:
+//! MariaDB and PostgreSQL restarted mid-stream, the network to both cut for 10 s (blackholed,
+//! then reset, by a TCP proxy between duplex and the servers), duplex killed with SIGKILL
+//! again and again, and a burst of 50,000 rows while PostgreSQL is down for 20 s.
+//!
+//! Each scenario ends with both tables compared row by row (nothing lost) and with the target's
+//! insert-attempt counters at exactly 1 per row (nothing applied twice: a trigger counts every
+//! insert attempt in the transaction that makes it, so only committed attempts count). The time
+//! from the fault's end (server back, network back, duplex restarted) to a heartbeat lag under
+//! 1 s in both directions is measured and printed; the target is under 5 s.
+//!
+//! The scenarios stop shared servers, so they run one at a time ([`support::exclusive`]).
+#![allow(clippy::await_holding_lock)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use support::harness::{
+    free_port, http_get, kill9, metric, mysql_rows, pg_rows, pipeline_name, stop_cleanly, wait_for,
+    Workdir,
+};
+use support::proxy::Proxy;
+use support::Stop;
+
+const MAPPING: &str = r#"
+[[table]]
+source = "fwd"
+target = "fwd"
+direction = "both"
+columns = "all"
+
+[[table]]
+source = "rev"
+target = "rev"
+direction = "both"
+columns = "all"
+"#;
+
+/// The recovery bound the tests hold duplex to. The goal is 5 s; this leaves room for a
+/// loaded CI machine while still failing on a pipeline that does not come back by itself.
+const RECOVERY_BOUND: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fault {
+    RestartMariaDb,
+    RestartPostgres,
+    Blackhole,
+    Reset,
+    Kill9,
+    BurstWhileTargetDown,
+}
+
+fn lags(port: u16) -> Option<(f64, f64)> {
+    let (_, body) = http_get(port, "/metrics").ok()?;
+    let lag = |d: &str| metric(&body, "duplex_lag_seconds", &[("direction", d)]);
+    Some((lag("mysql_to_pg")?, lag("pg_to_mysql")?))
+}
+
+/// Waits until both directions' lag is under 1 s; returns how long that took from `since`.
+async fn time_to_fresh(port: u16, since: Instant, work: &Workdir, what: &str) -> Duration {
+    // Every fault here lasts seconds, so the lag is above 1 s when it ends (the blackhole and
+    // reset scenarios assert it): a reading under 1 s is a heartbeat that crossed after it.
+    loop {
+        if let Some((f, r)) = lags(port) {
+            if f < 1.0 && r < 1.0 {
+                return since.elapsed();
+            }
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(120),
+            "{what}: the lag stayed above 1 s for 2 minutes; log tail:\n{}",
+            tail(&work.log())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A writer on both sides: transactions of 5 inserts into MySQL `fwd` and into PostgreSQL `rev`,
+/// every 10 ms each, reconnecting after errors (a server being down is part of the test).
+fn spawn_writers(
+    dbs: &support::TestDbs,
+    stop: Arc<AtomicBool>,
+    next_id: Arc<AtomicI64>,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    let my_db = dbs.mysql_db.clone();
+    let pg_db = dbs.pg_db.clone();
+    let (stop_m, next_m) = (stop.clone(), next_id.clone());
+    let mysql = tokio::spawn(async move {
+        let mut ok = 0u64;
+        let mut conn: Option<mysql_async::Conn> = None;
+        while !stop_m.load(Ordering::Relaxed) {
+            if conn.is_none() {
+                conn = mysql_async::Conn::new(support::mysql_opts(Some(&my_db)))
+                    .await
+                    .ok();
+            }
+            if let Some(c) = conn.as_mut() {
+                let first = next_m.fetch_add(5, Ordering::Relaxed);
+                let values: Vec<String> = (first..first + 5)
+                    .map(|i| format!("({i}, {i}, 'shop {i}')"))
+                    .collect();
+                match c
+                    .query_drop(format!("INSERT INTO fwd VALUES {}", values.join(", ")))
+                    .await
+                {
+                    Ok(()) => ok += 1,
+                    Err(_) => conn = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ok
+    });
+    let postgres = tokio::spawn(async move {
+        let mut ok = 0u64;
+        let mut client: Option<tokio_postgres::Client> = None;
+        while !stop.load(Ordering::Relaxed) {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                client = match support::pg_config(&pg_db)
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                {
+                    Ok((c, conn)) => {
+                        tokio::spawn(conn);
+                        Some(c)
+                    }
+                    Err(_) => None,
+                };
+            }
+            if let Some(c) = client.as_ref() {
+                let first = next_id.fetch_add(5, Ordering::Relaxed);
+                let values: Vec<String> = (first..first + 5)
+                    .map(|i| format!("({i}, {i}, 'crm {i}')"))
+                    .collect();
+                // Commits that must survive a PostgreSQL restart (the test server runs with
+                // synchronous_commit = off).
+                let sql = format!(
+                    "SET synchronous_commit = on; INSERT INTO rev VALUES {}",
+                    values.join(", ")
+                );
+                match c.batch_execute(&sql).await {
+                    Ok(()) => ok += 1,
+                    Err(_) => client = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        ok
+    });
+    vec![mysql, postgres]
+}
+
+async fn exercise(fault: Fault) -> Duration {
+    let _serial = support::exclusive();
+    // Servers stopped by an earlier scenario that failed midway are started again.
+    tokio::task::spawn_blocking(|| {
+        support::start_mysql();
+        support::start_postgres();
+    })
+    .await
+    .unwrap();
+    let name = format!("{fault:?}").to_lowercase();
+    let dbs = support::fresh_dbs("fault").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE fwd (id bigint PRIMARY KEY, n bigint NOT NULL, v varchar(64));
+         CREATE TABLE rev (id bigint PRIMARY KEY, n bigint NOT NULL, v varchar(64));
+         CREATE TABLE rev_attempts (id bigint PRIMARY KEY, n int NOT NULL);
+         CREATE TRIGGER rev_attempt BEFORE INSERT ON rev FOR EACH ROW
+           INSERT INTO rev_attempts VALUES (NEW.id, 1) ON DUPLICATE KEY UPDATE n = n + 1",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE fwd (id bigint PRIMARY KEY, n bigint NOT NULL, v text);
+         CREATE TABLE rev (id bigint PRIMARY KEY, n bigint NOT NULL, v text);
+         CREATE TABLE fwd_attempts (id bigint PRIMARY KEY, n int NOT NULL);
+         CREATE FUNCTION fwd_attempt() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           INSERT INTO fwd_attempts VALUES (NEW.id, 1) ON CONFLICT (id) DO UPDATE SET n = fwd_attempts.n + 1;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER fwd_attempt BEFORE INSERT ON fwd FOR EACH ROW EXECUTE FUNCTION fwd_attempt();",
+    )
+    .await
+    .unwrap();
+    let port = free_port();
+    let work = Workdir::with_metrics(
+        &dbs,
+        &pipeline_name("f", &dbs),
+        "UTC",
+        &[("m.toml", MAPPING)],
+        &format!("127.0.0.1:{port}"),
+    );
+    // The network scenarios put a proxy between duplex and each server.
+    let proxies = if matches!(fault, Fault::Blackhole | Fault::Reset) {
+        let s = support::servers();
+        let (pm, pp) = (
+            Proxy::start(s.mysql_port).await,
+            Proxy::start(s.pg_port).await,
+        );
+        let config = std::fs::read_to_string(&work.config).unwrap();
+        let config = config
+            .replace(
+                &format!("port = {}\n", s.mysql_port),
+                &format!("port = {}\n", pm.port()),
+            )
+            .replace(
+                &format!("port = {}\n", s.pg_port),
+                &format!("port = {}\n", pp.port()),
+            );
+        std::fs::write(&work.config, config).unwrap();
+        Some((pm, pp))
+    } else {
+        None
+    };
+    work.setup();
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(60),
+        "duplex streaming both ways",
+        &work,
+        || async { lags(port).is_some_and(|(f, r)| f < 1.0 && r < 1.0) },
+    )
+    .await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_id = Arc::new(AtomicI64::new(1));
+    let writers = spawn_writers(&dbs, stop.clone(), next_id.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let blocking = |f: fn()| tokio::task::spawn_blocking(f);
+    let mut recoveries = Vec::new();
+    match fault {
+        Fault::RestartMariaDb | Fault::RestartPostgres => {
+            let (stop_it, start_it): (fn(), fn()) = if fault == Fault::RestartMariaDb {
+                (|| support::stop_mysql(Stop::Clean), support::start_mysql)
+            } else {
+                (
+                    || support::stop_postgres(Stop::Clean),
+                    support::start_postgres,
+                )
+            };
+            blocking(stop_it).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            blocking(start_it).await.unwrap();
+            let back = Instant::now();
+            recoveries.push(time_to_fresh(port, back, &work, &name).await);
+        }
+        Fault::Blackhole | Fault::Reset => {
+            let (pm, pp) = proxies.as_ref().unwrap();
+            for p in [pm, pp] {
+                if fault == Fault::Blackhole {
+                    p.blackhole()
+                } else {
+                    p.reset()
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let (f, r) = lags(port).unwrap();
+            assert!(
+                f > 2.0 && r > 2.0,
+                "the lag does not show a 4 s outage: {f} / {r}"
+            );
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            pm.pass();
+            pp.pass();
+            let back = Instant::now();
+            recoveries.push(time_to_fresh(port, back, &work, &name).await);
+        }
+        Fault::Kill9 => {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(300 + rand::random::<u64>() % 700)).await;
+                kill9(&mut child);
+                child = work.start();
+                let back = Instant::now();
+                recoveries.push(time_to_fresh(port, back, &work, &name).await);
+            }
+        }
+        Fault::BurstWhileTargetDown => {
+            let down = Instant::now();
+            blocking(|| support::stop_postgres(Stop::Clean))
+                .await
+                .unwrap();
+            // 50,000 rows in 500 transactions while the target is down.
+            let first = next_id.fetch_add(50_000, Ordering::Relaxed);
+            for t in 0..500 {
+                let values: Vec<String> = (0..100)
+                    .map(|i| first + t * 100 + i)
+                    .map(|i| format!("({i}, {i}, 'burst {i}')"))
+                    .collect();
+                my.query_drop(format!("INSERT INTO fwd VALUES {}", values.join(", ")))
+                    .await
+                    .unwrap();
+            }
+            let rest = Duration::from_secs(20).saturating_sub(down.elapsed());
+            tokio::time::sleep(rest).await;
+            blocking(support::start_postgres).await.unwrap();
+            let back = Instant::now();
+            recoveries.push(time_to_fresh(port, back, &work, &name).await);
+        }
+    }
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+    // The connections of before the fault may be gone with a restarted server.
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let mut txns = 0;
+    for w in writers {
+        txns += w.await.unwrap();
+    }
+    assert!(txns > 100, "the writers barely wrote ({txns} transactions)");
+
+    // Nothing lost: both tables equal row by row on both sides.
+    let pg2 = dbs.pg().await;
+    let equal = || async {
+        let mut c = dbs.mysql().await;
+        let mut all = true;
+        for t in ["fwd", "rev"] {
+            let m = mysql_rows(&mut c, &format!("SELECT id, n, v FROM {t} ORDER BY id")).await;
+            let p = pg_rows(
+                &pg2,
+                &format!("SELECT id::text, n::text, v FROM {t} ORDER BY {t}.id"),
+            )
+            .await;
+            all &= m == p;
+        }
+        all
+    };
+    let settle = Instant::now();
+    while !equal().await {
+        if settle.elapsed() > Duration::from_secs(60) {
+            let mut c = dbs.mysql().await;
+            let mut report = String::new();
+            for t in ["fwd", "rev"] {
+                let m = mysql_rows(&mut c, &format!("SELECT id, n, v FROM {t} ORDER BY id")).await;
+                let p = pg_rows(
+                    &pg2,
+                    &format!("SELECT id::text, n::text, v FROM {t} ORDER BY {t}.id"),
+                )
+                .await;
+                let only_m: Vec<_> = m.iter().filter(|r| !p.contains(r)).take(5).collect();
+                let only_p: Vec<_> = p.iter().filter(|r| !m.contains(r)).take(5).collect();
+                if let Some(i) = (0..m.len().min(p.len())).find(|&i| m[i] != p[i]) {
+                    report.push_str(&format!("{t}: row {i} differs: {:?} vs {:?}\n", m[i], p[i]));
+                }
+                report.push_str(&format!("{t}: MariaDB {} rows, PostgreSQL {} rows; only in MariaDB {only_m:?}; only in PostgreSQL {only_p:?}\n", m.len(), p.len()));
+            }
+            panic!(
+                "{name}: the sides differ after 60 s:\n{report}log tail:\n{}",
+                tail(&work.log())
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let count = mysql_rows(&mut my, "SELECT count(*) FROM fwd").await[0][0]
+        .clone()
+        .unwrap();
+    let count: i64 = count.parse().unwrap();
+    if fault == Fault::BurstWhileTargetDown {
+        assert!(count > 50_000, "{count} rows");
+    }
+    // Nothing doubled: every row inserted into each target exactly once.
+    let twice = pg_rows(&pg, "SELECT count(*)::text FROM fwd_attempts WHERE n <> 1").await;
+    assert_eq!(
+        twice[0][0].as_deref(),
+        Some("0"),
+        "rows applied twice to PostgreSQL"
+    );
+    let seen = pg_rows(&pg, "SELECT count(*)::text FROM fwd_attempts").await;
+    assert_eq!(
+        seen[0][0].as_deref().unwrap().parse::<i64>().unwrap(),
+        count
+    );
+    let twice = mysql_rows(&mut my, "SELECT count(*) FROM rev_attempts WHERE n <> 1").await;
+    assert_eq!(
+        twice[0][0].as_deref(),
+        Some("0"),
+        "rows applied twice to MariaDB"
+    );
+
+    let worst = recoveries.iter().max().copied().unwrap();
+    eprintln!(
+        "fault {name}: time from the fault's end to lag < 1 s both ways: {}; {txns} writer transactions, {count} rows in fwd",
+        recoveries.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>().join(", ")
+    );
+    assert!(
+        worst < RECOVERY_BOUND,
+        "{name}: recovery took {worst:?}; log tail:\n{}",
+        tail(&work.log())
+    );
+    stop_cleanly(&mut child, &work);
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mariadb_restart_mid_stream() {
+    exercise(Fault::RestartMariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restart_mid_stream() {
+    exercise(Fault::RestartPostgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn network_blackholed_for_10_s() {
+    exercise(Fault::Blackhole).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn network_reset_for_10_s() {
+    exercise(Fault::Reset).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_again_and_again() {
+    exercise(Fault::Kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn burst_of_50k_rows_while_the_target_is_down_20_s() {
+    exercise(Fault::BurstWhileTargetDown).await;
+}

@@ -106,6 +106,10 @@ async fn main() {
         s.pg_url(&dbs.pg_db)
     );
     println!("  metrics:    curl -s http://127.0.0.1:{metrics_port}/metrics | grep ^duplex_");
+    println!(
+        "  status:     duplex status -c {}   (also /health, /ready, /status on the metrics port)",
+        work.config.display()
+    );
     println!("  duplex log: {}", work.path().join("duplex.log").display());
     println!("  config:     {}", work.config.display());
     println!("New orders arrive in the shop and florists change statuses in the CRM for {seconds} s (Ctrl-C stops)…\n");
@@ -161,9 +165,25 @@ async fn main() {
             )
             .await;
             let dead = pg_count(&pg, "SELECT count(*) FROM duplex.dead_letter").await;
+            // duplex's own heartbeat lag, each way.
+            let lag = |direction: &str| {
+                support::harness::http_get(metrics_port, "/metrics")
+                    .ok()
+                    .and_then(|(_, body)| {
+                        support::harness::metric(
+                            &body,
+                            "duplex_lag_seconds",
+                            &[("direction", direction)],
+                        )
+                    })
+                    .map(|s| format!("{:.0} ms", s * 1000.0))
+                    .unwrap_or_else(|| "-".into())
+            };
             println!(
-                "[{:>4}s] shop orders {b_orders:>5} → CRM orders {c_orders:>5} (items {c_items:>5}) | CRM status changes {moved:>4} → in Bitrix {back:>4} | dead letters {dead}",
-                started.elapsed().as_secs()
+                "[{:>4}s] shop orders {b_orders:>5} → CRM orders {c_orders:>5} (items {c_items:>5}) | CRM status changes {moved:>4} → in Bitrix {back:>4} | dead letters {dead} | lag {} / {}",
+                started.elapsed().as_secs(),
+                lag("mysql_to_pg"),
+                lag("pg_to_mysql")
             );
         }
     }
@@ -182,6 +202,9 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // What a DBA sees.
+    let (_, table) = work.run_cmd(&["status"]);
+    println!("\n$ duplex status\n{table}");
     let status = terminate(&mut duplex, Duration::from_secs(30));
     println!("\nThe shop took {written} new orders and the CRM made {moved} status changes; Bitrix has {total} orders, the CRM {in_crm}. duplex exited with {status:?}.");
     if in_crm != total {

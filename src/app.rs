@@ -232,6 +232,17 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
     }];
     match my::connect(&cfg.mysql, None, false).await {
         Ok(mut conn) => {
+            use mysql_async::prelude::Queryable;
+            let version: Option<(String, String)> = conn
+                .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                .await
+                .ok()
+                .flatten();
+            out.push(tls_line(
+                "MySQL",
+                &cfg.mysql.tls,
+                version.map(|(_, v)| v).filter(|v| !v.is_empty()),
+            ));
             match my::check_server(&mut conn).await {
                 Ok(findings) => out.extend(findings.into_iter().map(|f| CheckLine {
                     ok: f.ok,
@@ -269,11 +280,21 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         Err(e) => out.push(CheckLine {
             ok: false,
             what: format!("MySQL: {e}"),
-            fix: "check [mysql] host, port, user and password in the config, and that the server is up".into(),
+            fix: connect_fix(&e, "mysql", "host, port, user and password"),
         }),
     }
     match pg::connect(&cfg.postgres, "duplex check").await {
         Ok(client) => {
+            let version: Option<String> = client
+                .query_opt(
+                    "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                    &[],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get(0));
+            out.push(tls_line("PostgreSQL", &cfg.postgres.tls, version));
             let present = client
                 .query_opt(
                     "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'checkpoint'",
@@ -285,14 +306,17 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
                 .is_some();
             out.push(CheckLine {
                 ok: present,
-                what: format!("PostgreSQL: duplex's tables in schema {}", cfg.postgres.duplex_schema),
+                what: format!(
+                    "PostgreSQL: duplex's tables in schema {}",
+                    cfg.postgres.duplex_schema
+                ),
                 fix: format!("run `duplex setup -c {}`", cfg.path.display()),
             });
         }
         Err(e) => out.push(CheckLine {
             ok: false,
             what: format!("PostgreSQL: {e}"),
-            fix: "check [postgres] host, port, user, password and dbname in the config, and that the server is up".into(),
+            fix: connect_fix(&e, "postgres", "host, port, user, password and dbname"),
         }),
     }
     match load_plan(cfg).await {
@@ -326,6 +350,41 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         }),
     }
     out
+}
+
+/// The fix line of a failed connection: TLS settings for a TLS failure, else the address.
+fn connect_fix(e: &Error, section: &str, what: &str) -> String {
+    if e.message().contains("TLS: ") {
+        format!("see the message; [{section}] sslmode, sslrootcert, sslcert and sslkey set TLS")
+    } else {
+        format!("check [{section}] {what} in the config, and that the server is up")
+    }
+}
+
+/// How a side's connection is protected.
+fn tls_line(side: &str, tls: &crate::tls::Tls, version: Option<String>) -> CheckLine {
+    let mode = tls.mode.as_str();
+    match version {
+        Some(v) => CheckLine {
+            ok: true,
+            what: format!(
+                "{side}: connection encrypted ({v}, sslmode {mode}{})",
+                match tls.mode {
+                    crate::tls::SslMode::VerifyFull => ": certificate and host name verified",
+                    crate::tls::SslMode::VerifyCa => ": certificate verified, host name not",
+                    _ => ": the server's certificate is not verified",
+                }
+            ),
+            fix: String::new(),
+        },
+        None => CheckLine {
+            // Unencrypted is a choice under disable (loopback's default) and prefer; the
+            // other modes cannot get here without TLS.
+            ok: true,
+            what: format!("{side}: connection not encrypted (sslmode {mode})"),
+            fix: String::new(),
+        },
+    }
 }
 
 /// What replicating from PostgreSQL needs: logical WAL, a role with REPLICATION, the origin

@@ -92,6 +92,26 @@ struct RawMysql {
     start_position: Option<String>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_s: u64,
+    sslmode: Option<crate::tls::SslMode>,
+    sslrootcert: Option<PathBuf>,
+    sslcert: Option<PathBuf>,
+    sslkey: Option<PathBuf>,
+}
+
+/// One side's TLS settings (libpq's key names); paths are relative to the config file.
+fn tls(
+    host: &str,
+    mode: Option<crate::tls::SslMode>,
+    files: [Option<PathBuf>; 3],
+    base: &Path,
+) -> crate::tls::Tls {
+    let [root, cert, key] = files.map(|f| f.map(|p| base.join(p)));
+    crate::tls::Tls {
+        mode: mode.unwrap_or_else(|| crate::tls::SslMode::default_for(host)),
+        root_cert: root,
+        client_cert: cert,
+        client_key: key,
+    }
 }
 
 fn default_mysql_port() -> u16 {
@@ -125,6 +145,10 @@ struct RawPostgres {
     connect_timeout_s: u64,
     #[serde(default)]
     skip_all_origins: bool,
+    sslmode: Option<crate::tls::SslMode>,
+    sslrootcert: Option<PathBuf>,
+    sslcert: Option<PathBuf>,
+    sslkey: Option<PathBuf>,
 }
 
 fn default_pg_port() -> u16 {
@@ -235,6 +259,7 @@ pub struct MysqlConfig {
     pub duplex_database: String,
     pub start_position: Option<String>,
     pub connect_timeout_s: u64,
+    pub tls: crate::tls::Tls,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +276,7 @@ pub struct PostgresConfig {
     /// (`origin 'none'`): cheaper than dropping duplex's own on our side, but it also drops
     /// every other tool's replicated writes. Off by default.
     pub skip_all_origins: bool,
+    pub tls: crate::tls::Tls,
 }
 
 /// The validated configuration.
@@ -389,6 +415,12 @@ impl Config {
             mappings: base.join(raw.mappings),
             source_time_zone,
             mysql: MysqlConfig {
+                tls: tls(
+                    &raw.mysql.host,
+                    raw.mysql.sslmode,
+                    [raw.mysql.sslrootcert, raw.mysql.sslcert, raw.mysql.sslkey],
+                    base,
+                ),
                 host: raw.mysql.host,
                 port: raw.mysql.port,
                 user: raw.mysql.user,
@@ -400,6 +432,16 @@ impl Config {
                 connect_timeout_s: raw.mysql.connect_timeout_s,
             },
             postgres: PostgresConfig {
+                tls: tls(
+                    &raw.postgres.host,
+                    raw.postgres.sslmode,
+                    [
+                        raw.postgres.sslrootcert,
+                        raw.postgres.sslcert,
+                        raw.postgres.sslkey,
+                    ],
+                    base,
+                ),
                 host: raw.postgres.host,
                 port: raw.postgres.port,
                 user: raw.postgres.user,

@@ -28,5 +28,6 @@ pub mod sink;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::{Error, ErrorKind, Result};

@@ -192,6 +192,7 @@ pub fn pg_config(db: &str) -> duplex::config::PostgresConfig {
         duplex_schema: "duplex".into(),
         connect_timeout_s: 10,
         skip_all_origins: false,
+        tls: duplex::tls::Tls::disabled(),
     }
 }
 

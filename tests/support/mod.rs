@@ -100,6 +100,10 @@ pub struct Servers {
     pub pg_dir: PathBuf,
     /// PostgreSQL's server log (its stderr).
     pub pg_log: PathBuf,
+    /// Test certificates (see [`write_certificates`]): `ca.pem` signed both servers'
+    /// `server.pem` (for the name `localhost` only, not `127.0.0.1`); `other-ca.pem` signed
+    /// nothing.
+    pub tls_dir: PathBuf,
 }
 
 impl Servers {
@@ -358,6 +362,7 @@ struct Layout {
     pg_dir: PathBuf,
     pg_data: PathBuf,
     pg_log: PathBuf,
+    tls_dir: PathBuf,
 }
 
 impl Layout {
@@ -370,6 +375,7 @@ impl Layout {
             mysql_log: mysql_dir.join("mysqld.err"),
             pg_data: pg_dir.join("data"),
             pg_log: pg_dir.join("postgres.log"),
+            tls_dir: root.join("tls"),
             mysql_dir,
             pg_dir,
             root,
@@ -646,6 +652,7 @@ fn launch(slot: &mut Option<Keeper>) -> Result<Servers, String> {
         mysql_log: layout.mysql_log.clone(),
         pg_dir: layout.pg_dir.clone(),
         pg_log: layout.pg_log.clone(),
+        tls_dir: layout.tls_dir.clone(),
     })
 }
 
@@ -708,12 +715,55 @@ fn prepare_dirs(layout: &Layout, run_as: RunAs) -> Result<(), String> {
     }
     fs::set_permissions(&layout.root, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("cannot chmod {}: {e}", layout.root.display()))?;
+    write_certificates(&layout.tls_dir, run_as)?;
     let pwfile = layout.pg_dir.join("pwfile");
     fs::write(&pwfile, DB_PASSWORD)
         .map_err(|e| format!("cannot write {}: {e}", pwfile.display()))?;
     if let Some((uid, gid)) = run_as {
         for path in private_dirs.into_iter().chain([&pwfile]) {
             std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a test CA, a server certificate it signed for the name `localhost` (not for
+/// `127.0.0.1`, so that connecting by address fails `verify-full`), the server key (owned by
+/// the servers' user, mode 0600, as PostgreSQL demands), and a second CA that signed nothing.
+fn write_certificates(dir: &Path, run_as: RunAs) -> Result<(), String> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let fail = |e: rcgen::Error| format!("test certificates: {e}");
+    let ca = |name: &str| -> Result<(rcgen::Certificate, KeyPair), String> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().map_err(fail)?;
+        Ok((params.self_signed(&key).map_err(fail)?, key))
+    };
+    let (ca_cert, ca_key) = ca("duplex test CA")?;
+    let (other_ca, _) = ca("duplex untrusted CA")?;
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).map_err(fail)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let server_key = KeyPair::generate().map_err(fail)?;
+    let server = params
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .map_err(fail)?;
+    fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, text, mode) in [
+        ("ca.pem", ca_cert.pem(), 0o644),
+        ("other-ca.pem", other_ca.pem(), 0o644),
+        ("server.pem", server.pem(), 0o644),
+        ("server.key", server_key.serialize_pem(), 0o600),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot chmod {}: {e}", path.display()))?;
+        if let Some((uid, gid)) = run_as {
+            std::os::unix::fs::chown(&path, Some(uid), Some(gid))
                 .map_err(|e| format!("cannot chown {}: {e}", path.display()))?;
         }
     }
@@ -841,6 +891,18 @@ async fn boot_mariadb(
             ))
             .arg(format!("--log-error={}", layout.mysql_log.display()))
             .arg("--bind-address=127.0.0.1")
+            .arg(format!(
+                "--ssl-ca={}",
+                layout.tls_dir.join("ca.pem").display()
+            ))
+            .arg(format!(
+                "--ssl-cert={}",
+                layout.tls_dir.join("server.pem").display()
+            ))
+            .arg(format!(
+                "--ssl-key={}",
+                layout.tls_dir.join("server.key").display()
+            ))
             .arg(format!("--port={port}"))
             .arg("--skip-name-resolve")
             .arg(format!(
@@ -918,6 +980,15 @@ async fn boot_postgres(
             "max_connections=300".into(),
             "shared_buffers=256MB".into(),
             "logging_collector=off".into(),
+            "ssl=on".into(),
+            format!(
+                "ssl_cert_file={}",
+                layout.tls_dir.join("server.pem").display()
+            ),
+            format!(
+                "ssl_key_file={}",
+                layout.tls_dir.join("server.key").display()
+            ),
         ] {
             cmd.arg("-c").arg(setting);
         }

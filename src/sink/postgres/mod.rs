@@ -104,16 +104,47 @@ pub async fn connect(cfg: &PostgresConfig, application: &str) -> Result<Client> 
         "connecting to PostgreSQL at {}:{} as {} (database {})",
         cfg.host, cfg.port, cfg.user, cfg.dbname
     );
-    let (client, conn) = pg
-        .connect(NoTls)
-        .await
-        .map_err(|e| Error::from_pg(e, true, &what))?;
+    let tls_failed = |e: tokio_postgres::Error| {
+        let text = format!("{e:?} {e}");
+        match cfg.tls.explain(&text, &cfg.host) {
+            Some(why) => Error::new(crate::error::ErrorKind::Config, format!("{what}: {why}")),
+            None => Error::from_pg(e, true, &what),
+        }
+    };
+    let client = match cfg.tls.client_config()? {
+        None => {
+            let (client, conn) = pg
+                .connect(NoTls)
+                .await
+                .map_err(|e| Error::from_pg(e, true, &what))?;
+            spawn_connection(conn);
+            client
+        }
+        Some(tls) => {
+            pg.ssl_mode(if cfg.tls.required() {
+                tokio_postgres::config::SslMode::Require
+            } else {
+                tokio_postgres::config::SslMode::Prefer
+            });
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
+            let (client, conn) = pg.connect(connector).await.map_err(tls_failed)?;
+            spawn_connection(conn);
+            client
+        }
+    };
+    Ok(client)
+}
+
+fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::debug!(error = %e, "PostgreSQL connection closed");
         }
     });
-    Ok(client)
 }
 
 pub struct PgSink {

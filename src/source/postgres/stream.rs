@@ -7,6 +7,9 @@
 //! turns it into a [`ReplicationStream`] in CopyBoth mode, which yields WAL data and keepalives
 //! and sends standby status updates.
 //!
+//! TLS as `[postgres] sslmode` says: an `SSLRequest` first, then, when the server answers `S`,
+//! the start-up runs inside tokio-rustls (see [`crate::tls`]).
+//!
 //! Invariant (kept by the caller): the flushed LSN reported in a status update is never beyond
 //! what the target has committed, because PostgreSQL may discard WAL up to it.
 
@@ -70,9 +73,85 @@ fn protocol(what: impl Into<String>) -> Error {
     )
 }
 
+/// The connection under the framing: plain TCP or TLS over it.
+enum Socket {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Socket {
+    fn is_tls(&self) -> bool {
+        matches!(self, Socket::Tls(_))
+    }
+
+    async fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            Socket::Plain(s) => s.write_all(buf).await,
+            Socket::Tls(s) => {
+                s.write_all(buf).await?;
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read_buf(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        match self {
+            Socket::Plain(s) => s.read_buf(buf).await,
+            Socket::Tls(s) => s.read_buf(buf).await,
+        }
+    }
+}
+
+/// The `SSLRequest` code (1234 << 16 | 5679).
+const SSL_REQUEST: i32 = 80_877_103;
+
+/// Asks for TLS as `tls` says and wraps the socket; plain when TLS is off, or not offered under
+/// `prefer`.
+async fn secure(mut tcp: TcpStream, cfg: &PostgresConfig, what: &str) -> Result<Socket> {
+    let Some(config) = cfg.tls.client_config()? else {
+        return Ok(Socket::Plain(tcp));
+    };
+    let mut request = BytesMut::with_capacity(8);
+    request.put_i32(8);
+    request.put_i32(SSL_REQUEST);
+    tcp.write_all(&request)
+        .await
+        .map_err(|e| io_error(e, what))?;
+    let answer = tcp.read_u8().await.map_err(|e| io_error(e, what))?;
+    match answer {
+        b'S' => {
+            let name = crate::tls::Tls::server_name(&cfg.host)?;
+            let stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    let text = format!("{e:?} {e}");
+                    match cfg.tls.explain(&text, &cfg.host) {
+                        Some(why) => Error::new(ErrorKind::Config, format!("{what}: {why}")),
+                        None => io_error(e, what),
+                    }
+                })?;
+            Ok(Socket::Tls(Box::new(stream)))
+        }
+        b'N' if !cfg.tls.required() => Ok(Socket::Plain(tcp)),
+        b'N' => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "{what}: {}",
+                cfg.tls
+                    .explain("server does not support TLS", &cfg.host)
+                    .unwrap_or_default()
+            ),
+        )),
+        other => Err(protocol(format!(
+            "the server answered the SSLRequest with byte {other:#04x}"
+        ))),
+    }
+}
+
 /// A socket with framing for backend messages.
 struct Wire {
-    socket: TcpStream,
+    socket: Socket,
     read: BytesMut,
     write: BytesMut,
 }
@@ -162,6 +241,7 @@ impl ReplicationConn {
         .map_err(|_| Error::new(ErrorKind::SourceTransient, format!("{what}: timed out")))?
         .map_err(|e| io_error(e, &what))?;
         let _ = socket.set_nodelay(true);
+        let socket = secure(socket, cfg, &what).await?;
         let mut wire = Wire {
             socket,
             read: BytesMut::with_capacity(64 * 1024),
@@ -216,7 +296,15 @@ impl ReplicationConn {
                                     format!("{what}: the server offers {mechanisms:?}, none of which duplex speaks"),
                                 ));
                             }
-                            let s = ScramSha256::new(password, ChannelBinding::unrequested());
+                            // Under TLS the server also offers SCRAM-SHA-256-PLUS; "y" (would
+                            // bind, thinks the server cannot) reads as a downgrade there, so the
+                            // client says it does not bind ("n").
+                            let binding = if wire.socket.is_tls() {
+                                ChannelBinding::unsupported()
+                            } else {
+                                ChannelBinding::unrequested()
+                            };
+                            let s = ScramSha256::new(password, binding);
                             frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut wire.write)
                                 .map_err(|e| io_error(e, &what))?;
                             wire.flush(&what).await?;

@@ -230,6 +230,13 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         what: format!("config {} is valid", cfg.path.display()),
         fix: String::new(),
     }];
+    if let Some(hint) = pooler_hint(cfg.postgres.port, None) {
+        out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: port {} {hint}", cfg.postgres.port),
+            fix: DIRECT_CONNECTION.into(),
+        });
+    }
     match my::connect(&cfg.mysql, None, false).await {
         Ok(mut conn) => {
             use mysql_async::prelude::Queryable;
@@ -316,7 +323,10 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         Err(e) => out.push(CheckLine {
             ok: false,
             what: format!("PostgreSQL: {e}"),
-            fix: connect_fix(&e, "postgres", "host, port, user, password and dbname"),
+            fix: match pooler_hint(0, Some(e.message())) {
+                Some(_) => DIRECT_CONNECTION.into(),
+                None => connect_fix(&e, "postgres", "host, port, user, password and dbname"),
+            },
         }),
     }
     match load_plan(cfg).await {
@@ -350,6 +360,29 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         }),
     }
     out
+}
+
+const DIRECT_CONNECTION: &str = "connect [postgres] to the database directly: on Supabase the \"Direct connection\" host db.<project>.supabase.co, port 5432 (or the session pooler on port 5432), not the transaction pooler on 6543";
+
+/// Why a PostgreSQL endpoint looks like a connection pooler, from its port or from how a
+/// connection failed; None when nothing says so.
+pub fn pooler_hint(port: u16, failure: Option<&str>) -> Option<String> {
+    if port == 6543 {
+        return Some("is the well-known port of Supabase's transaction pooler (Supavisor): duplex needs a whole session (its pipeline lock, prepared statements) and a replication connection, which a transaction pooler cannot carry".into());
+    }
+    let m = failure?;
+    let pooler = [
+        "unsupported startup parameter",
+        "Tenant or user not found",
+        "unsupported pkt type",
+        "pgbouncer",
+        "supavisor",
+        "prepared statement \"s",
+    ];
+    pooler
+        .iter()
+        .any(|p| m.contains(p))
+        .then(|| format!("answers like a connection pooler (PgBouncer, Supavisor): {m}"))
 }
 
 /// The fix line of a failed connection: TLS settings for a TLS failure, else the address.
@@ -405,6 +438,46 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
                 .unwrap_or_else(|e| format!("(cannot read: {e})"))
         }
     };
+    // The replication connection itself: a pooler in between fails here in its own ways.
+    let probe = async {
+        let mut conn = crate::source::postgres::stream::ReplicationConn::connect(
+            &cfg.postgres,
+            "duplex check",
+        )
+        .await?;
+        conn.identify_system().await
+    };
+    match probe.await {
+        Ok(id) => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "PostgreSQL: a replication connection works (system {}, timeline {})",
+                id.system_id, id.timeline
+            ),
+            fix: String::new(),
+        }),
+        Err(e) => {
+            let text = e.to_string();
+            out.push(match pooler_hint(0, Some(&text)) {
+                Some(hint) => CheckLine {
+                    ok: false,
+                    what: format!(
+                        "PostgreSQL at {}:{} {hint}",
+                        cfg.postgres.host, cfg.postgres.port
+                    ),
+                    fix: DIRECT_CONNECTION.into(),
+                },
+                None => CheckLine {
+                    ok: false,
+                    what: format!("PostgreSQL: the replication connection fails: {text}"),
+                    fix: format!(
+                        "ALTER ROLE {} WITH REPLICATION, and allow it in pg_hba.conf (a line for database \"replication\" is not needed for logical replication, but one matching the database is)",
+                        cfg.postgres.user
+                    ),
+                },
+            });
+        }
+    }
     let wal = one("SELECT current_setting('wal_level')").await;
     out.push(CheckLine {
         ok: wal == "logical",

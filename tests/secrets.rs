@@ -50,12 +50,18 @@ async fn passwords_never_reach_logs_output_or_errors() {
     let text = std::fs::read_to_string(&work.config).unwrap();
     let text = text
         .replacen(
-            &format!("user = \"{}\"\npassword_env = \"DUPLEX_TEST_MYSQL_PASSWORD\"", s.mysql_user),
+            &format!(
+                "user = \"{}\"\npassword_env = \"DUPLEX_TEST_MYSQL_PASSWORD\"",
+                s.mysql_user
+            ),
             &format!("user = \"{user}\"\npassword_file = \"my.pw\""),
             1,
         )
         .replacen(
-            &format!("user = \"{}\"\npassword_env = \"DUPLEX_TEST_PG_PASSWORD\"", s.pg_user),
+            &format!(
+                "user = \"{}\"\npassword_env = \"DUPLEX_TEST_PG_PASSWORD\"",
+                s.pg_user
+            ),
             &format!("user = \"{user}\"\npassword_env = \"SECRETS_TEST_PG_PW\""),
             1,
         );
@@ -94,10 +100,17 @@ async fn passwords_never_reach_logs_output_or_errors() {
     my.query_drop("INSERT INTO t VALUES (2, 'shop', 2), (3, 'too big', 40000)")
         .await
         .unwrap();
-    pg.batch_execute("INSERT INTO t VALUES (4, 'crm', 4)").await.unwrap();
-    wait_for(Duration::from_secs(30), "rows and a dead letter", &work, || async {
-        pg_count(&pg, "t").await == 3 && pg_count(&pg, "duplex.dead_letter").await == 1
-    })
+    pg.batch_execute("INSERT INTO t VALUES (4, 'crm', 4)")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "rows and a dead letter",
+        &work,
+        || async {
+            pg_count(&pg, "t").await == 3 && pg_count(&pg, "duplex.dead_letter").await == 1
+        },
+    )
     .await;
     for args in [&["status"][..], &["dlq", "list"], &["dlq", "retry"]] {
         outputs.push(run(args, PG_PW).1);
@@ -120,7 +133,11 @@ async fn passwords_never_reach_logs_output_or_errors() {
     std::fs::write(work.path().join("my.pw"), MY_PW).unwrap();
 
     let all = outputs.join("\n");
-    assert!(all.len() > 10_000, "too little output to mean anything: {} bytes", all.len());
+    assert!(
+        all.len() > 10_000,
+        "too little output to mean anything: {} bytes",
+        all.len()
+    );
     assert!(all.contains("mysql_to_pg"), "the run log is missing");
     for pw in [MY_PW, PG_PW, WRONG_PW] {
         assert!(!all.contains(pw), "password {pw} found in duplex's output");

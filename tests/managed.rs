@@ -1,0 +1,120 @@
+//! Managed PostgreSQL (Supabase) specifics that `duplex check` must recognise: a connection
+//! pooler in front of the database (the well-known transaction pooler port 6543, and a pooler
+//! that refuses replication connections the way PgBouncer does).
+
+mod support;
+
+use mysql_async::prelude::Queryable;
+use support::harness::Workdir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BOTH: &str =
+    "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\ncolumns = \"all\"\n";
+
+/// A stand-in for PgBouncer in front of the test PostgreSQL: ordinary sessions pass through,
+/// a replication start-up gets PgBouncer's answer. Returns its port.
+async fn pooler(upstream: u16) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut len = [0u8; 4];
+                if client.read_exact(&mut len).await.is_err() {
+                    return;
+                }
+                let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                if client.read_exact(&mut startup).await.is_err() {
+                    return;
+                }
+                if startup.windows(12).any(|w| w == b"replication\0") {
+                    let mut fields = Vec::new();
+                    for (tag, value) in [
+                        (b'S', "FATAL"),
+                        (b'V', "FATAL"),
+                        (b'C', "08P01"),
+                        (b'M', "unsupported startup parameter: replication"),
+                    ] {
+                        fields.push(tag);
+                        fields.extend_from_slice(value.as_bytes());
+                        fields.push(0);
+                    }
+                    fields.push(0);
+                    let mut msg = vec![b'E'];
+                    msg.extend_from_slice(&(fields.len() as u32 + 4).to_be_bytes());
+                    msg.extend_from_slice(&fields);
+                    let _ = client.write_all(&msg).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                else {
+                    return;
+                };
+                let _ = server.write_all(&len).await;
+                let _ = server.write_all(&startup).await;
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_recognises_a_connection_pooler() {
+    let dbs = support::fresh_dbs("pooler").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let s = support::servers();
+    let direct = "fix: connect [postgres] to the database directly: on Supabase the \"Direct connection\" host db.<project>.supabase.co, port 5432 (or the session pooler on port 5432), not the transaction pooler on 6543";
+
+    // Through a pooler that refuses replication: ordinary sessions work, the replication
+    // connection fails, and check names the pooler.
+    let port = pooler(s.pg_port).await;
+    let work = Workdir::new(&dbs, "pooler", "UTC", &[("t.toml", BOTH)]);
+    let text = std::fs::read_to_string(&work.config).unwrap().replace(
+        &format!("port = {}\n", s.pg_port),
+        &format!("port = {port}\n"),
+    );
+    std::fs::write(&work.config, text).unwrap();
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!(
+            "FAIL  PostgreSQL at 127.0.0.1:{port} answers like a connection pooler (PgBouncer, Supavisor): replication connection to PostgreSQL at 127.0.0.1:{port} as duplex: unsupported startup parameter: replication"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(direct), "{out}");
+    assert!(
+        out.contains("ok    PostgreSQL: connection not encrypted (sslmode disable)"),
+        "ordinary sessions pass the pooler:\n{out}"
+    );
+
+    // Directly: the replication connection works.
+    let work = Workdir::new(&dbs, "pooler", "UTC", &[("t.toml", BOTH)]);
+    let (_, out) = work.run_cmd(&["check"]);
+    assert!(
+        out.contains("ok    PostgreSQL: a replication connection works (system "),
+        "{out}"
+    );
+
+    // Port 6543: Supabase's transaction pooler, named before anything is tried.
+    let work = Workdir::new(&dbs, "pooler", "UTC", &[("t.toml", BOTH)]);
+    let text = std::fs::read_to_string(&work.config)
+        .unwrap()
+        .replace(&format!("port = {}\n", s.pg_port), "port = 6543\n");
+    std::fs::write(&work.config, text).unwrap();
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  PostgreSQL: port 6543 is the well-known port of Supabase's transaction pooler (Supavisor)"),
+        "{out}"
+    );
+    assert!(out.contains(direct), "{out}");
+}

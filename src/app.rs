@@ -478,6 +478,36 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
             });
         }
     }
+    // Row-level security that could make the copy of a table read fewer rows than it has.
+    let sources: Vec<crate::model::TableName> =
+        plan.reverse.iter().map(|r| r.source.clone()).collect();
+    match crate::snapshot::postgres::rls_hidden(&client, &sources).await {
+        Ok(hidden) if hidden.is_empty() => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "PostgreSQL: role {} sees every row of the {} table(s) replicated from PostgreSQL (no row-level security in the way)",
+                cfg.postgres.user,
+                sources.len()
+            ),
+            fix: String::new(),
+        }),
+        Ok(hidden) => out.push(CheckLine {
+            ok: false,
+            what: format!(
+                "PostgreSQL: {}",
+                crate::snapshot::postgres::rls_message(&hidden, &cfg.postgres.user)
+            ),
+            fix: format!(
+                "ALTER ROLE {} BYPASSRLS (as a superuser), or a policy FOR SELECT TO {} USING (true) on each table named",
+                cfg.postgres.user, cfg.postgres.user
+            ),
+        }),
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: {e}"),
+            fix: "see the message".into(),
+        }),
+    }
     let wal = one("SELECT current_setting('wal_level')").await;
     out.push(CheckLine {
         ok: wal == "logical",

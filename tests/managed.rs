@@ -118,3 +118,92 @@ async fn check_recognises_a_connection_pooler() {
     );
     assert!(out.contains(direct), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_that_hides_rows_stops_the_copy() {
+    let dbs = support::fresh_dbs("rls").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let role = support::harness::pipeline_name("rls_", &dbs);
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    // duplex's role owns the table, but the table forces row-level security on its owner too,
+    // and the only policy shows it the rows marked 'mine'.
+    pg.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'rls-pw';
+         GRANT CREATE ON DATABASE {db} TO {role};
+         CREATE TABLE t (id integer PRIMARY KEY, v text);
+         INSERT INTO t VALUES (1, 'mine'), (2, 'theirs'), (3, 'theirs');
+         ALTER TABLE t OWNER TO {role};
+         ALTER TABLE t ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE t FORCE ROW LEVEL SECURITY;
+         CREATE POLICY only_mine ON t FOR SELECT USING (v = 'mine')",
+        db = dbs.pg_db
+    ))
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("rls", &dbs);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[(
+            "t.toml",
+            "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"reverse\"\ncolumns = \"all\"\n",
+        )],
+    );
+    std::fs::write(work.path().join("pg.pw"), "rls-pw\n").unwrap();
+    let text = std::fs::read_to_string(&work.config).unwrap();
+    let start = text.find("[postgres]").unwrap();
+    let (head, tail) = text.split_at(start);
+    let tail = tail
+        .replacen(
+            &format!("user = \"{}\"", support::servers().pg_user),
+            &format!("user = \"{role}\""),
+            1,
+        )
+        .replacen(
+            "password_env = \"DUPLEX_TEST_PG_PASSWORD\"",
+            "password_file = \"pg.pw\"",
+            1,
+        );
+    std::fs::write(&work.config, format!("{head}{tail}")).unwrap();
+    work.setup();
+
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(!ok, "{out}");
+    let refusal = format!(
+        "row-level security on public.t may hide rows from role {role} (no BYPASSRLS, not the owner, no policy USING (true) for it): a copy could silently miss rows, so it is refused"
+    );
+    assert!(
+        out.contains(&format!("FAIL  PostgreSQL: {refusal}")),
+        "{out}"
+    );
+    let (ok, out) = work.run_cmd(&["snapshot"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains(&refusal), "{out}");
+    let copied = support::harness::mysql_rows(&mut my, "SELECT count(*) FROM t").await;
+    assert_eq!(copied[0][0].as_deref(), Some("0"), "nothing copied");
+
+    // A policy that shows duplex every row: the check passes and the copy takes all three.
+    pg.batch_execute(&format!(
+        "CREATE POLICY duplex_reads ON t FOR SELECT TO {role} USING (true)"
+    ))
+    .await
+    .unwrap();
+    let (_, out) = work.run_cmd(&["check"]);
+    assert!(
+        out.contains(&format!(
+            "ok    PostgreSQL: role {role} sees every row of the 1 table(s) replicated from PostgreSQL"
+        )),
+        "{out}"
+    );
+    let (ok, out) = work.run_cmd(&["snapshot"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("copied 3, dead-lettered 0"), "{out}");
+    let copied = support::harness::mysql_rows(&mut my, "SELECT count(*) FROM t").await;
+    assert_eq!(copied[0][0].as_deref(), Some("3"));
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+}

@@ -304,6 +304,17 @@ async fn copy_direction<S: Sink + ProgressStore>(
     if todo.is_empty() {
         return Ok(Vec::new());
     }
+    if way == Way::Reverse {
+        let client = crate::sink::postgres::connect(&cfg.postgres, "duplex snapshot").await?;
+        let names: Vec<TableName> = todo.iter().map(|(n, _)| n.clone()).collect();
+        let hidden = postgres::rls_hidden(&client, &names).await?;
+        if !hidden.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Config,
+                postgres::rls_message(&hidden, &cfg.postgres.user),
+            ));
+        }
+    }
     let (reader, at) = Reader::open(way, cfg).await?;
     tracing::info!(direction = way.as_str(), position = %at, tables = todo.len(), "snapshot taken");
     let mut starts = Vec::new();

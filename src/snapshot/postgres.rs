@@ -12,7 +12,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::config::PostgresConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::ReversePlan;
-use crate::model::{pg_ident, ColumnSchema, Lsn, SourceType, TableSchema, Value};
+use crate::model::{pg_ident, ColumnSchema, Lsn, SourceType, TableName, TableSchema, Value};
 use crate::source::postgres::decode::{decode_text, SESSION_SETTINGS};
 use crate::source::postgres::stream::ReplicationConn;
 
@@ -215,4 +215,53 @@ fn literal(k: &KeyValue) -> String {
         }
         KeyValue::S(s) => quote_literal(s),
     }
+}
+
+/// The tables among `tables` whose rows row-level security may hide from this session's role:
+/// RLS is on, and the role has neither superuser nor BYPASSRLS, does not own the table (or the
+/// table forces RLS on its owner), and no permissive `USING (true)` policy for SELECT applies to
+/// it without a restrictive one beside it. A snapshot of such a table could read fewer rows than
+/// there are, or none, without any error: it is refused.
+pub async fn rls_hidden(client: &Client, tables: &[TableName]) -> Result<Vec<TableName>> {
+    let sql = "SELECT c.relrowsecurity
+                  AND NOT (r.rolsuper OR r.rolbypassrls)
+                  AND NOT (pg_has_role(current_user, c.relowner, 'USAGE') AND NOT c.relforcerowsecurity)
+                  AND NOT (
+                      EXISTS (SELECT 1 FROM pg_policies p
+                              WHERE p.schemaname = n.nspname AND p.tablename = c.relname
+                                AND p.cmd IN ('SELECT', 'ALL') AND p.permissive = 'PERMISSIVE'
+                                AND p.qual = 'true'
+                                AND EXISTS (SELECT 1 FROM unnest(p.roles) AS pr(name)
+                                            WHERE pr.name = 'public' OR pg_has_role(current_user, pr.name, 'MEMBER')))
+                      AND NOT EXISTS (SELECT 1 FROM pg_policies p
+                              WHERE p.schemaname = n.nspname AND p.tablename = c.relname
+                                AND p.cmd IN ('SELECT', 'ALL') AND p.permissive = 'RESTRICTIVE'
+                                AND EXISTS (SELECT 1 FROM unnest(p.roles) AS pr(name)
+                                            WHERE pr.name = 'public' OR pg_has_role(current_user, pr.name, 'MEMBER'))))
+             FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_roles r ON r.rolname = current_user
+             WHERE n.nspname = $1 AND c.relname = $2";
+    let mut hidden = Vec::new();
+    for t in tables {
+        let row = client
+            .query_opt(sql, &[&t.schema, &t.name])
+            .await
+            .map_err(|e| {
+                Error::from_pg(e, false, &format!("reading the row-level security of {t}"))
+            })?;
+        if row.is_some_and(|r| r.get::<_, bool>(0)) {
+            hidden.push(t.clone());
+        }
+    }
+    Ok(hidden)
+}
+
+/// The operator-facing refusal for tables [`rls_hidden`] found.
+pub fn rls_message(hidden: &[TableName], role: &str) -> String {
+    let names: Vec<String> = hidden.iter().map(|t| t.to_string()).collect();
+    format!(
+        "row-level security on {} may hide rows from role {role} (no BYPASSRLS, not the owner, no policy USING (true) for it): a copy could silently miss rows, so it is refused; ALTER ROLE {role} BYPASSRLS, or CREATE POLICY duplex_reads ON <table> FOR SELECT TO {role} USING (true)",
+        names.join(", ")
+    )
 }

@@ -47,6 +47,20 @@ async fn both_directions_without_echo() {
     let pipeline = support::harness::pipeline_name("b", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &[("t.toml", BOTH)]);
     work.setup();
+    // `duplex check` passes, and says which echo suppression is in use and why.
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(ok, "{out}");
+    if support::harness::least_privilege() {
+        assert!(
+            out.contains("ok    PostgreSQL: echo suppression by the checkpoint-row marker: this role may not execute pg_replication_origin_*"),
+            "{out}"
+        );
+    } else {
+        assert!(
+            out.contains("ok    PostgreSQL: echo suppression by replication origin"),
+            "{out}"
+        );
+    }
     let mut child = work.start();
 
     my.query_drop(

@@ -33,6 +33,14 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
     let pipeline = support::harness::pipeline_name("e", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
     work.setup();
+    // Under least privilege duplex has no origin functions and marks its transactions with its
+    // checkpoint row instead: this reader needs that table in its publication to see the mark.
+    let least = support::harness::least_privilege();
+    if least {
+        pg.batch_execute("ALTER PUBLICATION p ADD TABLE duplex.checkpoint")
+            .await
+            .unwrap();
+    }
     let slot = format!("s_{}", dbs.pg_db);
     ReplicationConn::connect(&support::harness::pg_config(&dbs.pg_db), "test")
         .await
@@ -92,7 +100,14 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
         ),
     )
     .await;
-    assert_eq!(origin.len(), 1, "setup did not create the origin");
+    if least {
+        assert!(
+            origin.is_empty(),
+            "an origin without the privilege to make one"
+        );
+    } else {
+        assert_eq!(origin.len(), 1, "setup did not create the origin");
+    }
 
     stop_cleanly(&mut child, &work);
     reader.abort();
@@ -201,21 +216,7 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
     );
     // duplex connects to PostgreSQL as the role without superuser or origin functions.
     std::fs::write(work.path().join("weak.pw"), "weak-pw\n").unwrap();
-    let text = std::fs::read_to_string(&work.config).unwrap();
-    let pg_section = text.find("[postgres]").unwrap();
-    let (head, tail) = text.split_at(pg_section);
-    let tail = tail
-        .replacen(
-            &format!("user = \"{}\"", support::servers().pg_user),
-            &format!("user = \"{role}\""),
-            1,
-        )
-        .replacen(
-            "password_env = \"DUPLEX_TEST_PG_PASSWORD\"",
-            "password_file = \"weak.pw\"",
-            1,
-        );
-    std::fs::write(&work.config, format!("{head}{tail}")).unwrap();
+    work.set_login("postgres", &role, "weak.pw");
 
     work.setup();
     let (ok, out) = work.run_cmd(&["check"]);

@@ -35,6 +35,62 @@ pub fn duplex_bin() -> PathBuf {
 pub struct Workdir {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
+    /// Under [`least_privilege`]: the test's PostgreSQL database and duplex's role there.
+    least: Option<(String, String)>,
+}
+
+/// `DUPLEX_TEST_LEAST_PRIVILEGE=1`: every [`Workdir`] runs duplex under accounts of its own
+/// instead of the servers' superuser. MySQL: REPLICATION SLAVE and BINLOG MONITOR, SELECT,
+/// INSERT, UPDATE and DELETE on the test's database, everything on duplex's own database, and
+/// nothing else (no SUPER). PostgreSQL: LOGIN and REPLICATION, CREATE on the test's database
+/// (for duplex's schema), and ownership of the test's tables in `public` (a publication needs
+/// it), handed over by [`Workdir::setup`]; not superuser, so the replication-origin functions
+/// are not executable and echo suppression takes the marker rule. `scripts/test.sh` runs the
+/// streaming, echo and crash tests once more this way.
+pub fn least_privilege() -> bool {
+    std::env::var("DUPLEX_TEST_LEAST_PRIVILEGE").is_ok_and(|v| v == "1")
+}
+
+/// Creates the least-privilege accounts for `dbs` (the same name on both servers, the test
+/// password) and returns the name.
+fn least_privilege_accounts(dbs: &TestDbs) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "lp_{}_{}",
+        &dbs.pg_db[dbs.pg_db.len() - 8..],
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let (my_db, pg_db, user) = (dbs.mysql_db.clone(), dbs.pg_db.clone(), name.clone());
+    // Workdir::new is called from async tests: the accounts are made on a runtime of their own.
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let pw = super::DB_PASSWORD;
+            let mut my = super::mysql_conn(None).await;
+            my.query_drop(format!(
+                "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}';
+                 GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%';
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON `{my_db}`.* TO '{user}'@'%';
+                 GRANT ALL PRIVILEGES ON `duplex`.* TO '{user}'@'%'"
+            ))
+            .await
+            .expect("create the least-privilege MySQL account");
+            let pg = super::pg_client(&pg_db).await;
+            pg.batch_execute(&format!(
+                "CREATE ROLE {user} LOGIN REPLICATION PASSWORD '{pw}';
+                 GRANT CREATE ON DATABASE {pg_db} TO {user}"
+            ))
+            .await
+            .expect("create the least-privilege PostgreSQL role");
+        })
+    })
+    .join()
+    .expect("least-privilege accounts");
+    name
 }
 
 impl Workdir {
@@ -59,6 +115,11 @@ impl Workdir {
             std::fs::write(mdir.join(name), text).expect("write a mapping file");
         }
         let config = dir.path().join("duplex.toml");
+        let least = least_privilege().then(|| least_privilege_accounts(dbs));
+        let (mu, pu) = match &least {
+            Some(user) => (user.clone(), user.clone()),
+            None => (s.mysql_user.clone(), s.pg_user.clone()),
+        };
         let text = format!(
             r#"pipeline = "{pipeline}"
 mappings = "mappings"
@@ -83,19 +144,45 @@ dbname = "{pdb}"
 listen = "{metrics}"
 "#,
             mp = s.mysql_port,
-            mu = s.mysql_user,
             mdb = dbs.mysql_db,
             sid = super::next_server_id(),
             pp = s.pg_port,
-            pu = s.pg_user,
             pdb = dbs.pg_db,
         );
         std::fs::write(&config, text).expect("write duplex.toml");
-        Workdir { dir, config }
+        Workdir {
+            dir,
+            config,
+            least: least.map(|user| (dbs.pg_db.clone(), user)),
+        }
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Makes duplex log in to `section` (`mysql` or `postgres`) as `user` with the password in
+    /// `password_file` (relative to the work dir), whatever login the config had.
+    pub fn set_login(&self, section: &str, user: &str, password_file: &str) {
+        let text = std::fs::read_to_string(&self.config).expect("read duplex.toml");
+        let header = format!("[{section}]");
+        let mut inside = false;
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with('[') {
+                    inside = l == header;
+                }
+                if inside && l.starts_with("user = ") {
+                    format!("user = \"{user}\"")
+                } else if inside && l.starts_with("password_env = ") {
+                    format!("password_file = \"{password_file}\"")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&self.config, lines.join("\n") + "\n").expect("write duplex.toml");
     }
 
     /// Appends TOML (a `[section]` of settings) to the config.
@@ -130,6 +217,39 @@ listen = "{metrics}"
     }
 
     pub fn setup(&self) {
+        if let Some((pg_db, _)) = &self.least {
+            // The tables exist by now: duplex's PostgreSQL role (the least-privilege one, or
+            // whichever a test logs in as) takes them over.
+            let text = std::fs::read_to_string(&self.config).expect("read duplex.toml");
+            let section = &text[text.find("[postgres]").expect("[postgres]")..];
+            let user = section
+                .lines()
+                .find_map(|l| l.strip_prefix("user = \""))
+                .and_then(|l| l.strip_suffix('"'))
+                .expect("the PostgreSQL user")
+                .to_string();
+            let pg_db = pg_db.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                rt.block_on(async {
+                    let pg = super::pg_client(&pg_db).await;
+                    pg.batch_execute(&format!(
+                        "DO $$ DECLARE t record; BEGIN
+                           FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
+                             EXECUTE format('ALTER TABLE public.%I OWNER TO {user}', t.tablename);
+                           END LOOP;
+                         END $$"
+                    ))
+                    .await
+                    .expect("hand the test's tables to the least-privilege role");
+                })
+            })
+            .join()
+            .expect("table ownership");
+        }
         let (ok, out) = self.run_cmd(&["setup"]);
         assert!(ok, "duplex setup failed:\n{out}");
     }

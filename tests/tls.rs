@@ -304,3 +304,59 @@ async fn wrong_host_untrusted_ca_and_no_tls_fail_with_the_fix() {
         .unwrap();
     assert!(!e.to_string().contains("TLS"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_sent_when_the_account_demands_one() {
+    let dbs = support::fresh_dbs("tlscert").await;
+    let mut my = dbs.mysql().await;
+    let user = pipeline_name("x509_", &dbs);
+    my.query_drop(format!(
+        "CREATE USER '{user}'@'%' IDENTIFIED BY 'x509-pw' REQUIRE X509;
+         GRANT ALL PRIVILEGES ON *.* TO '{user}'@'%'"
+    ))
+    .await
+    .unwrap();
+    let dir = &support::servers().tls_dir;
+    let work = Workdir::new(&dbs, "tlscert", "UTC", &[("t.toml", BOTH)]);
+    std::fs::write(work.path().join("my.pw"), "x509-pw").unwrap();
+    work.set_login("mysql", &user, "my.pw");
+    set_side(&work, "mysql", "localhost", &verify_full("ca.pem"));
+    // Without the certificate the server refuses the login.
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(!ok);
+    assert!(
+        out.contains("FAIL  MySQL: connecting to MySQL at localhost:")
+            && out.contains("Access denied"),
+        "{out}"
+    );
+    // With it, the login works over verified TLS.
+    let text = std::fs::read_to_string(&work.config).unwrap().replacen(
+        "sslmode = \"verify-full\"",
+        &format!(
+            "sslmode = \"verify-full\"\nsslcert = \"{}\"\nsslkey = \"{}\"",
+            dir.join("client.pem").display(),
+            dir.join("client.key").display()
+        ),
+        1,
+    );
+    std::fs::write(&work.config, text).unwrap();
+    let (_, out) = work.run_cmd(&["check"]);
+    assert!(
+        out.contains("ok    MySQL: connection encrypted (TLSv1.3, sslmode verify-full: certificate and host name verified)"),
+        "{out}"
+    );
+    // Half a client identity is a configuration error.
+    let text = std::fs::read_to_string(&work.config).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("sslkey = "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&work.config, text).unwrap();
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(!ok);
+    assert!(
+        out.contains("sslcert and sslkey go together: set both or neither"),
+        "{out}"
+    );
+}

@@ -101,8 +101,8 @@ pub struct Servers {
     /// PostgreSQL's server log (its stderr).
     pub pg_log: PathBuf,
     /// Test certificates (see [`write_certificates`]): `ca.pem` signed both servers'
-    /// `server.pem` (for the name `localhost` only, not `127.0.0.1`); `other-ca.pem` signed
-    /// nothing.
+    /// `server.pem` (for the name `localhost` only, not `127.0.0.1`) and the client
+    /// certificate `client.pem` / `client.key`; `other-ca.pem` signed nothing.
     pub tls_dir: PathBuf,
 }
 
@@ -751,7 +751,23 @@ fn write_certificates(dir: &Path, run_as: RunAs) -> Result<(), String> {
     let server = params
         .signed_by(&server_key, &ca_cert, &ca_key)
         .map_err(fail)?;
+    // A client certificate from the same CA, for accounts that demand one (REQUIRE X509).
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "duplex test client");
+    let client_key = KeyPair::generate().map_err(fail)?;
+    let client = params
+        .signed_by(&client_key, &ca_cert, &ca_key)
+        .map_err(fail)?;
     fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    for (name, text) in [
+        ("client.pem", client.pem()),
+        ("client.key", client_key.serialize_pem()),
+    ] {
+        let path = dir.join(name);
+        fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
     for (name, text, mode) in [
         ("ca.pem", ca_cert.pem(), 0o644),
         ("other-ca.pem", other_ca.pem(), 0o644),

@@ -207,3 +207,32 @@ async fn row_level_security_that_hides_rows_stops_the_copy() {
     let (ok, out) = work.run_cmd(&["teardown"]);
     assert!(ok, "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_accepts_and_says_nothing_times_out_the_replication_start_up() {
+    let dbs = support::fresh_dbs("silent").await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cfg = support::harness::pg_config(&dbs.pg_db);
+    cfg.port = port;
+    cfg.connect_timeout_s = 1;
+    let started = std::time::Instant::now();
+    let e = duplex::source::postgres::stream::ReplicationConn::connect(&cfg, "test")
+        .await
+        .err()
+        .expect("no start-up from a silent server");
+    assert!(
+        e.to_string().ends_with(&format!(
+            "at 127.0.0.1:{port} as duplex: no answer within 1 s during start-up"
+        )),
+        "{e}"
+    );
+    assert!(e.is_transient(), "retried like a lost connection");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}

@@ -224,6 +224,8 @@ impl ReplicationConn {
     }
 
     /// Like [`ReplicationConn::connect`], with session settings sent in the start-up packet.
+    /// The whole start-up (TCP, TLS, authentication) gets `connect_timeout_s`: a server, pooler
+    /// or network that accepts and then says nothing fails the attempt instead of hanging it.
     pub async fn connect_with(
         cfg: &PostgresConfig,
         application: &str,
@@ -233,6 +235,26 @@ impl ReplicationConn {
             "replication connection to PostgreSQL at {}:{} as {}",
             cfg.host, cfg.port, cfg.user
         );
+        let limit = std::time::Duration::from_secs(cfg.connect_timeout_s);
+        match tokio::time::timeout(limit, Self::start_up(cfg, application, settings, &what)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::new(
+                ErrorKind::SourceTransient,
+                format!(
+                    "{what}: no answer within {} s during start-up",
+                    cfg.connect_timeout_s
+                ),
+            )),
+        }
+    }
+
+    async fn start_up(
+        cfg: &PostgresConfig,
+        application: &str,
+        settings: &[(&str, &str)],
+        what: &str,
+    ) -> Result<ReplicationConn> {
+        let what = what.to_string();
         let socket = tokio::time::timeout(
             std::time::Duration::from_secs(cfg.connect_timeout_s),
             TcpStream::connect((cfg.host.as_str(), cfg.port)),

@@ -154,21 +154,7 @@ async fn row_level_security_that_hides_rows_stops_the_copy() {
         )],
     );
     std::fs::write(work.path().join("pg.pw"), "rls-pw\n").unwrap();
-    let text = std::fs::read_to_string(&work.config).unwrap();
-    let start = text.find("[postgres]").unwrap();
-    let (head, tail) = text.split_at(start);
-    let tail = tail
-        .replacen(
-            &format!("user = \"{}\"", support::servers().pg_user),
-            &format!("user = \"{role}\""),
-            1,
-        )
-        .replacen(
-            "password_env = \"DUPLEX_TEST_PG_PASSWORD\"",
-            "password_file = \"pg.pw\"",
-            1,
-        );
-    std::fs::write(&work.config, format!("{head}{tail}")).unwrap();
+    work.set_login("postgres", &role, "pg.pw");
     work.setup();
 
     let (ok, out) = work.run_cmd(&["check"]);

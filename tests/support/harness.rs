@@ -51,6 +51,23 @@ pub fn least_privilege() -> bool {
     std::env::var("DUPLEX_TEST_LEAST_PRIVILEGE").is_ok_and(|v| v == "1")
 }
 
+/// Runs `work` to completion on a runtime of its own, on a thread of its own: for the
+/// synchronous `Workdir` methods, which async tests call.
+fn on_own_runtime<F>(work: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(work)
+    })
+    .join()
+    .expect("a support thread");
+}
+
 /// Creates the least-privilege accounts for `dbs` (the same name on both servers, the test
 /// password) and returns the name.
 fn least_privilege_accounts(dbs: &TestDbs) -> String {
@@ -62,34 +79,25 @@ fn least_privilege_accounts(dbs: &TestDbs) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     );
     let (my_db, pg_db, user) = (dbs.mysql_db.clone(), dbs.pg_db.clone(), name.clone());
-    // Workdir::new is called from async tests: the accounts are made on a runtime of their own.
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async {
-            let pw = super::DB_PASSWORD;
-            let mut my = super::mysql_conn(None).await;
-            my.query_drop(format!(
-                "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}';
+    on_own_runtime(async move {
+        let pw = super::DB_PASSWORD;
+        let mut my = super::mysql_conn(None).await;
+        my.query_drop(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}';
                  GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%';
                  GRANT SELECT, INSERT, UPDATE, DELETE ON `{my_db}`.* TO '{user}'@'%';
                  GRANT ALL PRIVILEGES ON `duplex`.* TO '{user}'@'%'"
-            ))
-            .await
-            .expect("create the least-privilege MySQL account");
-            let pg = super::pg_client(&pg_db).await;
-            pg.batch_execute(&format!(
-                "CREATE ROLE {user} LOGIN REPLICATION PASSWORD '{pw}';
+        ))
+        .await
+        .expect("create the least-privilege MySQL account");
+        let pg = super::pg_client(&pg_db).await;
+        pg.batch_execute(&format!(
+            "CREATE ROLE {user} LOGIN REPLICATION PASSWORD '{pw}';
                  GRANT CREATE ON DATABASE {pg_db} TO {user}"
-            ))
-            .await
-            .expect("create the least-privilege PostgreSQL role");
-        })
-    })
-    .join()
-    .expect("least-privilege accounts");
+        ))
+        .await
+        .expect("create the least-privilege PostgreSQL role");
+    });
     name
 }
 
@@ -229,26 +237,18 @@ listen = "{metrics}"
                 .expect("the PostgreSQL user")
                 .to_string();
             let pg_db = pg_db.clone();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("a runtime");
-                rt.block_on(async {
-                    let pg = super::pg_client(&pg_db).await;
-                    pg.batch_execute(&format!(
-                        "DO $$ DECLARE t record; BEGIN
+            on_own_runtime(async move {
+                let pg = super::pg_client(&pg_db).await;
+                pg.batch_execute(&format!(
+                    "DO $$ DECLARE t record; BEGIN
                            FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP
                              EXECUTE format('ALTER TABLE public.%I OWNER TO {user}', t.tablename);
                            END LOOP;
                          END $$"
-                    ))
-                    .await
-                    .expect("hand the test's tables to the least-privilege role");
-                })
-            })
-            .join()
-            .expect("table ownership");
+                ))
+                .await
+                .expect("hand the test's tables to the least-privilege role");
+            });
         }
         let (ok, out) = self.run_cmd(&["setup"]);
         assert!(ok, "duplex setup failed:\n{out}");

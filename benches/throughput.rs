@@ -47,6 +47,10 @@
 //! a generated cvety.kz shop (`BENCH_SHOP_ORDERS`, default 30,000 orders) through
 //! `mappings/bitrix/`, against the raw read and write of the same rows.
 //!
+//! Then, unless `BENCH_TLS=0`, the cost of TLS (see `throughput/tls.rs`): a catch-up of
+//! `BENCH_TLS_ROWS` rows (default 200,000) with both sides on `verify-full`, against the same in
+//! plain text.
+//!
 //! `BENCH_FORWARD=0` skips measurements 1–3 (the rows are still written for the snapshot).
 //!
 //! `BENCH_LOG_DIR=<dir>` keeps duplex's logs (`forward.log`, `reverse.log`).
@@ -72,6 +76,8 @@ mod schema;
 mod shop;
 #[path = "throughput/snapshot.rs"]
 mod snapshot;
+#[path = "throughput/tls.rs"]
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -146,6 +152,8 @@ struct Settings {
     forward: bool,
     /// Run the snapshot measurement (`BENCH_SNAPSHOT`, default on).
     snapshot: bool,
+    /// Rows of the TLS measurement (`BENCH_TLS_ROWS`); 0 with `BENCH_TLS=0`.
+    tls_rows: i64,
     /// Orders of the mapping-set measurement (`BENCH_SHOP_ORDERS`); 0 with `BENCH_SHOP=0`.
     shop_orders: usize,
 }
@@ -163,6 +171,11 @@ impl Settings {
             rows,
             steady: Duration::from_secs(secs as u64),
             reverse: env_flag("BENCH_REVERSE", true),
+            tls_rows: if env_flag("BENCH_TLS", true) {
+                env_number("BENCH_TLS_ROWS", 200_000)
+            } else {
+                0
+            },
             forward: env_flag("BENCH_FORWARD", true),
             snapshot: env_flag("BENCH_SNAPSHOT", true),
             status_updates,
@@ -255,6 +268,13 @@ async fn run(settings: &Settings) -> String {
         None
     };
 
+    let tls = if settings.tls_rows > 0 {
+        Some(tls::run(settings.tls_rows).await)
+    } else {
+        progress("BENCH_TLS=0: skipping the TLS measurement");
+        None
+    };
+
     let shop = if settings.shop_orders > 0 {
         Some(shop::run(settings.shop_orders).await)
     } else {
@@ -268,6 +288,7 @@ async fn run(settings: &Settings) -> String {
         forward,
         snapshot,
         reverse,
+        tls,
         shop,
     };
     render(&facts, &results)
@@ -1002,6 +1023,7 @@ struct Results {
     forward: Option<Forward>,
     snapshot: Option<snapshot::Snapshot>,
     reverse: Option<reverse::Reverse>,
+    tls: Option<tls::Tls>,
     shop: Option<shop::Shop>,
 }
 
@@ -1044,6 +1066,9 @@ fn render(facts: &str, r: &Results) -> String {
     }
     if let Some(rev) = &r.reverse {
         lines.extend(reverse::lines(rev));
+    }
+    if let Some(t) = &r.tls {
+        lines.extend(tls::lines(t));
     }
     if let Some(s) = &r.shop {
         lines.extend(shop::lines(s));

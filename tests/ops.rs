@@ -209,8 +209,10 @@ async fn heartbeat_lag_health_ready_and_status() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stalled = lag(port, "mysql_to_pg");
     let waited = locked.elapsed().as_secs_f64();
+    // The oldest heartbeat not arrived was written within 1 s of the stall's start (before it,
+    // when its commit was the one caught by the lock), and the gauge is refreshed every 250 ms.
     assert!(
-        stalled > 3.0 && stalled < waited + 1.5,
+        stalled > waited - 1.5 && stalled < waited + 1.25,
         "forward lag {stalled} s after a {waited:.1} s stall"
     );
     let (code, why) = get(port, "/ready");

@@ -172,7 +172,7 @@ impl Tls {
     }
 
     /// The CA certificates and client identity as mysql_async takes them.
-    pub fn mysql_opts(&self, host: &str) -> Result<Option<mysql_async::SslOpts>> {
+    pub fn mysql_opts(&self) -> Result<Option<mysql_async::SslOpts>> {
         use mysql_async::{ClientIdentity, SslOpts};
         if self.mode == SslMode::Disable {
             return Ok(None);
@@ -205,7 +205,6 @@ impl Tls {
                 "sslcert and sslkey go together: set both or neither".into(),
             ));
         }
-        let _ = host;
         Ok(Some(opts))
     }
 

@@ -38,7 +38,7 @@ pub async fn connect(cfg: &MysqlConfig, db: Option<&str>, sink: bool) -> Result<
         "connecting to MySQL at {}:{} as {}",
         cfg.host, cfg.port, cfg.user
     );
-    let ssl = cfg.tls.mysql_opts(&cfg.host)?;
+    let ssl = cfg.tls.mysql_opts()?;
     let attempt = |ssl: Option<mysql_async::SslOpts>| {
         tokio::time::timeout(
             std::time::Duration::from_secs(cfg.connect_timeout_s),

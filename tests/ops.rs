@@ -62,6 +62,12 @@ async fn heartbeat_lag_health_ready_and_status() {
     )
     .await;
     assert_eq!(get(port, "/health"), (200, "ok\n".to_string()));
+    // The gauges read from the databases every 5 s keep one session, not a new one each time.
+    let monitor = format!(
+        "SELECT backend_start::text FROM pg_stat_activity WHERE application_name = 'duplex {pipeline} status'"
+    );
+    let first_session = pg_rows(&pg, &monitor).await;
+    assert_eq!(first_session.len(), 1, "{first_session:?}");
     assert_eq!(get(port, "/nope").0, 404);
 
     my.query_drop("INSERT INTO t VALUES (1, 'shop')")
@@ -244,6 +250,12 @@ async fn heartbeat_lag_health_ready_and_status() {
     )
     .await;
     assert_eq!(pg_count(&pg, "t").await, 3);
+
+    assert_eq!(
+        pg_rows(&pg, &monitor).await,
+        first_session,
+        "the monitor's session was replaced"
+    );
 
     // Stopped: status still reads both databases, and says no process answers.
     stop_cleanly(&mut child, &work);

@@ -44,8 +44,33 @@ pub struct Record {
     pub unreadable: Vec<String>,
 }
 
-/// Reads the record; what cannot be read is listed in `unreadable`, not an error.
+/// The sessions the record is read with, kept between readings so that `duplex run` does not
+/// open two connections (two TLS handshakes) every few seconds; one that failed is dropped and
+/// opened again next time.
+#[derive(Default)]
+pub struct Sessions {
+    pg: Option<tokio_postgres::Client>,
+    my: Option<mysql_async::Conn>,
+}
+
+impl Sessions {
+    pub async fn close(self) {
+        if let Some(my) = self.my {
+            let _ = my.disconnect().await;
+        }
+    }
+}
+
+/// Reads the record once; what cannot be read is listed in `unreadable`, not an error.
 pub async fn record(cfg: &Config, reverse: bool) -> Record {
+    let mut sessions = Sessions::default();
+    let r = record_with(cfg, reverse, &mut sessions).await;
+    sessions.close().await;
+    r
+}
+
+/// Reads the record with (and into) `sessions`.
+pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -> Record {
     let mut r = Record {
         forward: DirRecord {
             direction: FORWARD,
@@ -58,9 +83,17 @@ pub async fn record(cfg: &Config, reverse: bool) -> Record {
         ..Default::default()
     };
     let schema = pg_ident(&cfg.postgres.duplex_schema);
-    match crate::sink::postgres::connect(&cfg.postgres, &format!("duplex {} status", cfg.pipeline))
-        .await
-    {
+    let pg = match sessions.pg.take().filter(|c| !c.is_closed()) {
+        Some(c) => Ok(c),
+        None => {
+            crate::sink::postgres::connect(
+                &cfg.postgres,
+                &format!("duplex {} status", cfg.pipeline),
+            )
+            .await
+        }
+    };
+    match pg {
         Ok(pg) => {
             let q = async {
                 let ck = pg
@@ -113,14 +146,19 @@ pub async fn record(cfg: &Config, reverse: bool) -> Record {
                 }
                 Ok::<_, tokio_postgres::Error>(())
             };
-            if let Err(e) = q.await {
-                r.unreadable.push(format!("PostgreSQL: {e}"));
+            match q.await {
+                Ok(()) => sessions.pg = Some(pg),
+                Err(e) => r.unreadable.push(format!("PostgreSQL: {e}")),
             }
         }
         Err(e) => r.unreadable.push(format!("PostgreSQL: {e}")),
     }
     let db = my_ident(&cfg.mysql.duplex_database);
-    match crate::source::mysql::connect(&cfg.mysql, None, false).await {
+    let my = match sessions.my.take() {
+        Some(c) => Ok(c),
+        None => crate::source::mysql::connect(&cfg.mysql, None, false).await,
+    };
+    match my {
         Ok(mut my) => {
             let q = async {
                 let logs: Vec<mysql_async::Row> = my.query("SHOW BINARY LOGS").await?;
@@ -179,7 +217,13 @@ pub async fn record(cfg: &Config, reverse: bool) -> Record {
                 }
                 Ok::<_, mysql_async::Error>(names)
             };
-            match q.await {
+            let answer = q.await;
+            if answer.is_ok() {
+                sessions.my = Some(my);
+            } else {
+                let _ = my.disconnect().await;
+            }
+            match answer {
                 Ok(names) => {
                     if let Some(Ok(Position::Mysql(p))) =
                         r.forward.position.as_ref().map(|p| p.parse::<Position>())
@@ -206,7 +250,6 @@ pub async fn record(cfg: &Config, reverse: bool) -> Record {
                 }
                 Err(e) => r.unreadable.push(format!("MySQL: {e}")),
             }
-            let _ = my.disconnect().await;
         }
         Err(e) => r.unreadable.push(format!("MySQL: {e}")),
     }
@@ -220,15 +263,19 @@ const EVERY: Duration = Duration::from_secs(5);
 pub fn spawn(cfg: &Config, reverse: bool, mut stop: watch::Receiver<bool>) {
     let cfg = cfg.clone();
     tokio::spawn(async move {
+        let mut sessions = Sessions::default();
         loop {
-            let r = record(&cfg, reverse).await;
+            let r = record_with(&cfg, reverse, &mut sessions).await;
             publish(&r);
             for why in &r.unreadable {
                 tracing::debug!(%why, "monitor: cannot read");
             }
             tokio::select! {
                 _ = tokio::time::sleep(EVERY) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => {
+                    sessions.close().await;
+                    return;
+                }
             }
         }
     });

@@ -103,6 +103,13 @@ struct HeartbeatRows {
     pipeline: String,
 }
 
+impl HeartbeatRows {
+    /// See [`crate::heartbeat::stamp`].
+    fn stamp(&self, change: &crate::model::RowChange) -> Option<Option<i64>> {
+        crate::heartbeat::stamp(change, &self.table, &self.pipeline)
+    }
+}
+
 /// The encoder stage: maps and encodes each chunk on its own task, so encoding overlaps with
 /// the writer waiting on PostgreSQL.
 async fn encode_stage<E: Encoder>(
@@ -140,27 +147,27 @@ async fn encode_stage<E: Encoder>(
                 rows.iter()
                     // Changes a snapshot copy already holds.
                     .filter(|change| !filter.covers(change, txn_at.as_ref()))
-                    .map(|change| {
-                        if let Some(stamp) = crate::heartbeat::stamp(change, &heartbeat.table, &heartbeat.pipeline) {
-                            return Item::Heartbeat(stamp);
-                        }
-                        match encoder.prepare(change) {
-                        Ok(changes) if careful => Item::Careful(
-                            changes
-                                .into_iter()
-                                .map(|c| {
-                                    let target = encoder.target_of(&c);
-                                    let letter = DeadLetter::new(change, target, &txn_id, String::new());
-                                    (c, letter)
-                                })
-                                .collect(),
-                        ),
-                        Ok(changes) => Item::Apply(changes),
-                        Err((target, e)) => {
-                            tracing::warn!(table = %change.table.name, txn = %txn_id, error = %e, "row set aside into the dead-letter table");
-                            Item::Dead(DeadLetter::new(change, target, &txn_id, e.to_string()))
-                        }
-                    }})
+                    .map(|change| match heartbeat.stamp(change) {
+                        Some(stamp) => Item::Heartbeat(stamp),
+                        None => match encoder.prepare(change) {
+                            Ok(changes) if careful => Item::Careful(
+                                changes
+                                    .into_iter()
+                                    .map(|c| {
+                                        let target = encoder.target_of(&c);
+                                        let letter =
+                                            DeadLetter::new(change, target, &txn_id, String::new());
+                                        (c, letter)
+                                    })
+                                    .collect(),
+                            ),
+                            Ok(changes) => Item::Apply(changes),
+                            Err((target, e)) => {
+                                tracing::warn!(table = %change.table.name, txn = %txn_id, error = %e, "row set aside into the dead-letter table");
+                                Item::Dead(DeadLetter::new(change, target, &txn_id, e.to_string()))
+                            }
+                        },
+                    })
                     .collect(),
             ),
             SourceEvent::Commit(c) => Encoded::Commit(c),
@@ -542,8 +549,8 @@ impl<S: Sink> Applier<'_, S> {
         let mut stopping: Option<Instant> = None;
         let mut last_idle_checkpoint = Instant::now();
         let mut streaming = false;
-        // (saw a heartbeat, saw another row) in the transaction being received.
-        let mut txn_rows = (false, false);
+        // Whether the transaction being received held a heartbeat, and any other row.
+        let (mut txn_heartbeat, mut txn_other) = (false, false);
         loop {
             let ready_to_commit = txn_id.is_none() && batch.as_ref().is_some_and(|b| b.txns > 0);
             if stopping.is_none() && *shutdown.borrow() {
@@ -617,7 +624,7 @@ impl<S: Sink> Applier<'_, S> {
                         });
                     }
                     txn_id = Some(b.id);
-                    txn_rows = (false, false);
+                    (txn_heartbeat, txn_other) = (false, false);
                 }
                 Encoded::Rows(items) => {
                     if let Some(b) = batch.as_mut() {
@@ -625,7 +632,7 @@ impl<S: Sink> Applier<'_, S> {
                     }
                     for item in items {
                         if !matches!(item, Item::Heartbeat(_)) {
-                            txn_rows.1 = true;
+                            txn_other = true;
                         }
                         match item {
                             Item::Apply(changes) => {
@@ -656,7 +663,7 @@ impl<S: Sink> Applier<'_, S> {
                             }
                             Item::Dead(letter) => self.sink.dead_letter(letter),
                             Item::Heartbeat(stamp) => {
-                                txn_rows.0 = true;
+                                txn_heartbeat = true;
                                 if let (Some(b), Some(stamp)) = (batch.as_mut(), stamp) {
                                     b.heartbeats.push(stamp);
                                 }
@@ -670,7 +677,7 @@ impl<S: Sink> Applier<'_, S> {
                     self.last_seen = Some(c.position.clone());
                     if let Some(b) = batch.as_mut() {
                         b.txns += 1;
-                        if txn_rows == (true, false) {
+                        if txn_heartbeat && !txn_other {
                             b.heartbeat_txns += 1;
                         }
                         b.last = Some((c.position.clone(), c.commit_time_us));
@@ -694,7 +701,6 @@ impl<S: Sink> Applier<'_, S> {
                         self.sink.begin().await?;
                         self.sink.commit(&pos).await?;
                         self.acknowledge(&pos);
-                        crate::telemetry::live().committed(self.way, &pos);
                         self.committed = Some(pos);
                     }
                 }
@@ -729,8 +735,8 @@ impl<S: Sink> Applier<'_, S> {
         metrics::counter!(telemetry::TXNS_APPLIED, "direction" => way)
             .increment((b.txns - b.heartbeat_txns) as u64);
         metrics::counter!(telemetry::BATCHES_COMMITTED, "direction" => way).increment(1);
+        let now_us = crate::telemetry::live::now_us();
         if commit_time_us > 0 {
-            let now_us = chrono::Utc::now().timestamp_micros();
             metrics::gauge!(telemetry::SOURCE_COMMIT_LAG_SECONDS, "direction" => way)
                 .set((now_us - commit_time_us).max(0) as f64 / 1e6);
         }
@@ -744,20 +750,19 @@ impl<S: Sink> Applier<'_, S> {
             self.careful_until = None;
         }
         self.acknowledge(&position);
-        let live = crate::telemetry::live();
-        live.committed(self.way, &position);
-        let now_us = crate::telemetry::live::now_us();
         for stamp in b.heartbeats {
-            live.heartbeat_arrived(self.way, stamp, now_us);
+            crate::telemetry::live().heartbeat_arrived(self.way, stamp, now_us);
         }
         self.committed = Some(position);
         Ok(())
     }
 
-    /// Lets the source report a committed PostgreSQL position to the server.
+    /// A target transaction committed at `position`: the live state learns it, and the source
+    /// may report a PostgreSQL position to the server.
     fn acknowledge(&self, position: &Position) {
         if let (Some(tx), Position::Postgres(lsn)) = (&self.flushed, position) {
             let _ = tx.send(*lsn);
         }
+        crate::telemetry::live().committed(self.way, position);
     }
 }

@@ -218,51 +218,17 @@ impl Live {
         metrics::counter!(super::HEARTBEATS, "direction" => way.as_str()).increment(1);
     }
 
-    /// The lag of a direction now, in seconds; None before anything is known.
-    pub fn lag(&self, way: Way) -> Option<f64> {
-        let now = now_us();
-        self.with(way, |d| lag_of(d, now))
-    }
-
     /// Whether every active direction streams with its lag within `max_lag`, and if not why.
     pub fn readiness(&self, max_lag: Duration) -> (bool, Vec<String>) {
-        let now = now_us();
         let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
-        let mut why = Vec::new();
-        for way in WAYS {
-            let d = &dirs[index(way)];
-            if !d.active {
-                continue;
-            }
-            if d.state != State::Streaming {
-                let mut line = format!("{}: {}", way.as_str(), d.state.as_str());
-                if let Some(e) = &d.last_error {
-                    if d.state == State::Retrying || d.state == State::Stopped {
-                        line.push_str(&format!(" ({})", e.message));
-                    }
-                }
-                why.push(line);
-                continue;
-            }
-            match lag_of(d, now) {
-                Some(l) if l > max_lag.as_secs_f64() => why.push(format!(
-                    "{}: lag {l:.3} s is above {:.3} s",
-                    way.as_str(),
-                    max_lag.as_secs_f64()
-                )),
-                _ => {}
-            }
-        }
-        if dirs.iter().all(|d| !d.active) {
-            why.push("no direction has started yet".into());
-        }
-        (why.is_empty(), why)
+        readiness_of(&dirs, now_us(), max_lag)
     }
 
     pub fn status(&self, max_lag: Duration) -> Status {
-        let (ready, not_ready) = self.readiness(max_lag);
         let now = now_us();
+        // One look at the state, so that readiness and the directions agree.
         let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        let (ready, not_ready) = readiness_of(&dirs, now, max_lag);
         let directions = WAYS
             .iter()
             .filter(|w| dirs[index(**w)].active)
@@ -281,6 +247,7 @@ impl Live {
                 }
             })
             .collect();
+        drop(dirs);
         Status {
             pipeline: self
                 .pipeline
@@ -311,6 +278,39 @@ impl Live {
             }
         }
     }
+}
+
+/// See [`Live::readiness`].
+fn readiness_of(dirs: &[Dir; 2], now: i64, max_lag: Duration) -> (bool, Vec<String>) {
+    let mut why = Vec::new();
+    for way in WAYS {
+        let d = &dirs[index(way)];
+        if !d.active {
+            continue;
+        }
+        if d.state != State::Streaming {
+            let mut line = format!("{}: {}", way.as_str(), d.state.as_str());
+            if let Some(e) = &d.last_error {
+                if d.state == State::Retrying || d.state == State::Stopped {
+                    line.push_str(&format!(" ({})", e.message));
+                }
+            }
+            why.push(line);
+            continue;
+        }
+        match lag_of(d, now) {
+            Some(l) if l > max_lag.as_secs_f64() => why.push(format!(
+                "{}: lag {l:.3} s is above {:.3} s",
+                way.as_str(),
+                max_lag.as_secs_f64()
+            )),
+            _ => {}
+        }
+    }
+    if dirs.iter().all(|d| !d.active) {
+        why.push("no direction has started yet".into());
+    }
+    (why.is_empty(), why)
 }
 
 fn lag_of(d: &Dir, now: i64) -> Option<f64> {

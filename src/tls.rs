@@ -237,17 +237,11 @@ impl Tls {
             Some(format!(
                 "TLS: the server's certificate is expired or not yet valid: {m}"
             ))
-        } else if m.contains("server does not support TLS")
-            || m.contains("does not have this capability")
-            || m.contains("NoClientSslFlagFromServer")
-        {
-            Some(format!(
-                "TLS: the server at {host} does not offer TLS, and sslmode {} requires it: enable TLS on the server, or set sslmode = \"prefer\" or \"disable\"",
-                self.mode.as_str()
-            ))
+        } else if offers_no_tls(m) {
+            Some(self.not_offered(host))
         } else if m.contains("invalid peer certificate")
             || m.contains("TLS handshake")
-            || m.contains("tls") && m.contains("alert")
+            || (m.contains("tls") && m.contains("alert"))
         {
             Some(format!("TLS (sslmode {}): {m}", self.mode.as_str()))
         } else {
@@ -255,11 +249,27 @@ impl Tls {
         }
     }
 
+    /// Why a server that offers no TLS is refused, and what to do.
+    pub fn not_offered(&self, host: &str) -> String {
+        format!(
+            "TLS: the server at {host} does not offer TLS, and sslmode {} requires it: enable TLS on the server, or set sslmode = \"prefer\" or \"disable\"",
+            self.mode.as_str()
+        )
+    }
+
     /// The server name to check the certificate against.
     pub fn server_name(host: &str) -> Result<ServerName<'static>> {
         ServerName::try_from(host.to_string())
             .map_err(|e| config(format!("TLS: {host:?} is not a host name or address: {e}")))
     }
+}
+
+/// Whether a driver's error says the server offers no TLS (tokio-postgres after an `N` to
+/// its SSLRequest; mysql_async for a handshake without CLIENT_SSL).
+pub fn offers_no_tls(message: &str) -> bool {
+    message.contains("server does not support TLS")
+        || message.contains("does not have this capability")
+        || message.contains("NoClientSslFlagFromServer")
 }
 
 fn config(message: String) -> Error {

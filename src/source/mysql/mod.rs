@@ -60,11 +60,7 @@ pub async fn connect(cfg: &MysqlConfig, db: Option<&str>, sink: bool) -> Result<
     // sslmode = prefer: a server that does not offer TLS gets a plain connection.
     if cfg.tls.mode == crate::tls::SslMode::Prefer {
         if let Ok(Err(e)) = &result {
-            if cfg
-                .tls
-                .explain(&format!("{e:?} {e}"), &cfg.host)
-                .is_some_and(|m| m.contains("does not offer TLS"))
-            {
+            if crate::tls::offers_no_tls(&format!("{e:?} {e}")) {
                 result = attempt(None).await;
             }
         }

@@ -136,12 +136,7 @@ async fn secure(mut tcp: TcpStream, cfg: &PostgresConfig, what: &str) -> Result<
         b'N' if !cfg.tls.required() => Ok(Socket::Plain(tcp)),
         b'N' => Err(Error::new(
             ErrorKind::Config,
-            format!(
-                "{what}: {}",
-                cfg.tls
-                    .explain("server does not support TLS", &cfg.host)
-                    .unwrap_or_default()
-            ),
+            format!("{what}: {}", cfg.tls.not_offered(&cfg.host)),
         )),
         other => Err(protocol(format!(
             "the server answered the SSLRequest with byte {other:#04x}"

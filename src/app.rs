@@ -230,7 +230,7 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         what: format!("config {} is valid", cfg.path.display()),
         fix: String::new(),
     }];
-    if let Some(hint) = pooler_hint(cfg.postgres.port, None) {
+    if let Some(hint) = pooler_port(cfg.postgres.port) {
         out.push(CheckLine {
             ok: false,
             what: format!("PostgreSQL: port {} {hint}", cfg.postgres.port),
@@ -323,7 +323,7 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
         Err(e) => out.push(CheckLine {
             ok: false,
             what: format!("PostgreSQL: {e}"),
-            fix: match pooler_hint(0, Some(e.message())) {
+            fix: match pooler_failure(e.message()) {
                 Some(_) => DIRECT_CONNECTION.into(),
                 None => connect_fix(&e, "postgres", "host, port, user, password and dbname"),
             },
@@ -364,13 +364,13 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
 
 const DIRECT_CONNECTION: &str = "connect [postgres] to the database directly: on Supabase the \"Direct connection\" host db.<project>.supabase.co, port 5432 (or the session pooler on port 5432), not the transaction pooler on 6543";
 
-/// Why a PostgreSQL endpoint looks like a connection pooler, from its port or from how a
-/// connection failed; None when nothing says so.
-pub fn pooler_hint(port: u16, failure: Option<&str>) -> Option<String> {
-    if port == 6543 {
-        return Some("is the well-known port of Supabase's transaction pooler (Supavisor): duplex needs a whole session (its pipeline lock, prepared statements) and a replication connection, which a transaction pooler cannot carry".into());
-    }
-    let m = failure?;
+/// Why a PostgreSQL port is a connection pooler's; None for any other port.
+pub fn pooler_port(port: u16) -> Option<&'static str> {
+    (port == 6543).then_some("is the well-known port of Supabase's transaction pooler (Supavisor): duplex needs a whole session (its pipeline lock, prepared statements) and a replication connection, which a transaction pooler cannot carry")
+}
+
+/// Why a failed connection looks like a connection pooler's answer; None when nothing says so.
+pub fn pooler_failure(m: &str) -> Option<String> {
     let pooler = [
         "unsupported startup parameter",
         "Tenant or user not found",
@@ -458,7 +458,7 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         }),
         Err(e) => {
             let text = e.to_string();
-            out.push(match pooler_hint(0, Some(&text)) {
+            out.push(match pooler_failure(&text) {
                 Some(hint) => CheckLine {
                     ok: false,
                     what: format!(

@@ -46,25 +46,17 @@ async fn passwords_never_reach_logs_output_or_errors() {
     );
     // MySQL's password from a file, PostgreSQL's from the environment (set on the child only).
     std::fs::write(work.path().join("my.pw"), format!("{MY_PW}\n")).unwrap();
+    work.set_login("mysql", &user, "my.pw");
     let s = support::servers();
     let text = std::fs::read_to_string(&work.config).unwrap();
-    let text = text
-        .replacen(
-            &format!(
-                "user = \"{}\"\npassword_env = \"DUPLEX_TEST_MYSQL_PASSWORD\"",
-                s.mysql_user
-            ),
-            &format!("user = \"{user}\"\npassword_file = \"my.pw\""),
-            1,
-        )
-        .replacen(
-            &format!(
-                "user = \"{}\"\npassword_env = \"DUPLEX_TEST_PG_PASSWORD\"",
-                s.pg_user
-            ),
-            &format!("user = \"{user}\"\npassword_env = \"SECRETS_TEST_PG_PW\""),
-            1,
-        );
+    let text = text.replacen(
+        &format!(
+            "user = \"{}\"\npassword_env = \"DUPLEX_TEST_PG_PASSWORD\"",
+            s.pg_user
+        ),
+        &format!("user = \"{user}\"\npassword_env = \"SECRETS_TEST_PG_PW\""),
+        1,
+    );
     std::fs::write(&work.config, text).unwrap();
     let mut outputs = Vec::new();
     let run = |args: &[&str], pg_pw: &str| {

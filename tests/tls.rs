@@ -58,16 +58,7 @@ async fn verify_full_encrypts_every_connection_both_ways() {
     let pipeline = pipeline_name("tls", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
     std::fs::write(work.path().join("my.pw"), "tls-pw").unwrap();
-    let text = std::fs::read_to_string(&work.config).unwrap();
-    let text = text.replacen(
-        &format!(
-            "user = \"{}\"\npassword_env = \"DUPLEX_TEST_MYSQL_PASSWORD\"",
-            support::servers().mysql_user
-        ),
-        &format!("user = \"{user}\"\npassword_file = \"my.pw\""),
-        1,
-    );
-    std::fs::write(&work.config, text).unwrap();
+    work.set_login("mysql", &user, "my.pw");
     set_side(&work, "mysql", "localhost", &verify_full("ca.pem"));
     set_side(&work, "postgres", "localhost", &verify_full("ca.pem"));
 

@@ -365,13 +365,16 @@ impl Config {
             )
         })?;
         let lag = raw.metrics.ready_max_lag_s;
-        if !(lag.is_finite() && lag > 0.0) {
-            return Err(err(
-                "metrics.ready_max_lag_s",
-                format!("{lag} must be a number of seconds above 0 (e.g. 10)"),
-            ));
-        }
-        let ready_max_lag = std::time::Duration::from_secs_f64(lag);
+        // try_from: a finite but huge number would make from_secs_f64 panic.
+        let ready_max_lag = std::time::Duration::try_from_secs_f64(lag)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                err(
+                    "metrics.ready_max_lag_s",
+                    format!("{lag} must be a number of seconds above 0 (e.g. 10)"),
+                )
+            })?;
         for (key, rows) in [
             ("apply.batch_max_rows", raw.apply.batch_max_rows),
             ("apply.chunk_rows", raw.apply.chunk_rows),
@@ -546,6 +549,20 @@ dbname = "crm"
         let e = Config::parse(&text, Path::new("/etc/duplex.toml")).unwrap_err();
         assert!(e.to_string().contains("key `mysql.pasword`"), "{e}");
         assert!(e.to_string().contains("/etc/duplex.toml:9"), "{e}");
+    }
+
+    #[test]
+    fn ready_bound_must_be_a_usable_duration() {
+        for bad in ["0", "-1", "nan", "1e30"] {
+            let text = format!("{GOOD}\n[metrics]\nready_max_lag_s = {bad}\n");
+            let e = Config::parse(&text, Path::new("d.toml")).unwrap_err();
+            assert!(
+                e.to_string().contains("metrics.ready_max_lag_s")
+                    && e.to_string()
+                        .contains("must be a number of seconds above 0"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -35,8 +35,9 @@ pub fn duplex_bin() -> PathBuf {
 pub struct Workdir {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
-    /// Under [`least_privilege`]: the test's PostgreSQL database and duplex's role there.
-    least: Option<(String, String)>,
+    /// Under [`least_privilege`]: the test's PostgreSQL database, whose tables duplex's role
+    /// takes over in [`Workdir::setup`].
+    least_pg_db: Option<String>,
 }
 
 /// `DUPLEX_TEST_LEAST_PRIVILEGE=1`: every [`Workdir`] runs duplex under accounts of its own
@@ -161,7 +162,7 @@ listen = "{metrics}"
         Workdir {
             dir,
             config,
-            least: least.map(|user| (dbs.pg_db.clone(), user)),
+            least_pg_db: least.map(|_| dbs.pg_db.clone()),
         }
     }
 
@@ -225,7 +226,7 @@ listen = "{metrics}"
     }
 
     pub fn setup(&self) {
-        if let Some((pg_db, _)) = &self.least {
+        if let Some(pg_db) = &self.least_pg_db {
             // The tables exist by now: duplex's PostgreSQL role (the least-privilege one, or
             // whichever a test logs in as) takes them over.
             let text = std::fs::read_to_string(&self.config).expect("read duplex.toml");

@@ -12,36 +12,20 @@
 
 use std::sync::Arc;
 
-use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
-use crate::checkpoint::{FORWARD, REVERSE};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::model::{my_ident, pg_ident, Image, Op, RowChange, TableName, TableSchema, Value};
-use crate::pipeline::Way;
+use crate::model::Way;
+use crate::model::{Image, Op, RowChange, TableName, TableSchema, Value};
+use crate::model::{FORWARD, REVERSE};
 use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::{Encoder, Sink};
-use crate::snapshot::state::KeyValue;
+use crate::state::dead_letter;
+use crate::state::progress::KeyValue;
 
-/// One dead letter.
-#[derive(Debug, Clone, Serialize)]
-pub struct Letter {
-    pub id: i64,
-    pub direction: String,
-    pub source_table: String,
-    pub target_table: String,
-    pub op: String,
-    pub position: String,
-    pub txn_id: String,
-    pub row: serde_json::Value,
-    pub reason: String,
-    pub first_attempt: String,
-    pub last_attempt: String,
-    pub attempts: i64,
-    pub resolved: bool,
-}
+pub use crate::state::dead_letter::Letter;
 
 /// Which letters a command is about.
 #[derive(Debug, Clone, Default)]
@@ -100,8 +84,6 @@ pub fn parse_direction(s: &str) -> Result<Way> {
     }
 }
 
-const COLUMNS: &str = "id, direction, source_table, target_table, op, position, txn_id, row_data, reason, first_attempt, last_attempt, attempts, resolved";
-
 /// The letters `select` picks, newest first per direction.
 pub async fn list(cfg: &Config, select: &Select) -> Result<Vec<Letter>> {
     let mut out = Vec::new();
@@ -132,81 +114,15 @@ pub async fn list(cfg: &Config, select: &Select) -> Result<Vec<Letter>> {
 async fn read(cfg: &Config, way: Way) -> Result<Vec<Letter>> {
     match way {
         Way::Forward => {
-            let client = crate::sink::postgres::connect(&cfg.postgres, "duplex dlq").await?;
-            let sql = format!(
-                "SELECT id, direction, source_table, target_table, op, position, txn_id, row_data, reason, \
-                 first_attempt::text, last_attempt::text, attempts::int8, resolved \
-                 FROM {}.dead_letter WHERE pipeline = $1 AND direction = $2 ORDER BY id DESC",
-                pg_ident(&cfg.postgres.duplex_schema)
-            );
-            let rows = client
-                .query(&sql, &[&cfg.pipeline, &FORWARD])
-                .await
-                .map_err(|e| {
-                    Error::from_pg(
-                        e,
-                        true,
-                        "reading the dead letters (did `duplex setup` run?)",
-                    )
-                })?;
-            Ok(rows
-                .iter()
-                .map(|r| Letter {
-                    id: r.get(0),
-                    direction: r.get(1),
-                    source_table: r.get(2),
-                    target_table: r.get(3),
-                    op: r.get(4),
-                    position: r.get(5),
-                    txn_id: r.get(6),
-                    row: r.get(7),
-                    reason: r.get(8),
-                    first_attempt: r.get(9),
-                    last_attempt: r.get(10),
-                    attempts: r.get(11),
-                    resolved: r.get(12),
-                })
-                .collect())
+            let client = crate::connect::postgres(&cfg.postgres, "duplex dlq").await?;
+            dead_letter::pg_read(&client, &cfg.postgres.duplex_schema, &cfg.pipeline).await
         }
         Way::Reverse => {
-            let mut conn = crate::source::mysql::connect(&cfg.mysql, None, true).await?;
-            let sql = format!(
-                "SELECT {COLUMNS} FROM {}.dead_letter WHERE pipeline = ? AND direction = ? ORDER BY id DESC",
-                my_ident(&cfg.mysql.duplex_database)
-            );
-            let rows: Vec<mysql_async::Row> = match conn.exec(sql, (&cfg.pipeline, REVERSE)).await {
-                Ok(rows) => rows,
-                // 1146: no such table — duplex's MySQL tables were never set up, so no letters.
-                Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => {
-                    Vec::new()
-                }
-                Err(e) => return Err(Error::from_mysql(e, true, "reading the dead letters")),
-            };
+            let mut conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
+            let letters =
+                dead_letter::my_read(&mut conn, &cfg.mysql.duplex_database, &cfg.pipeline).await;
             let _ = conn.disconnect().await;
-            rows.into_iter()
-                .map(|mut r| {
-                    let text = |r: &mut mysql_async::Row, i: usize| -> String {
-                        r.take::<Option<String>, _>(i).flatten().unwrap_or_default()
-                    };
-                    let row_json = text(&mut r, 7);
-                    Ok(Letter {
-                        id: r.take(0).unwrap_or_default(),
-                        direction: text(&mut r, 1),
-                        source_table: text(&mut r, 2),
-                        target_table: text(&mut r, 3),
-                        op: text(&mut r, 4),
-                        position: text(&mut r, 5),
-                        txn_id: text(&mut r, 6),
-                        row: serde_json::from_str(&row_json)
-                            .unwrap_or(serde_json::Value::String(row_json)),
-                        reason: text(&mut r, 8),
-                        first_attempt: text(&mut r, 9),
-                        last_attempt: text(&mut r, 10),
-                        attempts: r.take(11).unwrap_or_default(),
-                        resolved: r.take::<i64, _>(12).unwrap_or_default() != 0,
-                    })
-                })
-                .collect()
+            letters
         }
     }
 }
@@ -227,7 +143,7 @@ pub async fn retry(cfg: &Config, select: &Select) -> Result<Vec<Outcome>> {
     if letters.is_empty() {
         return Ok(Vec::new());
     }
-    let plan = Arc::new(crate::app::load_plan(cfg).await?);
+    let plan = Arc::new(crate::mapping::load_plan(cfg).await?);
     let mut out = Vec::new();
     for way in [Way::Forward, Way::Reverse] {
         let mine: Vec<&Letter> = letters
@@ -410,30 +326,29 @@ async fn retry_way<S: Sink>(
 async fn record(cfg: &Config, way: Way, outcomes: &[Outcome]) -> Result<()> {
     match way {
         Way::Forward => {
-            let client = crate::sink::postgres::connect(&cfg.postgres, "duplex dlq").await?;
-            let sql = format!(
-                "UPDATE {}.dead_letter SET resolved = $2, reason = CASE WHEN $2 THEN reason ELSE $3 END, \
-                 attempts = attempts + 1, last_attempt = clock_timestamp() WHERE id = $1",
-                pg_ident(&cfg.postgres.duplex_schema)
-            );
+            let client = crate::connect::postgres(&cfg.postgres, "duplex dlq").await?;
             for o in outcomes {
-                client
-                    .execute(&sql, &[&o.id, &o.applied, &o.detail])
-                    .await
-                    .map_err(|e| Error::from_pg(e, true, "updating a dead letter"))?;
+                dead_letter::pg_record(
+                    &client,
+                    &cfg.postgres.duplex_schema,
+                    o.id,
+                    o.applied,
+                    &o.detail,
+                )
+                .await?;
             }
         }
         Way::Reverse => {
-            let mut conn = crate::source::mysql::connect(&cfg.mysql, None, true).await?;
-            let sql = format!(
-                "UPDATE {}.dead_letter SET resolved = ?, reason = IF(?, reason, ?), \
-                 attempts = attempts + 1, last_attempt = CURRENT_TIMESTAMP(6) WHERE id = ?",
-                my_ident(&cfg.mysql.duplex_database)
-            );
+            let mut conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
             for o in outcomes {
-                conn.exec_drop(&sql, (o.applied, o.applied, &o.detail, o.id))
-                    .await
-                    .map_err(|e| Error::from_mysql(e, true, "updating a dead letter"))?;
+                dead_letter::my_record(
+                    &mut conn,
+                    &cfg.mysql.duplex_database,
+                    o.id,
+                    o.applied,
+                    &o.detail,
+                )
+                .await?;
             }
             let _ = conn.disconnect().await;
         }
@@ -454,34 +369,25 @@ pub async fn drop(cfg: &Config, select: &Select) -> Result<usize> {
         if ids.is_empty() {
             continue;
         }
-        match way {
+        n += match way {
             Way::Forward => {
-                let client = crate::sink::postgres::connect(&cfg.postgres, "duplex dlq").await?;
-                let sql = format!(
-                    "DELETE FROM {}.dead_letter WHERE pipeline = $1 AND id = ANY($2)",
-                    pg_ident(&cfg.postgres.duplex_schema)
-                );
-                n += client
-                    .execute(&sql, &[&cfg.pipeline, &ids])
-                    .await
-                    .map_err(|e| Error::from_pg(e, true, "dropping dead letters"))?
-                    as usize;
+                let client = crate::connect::postgres(&cfg.postgres, "duplex dlq").await?;
+                dead_letter::pg_drop(&client, &cfg.postgres.duplex_schema, &cfg.pipeline, &ids)
+                    .await?
             }
             Way::Reverse => {
-                let mut conn = crate::source::mysql::connect(&cfg.mysql, None, true).await?;
-                let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
-                let sql = format!(
-                    "DELETE FROM {}.dead_letter WHERE pipeline = ? AND id IN ({})",
-                    my_ident(&cfg.mysql.duplex_database),
-                    list.join(", ")
-                );
-                conn.exec_drop(sql, (&cfg.pipeline,))
-                    .await
-                    .map_err(|e| Error::from_mysql(e, true, "dropping dead letters"))?;
-                n += conn.affected_rows() as usize;
+                let mut conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
+                let n = dead_letter::my_drop(
+                    &mut conn,
+                    &cfg.mysql.duplex_database,
+                    &cfg.pipeline,
+                    &ids,
+                )
+                .await;
                 let _ = conn.disconnect().await;
+                n?
             }
-        }
+        };
     }
     Ok(n)
 }

@@ -1,4 +1,5 @@
-//! The `duplex` command line: a thin layer over [`duplex::app`].
+//! The `duplex` command line: parses the arguments, sets up logging and the runtime, loads the
+//! configuration and hands over to [`duplex::commands`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -146,233 +147,84 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let path = match &cli.command {
-            Command::Run { config }
-            | Command::Check { config }
-            | Command::Setup { config }
-            | Command::Snapshot { config, .. }
-            | Command::Status { config, .. }
-            | Command::Dlq { config, .. }
-            | Command::Teardown { config } => config.clone(),
-        };
-        let cfg = match duplex::config::Config::load(&path) {
+        let cfg = match duplex::config::Config::load(cli.command.config()) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::from(2);
             }
         };
+        use duplex::commands;
         match cli.command {
-            Command::Run { .. } => match duplex::app::run(&cfg).await {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %e, "duplex stopped");
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::Check { .. } => {
-                let lines = duplex::app::check(&cfg).await;
-                let mut out = String::new();
-                let failed = lines.iter().filter(|l| !l.ok).count();
-                for l in &lines {
-                    if l.ok {
-                        out.push_str(&format!("ok    {}\n", l.what));
-                    } else {
-                        out.push_str(&format!("FAIL  {}\n      fix: {}\n", l.what, l.fix));
-                    }
-                }
-                if failed == 0 {
-                    out.push_str(&format!("all {} checks passed\n", lines.len()));
-                } else {
-                    out.push_str(&format!("{failed} of {} checks failed\n", lines.len()));
-                }
-                // A closed pipe (`duplex check | head`) is not an error worth a panic.
-                let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
-                if failed == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-            Command::Snapshot { table, .. } => {
-                let request = duplex::snapshot::Request { table };
-                match duplex::app::snapshot(&cfg, &request).await {
-                    Ok(reports) => {
-                        if reports.is_empty() {
-                            println!("nothing to copy: every mapped table has been copied (use --table to copy one again)");
-                        }
-                        for r in &reports {
-                            println!("{r}");
-                        }
-                        if reports.iter().all(|r| r.finished) {
-                            ExitCode::SUCCESS
-                        } else {
-                            ExitCode::FAILURE
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            }
-            Command::Status { json, .. } => match duplex::app::status(&cfg).await {
-                Ok(report) => {
-                    let text = if json {
-                        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
-                    } else {
-                        duplex::app::render_status(&report)
-                    };
-                    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-                    // Exit 0 only when a process answers and is ready.
-                    if report.process.as_ref().is_some_and(|p| p.ready) {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::Dlq { action, .. } => match dlq(&cfg, action).await {
-                Ok(text) => {
-                    let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::Teardown { .. } => match duplex::app::teardown(&cfg).await {
-                Ok(done) => {
-                    for line in done {
-                        println!("{line}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
-            Command::Setup { .. } => match duplex::app::setup(&cfg).await {
-                Ok(pos) => {
-                    println!(
-                        "duplex tables ready in schema {}; pipeline {} starts at {}",
-                        cfg.postgres.duplex_schema,
-                        cfg.pipeline,
-                        pos.map(|p| p.to_string())
-                            .unwrap_or_else(|| "the current binlog end".into())
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            },
+            Command::Run { .. } => commands::run::main(&cfg).await,
+            Command::Check { .. } => commands::check::main(&cfg).await,
+            Command::Setup { .. } => commands::setup::main(&cfg).await,
+            Command::Snapshot { table, .. } => commands::snapshot::main(&cfg, table).await,
+            Command::Status { json, .. } => commands::status::main(&cfg, json).await,
+            Command::Dlq { action, .. } => commands::dlq::main(&cfg, action.into()).await,
+            Command::Teardown { .. } => commands::teardown::main(&cfg).await,
         }
     })
 }
 
-fn select(filter: &DlqFilter) -> duplex::Result<duplex::dlq::Select> {
-    Ok(duplex::dlq::Select {
-        direction: filter
-            .direction
-            .as_deref()
-            .map(duplex::dlq::parse_direction)
-            .transpose()?,
-        table: filter.table.clone(),
-        ..Default::default()
-    })
+impl Command {
+    fn config(&self) -> &PathBuf {
+        match self {
+            Command::Run { config }
+            | Command::Check { config }
+            | Command::Setup { config }
+            | Command::Snapshot { config, .. }
+            | Command::Status { config, .. }
+            | Command::Dlq { config, .. }
+            | Command::Teardown { config } => config,
+        }
+    }
 }
 
-async fn dlq(cfg: &duplex::config::Config, action: DlqAction) -> duplex::Result<String> {
-    use duplex::dlq;
-    match action {
-        DlqAction::List {
-            filter,
-            all,
-            limit,
-            json,
-        } => {
-            let s = dlq::Select {
-                which: if all {
-                    dlq::Which::All
-                } else {
-                    dlq::Which::Unresolved
-                },
-                limit: Some(limit),
-                ..select(&filter)?
-            };
-            let letters = dlq::list(cfg, &s).await?;
-            if json {
-                return Ok(serde_json::to_string_pretty(&letters).unwrap_or_default() + "\n");
-            }
-            Ok(duplex::app::render_letters(&letters))
+impl From<DlqFilter> for duplex::commands::dlq::Filter {
+    fn from(f: DlqFilter) -> Self {
+        duplex::commands::dlq::Filter {
+            direction: f.direction,
+            table: f.table,
         }
-        DlqAction::Show { id, filter, json } => {
-            let s = dlq::Select {
-                ids: vec![id],
-                ..select(&filter)?
-            };
-            let letters = dlq::list(cfg, &s).await?;
-            if json {
-                return Ok(serde_json::to_string_pretty(&letters[0]).unwrap_or_default() + "\n");
-            }
-            Ok(duplex::app::render_letter(&letters[0]))
-        }
-        DlqAction::Retry { ids, filter } => {
-            let s = dlq::Select {
+    }
+}
+
+impl From<DlqAction> for duplex::commands::dlq::Action {
+    fn from(a: DlqAction) -> Self {
+        use duplex::commands::dlq::Action;
+        match a {
+            DlqAction::List {
+                filter,
+                all,
+                limit,
+                json,
+            } => Action::List {
+                filter: filter.into(),
+                all,
+                limit,
+                json,
+            },
+            DlqAction::Show { id, filter, json } => Action::Show {
+                id,
+                filter: filter.into(),
+                json,
+            },
+            DlqAction::Retry { ids, filter } => Action::Retry {
                 ids,
-                ..select(&filter)?
-            };
-            let outcomes = dlq::retry(cfg, &s).await?;
-            let mut out = String::new();
-            for o in &outcomes {
-                out.push_str(&format!(
-                    "{} {}/{} {}: {}\n",
-                    if o.applied { "applied" } else { "failed " },
-                    o.direction,
-                    o.id,
-                    o.table,
-                    o.detail
-                ));
-            }
-            let ok = outcomes.iter().filter(|o| o.applied).count();
-            out.push_str(&format!(
-                "{ok} of {} letter(s) applied and resolved; {} still failing\n",
-                outcomes.len(),
-                outcomes.len() - ok
-            ));
-            Ok(out)
-        }
-        DlqAction::Drop {
-            ids,
-            filter,
-            all,
-            resolved,
-        } => {
-            if !all && ids.is_empty() && filter.table.is_none() && !resolved {
-                return Err(duplex::Error::config(
-                    "say which letters to drop: ids, --table T, --resolved or --all",
-                ));
-            }
-            let s = dlq::Select {
+                filter: filter.into(),
+            },
+            DlqAction::Drop {
                 ids,
-                which: match (all, resolved) {
-                    (true, _) => dlq::Which::All,
-                    (false, true) => dlq::Which::Resolved,
-                    (false, false) => dlq::Which::Unresolved,
-                },
-                ..select(&filter)?
-            };
-            let n = dlq::drop(cfg, &s).await?;
-            Ok(format!("dropped {n} dead letter(s)\n"))
+                filter,
+                all,
+                resolved,
+            } => Action::Drop {
+                ids,
+                filter: filter.into(),
+                all,
+                resolved,
+            },
         }
     }
 }

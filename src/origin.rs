@@ -17,15 +17,7 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// The origin name of writer `n` of a pipeline.
-pub fn origin_name(pipeline: &str, n: u32) -> String {
-    format!("{}{n}", own_prefix(pipeline))
-}
-
-/// The prefix of every origin of a pipeline: what its readers drop.
-pub fn own_prefix(pipeline: &str) -> String {
-    format!("duplex_{pipeline}_")
-}
+pub use crate::model::{origin_name, own_prefix};
 
 /// How duplex's writes to PostgreSQL are told apart from the CRM's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::Plan;
-use crate::model::{Lsn, Position, SourceEvent, TxnBegin, TxnCommit};
+use crate::model::{Lsn, Position, SourceEvent, TxnBegin, TxnCommit, Way};
 use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::{DeadLetter, Encoder, Sink};
@@ -104,9 +104,9 @@ struct HeartbeatRows {
 }
 
 impl HeartbeatRows {
-    /// See [`crate::heartbeat::stamp`].
+    /// See [`crate::state::heartbeat::stamp`].
     fn stamp(&self, change: &crate::model::RowChange) -> Option<Option<i64>> {
-        crate::heartbeat::stamp(change, &self.table, &self.pipeline)
+        crate::state::heartbeat::stamp(change, &self.table, &self.pipeline)
     }
 }
 
@@ -187,41 +187,6 @@ enum Stop {
     Rejected(Option<Position>, Error),
 }
 
-/// Which way a pipeline runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Way {
-    /// MySQL/MariaDB binlog → PostgreSQL.
-    Forward,
-    /// PostgreSQL slot → MySQL/MariaDB.
-    Reverse,
-}
-
-impl Way {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Way::Forward => crate::checkpoint::FORWARD,
-            Way::Reverse => crate::checkpoint::REVERSE,
-        }
-    }
-
-    /// The server whose failure `e` reports: the source's on a source error, else the target's.
-    pub fn failed_side(self, e: &Error) -> &'static str {
-        let source = matches!(
-            e.kind(),
-            ErrorKind::SourceTransient | ErrorKind::SourceDefinite
-        );
-        match (self, source) {
-            (Way::Forward, true) | (Way::Reverse, false) => "mysql",
-            (Way::Forward, false) | (Way::Reverse, true) => "postgres",
-        }
-    }
-}
-
-/// The replication slot and publication of a pipeline's reverse direction.
-pub fn slot_name(pipeline: &str) -> String {
-    format!("duplex_{pipeline}")
-}
-
 /// Runs one direction until `shutdown` turns true. Returns an error only for what retrying
 /// cannot cure. When `reload` announces a new mapping plan in `plans`, the transaction in flight
 /// is finished and checkpointed, tables the new plan maps but never copied are copied (when
@@ -297,7 +262,7 @@ pub async fn run(
                 // A schema may have changed under the plan (a target column's type, say, which
                 // makes every write fail the same way): check the mapping against the live
                 // schemas again before the next attempt. Unreachable servers keep the old plan.
-                match crate::app::load_plan(cfg).await {
+                match crate::mapping::load_plan(cfg).await {
                     Ok(fresh) => plans.store(Arc::new(fresh)),
                     Err(e) if e.is_transient() => {}
                     Err(e) => {
@@ -379,7 +344,7 @@ async fn run_forward_once(
     let filter =
         crate::snapshot::filter(Way::Forward, &mut sink, cfg, &plan, from.as_ref()).await?;
     let mut watched: std::collections::HashSet<_> = plan.forward_sources().into_iter().collect();
-    watched.insert(crate::heartbeat::source_table(Way::Forward, cfg));
+    watched.insert(crate::state::heartbeat::source_table(Way::Forward, cfg));
     let source = MysqlSource::new(cfg.mysql.clone(), watched, cfg.apply.chunk_rows);
     drive(
         Way::Forward,
@@ -416,7 +381,7 @@ async fn run_reverse_once(
         _ => Lsn(0),
     };
     let (flushed_tx, flushed_rx) = watch::channel(committed);
-    let slot = slot_name(&cfg.pipeline);
+    let slot = crate::model::slot_name(&cfg.pipeline);
     let source = PgSource::new(
         cfg.postgres.clone(),
         slot.clone(),
@@ -469,7 +434,7 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
         careful_until.is_some(),
         Arc::new(filter),
         HeartbeatRows {
-            table: crate::heartbeat::source_table(way, cfg),
+            table: crate::state::heartbeat::source_table(way, cfg),
             pipeline: cfg.pipeline.clone(),
         },
     ));

@@ -4,7 +4,7 @@
 //!
 //! Config cases and mapping cases the parser catches need no servers; mapping cases that depend on
 //! the live schemas compile against tables on the private MariaDB and PostgreSQL, through
-//! `duplex::app::load_plan`, the same call `duplex check` and `duplex run` make.
+//! `duplex::mapping::load_plan`, the same call `duplex check` and `duplex run` make.
 //!
 //! Every case is an edit of an input that is shown to load, so each error comes from its edit.
 //! A case lists all the errors it expects: an error more, or one less, fails it.
@@ -1205,7 +1205,7 @@ async fn mappings_that_do_not_fit_the_live_schemas_name_file_line_key() {
 
     // The base of the edits compiles.
     write_files(&mappings, &[("orders.toml", GOOD_ORDERS)]);
-    let plan = duplex::app::load_plan(&cfg)
+    let plan = duplex::mapping::load_plan(&cfg)
         .await
         .expect("the good mapping compiles");
     assert_eq!(plan.tables.len(), 1);
@@ -1214,7 +1214,7 @@ async fn mappings_that_do_not_fit_the_live_schemas_name_file_line_key() {
     for case in SCHEMA_CASES {
         std::fs::remove_dir_all(&mappings).unwrap();
         write_files(&mappings, case.files);
-        let msg = match duplex::app::load_plan(&cfg).await {
+        let msg = match duplex::mapping::load_plan(&cfg).await {
             Ok(_) => {
                 failures.push(format!("{}: compiled, but must not", case.name));
                 continue;

@@ -18,36 +18,7 @@ use super::transform::{Step, Transform, ValueMap};
 use crate::error::{Error, Result};
 use crate::model::{SourceType, TableName, TableSchema, TargetColumn, TargetKind, Value};
 
-/// A PostgreSQL table as the compiler needs it.
-#[derive(Debug, Clone)]
-pub struct TargetTable {
-    pub name: TableName,
-    pub columns: Vec<TargetColumn>,
-    /// Column names of the primary key and of each unique index (no partial/expression ones).
-    pub unique_keys: Vec<Vec<String>>,
-}
-
-impl TargetTable {
-    fn column(&self, name: &str) -> Option<&TargetColumn> {
-        self.columns.iter().find(|c| c.name == name)
-    }
-
-    /// The column named by a mapping key (a target column name), or the error at `at`.
-    fn named(&self, name: &str, at: &str) -> std::result::Result<&TargetColumn, String> {
-        self.column(name)
-            .ok_or_else(|| format!("{at}: target column {name} does not exist in {}", self.name))
-    }
-
-    fn is_unique(&self, cols: &[String]) -> bool {
-        let mut want = cols.to_vec();
-        want.sort();
-        self.unique_keys.iter().any(|u| {
-            let mut u = u.clone();
-            u.sort();
-            u == want
-        })
-    }
-}
+pub use crate::model::TargetTable;
 
 /// Where a target column's value comes from.
 #[derive(Debug, Clone)]

@@ -3,10 +3,11 @@
 //!
 //! [`spec`] is the file format (every value keeps its span, so errors point at file and line);
 //! [`compile`] turns a set of files plus the live schemas of both databases into a typed [`Plan`]
-//! — or into a list of errors, each naming file, line and key. `duplex check` and `duplex run`
-//! run exactly the same compilation.
+//! — or into a list of errors, each naming file, line and key; [`load`] reads the live schemas
+//! and compiles, so `duplex check` and `duplex run` run exactly the same compilation.
 
 pub mod compile;
+pub mod load;
 pub mod reverse;
 pub mod spec;
 pub mod transform;
@@ -15,6 +16,7 @@ pub use compile::{
     compile, convertible, ColumnPlan, ColumnSource, LookupPlan, PivotPlan, Plan, TablePlan,
     TargetTable,
 };
+pub use load::load_plan;
 pub use reverse::{ReversePlan, SetColumn};
 pub use spec::{load_dir, ColumnsMode, Direction, MappingSet, OnDelete, ReverseWrite};
 

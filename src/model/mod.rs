@@ -5,15 +5,18 @@
 //! those depend on each other, only on this module.
 
 pub mod change;
+pub mod direction;
 pub mod position;
 pub mod schema;
 pub mod value;
 
 pub use change::{Image, Op, RowChange, SourceEvent, TxnBegin, TxnCommit};
+pub use direction::{origin_name, own_prefix, slot_name, Way, FORWARD, REVERSE};
 pub use position::{
     BinlogFile, GtidState, Lsn, MariaGtidList, MysqlGtidSet, MysqlPosition, Position,
 };
 pub use schema::{
     my_ident, pg_ident, ColumnSchema, SourceType, TableName, TableSchema, TargetColumn, TargetKind,
+    TargetTable,
 };
 pub use value::{Date, DateTime, Value};

@@ -298,6 +298,37 @@ pub struct TargetColumn {
     pub nullable: bool,
 }
 
+/// A PostgreSQL table as the mapping compiler needs it (read by `catalog::postgres`).
+#[derive(Debug, Clone)]
+pub struct TargetTable {
+    pub name: TableName,
+    pub columns: Vec<TargetColumn>,
+    /// Column names of the primary key and of each unique index (no partial/expression ones).
+    pub unique_keys: Vec<Vec<String>>,
+}
+
+impl TargetTable {
+    pub fn column(&self, name: &str) -> Option<&TargetColumn> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The column named by a mapping key (a target column name), or the error at `at`.
+    pub fn named(&self, name: &str, at: &str) -> std::result::Result<&TargetColumn, String> {
+        self.column(name)
+            .ok_or_else(|| format!("{at}: target column {name} does not exist in {}", self.name))
+    }
+
+    pub fn is_unique(&self, cols: &[String]) -> bool {
+        let mut want = cols.to_vec();
+        want.sort();
+        self.unique_keys.iter().any(|u| {
+            let mut u = u.clone();
+            u.sort();
+            u == want
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,7 +108,7 @@ pub trait Sink {
     /// instead of the stream checkpoint.
     fn commit_progress(
         &mut self,
-        progress: &crate::snapshot::state::Progress,
+        progress: &crate::state::progress::Progress,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
     /// Like [`Sink::commit`] for rows applied outside the stream (`duplex dlq retry`): neither
@@ -123,7 +123,7 @@ pub enum Mark<'a> {
     /// The stream checkpoint: the source position after the last transaction applied.
     Checkpoint(&'a Position),
     /// A snapshot chunk: the copy's progress for one table.
-    Progress(&'a crate::snapshot::state::Progress),
+    Progress(&'a crate::state::progress::Progress),
     /// Rows re-applied by `duplex dlq retry`: nothing to record.
     Nothing,
 }

@@ -12,12 +12,13 @@ use mysql_async::prelude::Queryable;
 use mysql_async::Value as My;
 
 use super::{DeadLetter, Encoder, Mark, Sink};
-use crate::checkpoint::{self, REVERSE};
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{Bindings, Plan, ReversePlan};
+use crate::model::REVERSE;
 use crate::model::{my_ident, Op, Position, RowChange, SourceType, TableSchema, Value};
-use crate::snapshot::state::Progress;
+use crate::state::checkpoint;
+use crate::state::progress::Progress;
 
 /// Rows per multi-row statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -389,7 +390,7 @@ impl MySqlSink {
         pipeline: &str,
         tz: chrono_tz::Tz,
     ) -> Result<MySqlSink> {
-        let mut conn = crate::source::mysql::connect(cfg, None, true).await?;
+        let mut conn = crate::connect::mysql(cfg, None, true).await?;
         // TIMESTAMP columns are written in UTC; names and text in UTF-8 (the server converts to
         // each column's charset).
         conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4")
@@ -772,11 +773,7 @@ impl MySqlSink {
         self.flush().await?;
         let text = mark.position_text();
         for l in std::mem::take(&mut self.letters) {
-            let sql = format!(
-                "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                my_ident(&self.db)
-            );
+            let sql = crate::state::dead_letter::my_insert_sql(&self.db);
             let params: Vec<My> = vec![
                 self.pipeline.clone().into(),
                 REVERSE.into(),
@@ -798,7 +795,7 @@ impl MySqlSink {
         match mark {
             Mark::Checkpoint(position) => self.store_checkpoint(position).await?,
             Mark::Progress(p) => {
-                crate::snapshot::state::my_store(
+                crate::state::progress::my_store(
                     &mut self.conn,
                     &self.db,
                     &self.pipeline,

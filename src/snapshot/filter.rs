@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use crate::error::Result;
 use crate::model::{Op, Position, RowChange, TableName};
 
-use super::state::{cmp_key, KeyValue, Progress};
+use crate::state::progress::{cmp_key, KeyValue, Progress};
 
 struct TableFilter {
     key_columns: Vec<String>,
@@ -140,7 +140,7 @@ impl SnapshotFilter {
 mod tests {
     use super::*;
     use crate::model::{ColumnSchema, Image, SourceType, TableSchema, Value};
-    use crate::snapshot::state::{Progress, Segment};
+    use crate::state::progress::{Progress, Segment};
     use std::sync::Arc;
 
     fn change(id: i64) -> RowChange {
@@ -169,7 +169,7 @@ mod tests {
     fn rows_follow_the_segment_of_their_key() {
         let p = Progress {
             table: "shop.t".into(),
-            state: crate::snapshot::state::State::Copying,
+            state: crate::state::progress::State::Copying,
             key_columns: vec!["id".into()],
             last_key: None,
             rows_copied: 0,

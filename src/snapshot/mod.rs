@@ -20,7 +20,7 @@ pub mod filter;
 pub mod mysql;
 pub mod postgres;
 pub mod progress;
-pub mod state;
+pub mod store;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,15 +30,16 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::{Direction, Plan};
+use crate::model::Way;
 use crate::model::{Image, Op, Position, RowChange, TableName, TableSchema, Value};
-use crate::pipeline::Way;
 use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::{DeadLetter, Encoder, Sink};
 use crate::telemetry;
 
+use crate::state::progress::{KeyValue, Progress, State};
 pub use filter::SnapshotFilter;
-use state::{KeyValue, Progress, ProgressStore, State};
+use store::ProgressStore;
 
 /// Which tables to copy.
 #[derive(Debug, Clone, Default)]
@@ -305,7 +306,7 @@ async fn copy_direction<S: Sink + ProgressStore>(
         return Ok(Vec::new());
     }
     if way == Way::Reverse {
-        let client = crate::sink::postgres::connect(&cfg.postgres, "duplex snapshot").await?;
+        let client = crate::connect::postgres(&cfg.postgres, "duplex snapshot").await?;
         let names: Vec<TableName> = todo.iter().map(|(n, _)| n.clone()).collect();
         let hidden = postgres::rls_hidden(&client, &names).await?;
         if !hidden.is_empty() {

@@ -21,8 +21,8 @@ use crate::model::{
 };
 use crate::source::mysql::{self as my, decode::decode_value};
 
-use super::state::KeyValue;
 use super::ReadRow;
+use crate::state::progress::KeyValue;
 
 /// A consistent read view of the source database and its binlog position.
 pub struct MysqlSnapshot {
@@ -38,7 +38,7 @@ fn err(e: mysql_async::Error, what: &str) -> Error {
 impl MysqlSnapshot {
     /// Opens the read view. Holds no lock on MariaDB; on MySQL a backup lock for a moment.
     pub async fn open(cfg: &MysqlConfig) -> Result<MysqlSnapshot> {
-        let mut conn = my::connect(cfg, None, false).await?;
+        let mut conn = crate::connect::mysql(cfg, None, false).await?;
         let mariadb = my::is_mariadb(&mut conn).await?;
         conn.query_drop(
             "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; \

@@ -16,8 +16,8 @@ use crate::model::{pg_ident, ColumnSchema, Lsn, SourceType, TableName, TableSche
 use crate::source::postgres::decode::{decode_text, SESSION_SETTINGS};
 use crate::source::postgres::stream::ReplicationConn;
 
-use super::state::KeyValue;
 use super::ReadRow;
+use crate::state::progress::KeyValue;
 
 /// A consistent read view of the PostgreSQL database at a slot's consistent point.
 pub struct PgSnapshot {
@@ -32,7 +32,7 @@ impl PgSnapshot {
         let mut slot = ReplicationConn::connect(cfg, "duplex snapshot slot").await?;
         let name = format!("duplex_{pipeline}_snapshot");
         let (position, snapshot) = slot.create_exporting_temp_slot(&name).await?;
-        let client = crate::sink::postgres::connect(cfg, "duplex snapshot").await?;
+        let client = crate::connect::postgres(cfg, "duplex snapshot").await?;
         let mut sql = String::from(
             "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; SET TRANSACTION SNAPSHOT ",
         );

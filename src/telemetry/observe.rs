@@ -9,9 +9,9 @@ use mysql_async::prelude::Queryable;
 use serde::Serialize;
 use tokio::sync::watch;
 
-use crate::checkpoint::{FORWARD, REVERSE};
 use crate::config::Config;
 use crate::model::{my_ident, pg_ident, BinlogFile, Position};
+use crate::model::{FORWARD, REVERSE};
 
 /// One direction as its target database records it.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -86,11 +86,8 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
     let pg = match sessions.pg.take().filter(|c| !c.is_closed()) {
         Some(c) => Ok(c),
         None => {
-            crate::sink::postgres::connect(
-                &cfg.postgres,
-                &format!("duplex {} status", cfg.pipeline),
-            )
-            .await
+            crate::connect::postgres(&cfg.postgres, &format!("duplex {} status", cfg.pipeline))
+                .await
         }
     };
     match pg {
@@ -131,7 +128,7 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
                     })
                     .collect();
                 if reverse {
-                    let slot = crate::pipeline::slot_name(&cfg.pipeline);
+                    let slot = crate::model::slot_name(&cfg.pipeline);
                     let s = pg
                         .query_opt(
                             "SELECT active, (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
@@ -156,7 +153,7 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
     let db = my_ident(&cfg.mysql.duplex_database);
     let my = match sessions.my.take() {
         Some(c) => Ok(c),
-        None => crate::source::mysql::connect(&cfg.mysql, None, false).await,
+        None => crate::connect::mysql(&cfg.mysql, None, false).await,
     };
     match my {
         Ok(mut my) => {

@@ -10,7 +10,6 @@
 
 pub mod encode;
 pub mod prepare;
-pub mod schema;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,16 +17,16 @@ use std::sync::Arc;
 use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
 use self::encode::{Cell, EncodedRow};
 use super::{DeadLetter, Mark, Sink};
-use crate::checkpoint;
 use crate::config::PostgresConfig;
 use crate::error::{Error, Result};
 use crate::mapping::{Plan, TablePlan};
 use crate::model::{pg_ident, Position};
-use crate::snapshot::state::Progress;
+use crate::state::checkpoint;
+use crate::state::progress::Progress;
 
 pub use self::prepare::PgEncoder;
 
@@ -88,65 +87,6 @@ struct Run {
     by_key: HashMap<Vec<u8>, usize>,
 }
 
-/// Connects to PostgreSQL; the connection task is spawned on the current runtime.
-pub async fn connect(cfg: &PostgresConfig, application: &str) -> Result<Client> {
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(&cfg.host)
-        .port(cfg.port)
-        .user(&cfg.user)
-        .dbname(&cfg.dbname)
-        .application_name(application)
-        .connect_timeout(std::time::Duration::from_secs(cfg.connect_timeout_s));
-    if !cfg.password.expose().is_empty() {
-        pg.password(cfg.password.expose());
-    }
-    let what = format!(
-        "connecting to PostgreSQL at {}:{} as {} (database {})",
-        cfg.host, cfg.port, cfg.user, cfg.dbname
-    );
-    let tls_failed = |e: tokio_postgres::Error| {
-        let text = format!("{e:?} {e}");
-        match cfg.tls.explain(&text, &cfg.host) {
-            Some(why) => Error::new(crate::error::ErrorKind::Config, format!("{what}: {why}")),
-            None => Error::from_pg(e, true, &what),
-        }
-    };
-    let client = match cfg.tls.client_config()? {
-        None => {
-            let (client, conn) = pg
-                .connect(NoTls)
-                .await
-                .map_err(|e| Error::from_pg(e, true, &what))?;
-            spawn_connection(conn);
-            client
-        }
-        Some(tls) => {
-            pg.ssl_mode(if cfg.tls.required() {
-                tokio_postgres::config::SslMode::Require
-            } else {
-                tokio_postgres::config::SslMode::Prefer
-            });
-            let connector = tokio_postgres_rustls::MakeRustlsConnect::new((*tls).clone());
-            let (client, conn) = pg.connect(connector).await.map_err(tls_failed)?;
-            spawn_connection(conn);
-            client
-        }
-    };
-    Ok(client)
-}
-
-fn spawn_connection<S, T>(conn: tokio_postgres::Connection<S, T>)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "PostgreSQL connection closed");
-        }
-    });
-}
-
 pub struct PgSink {
     client: Client,
     plan: Arc<Plan>,
@@ -180,7 +120,7 @@ impl PgSink {
         pipeline: &str,
         tz: chrono_tz::Tz,
     ) -> Result<PgSink> {
-        let client = connect(cfg, &format!("duplex {pipeline}")).await?;
+        let client = crate::connect::postgres(cfg, &format!("duplex {pipeline}")).await?;
         // Tables also replicated from PostgreSQL: tag our writes so that reader drops them.
         let mut marker = None;
         if plan.has_reverse() {
@@ -211,12 +151,18 @@ impl PgSink {
             })?;
         let dead_letter_stmt = client
             .prepare_typed(
-                &format!(
-                    "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    pg_ident(&cfg.duplex_schema)
-                ),
-                &[Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::JSONB, Type::TEXT],
+                &crate::state::dead_letter::pg_insert_sql(&cfg.duplex_schema),
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::JSONB,
+                    Type::TEXT,
+                ],
             )
             .await
             .map_err(|e| Error::from_pg(e, true, "preparing the dead-letter statement"))?;
@@ -532,7 +478,7 @@ impl PgSink {
         let t = &self.plan.tables[run.table];
         metrics::counter!(
             crate::telemetry::ROWS_APPLIED,
-            "direction" => checkpoint::FORWARD,
+            "direction" => crate::model::FORWARD,
             "table" => t.target.to_string(),
             "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
         )
@@ -767,7 +713,7 @@ impl Sink for PgSink {
             &self.client,
             &self.duplex_schema,
             &self.pipeline,
-            checkpoint::FORWARD,
+            crate::model::FORWARD,
         )
         .await
     }
@@ -780,7 +726,7 @@ impl Sink for PgSink {
                 .map_err(|e| Error::from_pg(e, true, "starting a transaction"))?;
             if let Some(m) = &self.marker {
                 self.client
-                    .execute(m, &[&self.pipeline, &checkpoint::FORWARD])
+                    .execute(m, &[&self.pipeline, &crate::model::FORWARD])
                     .await
                     .map_err(|e| Error::from_pg(e, true, "marking the transaction"))?;
             }
@@ -1132,7 +1078,7 @@ impl PgSink {
                     &self.dead_letter_stmt,
                     &[
                         &self.pipeline,
-                        &checkpoint::FORWARD,
+                        &crate::model::FORWARD,
                         &l.source_table,
                         &l.target_table,
                         &l.op,
@@ -1144,7 +1090,7 @@ impl PgSink {
                 )
                 .await
                 .map_err(|e| Error::from_pg(e, true, "writing a dead letter"))?;
-            metrics::counter!(crate::telemetry::DEAD_LETTERS, "direction" => checkpoint::FORWARD, "table" => l.target_table.clone())
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "direction" => crate::model::FORWARD, "table" => l.target_table.clone())
                 .increment(1);
         }
         match mark {
@@ -1153,17 +1099,17 @@ impl PgSink {
                     &self.client,
                     &self.checkpoint_stmt,
                     &self.pipeline,
-                    checkpoint::FORWARD,
+                    crate::model::FORWARD,
                     position,
                 )
                 .await?
             }
             Mark::Progress(p) => {
-                crate::snapshot::state::pg_store(
+                crate::state::progress::pg_store(
                     &self.client,
                     &self.duplex_schema,
                     &self.pipeline,
-                    checkpoint::FORWARD,
+                    crate::model::FORWARD,
                     p,
                 )
                 .await?

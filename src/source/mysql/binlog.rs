@@ -172,7 +172,7 @@ pub fn clean_rotate_name(raw: &[u8]) -> String {
 
 impl Source for MysqlSource {
     async fn run(&mut self, from: Option<Position>, tx: mpsc::Sender<SourceEvent>) -> Result<()> {
-        let mut meta = super::connect(&self.cfg, None, false).await?;
+        let mut meta = crate::connect::mysql(&self.cfg, None, false).await?;
         let mariadb = super::is_mariadb(&mut meta).await?;
         let start = match from {
             Some(Position::Mysql(p)) => p,
@@ -184,7 +184,7 @@ impl Source for MysqlSource {
             }
             None => super::current_position(&mut meta).await?,
         };
-        let mut conn = super::connect(&self.cfg, None, false).await?;
+        let mut conn = crate::connect::mysql(&self.cfg, None, false).await?;
         let mut setup = vec![format!(
             "SET @master_heartbeat_period = {HEARTBEAT_PERIOD_NS}"
         )];
@@ -219,7 +219,10 @@ impl Source for MysqlSource {
         let mut table_ids: HashMap<u64, Option<Mapped>> = HashMap::new();
         // Table ids of duplex's checkpoint table: a transaction that writes it first is duplex's
         // own (the MySQL sink writes the checkpoint first in every transaction) and is dropped.
-        let marker = TableName::new(self.cfg.duplex_database.clone(), crate::checkpoint::TABLE);
+        let marker = TableName::new(
+            self.cfg.duplex_database.clone(),
+            crate::state::checkpoint::TABLE,
+        );
         let mut marker_ids: HashSet<u64> = HashSet::new();
         let mut current_file = start.file.0.clone();
         let mut gtid_state = start.gtid.clone().unwrap_or(if mariadb {

@@ -8,109 +8,12 @@ pub mod rows;
 pub mod schema;
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder};
+use mysql_async::Conn;
 
-use crate::config::MysqlConfig;
 use crate::error::{Error, Result};
 use crate::model::{GtidState, MariaGtidList, MysqlGtidSet, MysqlPosition};
 
 pub use binlog::MysqlSource;
-
-/// Connection options for queries (no default database unless given).
-pub fn opts(cfg: &MysqlConfig, db: Option<&str>, ssl: Option<mysql_async::SslOpts>) -> Opts {
-    OptsBuilder::default()
-        .ip_or_hostname(cfg.host.clone())
-        .tcp_port(cfg.port)
-        .user(Some(cfg.user.clone()))
-        .pass(Some(cfg.password.expose().to_string()))
-        .db_name(db.map(str::to_string))
-        .prefer_socket(false)
-        .wait_timeout(Some(28_800))
-        .ssl_opts(ssl)
-        .into()
-}
-
-/// Connects with a timeout, over TLS as `[mysql] sslmode` says (queries, writes and the binlog
-/// stream alike); errors are classified as transient when retryable. A TLS failure is a
-/// configuration error with the fix in its message.
-pub async fn connect(cfg: &MysqlConfig, db: Option<&str>, sink: bool) -> Result<Conn> {
-    let what = format!(
-        "connecting to MySQL at {}:{} as {}",
-        cfg.host, cfg.port, cfg.user
-    );
-    let ssl = cfg.tls.mysql_opts()?;
-    let attempt = |ssl: Option<mysql_async::SslOpts>| {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(cfg.connect_timeout_s),
-            Conn::new(opts(cfg, db, ssl)),
-        )
-    };
-    let tls = ssl.is_some();
-    let mut result = attempt(ssl.clone()).await;
-    // sslmode = verify-ca: mysql_async cannot skip the name check with this rustls (it looks
-    // for the old error text), so the certificate is checked against the first name it
-    // presents: chain and that name verified, which is no weaker than verify-ca.
-    if cfg.tls.mode == crate::tls::SslMode::VerifyCa {
-        if let (Ok(Err(e)), Some(ssl)) = (&result, ssl) {
-            if let Some(name) = presented_name(&format!("{e:?}")) {
-                result = attempt(Some(ssl.with_danger_tls_hostname_override(Some(name)))).await;
-            }
-        }
-    }
-    // sslmode = prefer: a server that does not offer TLS gets a plain connection.
-    if cfg.tls.mode == crate::tls::SslMode::Prefer {
-        if let Ok(Err(e)) = &result {
-            if crate::tls::offers_no_tls(&format!("{e:?} {e}")) {
-                result = attempt(None).await;
-            }
-        }
-    }
-    match result {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => {
-            if tls {
-                if let Some(why) = cfg.tls.explain(&format!("{e:?} {e}"), &cfg.host) {
-                    return Err(Error::new(
-                        crate::error::ErrorKind::Config,
-                        format!("{what}: {why}"),
-                    ));
-                }
-            }
-            Err(Error::from_mysql(e, sink, &what))
-        }
-        Err(_) => Err(Error::new(
-            if sink {
-                crate::error::ErrorKind::SinkTransient
-            } else {
-                crate::error::ErrorKind::SourceTransient
-            },
-            format!("{what}: timed out after {} s", cfg.connect_timeout_s),
-        )),
-    }
-}
-
-/// The first DNS name a certificate presents, from a failed name check's message.
-fn presented_name(debug: &str) -> Option<String> {
-    if !debug.contains("NotValidForName") {
-        return None;
-    }
-    // `presented: ["DnsName(\"localhost\")"]`: the quotes come escaped.
-    let start = debug.find("DnsName(")? + "DnsName(".len();
-    let name: String = debug[start..]
-        .trim_start_matches(['\\', '"'])
-        .chars()
-        .take_while(|c| *c != '\\' && *c != '"')
-        .collect();
-    (!name.is_empty()).then_some(name)
-}
-
-#[cfg(test)]
-#[test]
-fn presented_names_are_read_from_the_error() {
-    let debug = r#"Io(Io(Custom { kind: InvalidData, error: InvalidCertificate(NotValidForNameContext { expected: IpAddress(V4(Ipv4Addr([127, 0, 0, 1]))), presented: ["DnsName(\"localhost\")"] }) }))"#;
-    assert_eq!(presented_name(debug).as_deref(), Some("localhost"));
-    assert_eq!(presented_name("UnknownIssuer"), None);
-}
 
 /// Whether the server is MariaDB (as opposed to MySQL).
 pub async fn is_mariadb(conn: &mut Conn) -> Result<bool> {

@@ -380,7 +380,7 @@ impl PgSource {
         // The marker rule: a transaction whose first change is duplex's checkpoint row is
         // duplex's own; the checkpoint table's changes are never passed on.
         let is_marker = table.schema.name.schema == self.cfg.duplex_schema
-            && table.schema.name.name == crate::checkpoint::TABLE;
+            && table.schema.name.name == crate::state::checkpoint::TABLE;
         if !t.seen {
             t.seen = true;
             t.own = is_marker;

@@ -4,8 +4,7 @@
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::mapping::TargetTable;
-use crate::model::{TableName, TargetColumn, TargetKind};
+use crate::model::{TableName, TargetColumn, TargetKind, TargetTable};
 
 /// Reads a table; `Ok(None)` when it does not exist.
 pub async fn read_table(client: &Client, name: &TableName) -> Result<Option<TargetTable>> {

@@ -1,22 +1,27 @@
-//! duplex's own tables on PostgreSQL: the checkpoint (source position per pipeline and
-//! direction) and the dead-letter table.
+//! Everything duplex keeps of its own, in its schema on PostgreSQL (`[postgres] duplex_schema`)
+//! and its database on MySQL/MariaDB (`[mysql] duplex_database`): the names of those tables,
+//! their DDL in both dialects, and the reads and writes of them.
 //!
-//! Invariant: a checkpoint is written in the same transaction as the changes it covers, and it
-//! never moves backward — the update carries a guard on the stored order key and fails the
-//! transaction when the new position is behind the stored one.
+//! - [`checkpoint`]: the source position per pipeline and direction, written in the same target
+//!   transaction as the changes it covers; never moves backward. On MySQL it is also the echo
+//!   marker, and on PostgreSQL under the marker rule.
+//! - [`heartbeat`]: one row per pipeline on each source, stamped every second, for the lag.
+//! - [`progress`]: snapshot progress, one row per pipeline, direction and source table.
+//! - [`dead_letter`]: rows that could not be applied, with the reason.
+//! - `pivot` (PostgreSQL): the values of pivoted EAV properties by priority.
+//!
+//! This module may use the model, the config and the error type only; sources, sinks, the
+//! snapshot, telemetry and the commands use it.
+
+pub mod checkpoint;
+pub mod dead_letter;
+pub mod heartbeat;
+pub mod progress;
 
 use tokio_postgres::Client;
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::model::{pg_ident, Position};
-
-/// The direction label stored with a checkpoint.
-pub const FORWARD: &str = "mysql_to_pg";
-/// The direction label of PostgreSQL → MySQL.
-pub const REVERSE: &str = "pg_to_mysql";
-/// The checkpoint table's name, in duplex's schema on PostgreSQL and duplex's database on MySQL.
-/// On MySQL it is also the echo marker: every transaction duplex applies there writes it first.
-pub const TABLE: &str = "checkpoint";
+use crate::error::{Error, Result};
+use crate::model::pg_ident;
 
 /// Creates duplex's database and tables on MySQL/MariaDB if they do not exist.
 pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result<()> {
@@ -53,8 +58,8 @@ pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result
          ) ENGINE=InnoDB;
          {};
          {}",
-        crate::heartbeat::mysql_ddl(database),
-        crate::snapshot::state::my_ddl(database)
+        heartbeat::mysql_ddl(database),
+        progress::my_ddl(database)
     );
     conn.query_drop(ddl).await.map_err(|e| {
         Error::from_mysql(
@@ -108,8 +113,8 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
          ALTER TABLE {s}.pivot ALTER COLUMN value DROP NOT NULL;
          {};
          {}",
-        crate::heartbeat::pg_ddl(schema),
-        crate::snapshot::state::pg_ddl(schema)
+        heartbeat::pg_ddl(schema),
+        progress::pg_ddl(schema)
     );
     client.batch_execute(&ddl).await.map_err(|e| {
         Error::from_pg(
@@ -118,81 +123,4 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
             &format!("creating duplex's tables in schema {schema}"),
         )
     })
-}
-
-/// The totally ordered key stored next to a position, for the never-backward guard.
-pub fn order_key(p: &Position) -> (i64, i64) {
-    match p {
-        Position::Mysql(m) => (m.file.sequence() as i64, m.pos as i64),
-        Position::Postgres(l) => (0, l.0 as i64),
-    }
-}
-
-/// Reads the stored position of a pipeline direction.
-pub async fn load(
-    client: &Client,
-    schema: &str,
-    pipeline: &str,
-    direction: &str,
-) -> Result<Option<Position>> {
-    let sql = format!(
-        "SELECT position FROM {}.checkpoint WHERE pipeline = $1 AND direction = $2",
-        pg_ident(schema)
-    );
-    let row = client
-        .query_opt(&sql, &[&pipeline, &direction])
-        .await
-        .map_err(|e| Error::from_pg(e, true, "reading the checkpoint"))?;
-    row.map(|r| r.get::<_, String>(0).parse::<Position>())
-        .transpose()
-}
-
-/// The echo marker on PostgreSQL (when replication origins are not available): touches the
-/// pipeline's checkpoint row as the first change of a transaction. Parameters: pipeline,
-/// direction. The row exists from `duplex setup` on.
-pub fn marker_sql(schema: &str) -> String {
-    format!(
-        "UPDATE {}.checkpoint SET updated_at = clock_timestamp() WHERE pipeline = $1 AND direction = $2",
-        pg_ident(schema)
-    )
-}
-
-/// The statement that stores a checkpoint; parameters: pipeline, direction, position, major, minor.
-pub fn store_sql(schema: &str) -> String {
-    format!(
-        "INSERT INTO {s}.checkpoint AS c (pipeline, direction, position, ord_major, ord_minor) \
-         VALUES ($1, $2, $3, $4, $5) \
-         ON CONFLICT (pipeline, direction) DO UPDATE \
-         SET position = EXCLUDED.position, ord_major = EXCLUDED.ord_major, \
-             ord_minor = EXCLUDED.ord_minor, updated_at = clock_timestamp() \
-         WHERE (c.ord_major, c.ord_minor) <= (EXCLUDED.ord_major, EXCLUDED.ord_minor)",
-        s = pg_ident(schema)
-    )
-}
-
-/// Stores a checkpoint inside the caller's open transaction.
-pub async fn store(
-    client: &Client,
-    stmt: &tokio_postgres::Statement,
-    pipeline: &str,
-    direction: &str,
-    position: &Position,
-) -> Result<()> {
-    let (major, minor) = order_key(position);
-    let n = client
-        .execute(
-            stmt,
-            &[&pipeline, &direction, &position.to_string(), &major, &minor],
-        )
-        .await
-        .map_err(|e| Error::from_pg(e, true, "writing the checkpoint"))?;
-    if n != 1 {
-        return Err(Error::new(
-            ErrorKind::Invariant,
-            format!(
-                "checkpoint of pipeline {pipeline} would move backward to {position}; refusing"
-            ),
-        ));
-    }
-    Ok(())
 }

@@ -1,0 +1,433 @@
+//! `duplex check`: the configuration, both servers' settings and privileges, TLS, and the
+//! mapping set compiled against both live schemas — the same validation `run` does — each as a
+//! line with the fix when it fails.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+use crate::mapping::{load_plan, Plan};
+
+/// Runs `duplex check`, prints its lines; success when every check passed.
+pub async fn main(cfg: &Config) -> ExitCode {
+    let lines = check(cfg).await;
+    let mut out = String::new();
+    let failed = lines.iter().filter(|l| !l.ok).count();
+    for l in &lines {
+        if l.ok {
+            out.push_str(&format!("ok    {}\n", l.what));
+        } else {
+            out.push_str(&format!("FAIL  {}\n      fix: {}\n", l.what, l.fix));
+        }
+    }
+    if failed == 0 {
+        out.push_str(&format!("all {} checks passed\n", lines.len()));
+    } else {
+        out.push_str(&format!("{failed} of {} checks failed\n", lines.len()));
+    }
+    super::print(&out);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One line of `duplex check`.
+#[derive(Debug, Clone)]
+pub struct CheckLine {
+    pub ok: bool,
+    pub what: String,
+    pub fix: String,
+}
+
+/// `duplex check`: the configuration, server settings and privileges, and the mapping set
+/// compiled against both live schemas — the same validation `run` does.
+pub async fn check(cfg: &Config) -> Vec<CheckLine> {
+    let mut out = vec![CheckLine {
+        ok: true,
+        what: format!("config {} is valid", cfg.path.display()),
+        fix: String::new(),
+    }];
+    if let Some(hint) = pooler_port(cfg.postgres.port) {
+        out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: port {} {hint}", cfg.postgres.port),
+            fix: DIRECT_CONNECTION.into(),
+        });
+    }
+    match crate::connect::mysql(&cfg.mysql, None, false).await {
+        Ok(mut conn) => {
+            use mysql_async::prelude::Queryable;
+            let version: Option<(String, String)> = conn
+                .query_first("SHOW SESSION STATUS LIKE 'Ssl_version'")
+                .await
+                .ok()
+                .flatten();
+            out.push(tls_line(
+                "MySQL",
+                &cfg.mysql.tls,
+                version.map(|(_, v)| v).filter(|v| !v.is_empty()),
+            ));
+            match crate::source::mysql::check_server(&mut conn).await {
+                Ok(findings) => out.extend(findings.into_iter().map(|f| CheckLine {
+                    ok: f.ok,
+                    what: format!("MySQL: {}", f.what),
+                    fix: f.fix,
+                })),
+                Err(e) => out.push(CheckLine {
+                    ok: false,
+                    what: format!("MySQL: {e}"),
+                    fix: "grant the duplex user access to server variables and SHOW GRANTS".into(),
+                }),
+            }
+            let _ = conn.disconnect().await;
+            // The initial copy's read view and binlog position, taken the way `snapshot` does.
+            out.push(match crate::snapshot::mysql::MysqlSnapshot::open(&cfg.mysql).await {
+                Ok(snap) => {
+                    let at = snap.position.to_string();
+                    snap.close().await;
+                    CheckLine {
+                        ok: true,
+                        what: format!("MySQL: a consistent snapshot with its binlog position ({at}) for the initial copy"),
+                        fix: String::new(),
+                    }
+                }
+                Err(e) => CheckLine {
+                    ok: false,
+                    what: format!("MySQL: the initial copy cannot take its snapshot: {e}"),
+                    fix: format!(
+                        "MySQL 8: GRANT BACKUP_ADMIN ON *.* TO '{}'@'%'; MariaDB: start the server with log_bin",
+                        cfg.mysql.user
+                    ),
+                },
+            });
+        }
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("MySQL: {e}"),
+            fix: connect_fix(&e, "mysql", "host, port, user and password"),
+        }),
+    }
+    match crate::connect::postgres(&cfg.postgres, "duplex check").await {
+        Ok(client) => {
+            let version: Option<String> = client
+                .query_opt(
+                    "SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid() AND ssl",
+                    &[],
+                )
+                .await
+                .ok()
+                .flatten()
+                .map(|r| r.get(0));
+            out.push(tls_line("PostgreSQL", &cfg.postgres.tls, version));
+            let present = client
+                .query_opt(
+                    "SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'checkpoint'",
+                    &[&cfg.postgres.duplex_schema],
+                )
+                .await
+                .ok()
+                .flatten()
+                .is_some();
+            out.push(CheckLine {
+                ok: present,
+                what: format!(
+                    "PostgreSQL: duplex's tables in schema {}",
+                    cfg.postgres.duplex_schema
+                ),
+                fix: format!("run `duplex setup -c {}`", cfg.path.display()),
+            });
+        }
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: {e}"),
+            fix: match pooler_failure(e.message()) {
+                Some(_) => DIRECT_CONNECTION.into(),
+                None => connect_fix(&e, "postgres", "host, port, user, password and dbname"),
+            },
+        }),
+    }
+    match load_plan(cfg).await {
+        Ok(plan) => {
+            out.push(CheckLine {
+                ok: true,
+                what: format!(
+                    "mappings in {}: {} table(s) compiled against both schemas",
+                    cfg.mappings.display(),
+                    plan.tables.len()
+                ),
+                fix: String::new(),
+            });
+            if plan.has_reverse() {
+                out.extend(check_reverse(cfg, &plan).await);
+            }
+        }
+        Err(e) if e.kind() == ErrorKind::Mapping => {
+            for line in e.message().lines() {
+                out.push(CheckLine {
+                    ok: false,
+                    what: format!("mapping: {line}"),
+                    fix: "edit the mapping file at that line, or the table it names".into(),
+                });
+            }
+        }
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("mappings: {e}"),
+            fix: "see the message".into(),
+        }),
+    }
+    out
+}
+
+const DIRECT_CONNECTION: &str = "connect [postgres] to the database directly: on Supabase the \"Direct connection\" host db.<project>.supabase.co, port 5432 (or the session pooler on port 5432), not the transaction pooler on 6543";
+
+/// Why a PostgreSQL port is a connection pooler's; None for any other port.
+pub fn pooler_port(port: u16) -> Option<&'static str> {
+    (port == 6543).then_some("is the well-known port of Supabase's transaction pooler (Supavisor): duplex needs a whole session (its pipeline lock, prepared statements) and a replication connection, which a transaction pooler cannot carry")
+}
+
+/// Why a failed connection looks like a connection pooler's answer; None when nothing says so.
+pub fn pooler_failure(m: &str) -> Option<String> {
+    let pooler = [
+        "unsupported startup parameter",
+        "Tenant or user not found",
+        "unsupported pkt type",
+        "pgbouncer",
+        "supavisor",
+        "prepared statement \"s",
+    ];
+    pooler
+        .iter()
+        .any(|p| m.contains(p))
+        .then(|| format!("answers like a connection pooler (PgBouncer, Supavisor): {m}"))
+}
+
+/// The fix line of a failed connection: TLS settings for a TLS failure, else the address.
+fn connect_fix(e: &Error, section: &str, what: &str) -> String {
+    if e.message().contains("TLS: ") {
+        format!("see the message; [{section}] sslmode, sslrootcert, sslcert and sslkey set TLS")
+    } else {
+        format!("check [{section}] {what} in the config, and that the server is up")
+    }
+}
+
+/// How a side's connection is protected.
+fn tls_line(side: &str, tls: &crate::tls::Tls, version: Option<String>) -> CheckLine {
+    let mode = tls.mode.as_str();
+    match version {
+        Some(v) => CheckLine {
+            ok: true,
+            what: format!(
+                "{side}: connection encrypted ({v}, sslmode {mode}{})",
+                match tls.mode {
+                    crate::tls::SslMode::VerifyFull => ": certificate and host name verified",
+                    crate::tls::SslMode::VerifyCa => ": certificate verified, host name not",
+                    _ => ": the server's certificate is not verified",
+                }
+            ),
+            fix: String::new(),
+        },
+        None => CheckLine {
+            // Unencrypted is a choice under disable (loopback's default) and prefer; the
+            // other modes cannot get here without TLS.
+            ok: true,
+            what: format!("{side}: connection not encrypted (sslmode {mode})"),
+            fix: String::new(),
+        },
+    }
+}
+
+/// What replicating from PostgreSQL needs: logical WAL, a role with REPLICATION, the origin
+/// functions (echo suppression), and the publication and slot `duplex setup` creates.
+async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    let client = match crate::connect::postgres(&cfg.postgres, "duplex check").await {
+        Ok(c) => c,
+        Err(_) => return out,
+    };
+    let one = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(sql, &[])
+                .await
+                .map(|r| r.get::<_, String>(0))
+                .unwrap_or_else(|e| format!("(cannot read: {e})"))
+        }
+    };
+    // The replication connection itself: a pooler in between fails here in its own ways.
+    let probe = async {
+        let mut conn = crate::source::postgres::stream::ReplicationConn::connect(
+            &cfg.postgres,
+            "duplex check",
+        )
+        .await?;
+        conn.identify_system().await
+    };
+    match probe.await {
+        Ok(id) => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "PostgreSQL: a replication connection works (system {}, timeline {})",
+                id.system_id, id.timeline
+            ),
+            fix: String::new(),
+        }),
+        Err(e) => {
+            let text = e.to_string();
+            out.push(match pooler_failure(&text) {
+                Some(hint) => CheckLine {
+                    ok: false,
+                    what: format!(
+                        "PostgreSQL at {}:{} {hint}",
+                        cfg.postgres.host, cfg.postgres.port
+                    ),
+                    fix: DIRECT_CONNECTION.into(),
+                },
+                None => CheckLine {
+                    ok: false,
+                    what: format!("PostgreSQL: the replication connection fails: {text}"),
+                    fix: format!(
+                        "ALTER ROLE {} WITH REPLICATION, and allow it in pg_hba.conf (a line for database \"replication\" is not needed for logical replication, but one matching the database is)",
+                        cfg.postgres.user
+                    ),
+                },
+            });
+        }
+    }
+    // Row-level security that could make the copy of a table read fewer rows than it has.
+    let sources: Vec<crate::model::TableName> =
+        plan.reverse.iter().map(|r| r.source.clone()).collect();
+    match crate::snapshot::postgres::rls_hidden(&client, &sources).await {
+        Ok(hidden) if hidden.is_empty() => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "PostgreSQL: role {} sees every row of the {} table(s) replicated from PostgreSQL (no row-level security in the way)",
+                cfg.postgres.user,
+                sources.len()
+            ),
+            fix: String::new(),
+        }),
+        Ok(hidden) => out.push(CheckLine {
+            ok: false,
+            what: format!(
+                "PostgreSQL: {}",
+                crate::snapshot::postgres::rls_message(&hidden, &cfg.postgres.user)
+            ),
+            fix: format!(
+                "ALTER ROLE {} BYPASSRLS (as a superuser), or a policy FOR SELECT TO {} USING (true) on each table named",
+                cfg.postgres.user, cfg.postgres.user
+            ),
+        }),
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: {e}"),
+            fix: "see the message".into(),
+        }),
+    }
+    let wal = one("SELECT current_setting('wal_level')").await;
+    out.push(CheckLine {
+        ok: wal == "logical",
+        what: format!(
+            "PostgreSQL: wal_level = {wal} (needs logical for tables mapped reverse/both)"
+        ),
+        fix: "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL".into(),
+    });
+    let role =
+        one("SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = current_user")
+            .await;
+    out.push(CheckLine {
+        ok: role == "true",
+        what: "PostgreSQL: the role has REPLICATION (reads the slot)".into(),
+        fix: format!("ALTER ROLE {} WITH REPLICATION", cfg.postgres.user),
+    });
+    match crate::origin::echo_mode(&client).await {
+        Ok(crate::origin::Echo::Origin) => out.push(CheckLine {
+            ok: true,
+            what: "PostgreSQL: echo suppression by replication origin (pg_replication_origin_* executable)".into(),
+            fix: String::new(),
+        }),
+        Ok(crate::origin::Echo::Marker) => out.push(CheckLine {
+            ok: true,
+            what: format!(
+                "PostgreSQL: echo suppression by the checkpoint-row marker: this role may not execute \
+                 pg_replication_origin_*, so {}.checkpoint is published and written first in every transaction",
+                cfg.postgres.duplex_schema
+            ),
+            fix: String::new(),
+        }),
+        Err(e) => out.push(CheckLine {
+            ok: false,
+            what: format!("PostgreSQL: {e}"),
+            fix: "see the message".into(),
+        }),
+    }
+    // Copying tables mapped `reverse` takes a temporary slot of its own.
+    let reverse_only = plan
+        .tables
+        .iter()
+        .any(|t| t.direction == crate::mapping::Direction::Reverse);
+    if reverse_only {
+        let free = one(
+            "SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::text",
+        )
+        .await;
+        out.push(CheckLine {
+            ok: free.parse::<i64>().is_ok_and(|n| n >= 1),
+            what: format!(
+                "PostgreSQL: {free} free replication slot(s) (the initial copy of tables mapped reverse takes a temporary one)"
+            ),
+            fix: "raise max_replication_slots (and max_wal_senders) and restart PostgreSQL".into(),
+        });
+    }
+    let name = crate::model::slot_name(&cfg.pipeline);
+    let published: Vec<String> = client
+        .query(
+            "SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    // The reverse direction's heartbeat (its lag) travels through the publication too.
+    let heartbeat = crate::state::heartbeat::source_table(crate::model::Way::Reverse, cfg);
+    let missing: Vec<String> = plan
+        .reverse
+        .iter()
+        .map(|r| r.source.to_string())
+        .chain(std::iter::once(heartbeat.to_string()))
+        .filter(|t| !published.contains(t))
+        .collect();
+    out.push(CheckLine {
+        ok: missing.is_empty(),
+        what: if missing.is_empty() {
+            format!(
+                "PostgreSQL: publication {name} covers the {} table(s) replicated from PostgreSQL",
+                plan.reverse.len()
+            )
+        } else {
+            format!(
+                "PostgreSQL: publication {name} lacks {}",
+                missing.join(", ")
+            )
+        },
+        fix: format!("run `duplex setup -c {}`", cfg.path.display()),
+    });
+    let slot = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .ok()
+        .flatten()
+        .is_some();
+    out.push(CheckLine {
+        ok: slot,
+        what: format!("PostgreSQL: replication slot {name}"),
+        fix: format!("run `duplex setup -c {}`", cfg.path.display()),
+    });
+    out
+}

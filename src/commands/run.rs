@@ -1,0 +1,252 @@
+//! `duplex run`: replicates until SIGTERM / SIGINT, both directions at once when tables are
+//! mapped from PostgreSQL; reloads the mappings on SIGHUP. One process per pipeline (a
+//! PostgreSQL advisory lock; a second one waits as a standby).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use super::signals::stop_on_signal;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::mapping::{load_plan, Plan};
+use crate::pipeline::Backoff;
+
+/// Runs `duplex run`; a failure is logged and printed.
+pub async fn main(cfg: &Config) -> ExitCode {
+    match run(cfg).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "duplex stopped");
+            super::failed(&e)
+        }
+    }
+}
+
+/// `duplex run`: replicates until SIGTERM / SIGINT.
+pub async fn run(cfg: &Config) -> Result<()> {
+    // First of all, so that a SIGTERM during start-up is a clean stop, not the default death.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    stop_on_signal(
+        stop_tx.clone(),
+        true,
+        "shutting down: finishing the transaction in flight",
+    );
+    crate::telemetry::install(cfg.metrics_listen, cfg.ready_max_lag).await?;
+    crate::telemetry::live().set_pipeline(&cfg.pipeline);
+    refuse_unsafe_source(cfg).await?;
+    let mut backoff = Backoff::default();
+    let plan = loop {
+        if *stop_rx.borrow() {
+            return Ok(());
+        }
+        match load_plan(cfg).await {
+            Ok(p) => break Arc::new(p),
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "cannot read the schemas yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop_rx.changed() => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    tracing::info!(
+        pipeline = %cfg.pipeline,
+        tables = plan.tables.len(),
+        metrics = %cfg.metrics_listen,
+        "mappings compiled"
+    );
+    let _lock = match pipeline_lock(cfg, None, stop_rx.clone()).await {
+        Ok(l) => l,
+        Err(_) if *stop_rx.borrow() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    use crate::model::Way;
+    use crate::pipeline::run as run_way;
+    let live = crate::telemetry::live();
+    live.activate(Way::Forward);
+    crate::heartbeat::spawn(Way::Forward, cfg, stop_rx.clone());
+    if plan.has_reverse() {
+        live.activate(Way::Reverse);
+        crate::heartbeat::spawn(Way::Reverse, cfg, stop_rx.clone());
+    }
+    crate::telemetry::observe::spawn(cfg, plan.has_reverse(), stop_rx.clone());
+    let plans = Arc::new(arc_swap::ArcSwap::new(plan.clone()));
+    let reload_rx = reload_on_sighup(cfg, plans.clone());
+    if cfg.snapshot_on_start() {
+        for way in [Way::Forward, Way::Reverse] {
+            if !crate::pipeline::copy_new_tables(way, cfg, plan.clone(), stop_rx.clone()).await? {
+                return Ok(());
+            }
+        }
+    }
+    if plan.reverse.is_empty() {
+        return run_way(Way::Forward, cfg, plans, stop_rx, reload_rx).await;
+    }
+    // Both directions at once; a definite failure of one stops the other.
+    let forward = run_way(
+        Way::Forward,
+        cfg,
+        plans.clone(),
+        stop_rx.clone(),
+        reload_rx.clone(),
+    );
+    let reverse = run_way(Way::Reverse, cfg, plans, stop_rx, reload_rx);
+    tokio::pin!(forward, reverse);
+    tokio::select! {
+        r = &mut forward => {
+            if r.is_err() {
+                let _ = stop_tx.send(true);
+            }
+            let other = reverse.await;
+            r.and(other)
+        }
+        r = &mut reverse => {
+            if r.is_err() {
+                let _ = stop_tx.send(true);
+            }
+            let other = forward.await;
+            r.and(other)
+        }
+    }
+}
+
+/// How long `duplex snapshot` waits for a running pipeline's lock before giving up.
+pub(super) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One process per pipeline: a PostgreSQL session lock held for the life of the returned
+/// connection. `run` waits for it (a second instance is a standby); `snapshot` gives up after
+/// `wait`.
+pub(super) async fn pipeline_lock(
+    cfg: &Config,
+    wait: Option<std::time::Duration>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio_postgres::Client> {
+    let started = std::time::Instant::now();
+    let mut said = false;
+    let mut backoff = Backoff::default();
+    // One session, kept while waiting; a new one only after an error.
+    let mut session: Option<tokio_postgres::Client> = None;
+    loop {
+        let attempt = async {
+            let client = match session.take() {
+                Some(c) => c,
+                None => {
+                    crate::connect::postgres(
+                        &cfg.postgres,
+                        &format!("duplex {} lock", cfg.pipeline),
+                    )
+                    .await?
+                }
+            };
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
+                    &[&cfg.pipeline],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock"))?;
+            Ok::<_, Error>((row.get::<_, bool>(0), client))
+        }
+        .await;
+        let delay = match attempt {
+            Ok((true, client)) => return Ok(client),
+            Ok((false, client)) => {
+                session = Some(client);
+                if wait.is_some_and(|w| started.elapsed() >= w) {
+                    return Err(Error::new(
+                        ErrorKind::Config,
+                        format!(
+                            "pipeline {} is in use by another duplex process (`duplex run` or `duplex snapshot`); stop it first",
+                            cfg.pipeline
+                        ),
+                    ));
+                }
+                if !said {
+                    said = true;
+                    tracing::warn!(pipeline = %cfg.pipeline, "another duplex process holds this pipeline; waiting for it to stop");
+                }
+                std::time::Duration::from_millis(500)
+            }
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "PostgreSQL not reachable yet");
+                d
+            }
+            Err(e) => return Err(e),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return Err(Error::new(ErrorKind::Config, "stopped while waiting for the pipeline lock")),
+        }
+    }
+}
+
+/// Stops before replicating from a server whose settings would lose or corrupt changes.
+async fn refuse_unsafe_source(cfg: &Config) -> Result<()> {
+    let mut backoff = Backoff::default();
+    let mut conn = loop {
+        match crate::connect::mysql(&cfg.mysql, None, false).await {
+            Ok(c) => break c,
+            Err(e) if e.is_transient() => {
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MySQL not reachable yet");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let findings = crate::source::mysql::check_server(&mut conn).await?;
+    let _ = conn.disconnect().await;
+    let bad: Vec<String> = findings
+        .iter()
+        .filter(|f| !f.ok)
+        .map(|f| format!("{} — fix: {}", f.what, f.fix))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::ServerSetting,
+            format!(
+                "refusing to replicate from this MySQL server:\n  {}",
+                bad.join("\n  ")
+            ),
+        ))
+    }
+}
+
+/// SIGHUP re-reads and re-checks the mapping set: a valid one replaces the running plan (each
+/// direction switches after its transaction in flight; the returned counter announces it), an
+/// invalid one is refused with its errors and the running plan stays.
+fn reload_on_sighup(cfg: &Config, plans: Arc<arc_swap::ArcSwap<Plan>>) -> watch::Receiver<u64> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (tx, rx) = watch::channel(0u64);
+    let cfg = cfg.clone();
+    let hup = signal(SignalKind::hangup());
+    tokio::spawn(async move {
+        let Ok(mut hup) = hup else { return };
+        let mut reloads = 0;
+        while hup.recv().await.is_some() {
+            tracing::info!(mappings = %cfg.mappings.display(), "SIGHUP: reloading the mappings");
+            match load_plan(&cfg).await {
+                Ok(plan) => {
+                    let tables = plan.tables.len();
+                    plans.store(Arc::new(plan));
+                    reloads += 1;
+                    let _ = tx.send(reloads);
+                    tracing::info!(tables, "mappings reloaded; each direction switches after its transaction in flight");
+                }
+                Err(e) => {
+                    tracing::error!("mapping reload refused, the running mappings stay:\n{e}");
+                }
+            }
+        }
+    });
+    rx
+}

@@ -1,0 +1,137 @@
+//! `duplex setup`: creates duplex's own tables on both sides ([`crate::state`]), records the
+//! starting position, and for tables replicated from PostgreSQL the publication, the replication
+//! slot and the origin.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::mapping::{load_plan, Plan};
+use crate::model::Position;
+use crate::source::mysql as my;
+use crate::state::checkpoint;
+
+/// Runs `duplex setup` and prints where the pipeline starts.
+pub async fn main(cfg: &Config) -> ExitCode {
+    match setup(cfg).await {
+        Ok(pos) => {
+            println!(
+                "duplex tables ready in schema {}; pipeline {} starts at {}",
+                cfg.postgres.duplex_schema,
+                cfg.pipeline,
+                pos.map(|p| p.to_string())
+                    .unwrap_or_else(|| "the current binlog end".into())
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => super::failed(&e),
+    }
+}
+
+/// `duplex setup`: creates duplex's tables and records the current binlog end as the starting
+/// checkpoint when there is none yet.
+pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
+    let client = crate::connect::postgres(&cfg.postgres, "duplex setup").await?;
+    crate::state::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
+    let plan = load_plan(cfg).await?;
+    if plan.has_reverse() {
+        let mode = crate::origin::echo_mode(&client).await?;
+        if mode == crate::origin::Echo::Origin {
+            crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, 1)).await?;
+        }
+        setup_publication_and_slot(cfg, &client, &plan, mode).await?;
+    }
+    let mut my_conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
+    crate::state::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
+    let _ = my_conn.disconnect().await;
+    let existing = checkpoint::load(
+        &client,
+        &cfg.postgres.duplex_schema,
+        &cfg.pipeline,
+        crate::model::FORWARD,
+    )
+    .await?;
+    if existing.is_some() {
+        return Ok(existing);
+    }
+    let position = match &cfg.mysql.start_position {
+        Some(p) => Position::Mysql(p.parse()?),
+        None => {
+            let mut conn = crate::connect::mysql(&cfg.mysql, None, false).await?;
+            Position::Mysql(my::current_position(&mut conn).await?)
+        }
+    };
+    let stmt = client
+        .prepare(&checkpoint::store_sql(&cfg.postgres.duplex_schema))
+        .await
+        .map_err(|e| Error::from_pg(e, true, "preparing the checkpoint statement"))?;
+    checkpoint::store(
+        &client,
+        &stmt,
+        &cfg.pipeline,
+        crate::model::FORWARD,
+        &position,
+    )
+    .await?;
+    Ok(Some(position))
+}
+
+/// Creates (or updates) the publication of the tables replicated from PostgreSQL, and the slot.
+async fn setup_publication_and_slot(
+    cfg: &Config,
+    client: &tokio_postgres::Client,
+    plan: &Plan,
+    mode: crate::origin::Echo,
+) -> Result<()> {
+    let name = crate::model::slot_name(&cfg.pipeline);
+    let mut tables: Vec<String> = plan.reverse.iter().map(|r| r.source.pg_quoted()).collect();
+    // The reverse direction's heartbeat travels through the slot like any change.
+    tables.push(crate::state::heartbeat::source_table(crate::model::Way::Reverse, cfg).pg_quoted());
+    // The marker rule needs the checkpoint table's changes in the stream.
+    if mode == crate::origin::Echo::Marker {
+        tables.push(
+            crate::model::TableName::new(cfg.postgres.duplex_schema.clone(), checkpoint::TABLE)
+                .pg_quoted(),
+        );
+    }
+    let exists = client
+        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "looking up the publication"))?
+        .is_some();
+    let sql = if exists {
+        format!(
+            "ALTER PUBLICATION {} SET TABLE {}",
+            crate::model::pg_ident(&name),
+            tables.join(", ")
+        )
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            crate::model::pg_ident(&name),
+            tables.join(", ")
+        )
+    };
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| Error::from_pg(e, true, &format!("creating publication {name}")))?;
+    let slot_exists = client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&name],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "looking up the replication slot"))?
+        .is_some();
+    if !slot_exists {
+        let mut conn = crate::source::postgres::stream::ReplicationConn::connect(
+            &cfg.postgres,
+            "duplex setup",
+        )
+        .await?;
+        let at = conn.create_slot(&name).await?;
+        tracing::info!(slot = %name, at = %at, "replication slot created");
+    }
+    Ok(())
+}

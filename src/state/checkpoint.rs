@@ -1,0 +1,93 @@
+//! The checkpoint: the source position per pipeline and direction, kept in the target
+//! database (reads and writes on PostgreSQL here; the MySQL side's are in the MySQL sink, which
+//! writes it first in every transaction as the echo marker).
+//!
+//! Invariant: a checkpoint is written in the same transaction as the changes it covers, and it
+//! never moves backward — the update carries a guard on the stored order key and fails the
+//! transaction when the new position is behind the stored one.
+
+use tokio_postgres::Client;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::model::{pg_ident, Position};
+
+/// The checkpoint table's name, in duplex's schema on PostgreSQL and duplex's database on MySQL.
+/// On MySQL it is also the echo marker: every transaction duplex applies there writes it first.
+pub const TABLE: &str = "checkpoint";
+
+/// The totally ordered key stored next to a position, for the never-backward guard.
+pub fn order_key(p: &Position) -> (i64, i64) {
+    match p {
+        Position::Mysql(m) => (m.file.sequence() as i64, m.pos as i64),
+        Position::Postgres(l) => (0, l.0 as i64),
+    }
+}
+
+/// Reads the stored position of a pipeline direction.
+pub async fn load(
+    client: &Client,
+    schema: &str,
+    pipeline: &str,
+    direction: &str,
+) -> Result<Option<Position>> {
+    let sql = format!(
+        "SELECT position FROM {}.checkpoint WHERE pipeline = $1 AND direction = $2",
+        pg_ident(schema)
+    );
+    let row = client
+        .query_opt(&sql, &[&pipeline, &direction])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "reading the checkpoint"))?;
+    row.map(|r| r.get::<_, String>(0).parse::<Position>())
+        .transpose()
+}
+
+/// The echo marker on PostgreSQL (when replication origins are not available): touches the
+/// pipeline's checkpoint row as the first change of a transaction. Parameters: pipeline,
+/// direction. The row exists from `duplex setup` on.
+pub fn marker_sql(schema: &str) -> String {
+    format!(
+        "UPDATE {}.checkpoint SET updated_at = clock_timestamp() WHERE pipeline = $1 AND direction = $2",
+        pg_ident(schema)
+    )
+}
+
+/// The statement that stores a checkpoint; parameters: pipeline, direction, position, major, minor.
+pub fn store_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {s}.checkpoint AS c (pipeline, direction, position, ord_major, ord_minor) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (pipeline, direction) DO UPDATE \
+         SET position = EXCLUDED.position, ord_major = EXCLUDED.ord_major, \
+             ord_minor = EXCLUDED.ord_minor, updated_at = clock_timestamp() \
+         WHERE (c.ord_major, c.ord_minor) <= (EXCLUDED.ord_major, EXCLUDED.ord_minor)",
+        s = pg_ident(schema)
+    )
+}
+
+/// Stores a checkpoint inside the caller's open transaction.
+pub async fn store(
+    client: &Client,
+    stmt: &tokio_postgres::Statement,
+    pipeline: &str,
+    direction: &str,
+    position: &Position,
+) -> Result<()> {
+    let (major, minor) = order_key(position);
+    let n = client
+        .execute(
+            stmt,
+            &[&pipeline, &direction, &position.to_string(), &major, &minor],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "writing the checkpoint"))?;
+    if n != 1 {
+        return Err(Error::new(
+            ErrorKind::Invariant,
+            format!(
+                "checkpoint of pipeline {pipeline} would move backward to {position}; refusing"
+            ),
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,212 @@
+//! The dead-letter tables: rows that could not be applied, one table on each target side —
+//! `<duplex_schema>.dead_letter` on PostgreSQL for MySQL → PostgreSQL, `<duplex_database>
+//! .dead_letter` on MySQL for the way back — with the row, the source position, the tables, the
+//! reason, the first and last attempt and the attempt count. The sinks insert them (inside the
+//! target transaction of the changes around them); `duplex dlq` reads, updates and drops them.
+
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{my_ident, pg_ident, FORWARD, REVERSE};
+
+/// The dead-letter table's name on both sides.
+pub const TABLE: &str = "dead_letter";
+
+/// One dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct Letter {
+    pub id: i64,
+    pub direction: String,
+    pub source_table: String,
+    pub target_table: String,
+    pub op: String,
+    pub position: String,
+    pub txn_id: String,
+    pub row: serde_json::Value,
+    pub reason: String,
+    pub first_attempt: String,
+    pub last_attempt: String,
+    pub attempts: i64,
+    pub resolved: bool,
+}
+
+const COLUMNS: &str = "id, direction, source_table, target_table, op, position, txn_id, row_data, reason, first_attempt, last_attempt, attempts, resolved";
+
+/// The statement that records a dead letter on PostgreSQL; parameters: pipeline, direction,
+/// source table, target table, op, position, transaction id, row (jsonb), reason.
+pub fn pg_insert_sql(schema: &str) -> String {
+    format!(
+        "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        pg_ident(schema)
+    )
+}
+
+/// The statement that records a dead letter on MySQL; parameters as [`pg_insert_sql`].
+pub fn my_insert_sql(database: &str) -> String {
+    format!(
+        "INSERT INTO {}.dead_letter (pipeline, direction, source_table, target_table, op, position, txn_id, row_data, reason) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        my_ident(database)
+    )
+}
+
+/// The forward direction's letters of `pipeline` on PostgreSQL, newest first.
+pub async fn pg_read(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    pipeline: &str,
+) -> Result<Vec<Letter>> {
+    let sql = format!(
+            "SELECT id, direction, source_table, target_table, op, position, txn_id, row_data, reason, \
+             first_attempt::text, last_attempt::text, attempts::int8, resolved \
+             FROM {}.dead_letter WHERE pipeline = $1 AND direction = $2 ORDER BY id DESC",
+            pg_ident(schema)
+        );
+    let rows = client
+        .query(&sql, &[&pipeline, &FORWARD])
+        .await
+        .map_err(|e| {
+            Error::from_pg(
+                e,
+                true,
+                "reading the dead letters (did `duplex setup` run?)",
+            )
+        })?;
+    Ok(rows
+        .iter()
+        .map(|r| Letter {
+            id: r.get(0),
+            direction: r.get(1),
+            source_table: r.get(2),
+            target_table: r.get(3),
+            op: r.get(4),
+            position: r.get(5),
+            txn_id: r.get(6),
+            row: r.get(7),
+            reason: r.get(8),
+            first_attempt: r.get(9),
+            last_attempt: r.get(10),
+            attempts: r.get(11),
+            resolved: r.get(12),
+        })
+        .collect())
+}
+
+/// The reverse direction's letters of `pipeline` on MySQL, newest first (none when duplex's
+/// tables were never set up there).
+pub async fn my_read(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    pipeline: &str,
+) -> Result<Vec<Letter>> {
+    let sql = format!(
+                    "SELECT {COLUMNS} FROM {}.dead_letter WHERE pipeline = ? AND direction = ? ORDER BY id DESC",
+                    my_ident(database)
+                );
+    let rows: Vec<mysql_async::Row> = match conn.exec(sql, (pipeline, REVERSE)).await {
+        Ok(rows) => rows,
+        // 1146: no such table — duplex's MySQL tables were never set up, so no letters.
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 || e.code == 1049 => Vec::new(),
+        Err(e) => return Err(Error::from_mysql(e, true, "reading the dead letters")),
+    };
+    rows.into_iter()
+        .map(|mut r| {
+            let text = |r: &mut mysql_async::Row, i: usize| -> String {
+                r.take::<Option<String>, _>(i).flatten().unwrap_or_default()
+            };
+            let row_json = text(&mut r, 7);
+            Ok(Letter {
+                id: r.take(0).unwrap_or_default(),
+                direction: text(&mut r, 1),
+                source_table: text(&mut r, 2),
+                target_table: text(&mut r, 3),
+                op: text(&mut r, 4),
+                position: text(&mut r, 5),
+                txn_id: text(&mut r, 6),
+                row: serde_json::from_str(&row_json).unwrap_or(serde_json::Value::String(row_json)),
+                reason: text(&mut r, 8),
+                first_attempt: text(&mut r, 9),
+                last_attempt: text(&mut r, 10),
+                attempts: r.take(11).unwrap_or_default(),
+                resolved: r.take::<i64, _>(12).unwrap_or_default() != 0,
+            })
+        })
+        .collect()
+}
+
+/// After a retry on PostgreSQL: an applied letter is resolved; a failed one gets the new reason.
+/// Either way one more attempt is counted.
+pub async fn pg_record(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    id: i64,
+    applied: bool,
+    detail: &str,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE {}.dead_letter SET resolved = $2, reason = CASE WHEN $2 THEN reason ELSE $3 END, \
+         attempts = attempts + 1, last_attempt = clock_timestamp() WHERE id = $1",
+        pg_ident(schema)
+    );
+    client
+        .execute(&sql, &[&id, &applied, &detail])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "updating a dead letter"))?;
+    Ok(())
+}
+
+/// [`pg_record`] on MySQL.
+pub async fn my_record(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    id: i64,
+    applied: bool,
+    detail: &str,
+) -> Result<()> {
+    let sql = format!(
+        "UPDATE {}.dead_letter SET resolved = ?, reason = IF(?, reason, ?), \
+         attempts = attempts + 1, last_attempt = CURRENT_TIMESTAMP(6) WHERE id = ?",
+        my_ident(database)
+    );
+    conn.exec_drop(&sql, (applied, applied, detail, id))
+        .await
+        .map_err(|e| Error::from_mysql(e, true, "updating a dead letter"))
+}
+
+/// Deletes letters of `pipeline` on PostgreSQL by id; returns how many.
+pub async fn pg_drop(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    pipeline: &str,
+    ids: &[i64],
+) -> Result<usize> {
+    let sql = format!(
+        "DELETE FROM {}.dead_letter WHERE pipeline = $1 AND id = ANY($2)",
+        pg_ident(schema)
+    );
+    Ok(client
+        .execute(&sql, &[&pipeline, &ids])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "dropping dead letters"))? as usize)
+}
+
+/// Deletes letters of `pipeline` on MySQL by id; returns how many.
+pub async fn my_drop(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    pipeline: &str,
+    ids: &[i64],
+) -> Result<usize> {
+    let list: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    let sql = format!(
+        "DELETE FROM {}.dead_letter WHERE pipeline = ? AND id IN ({})",
+        my_ident(database),
+        list.join(", ")
+    );
+    conn.exec_drop(sql, (pipeline,))
+        .await
+        .map_err(|e| Error::from_mysql(e, true, "dropping dead letters"))?;
+    Ok(conn.affected_rows() as usize)
+}

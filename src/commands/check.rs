@@ -56,6 +56,16 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
             fix: DIRECT_CONNECTION.into(),
         });
     }
+    out.extend(check_mysql(cfg).await);
+    out.extend(check_postgres(cfg).await);
+    out.extend(check_mappings(cfg).await);
+    out
+}
+
+/// MySQL: the connection and its TLS, the server settings CDC needs, and the initial copy's
+/// consistent snapshot.
+async fn check_mysql(cfg: &Config) -> Vec<CheckLine> {
+    let mut out = Vec::new();
     match crate::connect::mysql(&cfg.mysql, None, false).await {
         Ok(mut conn) => {
             use mysql_async::prelude::Queryable;
@@ -109,6 +119,12 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
             fix: connect_fix(&e, "mysql", "host, port, user and password"),
         }),
     }
+    out
+}
+
+/// PostgreSQL: the connection and its TLS, and duplex's tables.
+async fn check_postgres(cfg: &Config) -> Vec<CheckLine> {
+    let mut out = Vec::new();
     match crate::connect::postgres(&cfg.postgres, "duplex check").await {
         Ok(client) => {
             let version: Option<String> = client
@@ -148,6 +164,12 @@ pub async fn check(cfg: &Config) -> Vec<CheckLine> {
             },
         }),
     }
+    out
+}
+
+/// The mapping set compiled against both live schemas, and what the way back needs.
+async fn check_mappings(cfg: &Config) -> Vec<CheckLine> {
+    let mut out = Vec::new();
     match load_plan(cfg).await {
         Ok(plan) => {
             out.push(CheckLine {
@@ -247,17 +269,33 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         Ok(c) => c,
         Err(_) => return out,
     };
-    let one = |sql: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(sql, &[])
-                .await
-                .map(|r| r.get::<_, String>(0))
-                .unwrap_or_else(|e| format!("(cannot read: {e})"))
-        }
-    };
-    // The replication connection itself: a pooler in between fails here in its own ways.
+    out.push(replication_connection(cfg).await);
+    out.push(row_level_security(cfg, plan, &client).await);
+    out.extend(wal_and_role(cfg, &client).await);
+    out.push(echo_suppression(cfg, &client).await);
+    // Copying tables mapped `reverse` takes a temporary slot of its own.
+    if plan
+        .tables
+        .iter()
+        .any(|t| t.direction == crate::mapping::Direction::Reverse)
+    {
+        out.push(free_slots(&client).await);
+    }
+    out.extend(publication_and_slot(cfg, plan, &client).await);
+    out
+}
+
+/// The first column of a one-row query as text, or why it could not be read.
+async fn setting(client: &tokio_postgres::Client, sql: &str) -> String {
+    client
+        .query_one(sql, &[])
+        .await
+        .map(|r| r.get::<_, String>(0))
+        .unwrap_or_else(|e| format!("(cannot read: {e})"))
+}
+
+/// The replication connection itself: a pooler in between fails here in its own ways.
+async fn replication_connection(cfg: &Config) -> CheckLine {
     let probe = async {
         let mut conn = crate::source::postgres::stream::ReplicationConn::connect(
             &cfg.postgres,
@@ -267,17 +305,17 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         conn.identify_system().await
     };
     match probe.await {
-        Ok(id) => out.push(CheckLine {
+        Ok(id) => CheckLine {
             ok: true,
             what: format!(
                 "PostgreSQL: a replication connection works (system {}, timeline {})",
                 id.system_id, id.timeline
             ),
             fix: String::new(),
-        }),
+        },
         Err(e) => {
             let text = e.to_string();
-            out.push(match pooler_failure(&text) {
+            match pooler_failure(&text) {
                 Some(hint) => CheckLine {
                     ok: false,
                     what: format!(
@@ -294,14 +332,21 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
                         cfg.postgres.user
                     ),
                 },
-            });
+            }
         }
     }
-    // Row-level security that could make the copy of a table read fewer rows than it has.
+}
+
+/// Row-level security that could make the copy of a table read fewer rows than it has.
+async fn row_level_security(
+    cfg: &Config,
+    plan: &Plan,
+    client: &tokio_postgres::Client,
+) -> CheckLine {
     let sources: Vec<crate::model::TableName> =
         plan.reverse.iter().map(|r| r.source.clone()).collect();
-    match crate::snapshot::postgres::rls_hidden(&client, &sources).await {
-        Ok(hidden) if hidden.is_empty() => out.push(CheckLine {
+    match crate::snapshot::postgres::rls_hidden(client, &sources).await {
+        Ok(hidden) if hidden.is_empty() => CheckLine {
             ok: true,
             what: format!(
                 "PostgreSQL: role {} sees every row of the {} table(s) replicated from PostgreSQL (no row-level security in the way)",
@@ -309,8 +354,8 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
                 sources.len()
             ),
             fix: String::new(),
-        }),
-        Ok(hidden) => out.push(CheckLine {
+        },
+        Ok(hidden) => CheckLine {
             ok: false,
             what: format!(
                 "PostgreSQL: {}",
@@ -320,14 +365,19 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
                 "ALTER ROLE {} BYPASSRLS (as a superuser), or a policy FOR SELECT TO {} USING (true) on each table named",
                 cfg.postgres.user, cfg.postgres.user
             ),
-        }),
-        Err(e) => out.push(CheckLine {
+        },
+        Err(e) => CheckLine {
             ok: false,
             what: format!("PostgreSQL: {e}"),
             fix: "see the message".into(),
-        }),
+        },
     }
-    let wal = one("SELECT current_setting('wal_level')").await;
+}
+
+/// Logical WAL, and a role that may read a slot.
+async fn wal_and_role(cfg: &Config, client: &tokio_postgres::Client) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    let wal = setting(client, "SELECT current_setting('wal_level')").await;
     out.push(CheckLine {
         ok: wal == "logical",
         what: format!(
@@ -335,21 +385,28 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         ),
         fix: "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL".into(),
     });
-    let role =
-        one("SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = current_user")
-            .await;
+    let role = setting(
+        client,
+        "SELECT (rolreplication OR rolsuper)::text FROM pg_roles WHERE rolname = current_user",
+    )
+    .await;
     out.push(CheckLine {
         ok: role == "true",
         what: "PostgreSQL: the role has REPLICATION (reads the slot)".into(),
         fix: format!("ALTER ROLE {} WITH REPLICATION", cfg.postgres.user),
     });
-    match crate::origin::echo_mode(&client).await {
-        Ok(crate::origin::Echo::Origin) => out.push(CheckLine {
+    out
+}
+
+/// Which echo mechanism this role can use.
+async fn echo_suppression(cfg: &Config, client: &tokio_postgres::Client) -> CheckLine {
+    match crate::origin::echo_mode(client).await {
+        Ok(crate::origin::Echo::Origin) => CheckLine {
             ok: true,
             what: "PostgreSQL: echo suppression by replication origin (pg_replication_origin_* executable)".into(),
             fix: String::new(),
-        }),
-        Ok(crate::origin::Echo::Marker) => out.push(CheckLine {
+        },
+        Ok(crate::origin::Echo::Marker) => CheckLine {
             ok: true,
             what: format!(
                 "PostgreSQL: echo suppression by the checkpoint-row marker: this role may not execute \
@@ -357,31 +414,38 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
                 cfg.postgres.duplex_schema
             ),
             fix: String::new(),
-        }),
-        Err(e) => out.push(CheckLine {
+        },
+        Err(e) => CheckLine {
             ok: false,
             what: format!("PostgreSQL: {e}"),
             fix: "see the message".into(),
-        }),
+        },
     }
-    // Copying tables mapped `reverse` takes a temporary slot of its own.
-    let reverse_only = plan
-        .tables
-        .iter()
-        .any(|t| t.direction == crate::mapping::Direction::Reverse);
-    if reverse_only {
-        let free = one(
-            "SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::text",
-        )
-        .await;
-        out.push(CheckLine {
-            ok: free.parse::<i64>().is_ok_and(|n| n >= 1),
-            what: format!(
-                "PostgreSQL: {free} free replication slot(s) (the initial copy of tables mapped reverse takes a temporary one)"
-            ),
-            fix: "raise max_replication_slots (and max_wal_senders) and restart PostgreSQL".into(),
-        });
+}
+
+/// A free replication slot for the initial copy of tables mapped `reverse`.
+async fn free_slots(client: &tokio_postgres::Client) -> CheckLine {
+    let free = setting(
+        client,
+        "SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::text",
+    )
+    .await;
+    CheckLine {
+        ok: free.parse::<i64>().is_ok_and(|n| n >= 1),
+        what: format!(
+            "PostgreSQL: {free} free replication slot(s) (the initial copy of tables mapped reverse takes a temporary one)"
+        ),
+        fix: "raise max_replication_slots (and max_wal_senders) and restart PostgreSQL".into(),
     }
+}
+
+/// The publication (the reverse tables and the heartbeat) and the slot `duplex setup` creates.
+async fn publication_and_slot(
+    cfg: &Config,
+    plan: &Plan,
+    client: &tokio_postgres::Client,
+) -> Vec<CheckLine> {
+    let mut out = Vec::new();
     let name = crate::model::slot_name(&cfg.pipeline);
     let published: Vec<String> = client
         .query(

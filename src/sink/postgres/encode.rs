@@ -166,15 +166,10 @@ impl<'a> Iterator for Cells<'a> {
 }
 
 /// Encodes `v` for a column of `kind` into `out`. Returns `false` for NULL (nothing written).
+///
+/// One arm per column kind; the kinds with more than a line or two of work have a function each.
 pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>) -> Result<bool> {
     use TargetKind as K;
-    let mismatch = || {
-        Error::convert(format!(
-            "a {} value ({}) cannot be stored in a {kind:?} column",
-            v.type_name(),
-            shorten(&v.to_string())
-        ))
-    };
     if v.is_null() {
         return Ok(false);
     }
@@ -184,16 +179,7 @@ pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>
         ));
     }
     match kind {
-        K::Bool => {
-            let b = match v {
-                Value::Bool(b) => *b,
-                Value::Int(i) => *i != 0,
-                Value::UInt(u) => *u != 0,
-                Value::Bits { bytes, .. } => bytes.iter().any(|b| *b != 0),
-                _ => return Err(mismatch()),
-            };
-            out.push(b as u8);
-        }
+        K::Bool => encode_bool(v, kind, out)?,
         K::Int2 => out.extend_from_slice(
             &(int_in_range(v, i16::MIN as i128, i16::MAX as i128, "smallint")? as i16)
                 .to_be_bytes(),
@@ -201,203 +187,274 @@ pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>
         K::Int4 => out.extend_from_slice(
             &(int_in_range(v, i32::MIN as i128, i32::MAX as i128, "integer")? as i32).to_be_bytes(),
         ),
-        K::Int8 => match v {
-            Value::Bits { bytes, .. } => {
-                let mut x: u64 = 0;
-                for b in bytes {
-                    x = (x << 8) | *b as u64;
-                }
-                out.extend_from_slice(&(x as i64).to_be_bytes());
-            }
-            _ => out.extend_from_slice(
-                &(int_in_range(v, i64::MIN as i128, i64::MAX as i128, "bigint")? as i64)
-                    .to_be_bytes(),
-            ),
-        },
-        K::Numeric => {
-            let text = match v {
-                Value::Int(i) => i.to_string(),
-                Value::UInt(u) => u.to_string(),
-                Value::Decimal(d) => d.clone(),
-                Value::Float(f) if !f.is_finite() => return encode_numeric_special(*f as f64, out),
-                Value::Double(f) if !f.is_finite() => return encode_numeric_special(*f, out),
-                Value::Float(f) => f.to_string(),
-                Value::Double(f) => f.to_string(),
-                _ => return Err(mismatch()),
-            };
-            encode_numeric(&text, out)?;
-        }
+        K::Int8 => encode_int8(v, out)?,
+        K::Numeric => return encode_numeric_value(v, kind, out),
         K::Float4 => {
-            let f = float_of(v).ok_or_else(mismatch)?;
+            let f = float_of(v).ok_or_else(|| mismatch(v, kind))?;
             out.extend_from_slice(&(f as f32).to_be_bytes());
         }
         K::Float8 => {
             let f = match v {
                 Value::Float(f) => *f as f64,
-                _ => float_of(v).ok_or_else(mismatch)?,
+                _ => float_of(v).ok_or_else(|| mismatch(v, kind))?,
             };
             out.extend_from_slice(&f.to_be_bytes());
         }
-        K::Text => {
-            let s: std::borrow::Cow<'_, str> = match v {
-                Value::Text(s) | Value::Json(s) | Value::Decimal(s) => s.as_str().into(),
-                Value::Bytes(b) => match std::str::from_utf8(b) {
-                    Ok(s) => s.into(),
-                    Err(e) => {
-                        return Err(Error::convert(format!(
-                            "text is not valid in its column charset ({e}); bytes: {}",
-                            shorten(&v.to_string())
-                        )))
-                    }
-                },
-                Value::Timestamp(_) => v.to_string().into(),
-                other => other.to_string().into(),
-            };
-            if memchr::memchr(0, s.as_bytes()).is_some() {
-                return Err(Error::convert(format!(
-                    "text contains a NUL byte, which PostgreSQL text cannot store: {}",
-                    shorten(&s.replace('\0', "\\0"))
-                )));
-            }
-            out.extend_from_slice(s.as_bytes());
-        }
+        K::Text => encode_text(v, out)?,
         K::Bytea => match v {
             Value::Bytes(b) => out.extend_from_slice(b),
             Value::Text(s) => out.extend_from_slice(s.as_bytes()),
             Value::Bits { bytes, .. } => out.extend_from_slice(bytes),
-            _ => return Err(mismatch()),
+            _ => return Err(mismatch(v, kind)),
         },
-        K::Date => match v {
-            Value::Date(d) => {
-                if d.is_zero_or_partial() {
-                    return Ok(false);
-                }
-                let nd = d
-                    .to_chrono()
-                    .ok_or_else(|| Error::convert(format!("invalid date {d}")))?;
-                out.extend_from_slice(&days_since_pg_epoch(nd).to_be_bytes());
-            }
-            _ => return Err(mismatch()),
-        },
-        K::Timestamp | K::Timestamptz => {
-            let with_zone = *kind == K::Timestamptz;
-            let us = match v {
-                Value::DateTime(dt) => {
-                    if dt.date.is_zero_or_partial() {
-                        return Ok(false);
-                    }
-                    let naive = dt
-                        .to_chrono()
-                        .ok_or_else(|| Error::convert(format!("invalid datetime {dt}")))?;
-                    if with_zone {
-                        local_to_utc_us(naive, tz)
-                    } else {
-                        naive.and_utc().timestamp_micros()
-                    }
-                }
-                Value::Date(d) => {
-                    if d.is_zero_or_partial() {
-                        return Ok(false);
-                    }
-                    let naive = d
-                        .to_chrono()
-                        .ok_or_else(|| Error::convert(format!("invalid date {d}")))?
-                        .and_hms_opt(0, 0, 0)
-                        .expect("midnight exists");
-                    if with_zone {
-                        local_to_utc_us(naive, tz)
-                    } else {
-                        naive.and_utc().timestamp_micros()
-                    }
-                }
-                Value::Timestamp(instant) => {
-                    if with_zone {
-                        *instant
-                    } else {
-                        // A zoneless target gets the wall clock of the source zone.
-                        let utc = chrono::DateTime::from_timestamp_micros(*instant)
-                            .ok_or_else(mismatch)?;
-                        utc.with_timezone(&tz)
-                            .naive_local()
-                            .and_utc()
-                            .timestamp_micros()
-                    }
-                }
-                _ => return Err(mismatch()),
-            };
-            out.extend_from_slice(&(us - PG_EPOCH_OFFSET_US).to_be_bytes());
-        }
-        K::Time => match v {
-            Value::Time(us) if (0..DAY_US).contains(us) => out.extend_from_slice(&us.to_be_bytes()),
-            Value::Time(us) => {
-                return Err(Error::convert(format!(
-                    "TIME {} is outside 00:00:00..24:00:00; map it to an interval column",
-                    format_time(*us)
-                )))
-            }
-            _ => return Err(mismatch()),
-        },
+        K::Date => return encode_date(v, kind, out),
+        K::Timestamp | K::Timestamptz => return encode_timestamp(v, kind, tz, out),
+        K::Time => encode_time(v, kind, out)?,
         K::Interval => match v {
             Value::Time(us) => {
                 out.extend_from_slice(&us.to_be_bytes());
                 out.extend_from_slice(&0i32.to_be_bytes());
                 out.extend_from_slice(&0i32.to_be_bytes());
             }
-            _ => return Err(mismatch()),
+            _ => return Err(mismatch(v, kind)),
         },
-        K::Json | K::Jsonb => {
-            let s = match v {
-                Value::Json(s) | Value::Text(s) => s,
-                _ => return Err(mismatch()),
-            };
-            if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(s) {
-                return Err(Error::convert(format!(
-                    "not valid JSON ({e}): {}",
-                    shorten(s)
-                )));
-            }
-            if *kind == K::Jsonb {
-                if s.contains("\\u0000") {
-                    return Err(Error::convert(
-                        "JSON contains \\u0000, which jsonb cannot store",
-                    ));
-                }
-                out.push(1);
-            }
-            out.extend_from_slice(s.as_bytes());
-        }
-        K::Uuid => {
-            let bytes = match v {
-                Value::Uuid(u) => *u,
-                Value::Bytes(b) if b.len() == 16 => b.as_slice().try_into().expect("16 bytes"),
-                Value::Text(s) => {
-                    parse_uuid(s).ok_or_else(|| Error::convert(format!("{s:?} is not a UUID")))?
-                }
-                _ => return Err(mismatch()),
-            };
-            out.extend_from_slice(&bytes);
-        }
-        K::Bit => match v {
-            Value::Bits { len, bytes } => {
-                // MySQL keeps BIT(n) right-aligned; PostgreSQL wants it left-aligned.
-                let n = *len as usize;
-                let nbytes = n.div_ceil(8);
-                let mut value: u128 = 0;
-                for b in bytes {
-                    value = (value << 8) | *b as u128;
-                }
-                let shift = nbytes * 8 - n;
-                let value = value << shift;
-                out.extend_from_slice(&(n as i32).to_be_bytes());
-                for i in (0..nbytes).rev() {
-                    out.push((value >> (8 * i)) as u8);
-                }
-            }
-            _ => return Err(mismatch()),
-        },
-        K::Unsupported => return Err(mismatch()),
+        K::Json | K::Jsonb => encode_json(v, kind, out)?,
+        K::Uuid => encode_uuid(v, kind, out)?,
+        K::Bit => encode_bit(v, kind, out)?,
+        K::Unsupported => return Err(mismatch(v, kind)),
     }
     Ok(true)
+}
+
+/// The error for a value of a type that a `kind` column does not take.
+fn mismatch(v: &Value, kind: &TargetKind) -> Error {
+    Error::convert(format!(
+        "a {} value ({}) cannot be stored in a {kind:?} column",
+        v.type_name(),
+        shorten(&v.to_string())
+    ))
+}
+
+fn encode_bool(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<()> {
+    let b = match v {
+        Value::Bool(b) => *b,
+        Value::Int(i) => *i != 0,
+        Value::UInt(u) => *u != 0,
+        Value::Bits { bytes, .. } => bytes.iter().any(|b| *b != 0),
+        _ => return Err(mismatch(v, kind)),
+    };
+    out.push(b as u8);
+    Ok(())
+}
+
+/// A bigint: a BIT value as its unsigned bits, anything else an integer in range.
+fn encode_int8(v: &Value, out: &mut Vec<u8>) -> Result<()> {
+    match v {
+        Value::Bits { bytes, .. } => {
+            let mut x: u64 = 0;
+            for b in bytes {
+                x = (x << 8) | *b as u64;
+            }
+            out.extend_from_slice(&(x as i64).to_be_bytes());
+        }
+        _ => out.extend_from_slice(
+            &(int_in_range(v, i64::MIN as i128, i64::MAX as i128, "bigint")? as i64).to_be_bytes(),
+        ),
+    }
+    Ok(())
+}
+
+/// A numeric from an integer, a decimal or a float (NaN and the infinities included).
+fn encode_numeric_value(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<bool> {
+    let text = match v {
+        Value::Int(i) => i.to_string(),
+        Value::UInt(u) => u.to_string(),
+        Value::Decimal(d) => d.clone(),
+        Value::Float(f) if !f.is_finite() => return encode_numeric_special(*f as f64, out),
+        Value::Double(f) if !f.is_finite() => return encode_numeric_special(*f, out),
+        Value::Float(f) => f.to_string(),
+        Value::Double(f) => f.to_string(),
+        _ => return Err(mismatch(v, kind)),
+    };
+    encode_numeric(&text, out)?;
+    Ok(true)
+}
+
+/// Text: valid UTF-8 without NUL bytes; other values as their text form.
+fn encode_text(v: &Value, out: &mut Vec<u8>) -> Result<()> {
+    let s: std::borrow::Cow<'_, str> = match v {
+        Value::Text(s) | Value::Json(s) | Value::Decimal(s) => s.as_str().into(),
+        Value::Bytes(b) => match std::str::from_utf8(b) {
+            Ok(s) => s.into(),
+            Err(e) => {
+                return Err(Error::convert(format!(
+                    "text is not valid in its column charset ({e}); bytes: {}",
+                    shorten(&v.to_string())
+                )))
+            }
+        },
+        Value::Timestamp(_) => v.to_string().into(),
+        other => other.to_string().into(),
+    };
+    if memchr::memchr(0, s.as_bytes()).is_some() {
+        return Err(Error::convert(format!(
+            "text contains a NUL byte, which PostgreSQL text cannot store: {}",
+            shorten(&s.replace('\0', "\\0"))
+        )));
+    }
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// A date; a zero or partial MySQL date is NULL.
+fn encode_date(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<bool> {
+    match v {
+        Value::Date(d) => {
+            if d.is_zero_or_partial() {
+                return Ok(false);
+            }
+            let nd = d
+                .to_chrono()
+                .ok_or_else(|| Error::convert(format!("invalid date {d}")))?;
+            out.extend_from_slice(&days_since_pg_epoch(nd).to_be_bytes());
+        }
+        _ => return Err(mismatch(v, kind)),
+    }
+    Ok(true)
+}
+
+/// A timestamp with or without time zone: a source wall-clock time (DATETIME, DATE) is read in
+/// `tz` for `timestamptz`; an instant (TIMESTAMP) is shown in `tz` for `timestamp`. A zero or
+/// partial MySQL date is NULL.
+fn encode_timestamp(
+    v: &Value,
+    kind: &TargetKind,
+    tz: chrono_tz::Tz,
+    out: &mut Vec<u8>,
+) -> Result<bool> {
+    let with_zone = *kind == TargetKind::Timestamptz;
+    let us = match v {
+        Value::DateTime(dt) => {
+            if dt.date.is_zero_or_partial() {
+                return Ok(false);
+            }
+            let naive = dt
+                .to_chrono()
+                .ok_or_else(|| Error::convert(format!("invalid datetime {dt}")))?;
+            if with_zone {
+                local_to_utc_us(naive, tz)
+            } else {
+                naive.and_utc().timestamp_micros()
+            }
+        }
+        Value::Date(d) => {
+            if d.is_zero_or_partial() {
+                return Ok(false);
+            }
+            let naive = d
+                .to_chrono()
+                .ok_or_else(|| Error::convert(format!("invalid date {d}")))?
+                .and_hms_opt(0, 0, 0)
+                .expect("midnight exists");
+            if with_zone {
+                local_to_utc_us(naive, tz)
+            } else {
+                naive.and_utc().timestamp_micros()
+            }
+        }
+        Value::Timestamp(instant) => {
+            if with_zone {
+                *instant
+            } else {
+                // A zoneless target gets the wall clock of the source zone.
+                let utc = chrono::DateTime::from_timestamp_micros(*instant)
+                    .ok_or_else(|| mismatch(v, kind))?;
+                utc.with_timezone(&tz)
+                    .naive_local()
+                    .and_utc()
+                    .timestamp_micros()
+            }
+        }
+        _ => return Err(mismatch(v, kind)),
+    };
+    out.extend_from_slice(&(us - PG_EPOCH_OFFSET_US).to_be_bytes());
+    Ok(true)
+}
+
+/// A time of day; a MySQL TIME outside one day needs an interval column.
+fn encode_time(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<()> {
+    match v {
+        Value::Time(us) if (0..DAY_US).contains(us) => out.extend_from_slice(&us.to_be_bytes()),
+        Value::Time(us) => {
+            return Err(Error::convert(format!(
+                "TIME {} is outside 00:00:00..24:00:00; map it to an interval column",
+                format_time(*us)
+            )))
+        }
+        _ => return Err(mismatch(v, kind)),
+    }
+    Ok(())
+}
+
+/// JSON text, checked to parse; jsonb (version byte 1) also refuses `\u0000`.
+fn encode_json(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<()> {
+    let s = match v {
+        Value::Json(s) | Value::Text(s) => s,
+        _ => return Err(mismatch(v, kind)),
+    };
+    if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(s) {
+        return Err(Error::convert(format!(
+            "not valid JSON ({e}): {}",
+            shorten(s)
+        )));
+    }
+    if *kind == TargetKind::Jsonb {
+        if s.contains("\\u0000") {
+            return Err(Error::convert(
+                "JSON contains \\u0000, which jsonb cannot store",
+            ));
+        }
+        out.push(1);
+    }
+    out.extend_from_slice(s.as_bytes());
+    Ok(())
+}
+
+/// A UUID from its 16 bytes or its text form.
+fn encode_uuid(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<()> {
+    let bytes = match v {
+        Value::Uuid(u) => *u,
+        Value::Bytes(b) if b.len() == 16 => b.as_slice().try_into().expect("16 bytes"),
+        Value::Text(s) => {
+            parse_uuid(s).ok_or_else(|| Error::convert(format!("{s:?} is not a UUID")))?
+        }
+        _ => return Err(mismatch(v, kind)),
+    };
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// A bit string: its length, then the bits left-aligned.
+fn encode_bit(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<()> {
+    match v {
+        Value::Bits { len, bytes } => {
+            // MySQL keeps BIT(n) right-aligned; PostgreSQL wants it left-aligned.
+            let n = *len as usize;
+            let nbytes = n.div_ceil(8);
+            let mut value: u128 = 0;
+            for b in bytes {
+                value = (value << 8) | *b as u128;
+            }
+            let shift = nbytes * 8 - n;
+            let value = value << shift;
+            out.extend_from_slice(&(n as i32).to_be_bytes());
+            for i in (0..nbytes).rev() {
+                out.push((value >> (8 * i)) as u8);
+            }
+        }
+        _ => return Err(mismatch(v, kind)),
+    }
+    Ok(())
 }
 
 fn shorten(s: &str) -> String {

@@ -1,0 +1,75 @@
+//! Careful mode and dead letters: after the target rejects a batch, the pipeline re-reads from the
+//! checkpoint and applies each row under a savepoint; a row PostgreSQL refuses becomes a dead
+//! letter, written into duplex's `dead_letter` table with the commit.
+//!
+//! Owns the per-row savepoint and the writing of [`PgSink`]'s recorded letters. Uses `run` to
+//! flush first, `values` and `pivot` for the one row, `lookup` to note its key.
+
+use super::{PgChange, PgSink};
+use crate::error::{Error, Result};
+use crate::sink::Mark;
+
+impl PgSink {
+    /// Writes one change at once under a savepoint (after the buffered runs): a definite error
+    /// rolls back to the savepoint and leaves the transaction usable, so the row can become a
+    /// dead letter.
+    pub(super) async fn write_under_savepoint(&mut self, change: PgChange) -> Result<()> {
+        self.flush().await?;
+        self.client
+            .batch_execute("SAVEPOINT duplex_row")
+            .await
+            .map_err(|e| Error::from_pg(e, true, "setting a savepoint"))?;
+        let table = change.table;
+        let kind = change.kind;
+        self.note_key(&change);
+        let written = match change.pivot {
+            Some(cell) => self.write_pivot(table, std::slice::from_ref(&*cell)).await,
+            None => {
+                self.write_values(table, kind, std::slice::from_ref(&change.row))
+                    .await
+            }
+        };
+        match written {
+            Ok(()) => self
+                .client
+                .batch_execute("RELEASE SAVEPOINT duplex_row")
+                .await
+                .map_err(|e| Error::from_pg(e, true, "releasing a savepoint")),
+            Err(e) if !e.is_transient() => {
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT duplex_row")
+                    .await
+                    .map_err(|e| Error::from_pg(e, true, "rolling back to a savepoint"))?;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the dead letters recorded since the last commit, with `mark`'s position text.
+    pub(super) async fn write_letters(&mut self, mark: &Mark<'_>) -> Result<()> {
+        let position_text = mark.position_text();
+        for l in std::mem::take(&mut self.letters) {
+            self.client
+                .execute(
+                    &self.dead_letter_stmt,
+                    &[
+                        &self.pipeline,
+                        &crate::model::FORWARD,
+                        &l.source_table,
+                        &l.target_table,
+                        &l.op,
+                        &position_text,
+                        &l.txn_id,
+                        &l.row,
+                        &l.reason,
+                    ],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "writing a dead letter"))?;
+            metrics::counter!(crate::telemetry::DEAD_LETTERS, "direction" => crate::model::FORWARD, "table" => l.target_table.clone())
+                .increment(1);
+        }
+        Ok(())
+    }
+}

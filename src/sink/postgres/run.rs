@@ -1,0 +1,143 @@
+//! The run buffer: consecutive changes of one table and one kind form a run, in which a later
+//! change of a key replaces the earlier one; runs are written in order when the buffer is
+//! flushed (past a size bound, before a careful write, at commit).
+//!
+//! Owns [`Run`] and the choice of path per run: VALUES statements (`values`, `pivot`) sent back
+//! to back (`queue`) up to the next large run, which goes through COPY (`copy`). Counts applied
+//! rows.
+
+use std::collections::HashMap;
+
+use super::encode::EncodedRow;
+use super::queue::sent;
+use super::{Kind, PgChange, PgSink, PivotCell};
+use crate::error::Result;
+
+/// Runs at least this long are written through COPY.
+const COPY_MIN_ROWS: usize = 500;
+/// Buffered rows beyond this are written out (inside the open transaction) to bound memory.
+const FLUSH_ROWS: usize = 10_000;
+
+/// Consecutive buffered changes of one table and one kind.
+pub(super) struct Run {
+    table: usize,
+    kind: Kind,
+    /// Every change came from a source INSERT (a candidate for direct COPY).
+    inserts_only: bool,
+    rows: Vec<EncodedRow>,
+    /// Pivot runs: the cells (rows stay empty).
+    cells: Vec<PivotCell>,
+    by_key: HashMap<Vec<u8>, usize>,
+}
+
+impl PgSink {
+    /// Buffers a change in the last run, or a new one when its table or kind differs; a later
+    /// change of a key already in the run replaces the earlier one. Past [`FLUSH_ROWS`] buffered
+    /// rows, the runs are written out (inside the open transaction).
+    pub(super) async fn buffer(&mut self, change: PgChange) -> Result<()> {
+        self.note_key(&change);
+        let key = change.key;
+        let same = self
+            .runs
+            .last()
+            .is_some_and(|r| r.table == change.table && r.kind == change.kind);
+        if !same {
+            self.runs.push(Run {
+                table: change.table,
+                kind: change.kind,
+                inserts_only: true,
+                rows: Vec::new(),
+                cells: Vec::new(),
+                by_key: HashMap::new(),
+            });
+        }
+        let run = self.runs.last_mut().expect("a run exists");
+        run.inserts_only &= change.from_insert;
+        match (change.pivot, run.by_key.get(&key)) {
+            (Some(cell), Some(&at)) => run.cells[at] = *cell,
+            (Some(cell), None) => {
+                run.by_key.insert(key, run.cells.len());
+                run.cells.push(*cell);
+                self.buffered += 1;
+            }
+            (None, Some(&at)) => run.rows[at] = change.row,
+            (None, None) => {
+                run.by_key.insert(key, run.rows.len());
+                run.rows.push(change.row);
+                self.buffered += 1;
+            }
+        }
+        if self.buffered >= FLUSH_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes every buffered run, in order, inside the open transaction.
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        let runs = std::mem::take(&mut self.runs);
+        self.buffered = 0;
+        let copied = |r: &Run| {
+            r.rows.len() >= COPY_MIN_ROWS && matches!(r.kind, Kind::Upsert | Kind::Delete)
+        };
+        let mut at = 0;
+        while at < runs.len() {
+            // Runs written by statements, up to the next COPY: prepared first, then sent back
+            // to back in their order (one round trip for the lot, not one per statement).
+            let end = runs[at..]
+                .iter()
+                .position(copied)
+                .map_or(runs.len(), |p| at + p);
+            let segment = &runs[at..end];
+            let mut values = Vec::with_capacity(segment.len());
+            let mut pivots = Vec::with_capacity(segment.len());
+            for run in segment {
+                if run.kind == Kind::Pivot {
+                    values.push(Vec::new());
+                    let stmts = self.pivot_statements(run.table).await?;
+                    pivots.push(Some((stmts, self.pivot_args(run.table, &run.cells))));
+                } else {
+                    values.push(
+                        self.values_statements(run.table, run.kind, &run.rows)
+                            .await?,
+                    );
+                    pivots.push(None);
+                }
+            }
+            let mut pending = Vec::new();
+            for ((run, stmts), pivot) in segment.iter().zip(&values).zip(&pivots) {
+                match pivot {
+                    Some((st, args)) => self.send_pivot(st, args, &mut pending),
+                    None => self.send_values(run.table, stmts, &run.rows, &mut pending),
+                }
+            }
+            sent(pending).await?;
+            for run in segment {
+                self.count(run);
+            }
+            if end < runs.len() {
+                let run = &runs[end];
+                let direct = run.kind == Kind::Upsert
+                    && run.inserts_only
+                    && self.try_copy_direct(run.table, &run.rows).await?;
+                if !direct {
+                    self.write_copy(run.table, run.kind, &run.rows).await?;
+                }
+                self.count(run);
+            }
+            at = end + 1;
+        }
+        Ok(())
+    }
+
+    fn count(&self, run: &Run) {
+        let t = &self.plan.tables[run.table];
+        metrics::counter!(
+            crate::telemetry::ROWS_APPLIED,
+            "direction" => crate::model::FORWARD,
+            "table" => t.target.to_string(),
+            "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
+        )
+        .increment(run.rows.len().max(run.cells.len()) as u64);
+    }
+}

@@ -1,0 +1,112 @@
+//! The SQL text of the row statements: column and key lists, the `ON CONFLICT` clause, and the
+//! multi-row VALUES upsert, delete and clear (`on_delete = "clear"`) of a plan table.
+//!
+//! Owns the shape of those statements; pure functions of a [`TablePlan`]. Uses the mapping plan
+//! and identifier quoting only.
+
+use crate::mapping::TablePlan;
+use crate::model::pg_ident;
+
+pub(super) fn column_list(t: &TablePlan) -> String {
+    t.columns
+        .iter()
+        .map(|c| pg_ident(&c.target.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn key_list(t: &TablePlan) -> String {
+    t.key
+        .iter()
+        .map(|&k| pg_ident(&t.columns[k].target.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub(super) fn on_conflict(t: &TablePlan) -> String {
+    let updates: Vec<String> = t
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !t.key.contains(i))
+        .map(|(_, c)| {
+            let n = pg_ident(&c.target.name);
+            format!("{n} = EXCLUDED.{n}")
+        })
+        .collect();
+    if updates.is_empty() {
+        format!("ON CONFLICT ({}) DO NOTHING", key_list(t))
+    } else {
+        format!(
+            "ON CONFLICT ({}) DO UPDATE SET {}",
+            key_list(t),
+            updates.join(", ")
+        )
+    }
+}
+
+pub(super) fn upsert_values_sql(t: &TablePlan, rows: usize) -> String {
+    let width = t.columns.len();
+    let mut values = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        values.push(format!("({})", ps.join(", ")));
+    }
+    format!(
+        "INSERT INTO {} ({}) VALUES {} {}",
+        t.target.pg_quoted(),
+        column_list(t),
+        values.join(", "),
+        on_conflict(t)
+    )
+}
+
+/// The columns an entry writes besides its key (what `on_delete = "clear"` sets to NULL).
+fn owned_columns(t: &TablePlan) -> Vec<String> {
+    t.columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !t.key.contains(i))
+        .map(|(_, c)| c.target.name.clone())
+        .chain(t.lookups.iter().map(|l| l.column.name.clone()))
+        .collect()
+}
+
+pub(super) fn clear_values_sql(t: &TablePlan, rows: usize) -> String {
+    let width = t.key.len();
+    let mut tuples = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        tuples.push(format!("({})", ps.join(", ")));
+    }
+    let mut sets: Vec<String> = owned_columns(t)
+        .iter()
+        .map(|c| format!("{} = NULL", pg_ident(c)))
+        .collect();
+    if sets.is_empty() {
+        let k = pg_ident(&t.columns[t.key[0]].target.name);
+        sets.push(format!("{k} = {k}"));
+    }
+    format!(
+        "UPDATE {} SET {} WHERE ({}) IN ({})",
+        t.target.pg_quoted(),
+        sets.join(", "),
+        key_list(t),
+        tuples.join(", ")
+    )
+}
+
+pub(super) fn delete_values_sql(t: &TablePlan, rows: usize) -> String {
+    let width = t.key.len();
+    let mut tuples = Vec::with_capacity(rows);
+    for r in 0..rows {
+        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        tuples.push(format!("({})", ps.join(", ")));
+    }
+    format!(
+        "DELETE FROM {} WHERE ({}) IN ({})",
+        t.target.pg_quoted(),
+        key_list(t),
+        tuples.join(", ")
+    )
+}

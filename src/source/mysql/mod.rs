@@ -1,11 +1,15 @@
 //! The MySQL/MariaDB source: connection settings, server checks and the current binlog position;
 //! the stream itself is in [`binlog`], value decoding in [`decode`], table definitions in
 //! [`schema`].
+//!
+//! Owns the MySQL connection options (TLS included) and the server checks. May use the
+//! configuration, errors, the model's positions and [`crate::tls`].
 
 pub mod binlog;
 pub mod decode;
 pub mod rows;
 pub mod schema;
+mod txn;
 
 use mysql_async::prelude::*;
 use mysql_async::{Conn, Opts, OptsBuilder};

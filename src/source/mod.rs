@@ -1,6 +1,10 @@
 //! Sources read committed transactions from a database's change stream and send them down the
 //! pipeline as [`SourceEvent`]s, in commit order, each transaction ending with the position that
 //! resumes right after it.
+//!
+//! Owns the [`Source`] trait; the readers are [`mysql`] and [`postgres`]. A reader may use the
+//! model, errors, configuration, TLS settings and the checkpoint table's name; it knows nothing of
+//! mappings, sinks or the pipeline beyond the channel it sends on.
 
 pub mod mysql;
 pub mod postgres;

@@ -6,24 +6,32 @@
 //! `QUERY COMMIT`; a standalone DDL statement is `GTID(standalone) QUERY`. Row events of tables
 //! no mapping reads are skipped without decoding; transactions that touch none of them produce
 //! only a throttled [`SourceEvent::Idle`] so the checkpoint can still move forward.
+//!
+//! [`MysqlSource::run`] is a loop of three steps: receive the next binlog event, decode it into
+//! the reader's state (`Reader`: the open transaction, the table map cache, the binlog file and
+//! GTID state), hand over what it completed. Owns the binlog event codes and the replica
+//! connection's setup. May use the sibling modules (connections, [`super::rows`] for row events,
+//! [`super::schema`] for table definitions, `txn` for transaction assembly), the model,
+//! the configuration, and the checkpoint table's name (to recognise duplex's own writes).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::EventData;
+use mysql_async::binlog::events::{Event, EventData};
 use mysql_async::prelude::*;
-use mysql_async::BinlogStreamRequest;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
 
 use super::rows::{decode_rows, RowLayout};
 use super::schema::SchemaCache;
+use super::txn::{end_position, finish, position_at, send_chunk, OpenTxn, TxnGtid, IDLE_EVERY};
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
-    GtidState, MariaGtidList, MysqlGtidSet, MysqlPosition, Position, RowChange, SourceEvent,
-    TableName, TableSchema, TxnBegin, TxnCommit,
+    GtidState, MariaGtidList, MysqlGtidSet, MysqlPosition, Position, SourceEvent, TableName,
+    TableSchema,
 };
 use crate::source::Source;
 
@@ -31,8 +39,6 @@ use crate::source::Source;
 /// connection is dead.
 const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
-/// At most one idle position per this interval.
-const IDLE_EVERY: Duration = Duration::from_millis(500);
 
 // Binlog event type codes (MySQL `log_event.h`, MariaDB `log_event.h`).
 const QUERY_EVENT: u8 = 2;
@@ -65,14 +71,6 @@ impl MysqlSource {
     }
 }
 
-/// The GTID of one transaction.
-enum TxnGtid {
-    /// MariaDB: domain, server, sequence number.
-    Maria(u32, u32, u64),
-    /// MySQL: source UUID, transaction number.
-    Mysql(String, u64),
-}
-
 /// Formats a 16-byte server UUID the way MySQL prints it.
 fn format_uuid(b: &[u8; 16]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
@@ -103,43 +101,6 @@ fn to_sids(set: &MysqlGtidSet) -> Result<Vec<mysql_async::Sid<'static>>> {
 
 /// A watched table's version and row layout, by binlog table id.
 type Mapped = (Arc<TableSchema>, Arc<RowLayout>);
-
-/// The transaction being assembled.
-struct OpenTxn {
-    id: String,
-    gtid: Option<TxnGtid>,
-    standalone: bool,
-    begun: bool,
-    /// A row event has been seen (the first one decides whether this is duplex's own write).
-    seen_rows: bool,
-    /// duplex's own write (its first row event is the checkpoint marker): dropped.
-    own: bool,
-    rows: Vec<RowChange>,
-    commit_time_us: i64,
-    at: Position,
-}
-
-impl OpenTxn {
-    fn new(
-        id: String,
-        gtid: Option<TxnGtid>,
-        standalone: bool,
-        timestamp: u32,
-        at: MysqlPosition,
-    ) -> Self {
-        OpenTxn {
-            at: Position::Mysql(at),
-            id,
-            gtid,
-            standalone,
-            begun: false,
-            seen_rows: false,
-            own: false,
-            rows: Vec::new(),
-            commit_time_us: timestamp as i64 * 1_000_000,
-        }
-    }
-}
 
 /// Parses a MariaDB GTID event body: sequence number, domain id, flags.
 pub fn parse_mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8)> {
@@ -184,6 +145,25 @@ impl Source for MysqlSource {
             }
             None => super::current_position(&mut meta).await?,
         };
+        let mut stream = self.open_stream(&start, mariadb).await?;
+        tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
+
+        let mut reader = Reader::new(self, meta, &start, mariadb);
+        loop {
+            let event = receive(&mut stream).await?;
+            let Some(out) = reader.decode(&event).await? else {
+                continue;
+            };
+            if !reader.hand_over(out, &tx).await {
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl MysqlSource {
+    /// Connects as a replica and asks for the binlog from `start`.
+    async fn open_stream(&self, start: &MysqlPosition, mariadb: bool) -> Result<BinlogStream> {
         let mut conn = crate::connect::mysql(&self.cfg, None, false).await?;
         let mut setup = vec![format!(
             "SET @master_heartbeat_period = {HEARTBEAT_PERIOD_NS}"
@@ -210,318 +190,304 @@ impl Source for MysqlSource {
             }
             _ => request = request.with_filename(file.as_bytes()).with_pos(start.pos),
         }
-        let mut stream = conn.get_binlog_stream(request).await.map_err(|e| {
+        conn.get_binlog_stream(request).await.map_err(|e| {
             Error::from_mysql(e, false, &format!("requesting the binlog from {start}"))
-        })?;
-        tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
+        })
+    }
+}
 
-        let mut cache = SchemaCache::default();
-        let mut table_ids: HashMap<u64, Option<Mapped>> = HashMap::new();
-        // Table ids of duplex's checkpoint table: a transaction that writes it first is duplex's
-        // own (the MySQL sink writes the checkpoint first in every transaction) and is dropped.
-        let marker = TableName::new(
-            self.cfg.duplex_database.clone(),
-            crate::state::checkpoint::TABLE,
-        );
-        let mut marker_ids: HashSet<u64> = HashSet::new();
-        let mut current_file = start.file.0.clone();
-        let mut gtid_state = start.gtid.clone().unwrap_or(if mariadb {
-            GtidState::Maria(MariaGtidList::default())
-        } else {
-            GtidState::Mysql(MysqlGtidSet::default())
-        });
-        let mut txn: Option<OpenTxn> = None;
-        let mut last_idle = Instant::now() - IDLE_EVERY;
+/// Receive: the next binlog event. The server sends a heartbeat when it has nothing else, so a
+/// silence of [`IDLE_TIMEOUT`] is an error, as is the end of the stream.
+async fn receive(stream: &mut BinlogStream) -> Result<Event> {
+    let next = match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
+        Ok(Some(ev)) => ev,
+        Ok(None) => {
+            return Err(Error::new(
+                ErrorKind::SourceTransient,
+                "the MySQL server ended the binlog stream",
+            ))
+        }
+        Err(_) => {
+            return Err(Error::new(
+                ErrorKind::SourceTransient,
+                format!(
+                    "no binlog event or heartbeat for {} s",
+                    IDLE_TIMEOUT.as_secs()
+                ),
+            ))
+        }
+    };
+    next.map_err(|e| Error::from_mysql(e, false, "reading the binlog"))
+}
 
-        loop {
-            let next = match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
-                Ok(Some(ev)) => ev,
-                Ok(None) => {
-                    return Err(Error::new(
-                        ErrorKind::SourceTransient,
-                        "the MySQL server ended the binlog stream",
-                    ))
+/// What decoding one event leaves to hand over to the pipeline.
+enum Handover {
+    /// A heartbeat while no transaction is open: its position, as an idle position.
+    Heartbeat(MysqlPosition),
+    /// The open transaction has gathered a chunk of rows.
+    Chunk,
+    /// A transaction ended; the position right after it.
+    End(OpenTxn, MysqlPosition),
+}
+
+/// The state the reader carries from one binlog event to the next.
+struct Reader<'a> {
+    watched: &'a HashSet<TableName>,
+    chunk_rows: usize,
+    /// The query connection, for re-reading table definitions.
+    meta: Conn,
+    cache: SchemaCache,
+    table_ids: HashMap<u64, Option<Mapped>>,
+    /// duplex's checkpoint table and its binlog table ids: a transaction that writes it first is
+    /// duplex's own (the MySQL sink writes the checkpoint first in every transaction) and is
+    /// dropped.
+    marker: TableName,
+    marker_ids: HashSet<u64>,
+    current_file: String,
+    gtid_state: GtidState,
+    txn: Option<OpenTxn>,
+    last_idle: Instant,
+}
+
+impl<'a> Reader<'a> {
+    fn new(source: &'a MysqlSource, meta: Conn, start: &MysqlPosition, mariadb: bool) -> Self {
+        Reader {
+            watched: &source.watched,
+            chunk_rows: source.chunk_rows,
+            meta,
+            cache: SchemaCache::default(),
+            table_ids: HashMap::new(),
+            marker: TableName::new(
+                source.cfg.duplex_database.clone(),
+                crate::state::checkpoint::TABLE,
+            ),
+            marker_ids: HashSet::new(),
+            current_file: start.file.0.clone(),
+            gtid_state: start.gtid.clone().unwrap_or(if mariadb {
+                GtidState::Maria(MariaGtidList::default())
+            } else {
+                GtidState::Mysql(MysqlGtidSet::default())
+            }),
+            txn: None,
+            last_idle: Instant::now() - IDLE_EVERY,
+        }
+    }
+
+    /// Decode: applies one event to the reader's state; returns what is ready to hand over.
+    async fn decode(&mut self, event: &Event) -> Result<Option<Handover>> {
+        let header = event.header();
+        let ty = header.event_type_raw();
+        let log_pos = header.log_pos() as u64;
+        match ty {
+            ROTATE_EVENT => {
+                if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
+                    self.current_file = clean_rotate_name(r.name_raw());
                 }
-                Err(_) => {
+            }
+            MARIADB_GTID_EVENT => {
+                let (seq, domain, flags) = parse_mariadb_gtid(event.data())?;
+                let server = header.server_id();
+                self.txn = Some(OpenTxn::new(
+                    format!("{domain}-{server}-{seq}"),
+                    Some(TxnGtid::Maria(domain, server, seq)),
+                    flags & FL_STANDALONE != 0,
+                    header.timestamp(),
+                    MysqlPosition::new(self.current_file.clone(), log_pos),
+                ));
+            }
+            MYSQL_GTID_EVENT | MYSQL_ANONYMOUS_GTID_EVENT => {
+                let gtid = match event.read_data() {
+                    Ok(Some(EventData::GtidEvent(g))) if ty == MYSQL_GTID_EVENT => {
+                        Some(TxnGtid::Mysql(format_uuid(&g.sid()), g.gno()))
+                    }
+                    _ => None,
+                };
+                let id = match &gtid {
+                    Some(TxnGtid::Mysql(u, n)) => format!("{u}:{n}"),
+                    _ => format!("{}:{log_pos}", self.current_file),
+                };
+                self.txn = Some(OpenTxn::new(
+                    id,
+                    gtid,
+                    false,
+                    header.timestamp(),
+                    MysqlPosition::new(self.current_file.clone(), log_pos),
+                ));
+            }
+            QUERY_EVENT => return Ok(self.query(event, header.timestamp(), log_pos)),
+            XID_EVENT => return Ok(self.end(log_pos)),
+            TABLE_MAP_EVENT => self.table_map(event, log_pos).await?,
+            MARIADB_QUERY_COMPRESSED..=MARIADB_ROWS_COMPRESSED_LAST
+                if ty == MARIADB_QUERY_COMPRESSED || ty >= MARIADB_ROWS_COMPRESSED_FIRST =>
+            {
+                return Err(Error::new(
+                    ErrorKind::ServerSetting,
+                    "the binlog holds compressed events (log_bin_compress = ON): SET GLOBAL log_bin_compress = OFF",
+                ));
+            }
+            HEARTBEAT_EVENT => {
+                if self.txn.is_none() && self.last_idle.elapsed() >= IDLE_EVERY {
+                    // A heartbeat's log_pos is the sender's position in the current file.
+                    let pos = position_at(&self.current_file, log_pos, &self.gtid_state);
+                    if pos.pos > 0 {
+                        return Ok(Some(Handover::Heartbeat(pos)));
+                    }
+                }
+            }
+            _ => return self.rows(event, log_pos),
+        }
+        Ok(None)
+    }
+
+    /// A query event: `BEGIN` opens a transaction (MySQL); `COMMIT`, or any other statement in a
+    /// standalone transaction or outside one (DDL: the table definitions are forgotten), ends it.
+    fn query(&mut self, event: &Event, timestamp: u32, log_pos: u64) -> Option<Handover> {
+        let query = match event.read_data() {
+            Ok(Some(EventData::QueryEvent(q))) => q.query().to_string(),
+            _ => String::new(),
+        };
+        let q = query.trim();
+        if q.eq_ignore_ascii_case("BEGIN") {
+            if self.txn.is_none() {
+                self.txn = Some(OpenTxn::new(
+                    format!("{}:{log_pos}", self.current_file),
+                    None,
+                    false,
+                    timestamp,
+                    MysqlPosition::new(self.current_file.clone(), log_pos),
+                ));
+            }
+        } else if q.eq_ignore_ascii_case("COMMIT")
+            || self.txn.as_ref().is_some_and(|t| t.standalone)
+            || self.txn.is_none()
+        {
+            if !q.eq_ignore_ascii_case("COMMIT") {
+                // DDL (or another statement): table definitions may have changed.
+                tracing::info!(statement = %q.chars().take(200).collect::<String>(), "DDL in the binlog; table definitions will be re-read");
+                self.cache.clear();
+                self.table_ids.clear();
+            }
+            return self.end(log_pos);
+        }
+        None
+    }
+
+    /// Ends the open transaction (if any) at `log_pos`: it goes to the pipeline whole.
+    fn end(&mut self, log_pos: u64) -> Option<Handover> {
+        let t = self.txn.take()?;
+        let pos = end_position(&t, &mut self.gtid_state, &self.current_file, log_pos);
+        Some(Handover::End(t, pos))
+    }
+
+    /// A table map event: which table a binlog table id stands for from here on, and for a
+    /// watched table its definition as the binlog was written (re-read when the cached one does
+    /// not fit).
+    async fn table_map(&mut self, event: &Event, log_pos: u64) -> Result<()> {
+        let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() else {
+            return Ok(());
+        };
+        let name = TableName::new(tme.database_name(), tme.table_name());
+        if name == self.marker {
+            self.marker_ids.insert(tme.table_id());
+        } else {
+            self.marker_ids.remove(&tme.table_id());
+        }
+        if !self.watched.contains(&name) {
+            self.table_ids.insert(tme.table_id(), None);
+            return Ok(());
+        }
+        let count = tme.columns_count() as usize;
+        let mut schema = self.cache.get(&name).cloned();
+        if schema.as_ref().is_none_or(|s| s.columns.len() != count) {
+            schema = self.cache.refresh(&mut self.meta, &name).await?;
+        }
+        let current_file = &self.current_file;
+        match schema {
+            Some(s) if s.columns.len() == count => {
+                self.table_ids.insert(tme.table_id(), Some((s, Arc::new(RowLayout::new(&tme)?))));
+            }
+            Some(live) => match super::schema::from_table_map(&tme, &live) {
+                Some(then) => {
+                    tracing::info!(table = %name, at = %format!("{current_file}:{log_pos}"), "reading events written before an ALTER TABLE with the column names the binlog carries");
+                    self.table_ids.insert(tme.table_id(), Some((Arc::new(then), Arc::new(RowLayout::new(&tme)?))));
+                }
+                None => {
                     return Err(Error::new(
-                        ErrorKind::SourceTransient,
+                        ErrorKind::SourceDefinite,
                         format!(
-                            "no binlog event or heartbeat for {} s",
-                            IDLE_TIMEOUT.as_secs()
+                            "table {name}: the binlog at {current_file}:{log_pos} has {count} columns but the live table has {}; \
+                             the table was altered after this event was written and the binlog carries no column names. \
+                             Set binlog_row_metadata = FULL, or start after the ALTER",
+                            live.columns.len()
                         ),
                     ))
                 }
-            };
-            let event = next.map_err(|e| Error::from_mysql(e, false, "reading the binlog"))?;
-            let header = event.header();
-            let ty = header.event_type_raw();
-            let log_pos = header.log_pos() as u64;
-            match ty {
-                ROTATE_EVENT => {
-                    if let Ok(Some(EventData::RotateEvent(r))) = event.read_data() {
-                        current_file = clean_rotate_name(r.name_raw());
-                    }
-                }
-                MARIADB_GTID_EVENT => {
-                    let (seq, domain, flags) = parse_mariadb_gtid(event.data())?;
-                    let server = header.server_id();
-                    txn = Some(OpenTxn::new(
-                        format!("{domain}-{server}-{seq}"),
-                        Some(TxnGtid::Maria(domain, server, seq)),
-                        flags & FL_STANDALONE != 0,
-                        header.timestamp(),
-                        MysqlPosition::new(current_file.clone(), log_pos),
-                    ));
-                }
-                MYSQL_GTID_EVENT | MYSQL_ANONYMOUS_GTID_EVENT => {
-                    let gtid = match event.read_data() {
-                        Ok(Some(EventData::GtidEvent(g))) if ty == MYSQL_GTID_EVENT => {
-                            Some(TxnGtid::Mysql(format_uuid(&g.sid()), g.gno()))
-                        }
-                        _ => None,
-                    };
-                    let id = match &gtid {
-                        Some(TxnGtid::Mysql(u, n)) => format!("{u}:{n}"),
-                        _ => format!("{current_file}:{log_pos}"),
-                    };
-                    txn = Some(OpenTxn::new(
-                        id,
-                        gtid,
-                        false,
-                        header.timestamp(),
-                        MysqlPosition::new(current_file.clone(), log_pos),
-                    ));
-                }
-                QUERY_EVENT => {
-                    let query = match event.read_data() {
-                        Ok(Some(EventData::QueryEvent(q))) => q.query().to_string(),
-                        _ => String::new(),
-                    };
-                    let q = query.trim();
-                    if q.eq_ignore_ascii_case("BEGIN") {
-                        if txn.is_none() {
-                            txn = Some(OpenTxn::new(
-                                format!("{current_file}:{log_pos}"),
-                                None,
-                                false,
-                                header.timestamp(),
-                                MysqlPosition::new(current_file.clone(), log_pos),
-                            ));
-                        }
-                    } else if q.eq_ignore_ascii_case("COMMIT")
-                        || txn.as_ref().is_some_and(|t| t.standalone)
-                        || txn.is_none()
-                    {
-                        if !q.eq_ignore_ascii_case("COMMIT") {
-                            // DDL (or another statement): table definitions may have changed.
-                            tracing::info!(statement = %q.chars().take(200).collect::<String>(), "DDL in the binlog; table definitions will be re-read");
-                            cache.clear();
-                            table_ids.clear();
-                        }
-                        if let Some(t) = txn.take() {
-                            let pos = end_position(&t, &mut gtid_state, &current_file, log_pos);
-                            self.finish(t, pos, &tx, &mut last_idle).await?;
-                        }
-                    }
-                }
-                XID_EVENT => {
-                    if let Some(t) = txn.take() {
-                        let pos = end_position(&t, &mut gtid_state, &current_file, log_pos);
-                        self.finish(t, pos, &tx, &mut last_idle).await?;
-                    }
-                }
-                TABLE_MAP_EVENT => {
-                    let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() else {
-                        continue;
-                    };
-                    let name = TableName::new(tme.database_name(), tme.table_name());
-                    if name == marker {
-                        marker_ids.insert(tme.table_id());
-                    } else {
-                        marker_ids.remove(&tme.table_id());
-                    }
-                    if !self.watched.contains(&name) {
-                        table_ids.insert(tme.table_id(), None);
-                        continue;
-                    }
-                    let count = tme.columns_count() as usize;
-                    let mut schema = cache.get(&name).cloned();
-                    if schema.as_ref().is_none_or(|s| s.columns.len() != count) {
-                        schema = cache.refresh(&mut meta, &name).await?;
-                    }
-                    match schema {
-                        Some(s) if s.columns.len() == count => {
-                            table_ids.insert(tme.table_id(), Some((s, Arc::new(RowLayout::new(&tme)?))));
-                        }
-                        Some(live) => match super::schema::from_table_map(&tme, &live) {
-                            Some(then) => {
-                                tracing::info!(table = %name, at = %format!("{current_file}:{log_pos}"), "reading events written before an ALTER TABLE with the column names the binlog carries");
-                                table_ids.insert(tme.table_id(), Some((Arc::new(then), Arc::new(RowLayout::new(&tme)?))));
-                            }
-                            None => {
-                                return Err(Error::new(
-                                    ErrorKind::SourceDefinite,
-                                    format!(
-                                        "table {name}: the binlog at {current_file}:{log_pos} has {count} columns but the live table has {}; \
-                                         the table was altered after this event was written and the binlog carries no column names. \
-                                         Set binlog_row_metadata = FULL, or start after the ALTER",
-                                        live.columns.len()
-                                    ),
-                                ))
-                            }
-                        },
-                        None => {
-                            return Err(Error::new(
-                                ErrorKind::SourceDefinite,
-                                format!("table {name} appears in the binlog at {current_file}:{log_pos} but no longer exists"),
-                            ))
-                        }
-                    }
-                }
-                MARIADB_QUERY_COMPRESSED..=MARIADB_ROWS_COMPRESSED_LAST
-                    if ty == MARIADB_QUERY_COMPRESSED || ty >= MARIADB_ROWS_COMPRESSED_FIRST =>
-                {
-                    return Err(Error::new(
-                        ErrorKind::ServerSetting,
-                        "the binlog holds compressed events (log_bin_compress = ON): SET GLOBAL log_bin_compress = OFF",
-                    ));
-                }
-                HEARTBEAT_EVENT => {
-                    if txn.is_none() && last_idle.elapsed() >= IDLE_EVERY {
-                        // A heartbeat's log_pos is the sender's position in the current file.
-                        let pos = position_at(&current_file, log_pos, &gtid_state);
-                        if pos.pos > 0 {
-                            last_idle = Instant::now();
-                            if tx
-                                .send(SourceEvent::Idle(Position::Mysql(pos)))
-                                .await
-                                .is_err()
-                            {
-                                return Ok(());
-                            }
-                        }
-                    }
-                }
-                _ => {
-                    let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() else {
-                        continue;
-                    };
-                    let table_id = rows.table_id();
-                    if let Some(open) = txn.as_mut() {
-                        if !open.seen_rows {
-                            open.seen_rows = true;
-                            open.own = marker_ids.contains(&table_id);
-                        }
-                        if open.own {
-                            continue;
-                        }
-                    }
-                    let Some(Some((schema, layout))) = table_ids.get(&table_id) else {
-                        continue;
-                    };
-                    let Some(open) = txn.as_mut() else {
-                        return Err(Error::new(
-                            ErrorKind::SourceDefinite,
-                            format!("row event for {} at {current_file}:{log_pos} outside a transaction", schema.name),
-                        ));
-                    };
-                    decode_rows(&rows, layout, schema, &mut open.rows)
-                        .map_err(|e| e.context(format!("at {current_file}:{log_pos}")))?;
-                    if open.rows.len() >= self.chunk_rows {
-                        if !open.begun {
-                            open.begun = true;
-                            let begin = TxnBegin {
-                                id: open.id.clone(),
-                                commit_time_us: open.commit_time_us,
-                                at: Some(open.at.clone()),
-                            };
-                            if tx.send(SourceEvent::Begin(begin)).await.is_err() {
-                                return Ok(());
-                            }
-                        }
-                        let chunk = std::mem::take(&mut open.rows);
-                        if tx.send(SourceEvent::Rows(chunk)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
+            },
+            None => {
+                return Err(Error::new(
+                    ErrorKind::SourceDefinite,
+                    format!("table {name} appears in the binlog at {current_file}:{log_pos} but no longer exists"),
+                ))
             }
-        }
-    }
-}
-
-impl MysqlSource {
-    /// Sends the end of a transaction (or an idle position when it touched no watched table).
-    async fn finish(
-        &self,
-        mut t: OpenTxn,
-        pos: MysqlPosition,
-        tx: &mpsc::Sender<SourceEvent>,
-        last_idle: &mut Instant,
-    ) -> Result<()> {
-        let closed = || Ok(());
-        if !t.begun && t.rows.is_empty() {
-            if last_idle.elapsed() >= IDLE_EVERY {
-                *last_idle = Instant::now();
-                if tx
-                    .send(SourceEvent::Idle(Position::Mysql(pos)))
-                    .await
-                    .is_err()
-                {
-                    return closed();
-                }
-            }
-            return Ok(());
-        }
-        if !t.begun {
-            let begin = TxnBegin {
-                id: t.id.clone(),
-                commit_time_us: t.commit_time_us,
-                at: Some(t.at.clone()),
-            };
-            if tx.send(SourceEvent::Begin(begin)).await.is_err() {
-                return closed();
-            }
-        }
-        if !t.rows.is_empty() {
-            let rows = std::mem::take(&mut t.rows);
-            if tx.send(SourceEvent::Rows(rows)).await.is_err() {
-                return closed();
-            }
-        }
-        let commit = TxnCommit {
-            position: Position::Mysql(pos),
-            commit_time_us: t.commit_time_us,
-        };
-        if tx.send(SourceEvent::Commit(commit)).await.is_err() {
-            return closed();
         }
         Ok(())
     }
-}
 
-/// The binlog position at `log_pos` of `file`, with the GTID state when the server has one.
-fn position_at(file: &str, log_pos: u64, gtid: &GtidState) -> MysqlPosition {
-    MysqlPosition {
-        file: crate::model::BinlogFile(file.to_string()),
-        pos: log_pos,
-        gtid: (!gtid.is_empty()).then(|| gtid.clone()),
+    /// Any other event: a rows event of a watched table is decoded into the open transaction
+    /// (unless it is duplex's own); a full chunk is handed over.
+    fn rows(&mut self, event: &Event, log_pos: u64) -> Result<Option<Handover>> {
+        let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() else {
+            return Ok(None);
+        };
+        let table_id = rows.table_id();
+        if let Some(open) = self.txn.as_mut() {
+            if !open.seen_rows {
+                open.seen_rows = true;
+                open.own = self.marker_ids.contains(&table_id);
+            }
+            if open.own {
+                return Ok(None);
+            }
+        }
+        let Some(Some((schema, layout))) = self.table_ids.get(&table_id) else {
+            return Ok(None);
+        };
+        let current_file = &self.current_file;
+        let Some(open) = self.txn.as_mut() else {
+            return Err(Error::new(
+                ErrorKind::SourceDefinite,
+                format!(
+                    "row event for {} at {current_file}:{log_pos} outside a transaction",
+                    schema.name
+                ),
+            ));
+        };
+        decode_rows(&rows, layout, schema, &mut open.rows)
+            .map_err(|e| e.context(format!("at {current_file}:{log_pos}")))?;
+        Ok((open.rows.len() >= self.chunk_rows).then_some(Handover::Chunk))
     }
-}
 
-/// Records a finished transaction's GTID and returns the position right after it.
-fn end_position(
-    t: &OpenTxn,
-    gtid_state: &mut GtidState,
-    file: &str,
-    log_pos: u64,
-) -> MysqlPosition {
-    match (&t.gtid, gtid_state as &mut GtidState) {
-        (Some(TxnGtid::Maria(d, s, n)), GtidState::Maria(state)) => state.advance(*d, *s, *n),
-        (Some(TxnGtid::Mysql(u, n)), GtidState::Mysql(state)) => state.add(u, *n),
-        _ => {}
+    /// Hand over: sends what an event completed. `false`: the pipeline is gone and the run ends
+    /// (noticed by a heartbeat's or a chunk's send; a transaction's end sends what it can and
+    /// reading goes on).
+    async fn hand_over(&mut self, out: Handover, tx: &mpsc::Sender<SourceEvent>) -> bool {
+        match out {
+            Handover::Heartbeat(pos) => {
+                self.last_idle = Instant::now();
+                tx.send(SourceEvent::Idle(Position::Mysql(pos)))
+                    .await
+                    .is_ok()
+            }
+            Handover::Chunk => match self.txn.as_mut() {
+                Some(open) => send_chunk(open, tx).await,
+                None => true,
+            },
+            Handover::End(t, pos) => {
+                finish(t, pos, tx, &mut self.last_idle).await;
+                true
+            }
+        }
     }
-    position_at(file, log_pos, gtid_state)
 }
 
 #[cfg(test)]

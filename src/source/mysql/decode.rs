@@ -4,6 +4,8 @@
 //! writes optional metadata), strings as bytes in the column's charset, ENUM as an index and SET
 //! as a bit mask, DECIMAL as exact text. This module applies `information_schema`'s facts:
 //! signedness, charset (cp1251/latin1 → UTF-8), ENUM/SET labels, BIT width, YEAR 0.
+//!
+//! May use the model's values and column facts and errors; does no I/O.
 
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value as MyValue;

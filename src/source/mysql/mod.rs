@@ -1,11 +1,15 @@
-//! The MySQL/MariaDB source: connection settings, server checks and the current binlog position;
-//! the stream itself is in [`binlog`], value decoding in [`decode`], table definitions in
-//! [`schema`].
+//! The MySQL/MariaDB source: server checks and the current binlog position; the stream itself is
+//! in [`binlog`], value decoding in [`decode`], table definitions in [`schema`].
+//!
+//! Owns the server checks. May use the configuration, errors, the model, sessions from
+//! [`crate::connect`], table definitions from [`crate::catalog`] and duplex's own table names
+//! from [`crate::state`].
 
 pub mod binlog;
 pub mod decode;
 pub mod rows;
 pub mod schema;
+mod txn;
 
 use mysql_async::prelude::*;
 use mysql_async::Conn;

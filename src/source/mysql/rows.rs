@@ -6,6 +6,8 @@
 //! with the binlog value parser, and converted with the table's column facts ([`decode`]). This
 //! avoids the generic row reader's per-row work (re-walking the metadata of every column and
 //! building a column description per value), which dominated the cost of wide tables.
+//!
+//! May use value decoding ([`decode`]), the model and errors; does no I/O.
 
 use std::sync::Arc;
 

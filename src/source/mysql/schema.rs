@@ -5,6 +5,8 @@
 //! against every table map event: when the column count or types disagree, the table is re-read,
 //! and if they still disagree the stream stops for that table with a message (the binlog was
 //! written under another table definition than the live one).
+//!
+//! May use the query connection it is given, the model and errors.
 
 use std::collections::HashMap;
 use std::sync::Arc;

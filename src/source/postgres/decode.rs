@@ -5,6 +5,9 @@
 //! see [`SESSION_SETTINGS`]), so every type's text form is known exactly and parsed here
 //! without guessing. A value that has no counterpart on the MySQL side (an infinite timestamp,
 //! an interval in months) is an error for that row, which becomes a dead letter.
+//!
+//! May use the model's values and errors; does no I/O. The snapshot and the dead letter queue
+//! use it too.
 
 use crate::error::{Error, Result};
 use crate::model::value::{Date, DateTime};

@@ -27,6 +27,8 @@
 //! version 3, are rejected as unexpected rather than risking misreading what follows.
 //! Flag bits that do not change the layout (Commit flags, Truncate options, column flags
 //! other than "key", Message flags other than "transactional") are passed on or ignored.
+//!
+//! May use the model's [`Lsn`] and errors; does no I/O.
 
 use std::fmt;
 

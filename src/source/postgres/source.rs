@@ -8,6 +8,14 @@
 //!   the checkpoint (and with it the slot) moves forward on an idle or echo-only stream.
 //! - The LSN reported to the server as flushed comes only from `flushed`: the position the
 //!   target has committed. The slot never confirms anything the target does not have.
+//!
+//! [`PgSource::run`] is a loop of three steps: receive the next replication message (sending
+//! the standby status updates meanwhile), decode it into the reader's state (the open
+//! transaction, the relations and types the stream has described), hand over what it completed.
+//! Owns the mapping of pgoutput relations and tuples to the model's tables and row changes. May
+//! use the sibling modules (the replication protocol, the pgoutput decoder, text cell decoding),
+//! the model, the configuration, and the checkpoint table's name (to recognise duplex's own
+//! writes).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::decode::{decode_text, SESSION_SETTINGS};
 use super::pgoutput::{self, Cell, PgOutput, Relation, Tuple};
-use super::stream::{ReplicationConn, ReplicationMessage};
+use super::stream::{ReplicationConn, ReplicationMessage, ReplicationStream};
 use crate::config::PostgresConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
@@ -175,203 +183,243 @@ impl Source for PgSource {
             // 0/0: the slot's confirmed position.
             None => Lsn(0),
         };
-        let conn =
-            ReplicationConn::connect_with(&self.cfg, "duplex reader", SESSION_SETTINGS).await?;
-        let mut stream = conn
-            .start_replication(
-                &self.slot,
-                start,
-                &[
-                    ("proto_version", "1"),
-                    (
-                        "publication_names",
-                        &format!("\"{}\"", self.publication.replace('"', "\"\"")),
-                    ),
-                    ("messages", "true"),
-                ],
-            )
-            .await?;
+        let mut stream = self.start_replication(start).await?;
         tracing::info!(slot = %self.slot, from = %start, "logical replication started");
-        let mut tables: HashMap<u32, Table> = HashMap::new();
-        let mut custom_types: HashMap<u32, String> = HashMap::new();
-        let mut txn: Option<OpenTxn> = None;
-        let mut status = tokio::time::interval(STATUS_EVERY);
-        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut reported = Lsn(0);
+        let mut reader = Reader {
+            cfg: &self.cfg,
+            own_origin_prefix: &self.own_origin_prefix,
+            chunk_rows: self.chunk_rows,
+            tables: HashMap::new(),
+            custom_types: HashMap::new(),
+            txn: None,
+        };
+        let mut status = Status::new(&mut self.flushed);
         loop {
-            let message = tokio::select! {
-                m = stream.next() => m?,
-                _ = status.tick() => {
-                    let f = *self.flushed.borrow();
-                    stream.send_status(f, f, f, false).await?;
-                    reported = f;
-                    continue;
-                }
-                changed = self.flushed.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
-                    }
-                    let f = *self.flushed.borrow();
-                    if f > reported {
-                        stream.send_status(f, f, f, false).await?;
-                        reported = f;
-                    }
-                    continue;
-                }
+            let Some(message) = status.receive(&mut stream).await? else {
+                return Ok(());
             };
-            match message {
-                ReplicationMessage::Keepalive { wal_end, reply, .. } => {
-                    if reply {
-                        let f = *self.flushed.borrow();
-                        stream.send_status(f, f, f, false).await?;
-                        reported = f;
-                    }
-                    if txn.is_none()
-                        && tx
-                            .send(SourceEvent::Idle(Position::Postgres(wal_end)))
-                            .await
-                            .is_err()
-                    {
-                        return Ok(());
-                    }
-                }
-                ReplicationMessage::XLogData { data, .. } => match pgoutput::decode(&data)? {
-                    PgOutput::Begin {
-                        final_lsn,
-                        commit_time_us,
-                        xid,
-                    } => {
-                        txn = Some(OpenTxn {
-                            id: format!("{xid}@{final_lsn}"),
-                            commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
-                            at: final_lsn,
-                            own: false,
-                            begun: false,
-                            seen: false,
-                            rows: Vec::new(),
-                        });
-                    }
-                    PgOutput::Origin { name, .. } => {
-                        if let Some(t) = txn.as_mut() {
-                            t.own = name.starts_with(&self.own_origin_prefix);
-                        }
-                    }
-                    PgOutput::Type {
-                        oid,
-                        namespace,
-                        name,
-                    } => {
-                        custom_types.insert(oid, format!("{namespace}.{name}"));
-                    }
-                    PgOutput::Relation(rel) => {
-                        tables.insert(rel.oid, table_of(&rel, &custom_types));
-                    }
-                    PgOutput::Insert { rel, new } => {
-                        self.row(&tables, &mut txn, rel, Op::Insert, None, Some(&new), &tx)
-                            .await?;
-                    }
-                    PgOutput::Update { rel, old, new } => {
-                        let old = old.as_ref().map(|(_, t)| t);
-                        self.row(&tables, &mut txn, rel, Op::Update, old, Some(&new), &tx)
-                            .await?;
-                    }
-                    PgOutput::Delete { rel, old } => {
-                        self.row(&tables, &mut txn, rel, Op::Delete, Some(&old.1), None, &tx)
-                            .await?;
-                    }
-                    PgOutput::Truncate { rels, .. } => {
-                        let names: Vec<String> = rels
-                            .iter()
-                            .map(|r| {
-                                tables
-                                    .get(r)
-                                    .map_or(format!("oid {r}"), |t| t.schema.name.to_string())
-                            })
-                            .collect();
-                        if !txn.as_ref().is_some_and(|t| t.own) {
-                            return Err(Error::new(
-                                ErrorKind::SourceDefinite,
-                                format!(
-                                    "TRUNCATE of {} in PostgreSQL: duplex does not replicate truncation; \
-                                     remove the table from the publication or truncate the other side by hand, then resume",
-                                    names.join(", ")
-                                ),
-                            ));
-                        }
-                    }
-                    PgOutput::Message { .. } => {}
-                    PgOutput::Commit {
-                        end_lsn,
-                        commit_time_us,
-                        ..
-                    } => {
-                        let Some(mut t) = txn.take() else { continue };
-                        let position = Position::Postgres(end_lsn);
-                        tracing::debug!(txn = %t.id, end = %end_lsn, own = t.own, rows = t.rows.len(), "PostgreSQL transaction read");
-                        if t.own || (!t.begun && t.rows.is_empty()) {
-                            if tx.send(SourceEvent::Idle(position)).await.is_err() {
-                                return Ok(());
-                            }
-                            continue;
-                        }
-                        if !t.begun
-                            && tx
-                                .send(SourceEvent::Begin(TxnBegin {
-                                    id: t.id.clone(),
-                                    commit_time_us: t.commit_time_us,
-                                    at: Some(Position::Postgres(t.at)),
-                                }))
-                                .await
-                                .is_err()
-                        {
-                            return Ok(());
-                        }
-                        if !t.rows.is_empty()
-                            && tx
-                                .send(SourceEvent::Rows(std::mem::take(&mut t.rows)))
-                                .await
-                                .is_err()
-                        {
-                            return Ok(());
-                        }
-                        let commit = TxnCommit {
-                            position,
-                            commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
-                        };
-                        if tx.send(SourceEvent::Commit(commit)).await.is_err() {
-                            return Ok(());
-                        }
-                    }
-                },
+            let Some(out) = reader.decode(message)? else {
+                continue;
+            };
+            if !reader.hand_over(out, &tx).await {
+                return Ok(());
             }
         }
     }
 }
 
 impl PgSource {
-    /// Adds a row change to the open transaction (unless it is duplex's own), sending a chunk
-    /// when enough have gathered.
-    #[allow(clippy::too_many_arguments)]
-    async fn row(
-        &self,
-        tables: &HashMap<u32, Table>,
-        txn: &mut Option<OpenTxn>,
+    /// Connects for replication and starts streaming the slot from `start`.
+    async fn start_replication(&self, start: Lsn) -> Result<ReplicationStream> {
+        let conn =
+            ReplicationConn::connect_with(&self.cfg, "duplex reader", SESSION_SETTINGS).await?;
+        conn.start_replication(
+            &self.slot,
+            start,
+            &[
+                ("proto_version", "1"),
+                (
+                    "publication_names",
+                    &format!("\"{}\"", self.publication.replace('"', "\"\"")),
+                ),
+                ("messages", "true"),
+            ],
+        )
+        .await
+    }
+}
+
+/// The standby status updates: the LSN the target has flushed, and the last one reported.
+struct Status<'a> {
+    flushed: &'a mut watch::Receiver<Lsn>,
+    every: tokio::time::Interval,
+    reported: Lsn,
+}
+
+impl<'a> Status<'a> {
+    fn new(flushed: &'a mut watch::Receiver<Lsn>) -> Self {
+        let mut every = tokio::time::interval(STATUS_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Status {
+            flushed,
+            every,
+            reported: Lsn(0),
+        }
+    }
+
+    /// Receive: the next replication message. Meanwhile a status update goes out every
+    /// [`STATUS_EVERY`] and whenever the flushed LSN moves past the one reported, and a keepalive
+    /// that asks for a reply gets one. `None`: the pipeline is gone.
+    async fn receive(
+        &mut self,
+        stream: &mut ReplicationStream,
+    ) -> Result<Option<ReplicationMessage>> {
+        loop {
+            tokio::select! {
+                m = stream.next() => {
+                    let m = m?;
+                    if let ReplicationMessage::Keepalive { reply: true, .. } = m {
+                        let f = *self.flushed.borrow();
+                        self.report(stream, f).await?;
+                    }
+                    return Ok(Some(m));
+                }
+                _ = self.every.tick() => {
+                    let f = *self.flushed.borrow();
+                    self.report(stream, f).await?;
+                }
+                changed = self.flushed.changed() => {
+                    if changed.is_err() {
+                        return Ok(None);
+                    }
+                    let f = *self.flushed.borrow();
+                    if f > self.reported {
+                        self.report(stream, f).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reports `f` as written, flushed and applied.
+    async fn report(&mut self, stream: &mut ReplicationStream, f: Lsn) -> Result<()> {
+        stream.send_status(f, f, f, false).await?;
+        self.reported = f;
+        Ok(())
+    }
+}
+
+/// What decoding one message leaves to hand over to the pipeline.
+enum Handover {
+    /// A keepalive while no transaction is open: the server's WAL end, as an idle position.
+    Idle(Lsn),
+    /// The open transaction has gathered a chunk of rows.
+    Chunk,
+    /// A transaction ended at `end_lsn`, committed at `commit_time_us` (PostgreSQL's epoch).
+    End {
+        txn: OpenTxn,
+        end_lsn: Lsn,
+        commit_time_us: i64,
+    },
+}
+
+/// The state the reader carries from one message to the next.
+struct Reader<'a> {
+    cfg: &'a PostgresConfig,
+    /// Transactions whose origin name starts with this are duplex's own: dropped.
+    own_origin_prefix: &'a str,
+    chunk_rows: usize,
+    tables: HashMap<u32, Table>,
+    custom_types: HashMap<u32, String>,
+    txn: Option<OpenTxn>,
+}
+
+impl Reader<'_> {
+    /// Decode: applies one message to the reader's state; returns what is ready to hand over.
+    fn decode(&mut self, message: ReplicationMessage) -> Result<Option<Handover>> {
+        let data = match message {
+            ReplicationMessage::Keepalive { wal_end, .. } => {
+                return Ok(self.txn.is_none().then_some(Handover::Idle(wal_end)));
+            }
+            ReplicationMessage::XLogData { data, .. } => data,
+        };
+        match pgoutput::decode(&data)? {
+            PgOutput::Begin {
+                final_lsn,
+                commit_time_us,
+                xid,
+            } => {
+                self.txn = Some(OpenTxn {
+                    id: format!("{xid}@{final_lsn}"),
+                    commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
+                    at: final_lsn,
+                    own: false,
+                    begun: false,
+                    seen: false,
+                    rows: Vec::new(),
+                });
+            }
+            PgOutput::Origin { name, .. } => {
+                if let Some(t) = self.txn.as_mut() {
+                    t.own = name.starts_with(self.own_origin_prefix);
+                }
+            }
+            PgOutput::Type {
+                oid,
+                namespace,
+                name,
+            } => {
+                self.custom_types.insert(oid, format!("{namespace}.{name}"));
+            }
+            PgOutput::Relation(rel) => {
+                self.tables
+                    .insert(rel.oid, table_of(&rel, &self.custom_types));
+            }
+            PgOutput::Insert { rel, new } => {
+                return self.row(rel, Op::Insert, None, Some(&new));
+            }
+            PgOutput::Update { rel, old, new } => {
+                let old = old.as_ref().map(|(_, t)| t);
+                return self.row(rel, Op::Update, old, Some(&new));
+            }
+            PgOutput::Delete { rel, old } => {
+                return self.row(rel, Op::Delete, Some(&old.1), None);
+            }
+            PgOutput::Truncate { rels, .. } => {
+                let names: Vec<String> = rels
+                    .iter()
+                    .map(|r| {
+                        self.tables
+                            .get(r)
+                            .map_or(format!("oid {r}"), |t| t.schema.name.to_string())
+                    })
+                    .collect();
+                if !self.txn.as_ref().is_some_and(|t| t.own) {
+                    return Err(Error::new(
+                        ErrorKind::SourceDefinite,
+                        format!(
+                            "TRUNCATE of {} in PostgreSQL: duplex does not replicate truncation; \
+                             remove the table from the publication or truncate the other side by hand, then resume",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+            }
+            PgOutput::Message { .. } => {}
+            PgOutput::Commit {
+                end_lsn,
+                commit_time_us,
+                ..
+            } => {
+                return Ok(self.txn.take().map(|txn| Handover::End {
+                    txn,
+                    end_lsn,
+                    commit_time_us,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Adds a row change to the open transaction (unless it is duplex's own); a full chunk is
+    /// handed over.
+    fn row(
+        &mut self,
         rel: u32,
         op: Op,
         old: Option<&Tuple>,
         new: Option<&Tuple>,
-        tx: &mpsc::Sender<SourceEvent>,
-    ) -> Result<()> {
-        let t = txn.as_mut().ok_or_else(|| {
+    ) -> Result<Option<Handover>> {
+        let t = self.txn.as_mut().ok_or_else(|| {
             Error::new(
                 ErrorKind::SourceDefinite,
                 "a row change outside a transaction",
             )
         })?;
         if t.own {
-            return Ok(());
+            return Ok(None);
         }
-        let table = tables.get(&rel).ok_or_else(|| {
+        let table = self.tables.get(&rel).ok_or_else(|| {
             Error::new(
                 ErrorKind::SourceDefinite,
                 format!("a row change for relation {rel} before its Relation message"),
@@ -386,7 +434,7 @@ impl PgSource {
             t.own = is_marker;
         }
         if t.own || is_marker {
-            return Ok(());
+            return Ok(None);
         }
         let after = new.map(|n| values(table, n)).transpose()?;
         // Without an old image (default replica identity, key unchanged) the key is in the new row.
@@ -408,21 +456,86 @@ impl PgSource {
             after,
             image,
         });
-        if t.rows.len() >= self.chunk_rows {
-            if !t.begun {
-                t.begun = true;
-                let begin = TxnBegin {
-                    id: t.id.clone(),
-                    commit_time_us: t.commit_time_us,
-                    at: Some(Position::Postgres(t.at)),
-                };
-                if tx.send(SourceEvent::Begin(begin)).await.is_err() {
-                    return Ok(());
-                }
-            }
-            let chunk = std::mem::take(&mut t.rows);
-            let _ = tx.send(SourceEvent::Rows(chunk)).await;
-        }
-        Ok(())
+        Ok((t.rows.len() >= self.chunk_rows).then_some(Handover::Chunk))
     }
+
+    /// Hand over: sends what a message completed. `false`: the pipeline is gone and the run ends
+    /// (noticed by an idle position's or a transaction end's send; a chunk sends what it can and
+    /// reading goes on).
+    async fn hand_over(&mut self, out: Handover, tx: &mpsc::Sender<SourceEvent>) -> bool {
+        match out {
+            Handover::Idle(wal_end) => tx
+                .send(SourceEvent::Idle(Position::Postgres(wal_end)))
+                .await
+                .is_ok(),
+            Handover::Chunk => {
+                if let Some(t) = self.txn.as_mut() {
+                    send_chunk(t, tx).await;
+                }
+                true
+            }
+            Handover::End {
+                txn,
+                end_lsn,
+                commit_time_us,
+            } => finish(txn, end_lsn, commit_time_us, tx).await,
+        }
+    }
+}
+
+/// Sends the rows gathered so far, after the transaction's Begin the first time.
+async fn send_chunk(t: &mut OpenTxn, tx: &mpsc::Sender<SourceEvent>) {
+    if !t.begun {
+        t.begun = true;
+        let begin = TxnBegin {
+            id: t.id.clone(),
+            commit_time_us: t.commit_time_us,
+            at: Some(Position::Postgres(t.at)),
+        };
+        if tx.send(SourceEvent::Begin(begin)).await.is_err() {
+            return;
+        }
+    }
+    let chunk = std::mem::take(&mut t.rows);
+    let _ = tx.send(SourceEvent::Rows(chunk)).await;
+}
+
+/// Sends the end of a transaction, or only an idle position at its end when it is duplex's own
+/// or touched no published table. `false`: the pipeline is gone.
+async fn finish(
+    mut t: OpenTxn,
+    end_lsn: Lsn,
+    commit_time_us: i64,
+    tx: &mpsc::Sender<SourceEvent>,
+) -> bool {
+    let position = Position::Postgres(end_lsn);
+    tracing::debug!(txn = %t.id, end = %end_lsn, own = t.own, rows = t.rows.len(), "PostgreSQL transaction read");
+    if t.own || (!t.begun && t.rows.is_empty()) {
+        return tx.send(SourceEvent::Idle(position)).await.is_ok();
+    }
+    if !t.begun
+        && tx
+            .send(SourceEvent::Begin(TxnBegin {
+                id: t.id.clone(),
+                commit_time_us: t.commit_time_us,
+                at: Some(Position::Postgres(t.at)),
+            }))
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    if !t.rows.is_empty()
+        && tx
+            .send(SourceEvent::Rows(std::mem::take(&mut t.rows)))
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    let commit = TxnCommit {
+        position,
+        commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
+    };
+    tx.send(SourceEvent::Commit(commit)).await.is_ok()
 }

@@ -12,6 +12,8 @@
 //!
 //! Invariant (kept by the caller): the flushed LSN reported in a status update is never beyond
 //! what the target has committed, because PostgreSQL may discard WAL up to it.
+//!
+//! May use the configuration, errors, the model's [`Lsn`] and [`crate::tls`].
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};

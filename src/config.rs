@@ -312,8 +312,48 @@ impl Config {
 
     /// Parses and validates config text; `path` is used for messages and relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config> {
+        let raw = Self::parse_raw(text, path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let err = |key: &str, msg: String| {
+            Error::config(format!("{}: key `{key}`: {msg}", path.display()))
+        };
+
+        Self::check_pipeline_name(&raw.pipeline, &err)?;
+        let source_time_zone = Self::parse_time_zone(&raw.source_time_zone, &err)?;
+        let (metrics_listen, ready_max_lag) = Self::parse_metrics(&raw.metrics, &err)?;
+        Self::check_rows_and_mysql(&raw, &err)?;
+        let mysql_password = secret(
+            "mysql",
+            raw.mysql.password_env.as_deref(),
+            raw.mysql.password_file.as_deref(),
+            base,
+            path,
+        )?;
+        let pg_password = secret(
+            "postgres",
+            raw.postgres.password_env.as_deref(),
+            raw.postgres.password_file.as_deref(),
+            base,
+            path,
+        )?;
+        Ok(Config {
+            path: path.to_path_buf(),
+            pipeline: raw.pipeline,
+            mappings: base.join(raw.mappings),
+            source_time_zone,
+            mysql: Self::mysql_config(raw.mysql, mysql_password, base),
+            postgres: Self::postgres_config(raw.postgres, pg_password, base),
+            metrics_listen,
+            ready_max_lag,
+            apply: raw.apply,
+            snapshot: raw.snapshot,
+        })
+    }
+
+    /// The TOML text as [`RawConfig`]; an error names the file, the line and the key path.
+    fn parse_raw(text: &str, path: &Path) -> Result<RawConfig> {
         let de = toml::Deserializer::new(text);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
             let line = inner
@@ -325,16 +365,14 @@ impl Config {
                 path.display(),
                 toml_error_text(&key, inner.message())
             ))
-        })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let err = |key: &str, msg: String| {
-            Error::config(format!("{}: key `{key}`: {msg}", path.display()))
-        };
+        })
+    }
 
-        if raw.pipeline.is_empty()
-            || raw.pipeline.len() > 40
-            || !raw
-                .pipeline
+    /// `pipeline`: 1-40 characters of a-z, 0-9 and _.
+    fn check_pipeline_name(pipeline: &str, err: &impl Fn(&str, String) -> Error) -> Result<()> {
+        if pipeline.is_empty()
+            || pipeline.len() > 40
+            || !pipeline
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         {
@@ -342,29 +380,44 @@ impl Config {
                 "pipeline",
                 format!(
                     "{:?} must be 1-40 characters of a-z, 0-9 and _ (it names replication origins and checkpoints)",
-                    raw.pipeline
+                    pipeline
                 ),
             ));
         }
-        let source_time_zone = chrono_tz::Tz::from_str(&raw.source_time_zone).map_err(|_| {
+        Ok(())
+    }
+
+    /// `source_time_zone`: an IANA time zone name.
+    fn parse_time_zone(
+        source_time_zone: &str,
+        err: &impl Fn(&str, String) -> Error,
+    ) -> Result<chrono_tz::Tz> {
+        chrono_tz::Tz::from_str(source_time_zone).map_err(|_| {
             err(
                 "source_time_zone",
                 format!(
                     "{:?} is not an IANA time zone name (e.g. \"Asia/Almaty\")",
-                    raw.source_time_zone
+                    source_time_zone
                 ),
             )
-        })?;
-        let metrics_listen = raw.metrics.listen.parse().map_err(|_| {
+        })
+    }
+
+    /// `[metrics]`: the listener address and the `/ready` lag bound.
+    fn parse_metrics(
+        metrics: &RawMetrics,
+        err: &impl Fn(&str, String) -> Error,
+    ) -> Result<(std::net::SocketAddr, std::time::Duration)> {
+        let metrics_listen = metrics.listen.parse().map_err(|_| {
             err(
                 "metrics.listen",
                 format!(
                     "{:?} is not a socket address like 127.0.0.1:9187",
-                    raw.metrics.listen
+                    metrics.listen
                 ),
             )
         })?;
-        let lag = raw.metrics.ready_max_lag_s;
+        let lag = metrics.ready_max_lag_s;
         // try_from: a finite but huge number would make from_secs_f64 panic.
         let ready_max_lag = std::time::Duration::try_from_secs_f64(lag)
             .ok()
@@ -375,6 +428,11 @@ impl Config {
                     format!("{lag} must be a number of seconds above 0 (e.g. 10)"),
                 )
             })?;
+        Ok((metrics_listen, ready_max_lag))
+    }
+
+    /// Row counts of at least 1, a replica server id other than 0, a well-formed start position.
+    fn check_rows_and_mysql(raw: &RawConfig, err: &impl Fn(&str, String) -> Error) -> Result<()> {
         for (key, rows) in [
             ("apply.batch_max_rows", raw.apply.batch_max_rows),
             ("apply.chunk_rows", raw.apply.chunk_rows),
@@ -398,68 +456,49 @@ impl Config {
                 )
             })?;
         }
-        let mysql_password = secret(
-            "mysql",
-            raw.mysql.password_env.as_deref(),
-            raw.mysql.password_file.as_deref(),
-            base,
-            path,
-        )?;
-        let pg_password = secret(
-            "postgres",
-            raw.postgres.password_env.as_deref(),
-            raw.postgres.password_file.as_deref(),
-            base,
-            path,
-        )?;
-        Ok(Config {
-            path: path.to_path_buf(),
-            pipeline: raw.pipeline,
-            mappings: base.join(raw.mappings),
-            source_time_zone,
-            mysql: MysqlConfig {
-                tls: tls(
-                    &raw.mysql.host,
-                    raw.mysql.sslmode,
-                    [raw.mysql.sslrootcert, raw.mysql.sslcert, raw.mysql.sslkey],
-                    base,
-                ),
-                host: raw.mysql.host,
-                port: raw.mysql.port,
-                user: raw.mysql.user,
-                password: mysql_password,
-                database: raw.mysql.database,
-                server_id: raw.mysql.server_id,
-                duplex_database: raw.mysql.duplex_database,
-                start_position: raw.mysql.start_position,
-                connect_timeout_s: raw.mysql.connect_timeout_s,
-            },
-            postgres: PostgresConfig {
-                tls: tls(
-                    &raw.postgres.host,
-                    raw.postgres.sslmode,
-                    [
-                        raw.postgres.sslrootcert,
-                        raw.postgres.sslcert,
-                        raw.postgres.sslkey,
-                    ],
-                    base,
-                ),
-                host: raw.postgres.host,
-                port: raw.postgres.port,
-                user: raw.postgres.user,
-                password: pg_password,
-                dbname: raw.postgres.dbname,
-                schema: raw.postgres.schema,
-                duplex_schema: raw.postgres.duplex_schema,
-                connect_timeout_s: raw.postgres.connect_timeout_s,
-                skip_all_origins: raw.postgres.skip_all_origins,
-            },
-            metrics_listen,
-            ready_max_lag,
-            apply: raw.apply,
-            snapshot: raw.snapshot,
-        })
+        Ok(())
+    }
+
+    /// The validated `[mysql]` section.
+    fn mysql_config(raw: RawMysql, password: Secret, base: &Path) -> MysqlConfig {
+        MysqlConfig {
+            tls: tls(
+                &raw.host,
+                raw.sslmode,
+                [raw.sslrootcert, raw.sslcert, raw.sslkey],
+                base,
+            ),
+            host: raw.host,
+            port: raw.port,
+            user: raw.user,
+            password,
+            database: raw.database,
+            server_id: raw.server_id,
+            duplex_database: raw.duplex_database,
+            start_position: raw.start_position,
+            connect_timeout_s: raw.connect_timeout_s,
+        }
+    }
+
+    /// The validated `[postgres]` section.
+    fn postgres_config(raw: RawPostgres, password: Secret, base: &Path) -> PostgresConfig {
+        PostgresConfig {
+            tls: tls(
+                &raw.host,
+                raw.sslmode,
+                [raw.sslrootcert, raw.sslcert, raw.sslkey],
+                base,
+            ),
+            host: raw.host,
+            port: raw.port,
+            user: raw.user,
+            password,
+            dbname: raw.dbname,
+            schema: raw.schema,
+            duplex_schema: raw.duplex_schema,
+            connect_timeout_s: raw.connect_timeout_s,
+            skip_all_origins: raw.skip_all_origins,
+        }
     }
 }
 

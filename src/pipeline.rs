@@ -522,19 +522,11 @@ impl<S: Sink> Applier<'_, S> {
                 stopping = Some(Instant::now());
             }
             if let Some(since) = stopping {
-                if txn_id.is_none() {
-                    if ready_to_commit {
-                        if let Err(e) = self.commit(&mut batch).await {
-                            return self.rejected(e).await;
-                        }
-                    }
-                    self.sink.rollback().await;
-                    return Ok(Stop::Shutdown);
-                }
-                if since.elapsed() > SHUTDOWN_GRACE {
-                    tracing::warn!("the transaction in flight did not finish in time; leaving it for the next start");
-                    self.sink.rollback().await;
-                    return Ok(Stop::Shutdown);
+                if let Some(stop) = self
+                    .stop_if_due(since, &txn_id, ready_to_commit, &mut batch)
+                    .await?
+                {
+                    return Ok(stop);
                 }
             }
             let event = if ready_to_commit {
@@ -560,13 +552,7 @@ impl<S: Sink> Applier<'_, S> {
                 }
             };
             let Some(event) = event else {
-                if ready_to_commit {
-                    if let Err(e) = self.commit(&mut batch).await {
-                        return self.rejected(e).await;
-                    }
-                }
-                self.sink.rollback().await;
-                return Err(Error::new(ErrorKind::SourceTransient, "source stopped"));
+                return self.source_stopped(ready_to_commit, &mut batch).await;
             };
             // The permit returns to the encoder's budget once this event is handled.
             let (event, _permit) = event;
@@ -577,100 +563,204 @@ impl<S: Sink> Applier<'_, S> {
             }
             match event {
                 Encoded::Begin(b) => {
-                    if batch.is_none() {
-                        self.sink.begin().await?;
-                        batch = Some(Batch {
-                            started: Instant::now(),
-                            rows: 0,
-                            txns: 0,
-                            last: None,
-                            heartbeats: Vec::new(),
-                            heartbeat_txns: 0,
-                        });
-                    }
+                    self.begin_txn(&mut batch).await?;
                     txn_id = Some(b.id);
                     (txn_heartbeat, txn_other) = (false, false);
                 }
                 Encoded::Rows(items) => {
-                    if let Some(b) = batch.as_mut() {
-                        b.rows += items.len();
-                    }
-                    for item in items {
-                        if !matches!(item, Item::Heartbeat(_)) {
-                            txn_other = true;
-                        }
-                        match item {
-                            Item::Apply(changes) => {
-                                for c in changes {
-                                    if let Err(e) = self.sink.push(c).await {
-                                        return self.rejected(e).await;
-                                    }
-                                }
-                            }
-                            Item::Careful(changes) => {
-                                for (c, mut letter) in changes {
-                                    if !self.careful() {
-                                        if let Err(e) = self.sink.push(c).await {
-                                            return self.rejected(e).await;
-                                        }
-                                        continue;
-                                    }
-                                    match self.sink.push_careful(c).await {
-                                        Ok(()) => {}
-                                        Err(e) if !e.is_transient() => {
-                                            tracing::warn!(table = %letter.target_table, txn = %letter.txn_id, error = %e, "row rejected by the target; set aside into the dead-letter table");
-                                            letter.reason = e.to_string().replace('\0', "\\0");
-                                            self.sink.dead_letter(letter);
-                                        }
-                                        Err(e) => return Err(e),
-                                    }
-                                }
-                            }
-                            Item::Dead(letter) => self.sink.dead_letter(letter),
-                            Item::Heartbeat(stamp) => {
-                                txn_heartbeat = true;
-                                if let (Some(b), Some(stamp)) = (batch.as_mut(), stamp) {
-                                    b.heartbeats.push(stamp);
-                                }
-                                continue;
-                            }
-                        }
+                    if let Some(stop) = self
+                        .push_rows(items, &mut batch, &mut txn_heartbeat, &mut txn_other)
+                        .await?
+                    {
+                        return Ok(stop);
                     }
                 }
                 Encoded::Commit(c) => {
                     txn_id = None;
-                    self.last_seen = Some(c.position.clone());
-                    if let Some(b) = batch.as_mut() {
-                        b.txns += 1;
-                        if txn_heartbeat && !txn_other {
-                            b.heartbeat_txns += 1;
-                        }
-                        b.last = Some((c.position.clone(), c.commit_time_us));
-                    }
-                    let full = batch.as_ref().is_some_and(|b| {
-                        b.rows >= self.batch_max_rows || b.started.elapsed() >= self.batch_max_delay
-                    });
-                    if self.careful() || full {
-                        if let Err(e) = self.commit(&mut batch).await {
-                            return self.rejected(e).await;
-                        }
+                    if let Some(stop) = self
+                        .end_txn(
+                            c.position,
+                            c.commit_time_us,
+                            &mut batch,
+                            txn_heartbeat,
+                            txn_other,
+                        )
+                        .await?
+                    {
+                        return Ok(stop);
                     }
                 }
                 Encoded::Idle(pos) => {
-                    let ahead = self.committed.as_ref().is_none_or(|c| pos.is_after(c));
-                    if batch.is_none()
-                        && ahead
-                        && last_idle_checkpoint.elapsed() >= IDLE_CHECKPOINT_EVERY
-                    {
-                        last_idle_checkpoint = Instant::now();
-                        self.sink.begin().await?;
-                        self.sink.commit(&pos).await?;
-                        self.acknowledge(&pos);
-                        self.committed = Some(pos);
-                    }
+                    self.idle_checkpoint(pos, &batch, &mut last_idle_checkpoint)
+                        .await?
                 }
             }
         }
+    }
+
+    /// Shutdown was asked for at `since`: stops once no source transaction is in flight
+    /// (committing the complete ones first), or when the one in flight outlasts
+    /// [`SHUTDOWN_GRACE`]. `Ok(None)`: not yet.
+    async fn stop_if_due(
+        &mut self,
+        since: Instant,
+        txn_id: &Option<String>,
+        ready_to_commit: bool,
+        batch: &mut Option<Batch>,
+    ) -> Result<Option<Stop>> {
+        if txn_id.is_none() {
+            if ready_to_commit {
+                if let Err(e) = self.commit(batch).await {
+                    return self.rejected(e).await.map(Some);
+                }
+            }
+            self.sink.rollback().await;
+            return Ok(Some(Stop::Shutdown));
+        }
+        if since.elapsed() > SHUTDOWN_GRACE {
+            tracing::warn!(
+                "the transaction in flight did not finish in time; leaving it for the next start"
+            );
+            self.sink.rollback().await;
+            return Ok(Some(Stop::Shutdown));
+        }
+        Ok(None)
+    }
+
+    /// The channel closed: commits the complete source transactions, then reports that the
+    /// source stopped (the caller asks the source why).
+    async fn source_stopped(
+        &mut self,
+        ready_to_commit: bool,
+        batch: &mut Option<Batch>,
+    ) -> Result<Stop> {
+        if ready_to_commit {
+            if let Err(e) = self.commit(batch).await {
+                return self.rejected(e).await;
+            }
+        }
+        self.sink.rollback().await;
+        Err(Error::new(ErrorKind::SourceTransient, "source stopped"))
+    }
+
+    /// A source transaction begins: opens a target transaction unless a batch is open.
+    async fn begin_txn(&mut self, batch: &mut Option<Batch>) -> Result<()> {
+        if batch.is_none() {
+            self.sink.begin().await?;
+            *batch = Some(Batch {
+                started: Instant::now(),
+                rows: 0,
+                txns: 0,
+                last: None,
+                heartbeats: Vec::new(),
+                heartbeat_txns: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes rows of the source transaction being received: in careful mode a row the target
+    /// rejects becomes a dead letter; heartbeats are only noted. `Ok(Some(_))`: the apply ends.
+    async fn push_rows(
+        &mut self,
+        items: Vec<Item<<S::Encoder as Encoder>::Change>>,
+        batch: &mut Option<Batch>,
+        txn_heartbeat: &mut bool,
+        txn_other: &mut bool,
+    ) -> Result<Option<Stop>> {
+        if let Some(b) = batch.as_mut() {
+            b.rows += items.len();
+        }
+        for item in items {
+            if !matches!(item, Item::Heartbeat(_)) {
+                *txn_other = true;
+            }
+            match item {
+                Item::Apply(changes) => {
+                    for c in changes {
+                        if let Err(e) = self.sink.push(c).await {
+                            return self.rejected(e).await.map(Some);
+                        }
+                    }
+                }
+                Item::Careful(changes) => {
+                    for (c, mut letter) in changes {
+                        if !self.careful() {
+                            if let Err(e) = self.sink.push(c).await {
+                                return self.rejected(e).await.map(Some);
+                            }
+                            continue;
+                        }
+                        match self.sink.push_careful(c).await {
+                            Ok(()) => {}
+                            Err(e) if !e.is_transient() => {
+                                tracing::warn!(table = %letter.target_table, txn = %letter.txn_id, error = %e, "row rejected by the target; set aside into the dead-letter table");
+                                letter.reason = e.to_string().replace('\0', "\\0");
+                                self.sink.dead_letter(letter);
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Item::Dead(letter) => self.sink.dead_letter(letter),
+                Item::Heartbeat(stamp) => {
+                    *txn_heartbeat = true;
+                    if let (Some(b), Some(stamp)) = (batch.as_mut(), stamp) {
+                        b.heartbeats.push(stamp);
+                    }
+                    continue;
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// A source transaction ended at `position`: it joins the batch, which commits when full
+    /// (or at once in careful mode). `Ok(Some(_))`: the apply ends.
+    async fn end_txn(
+        &mut self,
+        position: Position,
+        commit_time_us: i64,
+        batch: &mut Option<Batch>,
+        txn_heartbeat: bool,
+        txn_other: bool,
+    ) -> Result<Option<Stop>> {
+        self.last_seen = Some(position.clone());
+        if let Some(b) = batch.as_mut() {
+            b.txns += 1;
+            if txn_heartbeat && !txn_other {
+                b.heartbeat_txns += 1;
+            }
+            b.last = Some((position, commit_time_us));
+        }
+        let full = batch.as_ref().is_some_and(|b| {
+            b.rows >= self.batch_max_rows || b.started.elapsed() >= self.batch_max_delay
+        });
+        if self.careful() || full {
+            if let Err(e) = self.commit(batch).await {
+                return self.rejected(e).await.map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The source is idle at `pos`: checkpoints it (at most every [`IDLE_CHECKPOINT_EVERY`])
+    /// when no batch is open and it is past the last commit.
+    async fn idle_checkpoint(
+        &mut self,
+        pos: Position,
+        batch: &Option<Batch>,
+        last_idle_checkpoint: &mut Instant,
+    ) -> Result<()> {
+        let ahead = self.committed.as_ref().is_none_or(|c| pos.is_after(c));
+        if batch.is_none() && ahead && last_idle_checkpoint.elapsed() >= IDLE_CHECKPOINT_EVERY {
+            *last_idle_checkpoint = Instant::now();
+            self.sink.begin().await?;
+            self.sink.commit(&pos).await?;
+            self.acknowledge(&pos);
+            self.committed = Some(pos);
+        }
+        Ok(())
     }
 
     /// Handles an error of the fast path: definite target errors restart in careful mode.

@@ -627,57 +627,15 @@ async fn copy_table<S: Sink>(
     // Rows are read in small pieces so that few decoded rows are in memory at once (a decoded
     // row is three times its encoded size); the writer gathers `limit` rows per transaction.
     let piece = limit.min(READ_ROWS);
-    let (rtx, mut rrx) = mpsc::channel::<Result<Read>>(1);
+    let (rtx, rrx) = mpsc::channel::<Result<Read>>(1);
     // The writer asks for rows again (same view, same rows) when it must write them one by one.
-    let (again_tx, mut again_rx) = mpsc::channel::<Again>(1);
+    let (again_tx, again_rx) = mpsc::channel::<Again>(1);
     let first = progress.last_key.clone();
-    let read_schema = schema.clone();
-    let read_task = tokio::spawn(async move {
-        let mut after = first;
-        loop {
-            let read = read_chunk(&mut reader, &read_schema, after.clone(), piece).await;
-            let next = match &read {
-                Ok(r) if r.rows.len() == piece => Some(r.last_key.clone()),
-                _ => None,
-            };
-            if read.as_ref().is_ok_and(|r| r.rows.is_empty()) {
-                break;
-            }
-            // Wait for room downstream, serving repeat requests meanwhile.
-            let permit = loop {
-                tokio::select! {
-                    biased;
-                    Some(again) = again_rx.recv() => read_again(&mut reader, &read_schema, again).await,
-                    permit = rtx.reserve() => break permit,
-                }
-            };
-            let Ok(permit) = permit else { break };
-            permit.send(read);
-            match next {
-                Some(key) => after = Some(key),
-                None => break,
-            }
-        }
-        // Serve repeat requests until the writer is done.
-        drop(rtx);
-        while let Some(again) = again_rx.recv().await {
-            read_again(&mut reader, &read_schema, again).await;
-        }
-        reader
-    });
+    let read_task = spawn_reader(reader, schema.clone(), first, piece, rtx, again_rx);
     let (etx, mut erx) = mpsc::channel::<Result<Chunk<<S::Encoder as Encoder>::Change>>>(1);
-    let mut encoder = sink.encoder();
+    let encoder = sink.encoder();
     let txn_id = progress.label();
-    let enc_schema = schema.clone();
-    let enc_txn = txn_id.clone();
-    let encode_task = tokio::spawn(async move {
-        while let Some(read) = rrx.recv().await {
-            let out = read.map(|read| encode_chunk(&mut encoder, &enc_schema, read, &enc_txn));
-            if etx.send(out).await.is_err() {
-                break;
-            }
-        }
-    });
+    let encode_task = spawn_encoder::<S>(encoder, schema.clone(), txn_id.clone(), rrx, etx);
     let mut open: Option<Open> = None;
     let mut left_out = 0i64;
     let result = async {
@@ -694,46 +652,7 @@ async fn copy_table<S: Sink>(
             let ended = chunk.is_none();
             if let Some(chunk) = chunk {
                 let chunk = chunk?;
-                let txn = match open.as_mut() {
-                    Some(t) => t,
-                    None => {
-                        sink.begin().await?;
-                        open.insert(Open {
-                            after: chunk.after.clone(),
-                            rows: 0,
-                            dead: 0,
-                            last_key: Vec::new(),
-                            started: Instant::now(),
-                            failed: None,
-                        })
-                    }
-                };
-                txn.rows += chunk.items.len();
-                txn.last_key = chunk.last_key;
-                if txn.failed.is_none() {
-                    for item in chunk.items {
-                        match item {
-                            Ok(changes) => {
-                                if changes.is_empty() {
-                                    left_out += 1;
-                                }
-                                for c in changes {
-                                    if let Err(e) = sink.push(c).await {
-                                        txn.failed = Some(e);
-                                        break;
-                                    }
-                                }
-                            }
-                            Err(letter) => {
-                                txn.dead += 1;
-                                sink.dead_letter(*letter);
-                            }
-                        }
-                        if txn.failed.is_some() {
-                            break;
-                        }
-                    }
-                }
+                add_chunk(sink, &mut open, chunk, &mut left_out).await?;
             }
             if open.as_ref().is_some_and(|t| ended || t.rows >= limit) {
                 let txn = open.take().expect("an open transaction");
@@ -780,6 +699,123 @@ async fn copy_table<S: Sink>(
         seconds: started.elapsed().as_secs_f64(),
     });
     (reader, result)
+}
+
+/// Starts the reader task of [`copy_table`]: reads the rows after `first` in pieces of `piece`
+/// rows and sends them on, serving requests to read rows again meanwhile and until the writer
+/// is done; it hands the reader back.
+fn spawn_reader(
+    mut reader: Reader,
+    read_schema: Arc<TableSchema>,
+    first: Option<Vec<KeyValue>>,
+    piece: usize,
+    rtx: mpsc::Sender<Result<Read>>,
+    mut again_rx: mpsc::Receiver<Again>,
+) -> tokio::task::JoinHandle<Reader> {
+    tokio::spawn(async move {
+        let mut after = first;
+        loop {
+            let read = read_chunk(&mut reader, &read_schema, after.clone(), piece).await;
+            let next = match &read {
+                Ok(r) if r.rows.len() == piece => Some(r.last_key.clone()),
+                _ => None,
+            };
+            if read.as_ref().is_ok_and(|r| r.rows.is_empty()) {
+                break;
+            }
+            // Wait for room downstream, serving repeat requests meanwhile.
+            let permit = loop {
+                tokio::select! {
+                    biased;
+                    Some(again) = again_rx.recv() => read_again(&mut reader, &read_schema, again).await,
+                    permit = rtx.reserve() => break permit,
+                }
+            };
+            let Ok(permit) = permit else { break };
+            permit.send(read);
+            match next {
+                Some(key) => after = Some(key),
+                None => break,
+            }
+        }
+        // Serve repeat requests until the writer is done.
+        drop(rtx);
+        while let Some(again) = again_rx.recv().await {
+            read_again(&mut reader, &read_schema, again).await;
+        }
+        reader
+    })
+}
+
+/// Starts the encoder task of [`copy_table`]: maps and encodes each piece read, until the
+/// reader is done or the writer gone.
+fn spawn_encoder<S: Sink>(
+    mut encoder: S::Encoder,
+    enc_schema: Arc<TableSchema>,
+    enc_txn: String,
+    mut rrx: mpsc::Receiver<Result<Read>>,
+    etx: mpsc::Sender<Result<Chunk<<S::Encoder as Encoder>::Change>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(read) = rrx.recv().await {
+            let out = read.map(|read| encode_chunk(&mut encoder, &enc_schema, read, &enc_txn));
+            if etx.send(out).await.is_err() {
+                break;
+            }
+        }
+    })
+}
+
+/// Adds an encoded chunk to the open target transaction (beginning one if none is open): its
+/// changes are written and its unusable rows set aside, until a write fails (then the
+/// transaction's rows are written again one by one when it is finished).
+async fn add_chunk<S: Sink>(
+    sink: &mut S,
+    open: &mut Option<Open>,
+    chunk: Chunk<<S::Encoder as Encoder>::Change>,
+    left_out: &mut i64,
+) -> Result<()> {
+    let txn = match open.as_mut() {
+        Some(t) => t,
+        None => {
+            sink.begin().await?;
+            open.insert(Open {
+                after: chunk.after.clone(),
+                rows: 0,
+                dead: 0,
+                last_key: Vec::new(),
+                started: Instant::now(),
+                failed: None,
+            })
+        }
+    };
+    txn.rows += chunk.items.len();
+    txn.last_key = chunk.last_key;
+    if txn.failed.is_none() {
+        for item in chunk.items {
+            match item {
+                Ok(changes) => {
+                    if changes.is_empty() {
+                        *left_out += 1;
+                    }
+                    for c in changes {
+                        if let Err(e) = sink.push(c).await {
+                            txn.failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                Err(letter) => {
+                    txn.dead += 1;
+                    sink.dead_letter(*letter);
+                }
+            }
+            if txn.failed.is_some() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Commits a chunk with the table's progress moved past it.

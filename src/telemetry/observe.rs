@@ -82,6 +82,14 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
         }),
         ..Default::default()
     };
+    record_postgres(cfg, reverse, sessions, &mut r).await;
+    record_mysql(cfg, reverse, sessions, &mut r).await;
+    r
+}
+
+/// The PostgreSQL side of [`record_with`]: the forward direction's record, and the slot when
+/// `reverse`. The session is kept only if every query answered.
+async fn record_postgres(cfg: &Config, reverse: bool, sessions: &mut Sessions, r: &mut Record) {
     let schema = pg_ident(&cfg.postgres.duplex_schema);
     let pg = match sessions.pg.take().filter(|c| !c.is_closed()) {
         Some(c) => Ok(c),
@@ -93,53 +101,9 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
     match pg {
         Ok(pg) => {
             let q = async {
-                let ck = pg
-                    .query_opt(
-                        &format!("SELECT position, (extract(epoch FROM updated_at) * 1e6)::int8 FROM {schema}.checkpoint WHERE pipeline = $1 AND direction = $2"),
-                        &[&cfg.pipeline, &FORWARD],
-                    )
-                    .await?;
-                if let Some(row) = ck {
-                    r.forward.position = Some(row.get(0));
-                    r.forward.position_at_us = Some(row.get(1));
-                }
-                let dl = pg
-                    .query_one(
-                        &format!("SELECT count(*) FILTER (WHERE NOT resolved), count(*) FROM {schema}.dead_letter WHERE pipeline = $1 AND direction = $2"),
-                        &[&cfg.pipeline, &FORWARD],
-                    )
-                    .await?;
-                r.forward.dead_letters_unresolved = Some(dl.get(0));
-                r.forward.dead_letters_total = Some(dl.get(1));
-                let snap = pg
-                    .query(
-                        &format!("SELECT source_table, rows_copied FROM {schema}.snapshot WHERE pipeline = $1 AND direction = $2 AND state <> 'done' ORDER BY 1"),
-                        &[&cfg.pipeline, &FORWARD],
-                    )
-                    .await?;
-                r.forward.snapshot_pending = snap
-                    .iter()
-                    .map(|row| {
-                        format!(
-                            "{} ({} rows copied)",
-                            row.get::<_, String>(0),
-                            row.get::<_, i64>(1)
-                        )
-                    })
-                    .collect();
+                read_pg_forward(&pg, cfg, &schema, r).await?;
                 if reverse {
-                    let slot = crate::model::slot_name(&cfg.pipeline);
-                    let s = pg
-                        .query_opt(
-                            "SELECT active, (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
-                            &[&slot],
-                        )
-                        .await?;
-                    if let Some(row) = s {
-                        r.slot_active = Some(row.get(0));
-                        r.slot_retained_wal_bytes = row.get(1);
-                    }
-                    r.slot = Some(slot);
+                    read_pg_slot(&pg, cfg, r).await?;
                 }
                 Ok::<_, tokio_postgres::Error>(())
             };
@@ -150,6 +114,77 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
         }
         Err(e) => r.unreadable.push(format!("PostgreSQL: {e}")),
     }
+}
+
+/// The forward direction as PostgreSQL records it: checkpoint, dead letters, snapshot progress.
+async fn read_pg_forward(
+    pg: &tokio_postgres::Client,
+    cfg: &Config,
+    schema: &str,
+    r: &mut Record,
+) -> Result<(), tokio_postgres::Error> {
+    let ck = pg
+        .query_opt(
+            &format!("SELECT position, (extract(epoch FROM updated_at) * 1e6)::int8 FROM {schema}.checkpoint WHERE pipeline = $1 AND direction = $2"),
+            &[&cfg.pipeline, &FORWARD],
+        )
+        .await?;
+    if let Some(row) = ck {
+        r.forward.position = Some(row.get(0));
+        r.forward.position_at_us = Some(row.get(1));
+    }
+    let dl = pg
+        .query_one(
+            &format!("SELECT count(*) FILTER (WHERE NOT resolved), count(*) FROM {schema}.dead_letter WHERE pipeline = $1 AND direction = $2"),
+            &[&cfg.pipeline, &FORWARD],
+        )
+        .await?;
+    r.forward.dead_letters_unresolved = Some(dl.get(0));
+    r.forward.dead_letters_total = Some(dl.get(1));
+    let snap = pg
+        .query(
+            &format!("SELECT source_table, rows_copied FROM {schema}.snapshot WHERE pipeline = $1 AND direction = $2 AND state <> 'done' ORDER BY 1"),
+            &[&cfg.pipeline, &FORWARD],
+        )
+        .await?;
+    r.forward.snapshot_pending = snap
+        .iter()
+        .map(|row| {
+            format!(
+                "{} ({} rows copied)",
+                row.get::<_, String>(0),
+                row.get::<_, i64>(1)
+            )
+        })
+        .collect();
+    Ok(())
+}
+
+/// The reverse direction's replication slot: whether it is in use, and the WAL it retains.
+async fn read_pg_slot(
+    pg: &tokio_postgres::Client,
+    cfg: &Config,
+    r: &mut Record,
+) -> Result<(), tokio_postgres::Error> {
+    let slot = crate::model::slot_name(&cfg.pipeline);
+    let s = pg
+        .query_opt(
+            "SELECT active, (pg_current_wal_lsn() - restart_lsn)::int8 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await?;
+    if let Some(row) = s {
+        r.slot_active = Some(row.get(0));
+        r.slot_retained_wal_bytes = row.get(1);
+    }
+    r.slot = Some(slot);
+    Ok(())
+}
+
+/// The MySQL side of [`record_with`]: the binlogs and their expiry, the reverse direction's
+/// record when `reverse`, and how far the forward checkpoint is behind. The session is kept
+/// only if every query answered.
+async fn record_mysql(cfg: &Config, reverse: bool, sessions: &mut Sessions, r: &mut Record) {
     let db = my_ident(&cfg.mysql.duplex_database);
     let my = match sessions.my.take() {
         Some(c) => Ok(c),
@@ -158,59 +193,9 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
     match my {
         Ok(mut my) => {
             let q = async {
-                let logs: Vec<mysql_async::Row> = my.query("SHOW BINARY LOGS").await?;
-                let names: Vec<String> = logs.iter().filter_map(|row| row.get(0)).collect();
-                r.binlog_newest = names
-                    .iter()
-                    .max_by_key(|n| BinlogFile((*n).clone()).sequence())
-                    .cloned();
-                // MariaDB before 10.6 has only the days.
-                let expiry: Option<(Option<u64>, Option<f64>)> = match my
-                    .query_first("SELECT @@binlog_expire_logs_seconds, @@expire_logs_days")
-                    .await
-                {
-                    Ok(row) => row,
-                    Err(_) => my.query_first("SELECT NULL, @@expire_logs_days").await?,
-                };
-                let expiry_s = match expiry {
-                    Some((Some(s), _)) if s > 0 => s as i64,
-                    Some((_, Some(d))) => (d * 86_400.0) as i64,
-                    _ => 0,
-                };
-                r.binlog_expiry_seconds = Some(expiry_s);
+                let names = read_my_binlogs(&mut my, r).await?;
                 if reverse {
-                    let rows: Vec<(String, i64)> = my
-                        .exec(
-                            format!("SELECT position, CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) FROM {db}.checkpoint WHERE pipeline = ? AND direction = ?"),
-                            (&cfg.pipeline, REVERSE),
-                        )
-                        .await?;
-                    let dl: Option<(i64, i64)> = my
-                        .exec_first(
-                            format!("SELECT CAST(COALESCE(SUM(NOT resolved), 0) AS SIGNED), COUNT(*) FROM {db}.dead_letter WHERE pipeline = ? AND direction = ?"),
-                            (&cfg.pipeline, REVERSE),
-                        )
-                        .await?;
-                    let snap: Vec<(String, i64)> = my
-                        .exec(
-                            format!("SELECT source_table, rows_copied FROM {db}.snapshot WHERE pipeline = ? AND direction = ? AND state <> 'done' ORDER BY 1"),
-                            (&cfg.pipeline, REVERSE),
-                        )
-                        .await?;
-                    if let Some(d) = r.reverse.as_mut() {
-                        if let Some((p, at)) = rows.into_iter().next() {
-                            d.position = Some(p);
-                            d.position_at_us = Some(at);
-                        }
-                        if let Some((u, t)) = dl {
-                            d.dead_letters_unresolved = Some(u);
-                            d.dead_letters_total = Some(t);
-                        }
-                        d.snapshot_pending = snap
-                            .into_iter()
-                            .map(|(t, n)| format!("{t} ({n} rows copied)"))
-                            .collect();
-                    }
+                    read_my_reverse(&mut my, cfg, &db, r).await?;
                 }
                 Ok::<_, mysql_async::Error>(names)
             };
@@ -221,36 +206,109 @@ pub async fn record_with(cfg: &Config, reverse: bool, sessions: &mut Sessions) -
                 let _ = my.disconnect().await;
             }
             match answer {
-                Ok(names) => {
-                    if let Some(Ok(Position::Mysql(p))) =
-                        r.forward.position.as_ref().map(|p| p.parse::<Position>())
-                    {
-                        let at = p.file.sequence();
-                        let behind = names
-                            .iter()
-                            .filter(|n| BinlogFile((*n).clone()).sequence() > at)
-                            .count() as i64;
-                        r.binlog_files_behind = Some(behind);
-                        if let Some(expiry) = r.binlog_expiry_seconds.filter(|s| *s > 0) {
-                            // The checkpoint's file stops ageing-free once the server moved to
-                            // a newer one; it was last written no earlier than the checkpoint
-                            // (an estimate on the early side, so alerts come early, not late).
-                            let age = if behind == 0 {
-                                0.0
-                            } else {
-                                let at_us = r.forward.position_at_us.unwrap_or(0);
-                                (crate::telemetry::live::now_us() - at_us).max(0) as f64 / 1e6
-                            };
-                            r.binlog_expiry_remaining_seconds = Some(expiry as f64 - age);
-                        }
-                    }
-                }
+                Ok(names) => binlog_behind(&names, r),
                 Err(e) => r.unreadable.push(format!("MySQL: {e}")),
             }
         }
         Err(e) => r.unreadable.push(format!("MySQL: {e}")),
     }
-    r
+}
+
+/// The server's binary logs (their names are returned) and its binlog expiry.
+async fn read_my_binlogs(
+    my: &mut mysql_async::Conn,
+    r: &mut Record,
+) -> Result<Vec<String>, mysql_async::Error> {
+    let logs: Vec<mysql_async::Row> = my.query("SHOW BINARY LOGS").await?;
+    let names: Vec<String> = logs.iter().filter_map(|row| row.get(0)).collect();
+    r.binlog_newest = names
+        .iter()
+        .max_by_key(|n| BinlogFile((*n).clone()).sequence())
+        .cloned();
+    // MariaDB before 10.6 has only the days.
+    let expiry: Option<(Option<u64>, Option<f64>)> = match my
+        .query_first("SELECT @@binlog_expire_logs_seconds, @@expire_logs_days")
+        .await
+    {
+        Ok(row) => row,
+        Err(_) => my.query_first("SELECT NULL, @@expire_logs_days").await?,
+    };
+    let expiry_s = match expiry {
+        Some((Some(s), _)) if s > 0 => s as i64,
+        Some((_, Some(d))) => (d * 86_400.0) as i64,
+        _ => 0,
+    };
+    r.binlog_expiry_seconds = Some(expiry_s);
+    Ok(names)
+}
+
+/// The reverse direction as MySQL records it: checkpoint, dead letters, snapshot progress (set
+/// only once all three are read).
+async fn read_my_reverse(
+    my: &mut mysql_async::Conn,
+    cfg: &Config,
+    db: &str,
+    r: &mut Record,
+) -> Result<(), mysql_async::Error> {
+    let rows: Vec<(String, i64)> = my
+        .exec(
+            format!("SELECT position, CAST(UNIX_TIMESTAMP(updated_at) * 1000000 AS SIGNED) FROM {db}.checkpoint WHERE pipeline = ? AND direction = ?"),
+            (&cfg.pipeline, REVERSE),
+        )
+        .await?;
+    let dl: Option<(i64, i64)> = my
+        .exec_first(
+            format!("SELECT CAST(COALESCE(SUM(NOT resolved), 0) AS SIGNED), COUNT(*) FROM {db}.dead_letter WHERE pipeline = ? AND direction = ?"),
+            (&cfg.pipeline, REVERSE),
+        )
+        .await?;
+    let snap: Vec<(String, i64)> = my
+        .exec(
+            format!("SELECT source_table, rows_copied FROM {db}.snapshot WHERE pipeline = ? AND direction = ? AND state <> 'done' ORDER BY 1"),
+            (&cfg.pipeline, REVERSE),
+        )
+        .await?;
+    if let Some(d) = r.reverse.as_mut() {
+        if let Some((p, at)) = rows.into_iter().next() {
+            d.position = Some(p);
+            d.position_at_us = Some(at);
+        }
+        if let Some((u, t)) = dl {
+            d.dead_letters_unresolved = Some(u);
+            d.dead_letters_total = Some(t);
+        }
+        d.snapshot_pending = snap
+            .into_iter()
+            .map(|(t, n)| format!("{t} ({n} rows copied)"))
+            .collect();
+    }
+    Ok(())
+}
+
+/// How many binlog files the forward checkpoint is behind the newest of `names`, and how long
+/// until its file may expire.
+fn binlog_behind(names: &[String], r: &mut Record) {
+    if let Some(Ok(Position::Mysql(p))) = r.forward.position.as_ref().map(|p| p.parse::<Position>())
+    {
+        let at = p.file.sequence();
+        let behind = names
+            .iter()
+            .filter(|n| BinlogFile((*n).clone()).sequence() > at)
+            .count() as i64;
+        r.binlog_files_behind = Some(behind);
+        if let Some(expiry) = r.binlog_expiry_seconds.filter(|s| *s > 0) {
+            // The checkpoint's file stops ageing-free once the server moved to
+            // a newer one; it was last written no earlier than the checkpoint
+            // (an estimate on the early side, so alerts come early, not late).
+            let age = if behind == 0 {
+                0.0
+            } else {
+                let at_us = r.forward.position_at_us.unwrap_or(0);
+                (crate::telemetry::live::now_us() - at_us).max(0) as f64 / 1e6
+            };
+            r.binlog_expiry_remaining_seconds = Some(expiry as f64 - age);
+        }
+    }
 }
 
 /// How often `duplex run` reads the record for its gauges.

@@ -131,6 +131,23 @@ pub fn clean_rotate_name(raw: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
+/// The position a heartbeat reports, if it is one the stream has reached. A heartbeat carries the
+/// sender's coordinates: the file it is reading (its body) and the offset in that file (its
+/// log_pos). Right after a rotation the sender can still report the old file's end while its
+/// Rotate event has already named the next file; pairing that offset with the next file's name
+/// made a position far ahead of the stream, and the next real one looked like a step backward
+/// (the full bench stopped on "checkpoint … would move backward"). So a heartbeat of any other
+/// file than the current one gives no position.
+fn heartbeat_position(
+    current_file: &str,
+    body: &[u8],
+    log_pos: u64,
+    gtid: &GtidState,
+) -> Option<MysqlPosition> {
+    let file = clean_rotate_name(body);
+    (file == current_file && log_pos > 0).then(|| position_at(current_file, log_pos, gtid))
+}
+
 impl Source for MysqlSource {
     async fn run(&mut self, from: Option<Position>, tx: mpsc::Sender<SourceEvent>) -> Result<()> {
         let mut meta = crate::connect::mysql(&self.cfg, None, false).await?;
@@ -327,9 +344,12 @@ impl<'a> Reader<'a> {
             }
             HEARTBEAT_EVENT => {
                 if self.txn.is_none() && self.last_idle.elapsed() >= IDLE_EVERY {
-                    // A heartbeat's log_pos is the sender's position in the current file.
-                    let pos = position_at(&self.current_file, log_pos, &self.gtid_state);
-                    if pos.pos > 0 {
+                    if let Some(pos) = heartbeat_position(
+                        &self.current_file,
+                        event.data(),
+                        log_pos,
+                        &self.gtid_state,
+                    ) {
                         return Ok(Some(Handover::Heartbeat(pos)));
                     }
                 }
@@ -505,6 +525,24 @@ mod tests {
             clean_rotate_name(b"mysql-bin.000001abcd"),
             "mysql-bin.000001"
         );
+    }
+
+    #[test]
+    fn heartbeats_of_another_file_give_no_position() {
+        let none = GtidState::Maria(MariaGtidList::default());
+        let at = heartbeat_position("binlog.000006", b"binlog.000006", 751, &none).unwrap();
+        assert_eq!((at.file.0.as_str(), at.pos), ("binlog.000006", 751));
+        // With the checksum bytes after the name, as MariaDB sends it.
+        let body = b"binlog.000006\x01\x02\x03\x04";
+        assert_eq!(
+            heartbeat_position("binlog.000006", body, 900, &none).map(|p| p.pos),
+            Some(900)
+        );
+        // The old file's end, reported after the Rotate event named the next file.
+        assert!(
+            heartbeat_position("binlog.000006", b"binlog.000005", 1_073_741_900, &none).is_none()
+        );
+        assert!(heartbeat_position("binlog.000006", b"binlog.000006", 0, &none).is_none());
     }
 
     #[test]

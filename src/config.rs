@@ -4,6 +4,9 @@
 //! Unknown keys are errors that name the key path (`mysql.pasword`). Passwords come only from an
 //! environment variable or a file, are held in [`Secret`] and never printed (its `Debug` and
 //! `Display` show `***`).
+//!
+//! May use: the model (names, positions), the error type and `tls` (sslmode settings); nothing
+//! above.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -3,6 +3,9 @@
 //! classified at the edge (transient: retried; a TLS failure: a configuration error with the fix
 //! in its message). Every part of duplex that talks to a database opens its sessions here; the
 //! replication connection, which speaks its own protocol, is `source::postgres::stream`.
+//!
+//! May use: the configuration, the error type and `tls`; every module that talks to a database uses
+//! it.
 
 use mysql_async::{Conn, Opts, OptsBuilder};
 use tokio_postgres::{Client, NoTls};

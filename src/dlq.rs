@@ -9,6 +9,10 @@
 //! move the checkpoint. A row that now applies is marked resolved; one that still fails keeps
 //! its letter with the new reason, `attempts` + 1 and a new `last_attempt`. `drop` deletes
 //! letters for good.
+//!
+//! May use: the mapping plan, the sinks, the snapshot's row readers, the sources' value decoding,
+//! `state`, `connect`, `telemetry::live`, the model and the configuration; only `commands` uses
+//! it.
 
 use std::sync::Arc;
 

@@ -3,6 +3,8 @@
 //! Errors are classified where they are born (the edge that talks to a server) into a
 //! [`ErrorKind`]; [`Error::is_transient`] is the single place that decides whether an
 //! operation is retried with backoff or treated as definite (dead letter / stop the table).
+//!
+//! May use: nothing of duplex; every module uses it.
 
 use std::fmt;
 

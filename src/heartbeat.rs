@@ -8,6 +8,9 @@
 //! The table and the recognition of its rows are in [`crate::state::heartbeat`]. The writer uses
 //! its own plain session (no echo marker, no origin), so its rows are never
 //! mistaken for duplex's own writes.
+//!
+//! May use: `state::heartbeat`, `connect`, `telemetry::live`, the model and the configuration;
+//! `commands::run` starts it.
 
 use std::time::Duration;
 

@@ -12,6 +12,9 @@
 //! - MySQL/MariaDB: every applied transaction writes duplex's checkpoint row first; the binlog
 //!   source drops transactions whose first row event is that table. No privilege beyond writing
 //!   duplex's own table is needed.
+//!
+//! May use: the model (origin names) and the error type; the PostgreSQL sink and the commands use
+//! it.
 
 use tokio_postgres::Client;
 

@@ -13,6 +13,10 @@
 //!   savepoint, rejected rows into the dead-letter table, until it is past the failing batch.
 //! - On shutdown the transaction in flight is finished and checkpointed (given up after
 //!   [`SHUTDOWN_GRACE`], leaving the checkpoint where it was).
+//!
+//! May use: sources, sinks, the mapping plan, the snapshot (copies of newly mapped tables, the
+//! handover filter), `state`, `telemetry`, `origin`, the model and the configuration; only
+//! `commands` uses it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

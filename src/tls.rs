@@ -16,6 +16,8 @@
 //! PostgreSQL queries and writes go through tokio-postgres with a rustls connector, the
 //! replication connection through our own client (`SSLRequest`, then tokio-rustls), MySQL
 //! (queries, writes and the binlog stream) through mysql_async's rustls support.
+//!
+//! May use: the error type only; `config` and `connect` use it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,6 +5,9 @@
 //! [`compile`] turns a set of files plus the live schemas of both databases into a typed [`Plan`]
 //! — or into a list of errors, each naming file, line and key; [`load`] reads the live schemas
 //! and compiles, so `duplex check` and `duplex run` run exactly the same compilation.
+//!
+//! May use: the model, the configuration, the error type, and (for loading) `catalog` and
+//! `connect`; the sources, sinks, snapshot, pipeline and commands use it.
 
 pub mod compile;
 pub mod load;

@@ -3,6 +3,8 @@
 //!
 //! Sources produce it, the mapping reads it, sinks consume what the mapping makes of it; none of
 //! those depend on each other, only on this module.
+//!
+//! May use: the error type only; every other module uses it.
 
 pub mod change;
 pub mod direction;

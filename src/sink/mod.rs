@@ -5,6 +5,10 @@
 //! that does not fit is an error for that row only), `begin` / `push` / `commit(position)` for the
 //! fast path, `push_careful` (one row under a savepoint, so one bad row can be set aside into the
 //! dead-letter table), and `checkpoint` to resume from.
+//!
+//! May use: the mapping plan, `state` (checkpoint, dead letters, snapshot progress), `origin`,
+//! `connect`, `telemetry` (metric names), the model and the configuration; the pipeline, the
+//! snapshot and `dlq` use it.
 
 pub mod mysql;
 pub mod postgres;

@@ -15,6 +15,10 @@
 //!   there was none: the stream never starts after a change the copy missed.
 //! - Every source row is either copied or a dead letter with the reason; the progress row
 //!   counts both.
+//!
+//! May use: sources (their readers and value decoding), sinks, the mapping plan, `state`,
+//! `connect`, `telemetry`, the model and the configuration; the pipeline, `dlq` and the commands
+//! use it.
 
 pub mod filter;
 pub mod mysql;

@@ -1,6 +1,9 @@
 //! Telemetry: metric names (one place, `duplex_<name>_<unit>[_total]`, bounded labels: pipeline,
 //! direction, table, op, kind, side, state — never a key value), the live state of each direction
 //! ([`live`]) and the HTTP listener (`/metrics`, `/health`, `/ready`, `/status`).
+//!
+//! May use: `connect` (the database gauges), the model and the configuration; sinks, the
+//! pipeline, the snapshot and the commands use it.
 
 pub mod http;
 pub mod live;

@@ -11,10 +11,10 @@ use mysql_async::{Conn, Opts, OptsBuilder};
 use tokio_postgres::{Client, NoTls};
 
 use crate::config::{MysqlConfig, PostgresConfig};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Connection options for queries (no default database unless given).
-pub fn mysql_opts(cfg: &MysqlConfig, db: Option<&str>, ssl: Option<mysql_async::SslOpts>) -> Opts {
+fn mysql_opts(cfg: &MysqlConfig, db: Option<&str>, ssl: Option<mysql_async::SslOpts>) -> Opts {
     OptsBuilder::default()
         .ip_or_hostname(cfg.host.clone())
         .tcp_port(cfg.port)
@@ -67,19 +67,16 @@ pub async fn mysql(cfg: &MysqlConfig, db: Option<&str>, sink: bool) -> Result<Co
         Ok(Err(e)) => {
             if tls {
                 if let Some(why) = cfg.tls.explain(&format!("{e:?} {e}"), &cfg.host) {
-                    return Err(Error::new(
-                        crate::error::ErrorKind::Config,
-                        format!("{what}: {why}"),
-                    ));
+                    return Err(Error::new(ErrorKind::Config, format!("{what}: {why}")));
                 }
             }
             Err(Error::from_mysql(e, sink, &what))
         }
         Err(_) => Err(Error::new(
             if sink {
-                crate::error::ErrorKind::SinkTransient
+                ErrorKind::SinkTransient
             } else {
-                crate::error::ErrorKind::SourceTransient
+                ErrorKind::SourceTransient
             },
             format!("{what}: timed out after {} s", cfg.connect_timeout_s),
         )),
@@ -128,7 +125,7 @@ pub async fn postgres(cfg: &PostgresConfig, application: &str) -> Result<Client>
     let tls_failed = |e: tokio_postgres::Error| {
         let text = format!("{e:?} {e}");
         match cfg.tls.explain(&text, &cfg.host) {
-            Some(why) => Error::new(crate::error::ErrorKind::Config, format!("{what}: {why}")),
+            Some(why) => Error::new(ErrorKind::Config, format!("{what}: {why}")),
             None => Error::from_pg(e, true, &what),
         }
     };

@@ -381,7 +381,7 @@ pub async fn drop(cfg: &Config, select: &Select) -> Result<usize> {
             }
             Way::Reverse => {
                 let mut conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
-                let n = dead_letter::my_drop(
+                let dropped = dead_letter::my_drop(
                     &mut conn,
                     &cfg.mysql.duplex_database,
                     &cfg.pipeline,
@@ -389,7 +389,7 @@ pub async fn drop(cfg: &Config, select: &Select) -> Result<usize> {
                 )
                 .await;
                 let _ = conn.disconnect().await;
-                n?
+                dropped?
             }
         };
     }

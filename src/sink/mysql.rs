@@ -640,13 +640,9 @@ impl Sink for MySqlSink {
     }
 
     async fn checkpoint(&mut self) -> Result<Option<Position>> {
-        let sql = format!(
-            "SELECT position FROM {}.checkpoint WHERE pipeline = ? AND direction = ?",
-            my_ident(&self.db)
-        );
         let row: Option<String> = self
             .conn
-            .exec_first(sql, (&self.pipeline, REVERSE))
+            .exec_first(checkpoint::my_load_sql(&self.db), (&self.pipeline, REVERSE))
             .await
             .map_err(|e| my_err(e, "reading the MySQL checkpoint (did `duplex setup` run?)"))?;
         match row.filter(|p| !p.is_empty()) {
@@ -660,16 +656,9 @@ impl Sink for MySqlSink {
             return Ok(());
         }
         // The echo marker — the first row event of every transaction duplex applies — sent with
-        // the transaction start in one round trip. The pipeline name is a-z, 0-9 and _ only.
-        let sql = format!(
-            "START TRANSACTION; \
-             INSERT INTO {}.checkpoint (pipeline, direction, position, ord_major, ord_minor, epoch) \
-             VALUES ('{}', '{REVERSE}', '', 0, 0, 1) ON DUPLICATE KEY UPDATE epoch = epoch + 1",
-            my_ident(&self.db),
-            self.pipeline
-        );
+        // the transaction start in one round trip.
         self.conn
-            .query_drop(sql)
+            .query_drop(checkpoint::my_marker_sql(&self.db, &self.pipeline, REVERSE))
             .await
             .map_err(|e| my_err(e, "starting and marking a MySQL transaction"))?;
         self.in_txn = true;
@@ -735,14 +724,9 @@ impl MySqlSink {
     async fn store_checkpoint(&mut self, position: &Position) -> Result<()> {
         let text = position.to_string();
         let (major, minor) = checkpoint::order_key(position);
-        let sql = format!(
-            "UPDATE {}.checkpoint SET position = ?, ord_major = ?, ord_minor = ? \
-             WHERE pipeline = ? AND direction = ? AND (ord_major, ord_minor) <= (?, ?)",
-            my_ident(&self.db)
-        );
         self.conn
             .exec_drop(
-                sql,
+                checkpoint::my_store_sql(&self.db),
                 (
                     text.as_str(),
                     major,

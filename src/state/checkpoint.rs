@@ -1,6 +1,6 @@
-//! The checkpoint: the source position per pipeline and direction, kept in the target
-//! database (reads and writes on PostgreSQL here; the MySQL side's are in the MySQL sink, which
-//! writes it first in every transaction as the echo marker).
+//! The checkpoint: the source position per pipeline and direction, kept in the target database
+//! (PostgreSQL for the forward direction, MySQL for the reverse one). On MySQL the sink writes
+//! the row first in every transaction: it is also the echo marker.
 //!
 //! Invariant: a checkpoint is written in the same transaction as the changes it covers, and it
 //! never moves backward — the update carries a guard on the stored order key and fails the
@@ -9,11 +9,44 @@
 use tokio_postgres::Client;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::model::{pg_ident, Position};
+use crate::model::{my_ident, pg_ident, Position};
 
 /// The checkpoint table's name, in duplex's schema on PostgreSQL and duplex's database on MySQL.
 /// On MySQL it is also the echo marker: every transaction duplex applies there writes it first.
 pub const TABLE: &str = "checkpoint";
+
+/// DDL of the checkpoint table on PostgreSQL.
+pub fn pg_ddl(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.checkpoint (
+             pipeline   text NOT NULL,
+             direction  text NOT NULL,
+             position   text NOT NULL,
+             ord_major  bigint NOT NULL,
+             ord_minor  bigint NOT NULL,
+             updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+             PRIMARY KEY (pipeline, direction)
+         )",
+        pg_ident(schema)
+    )
+}
+
+/// DDL of the checkpoint table on MySQL/MariaDB; `epoch` counts the marker writes.
+pub fn my_ddl(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.checkpoint (
+             pipeline   varchar(64) NOT NULL,
+             direction  varchar(32) NOT NULL,
+             position   varchar(2000) NOT NULL,
+             ord_major  bigint NOT NULL,
+             ord_minor  bigint NOT NULL,
+             epoch      bigint NOT NULL DEFAULT 0,
+             updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             PRIMARY KEY (pipeline, direction)
+         ) ENGINE=InnoDB",
+        my_ident(database)
+    )
+}
 
 /// The totally ordered key stored next to a position, for the never-backward guard.
 pub fn order_key(p: &Position) -> (i64, i64) {
@@ -90,4 +123,36 @@ pub async fn store(
         ));
     }
     Ok(())
+}
+
+/// The statement that reads a pipeline direction's position on MySQL; parameters: pipeline,
+/// direction. An empty position is the marker row of a pipeline that has none yet.
+pub fn my_load_sql(database: &str) -> String {
+    format!(
+        "SELECT position FROM {}.checkpoint WHERE pipeline = ? AND direction = ?",
+        my_ident(database)
+    )
+}
+
+/// The echo marker on MySQL, sent with the transaction start in one round trip: the first row
+/// event of every transaction duplex applies there. `pipeline` is a-z, 0-9 and _ only (checked
+/// with the configuration), so it is written into the text.
+pub fn my_marker_sql(database: &str, pipeline: &str, direction: &str) -> String {
+    format!(
+        "START TRANSACTION; \
+         INSERT INTO {}.checkpoint (pipeline, direction, position, ord_major, ord_minor, epoch) \
+         VALUES ('{pipeline}', '{direction}', '', 0, 0, 1) ON DUPLICATE KEY UPDATE epoch = epoch + 1",
+        my_ident(database)
+    )
+}
+
+/// The statement that moves a checkpoint forward on MySQL inside the open transaction, never
+/// backward (0 rows affected when the new position is behind); parameters: position, major,
+/// minor, pipeline, direction, major, minor.
+pub fn my_store_sql(database: &str) -> String {
+    format!(
+        "UPDATE {}.checkpoint SET position = ?, ord_major = ?, ord_minor = ? \
+         WHERE pipeline = ? AND direction = ? AND (ord_major, ord_minor) <= (?, ?)",
+        my_ident(database)
+    )
 }

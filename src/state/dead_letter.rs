@@ -10,9 +10,6 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::model::{my_ident, pg_ident, FORWARD, REVERSE};
 
-/// The dead-letter table's name on both sides.
-pub const TABLE: &str = "dead_letter";
-
 /// One dead letter.
 #[derive(Debug, Clone, Serialize)]
 pub struct Letter {
@@ -32,6 +29,54 @@ pub struct Letter {
 }
 
 const COLUMNS: &str = "id, direction, source_table, target_table, op, position, txn_id, row_data, reason, first_attempt, last_attempt, attempts, resolved";
+
+/// DDL of the dead-letter table on PostgreSQL.
+pub fn pg_ddl(schema: &str) -> String {
+    let s = pg_ident(schema);
+    format!(
+        "CREATE TABLE IF NOT EXISTS {s}.dead_letter (
+             id            bigserial PRIMARY KEY,
+             pipeline      text NOT NULL,
+             direction     text NOT NULL,
+             source_table  text NOT NULL,
+             target_table  text NOT NULL,
+             op            text NOT NULL,
+             position      text NOT NULL,
+             txn_id        text NOT NULL,
+             row_data      jsonb NOT NULL,
+             reason        text NOT NULL,
+             first_attempt timestamptz NOT NULL DEFAULT clock_timestamp(),
+             last_attempt  timestamptz NOT NULL DEFAULT clock_timestamp(),
+             attempts      integer NOT NULL DEFAULT 1,
+             resolved      boolean NOT NULL DEFAULT false
+         );
+         CREATE INDEX IF NOT EXISTS dead_letter_unresolved ON {s}.dead_letter (pipeline, resolved)"
+    )
+}
+
+/// DDL of the dead-letter table on MySQL/MariaDB.
+pub fn my_ddl(database: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {}.dead_letter (
+             id            bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,
+             pipeline      varchar(64) NOT NULL,
+             direction     varchar(32) NOT NULL,
+             source_table  varchar(255) NOT NULL,
+             target_table  varchar(255) NOT NULL,
+             op            varchar(16) NOT NULL,
+             position      varchar(2000) NOT NULL,
+             txn_id        varchar(255) NOT NULL,
+             row_data      json NOT NULL,
+             reason        text NOT NULL,
+             first_attempt timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             last_attempt  timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+             attempts      int NOT NULL DEFAULT 1,
+             resolved      tinyint(1) NOT NULL DEFAULT 0,
+             KEY dead_letter_unresolved (pipeline, resolved)
+         ) ENGINE=InnoDB",
+        my_ident(database)
+    )
+}
 
 /// The statement that records a dead letter on PostgreSQL; parameters: pipeline, direction,
 /// source table, target table, op, position, transaction id, row (jsonb), reason.
@@ -59,11 +104,11 @@ pub async fn pg_read(
     pipeline: &str,
 ) -> Result<Vec<Letter>> {
     let sql = format!(
-            "SELECT id, direction, source_table, target_table, op, position, txn_id, row_data, reason, \
-             first_attempt::text, last_attempt::text, attempts::int8, resolved \
-             FROM {}.dead_letter WHERE pipeline = $1 AND direction = $2 ORDER BY id DESC",
-            pg_ident(schema)
-        );
+        "SELECT id, direction, source_table, target_table, op, position, txn_id, row_data, reason, \
+         first_attempt::text, last_attempt::text, attempts::int8, resolved \
+         FROM {}.dead_letter WHERE pipeline = $1 AND direction = $2 ORDER BY id DESC",
+        pg_ident(schema)
+    );
     let rows = client
         .query(&sql, &[&pipeline, &FORWARD])
         .await
@@ -102,9 +147,9 @@ pub async fn my_read(
     pipeline: &str,
 ) -> Result<Vec<Letter>> {
     let sql = format!(
-                    "SELECT {COLUMNS} FROM {}.dead_letter WHERE pipeline = ? AND direction = ? ORDER BY id DESC",
-                    my_ident(database)
-                );
+        "SELECT {COLUMNS} FROM {}.dead_letter WHERE pipeline = ? AND direction = ? ORDER BY id DESC",
+        my_ident(database)
+    );
     let rows: Vec<mysql_async::Row> = match conn.exec(sql, (pipeline, REVERSE)).await {
         Ok(rows) => rows,
         // 1146: no such table — duplex's MySQL tables were never set up, so no letters.

@@ -21,43 +21,20 @@ pub mod progress;
 use tokio_postgres::Client;
 
 use crate::error::{Error, Result};
-use crate::model::pg_ident;
+use crate::model::{my_ident, pg_ident};
 
 /// Creates duplex's database and tables on MySQL/MariaDB if they do not exist.
 pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result<()> {
     use mysql_async::prelude::Queryable;
-    let db = crate::model::my_ident(database);
     let ddl = format!(
-        "CREATE DATABASE IF NOT EXISTS {db} CHARACTER SET utf8mb4;
-         CREATE TABLE IF NOT EXISTS {db}.checkpoint (
-             pipeline   varchar(64) NOT NULL,
-             direction  varchar(32) NOT NULL,
-             position   varchar(2000) NOT NULL,
-             ord_major  bigint NOT NULL,
-             ord_minor  bigint NOT NULL,
-             epoch      bigint NOT NULL DEFAULT 0,
-             updated_at timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-             PRIMARY KEY (pipeline, direction)
-         ) ENGINE=InnoDB;
-         CREATE TABLE IF NOT EXISTS {db}.dead_letter (
-             id            bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,
-             pipeline      varchar(64) NOT NULL,
-             direction     varchar(32) NOT NULL,
-             source_table  varchar(255) NOT NULL,
-             target_table  varchar(255) NOT NULL,
-             op            varchar(16) NOT NULL,
-             position      varchar(2000) NOT NULL,
-             txn_id        varchar(255) NOT NULL,
-             row_data      json NOT NULL,
-             reason        text NOT NULL,
-             first_attempt timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-             last_attempt  timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
-             attempts      int NOT NULL DEFAULT 1,
-             resolved      tinyint(1) NOT NULL DEFAULT 0,
-             KEY dead_letter_unresolved (pipeline, resolved)
-         ) ENGINE=InnoDB;
+        "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4;
+         {};
+         {};
          {};
          {}",
+        my_ident(database),
+        checkpoint::my_ddl(database),
+        dead_letter::my_ddl(database),
         heartbeat::mysql_ddl(database),
         progress::my_ddl(database)
     );
@@ -75,32 +52,8 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
     let s = pg_ident(schema);
     let ddl = format!(
         "CREATE SCHEMA IF NOT EXISTS {s};
-         CREATE TABLE IF NOT EXISTS {s}.checkpoint (
-             pipeline   text NOT NULL,
-             direction  text NOT NULL,
-             position   text NOT NULL,
-             ord_major  bigint NOT NULL,
-             ord_minor  bigint NOT NULL,
-             updated_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-             PRIMARY KEY (pipeline, direction)
-         );
-         CREATE TABLE IF NOT EXISTS {s}.dead_letter (
-             id            bigserial PRIMARY KEY,
-             pipeline      text NOT NULL,
-             direction     text NOT NULL,
-             source_table  text NOT NULL,
-             target_table  text NOT NULL,
-             op            text NOT NULL,
-             position      text NOT NULL,
-             txn_id        text NOT NULL,
-             row_data      jsonb NOT NULL,
-             reason        text NOT NULL,
-             first_attempt timestamptz NOT NULL DEFAULT clock_timestamp(),
-             last_attempt  timestamptz NOT NULL DEFAULT clock_timestamp(),
-             attempts      integer NOT NULL DEFAULT 1,
-             resolved      boolean NOT NULL DEFAULT false
-         );
-         CREATE INDEX IF NOT EXISTS dead_letter_unresolved ON {s}.dead_letter (pipeline, resolved);
+         {};
+         {};
          CREATE TABLE IF NOT EXISTS {s}.pivot (
              pipeline text NOT NULL,
              target text NOT NULL,
@@ -113,6 +66,8 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
          ALTER TABLE {s}.pivot ALTER COLUMN value DROP NOT NULL;
          {};
          {}",
+        checkpoint::pg_ddl(schema),
+        dead_letter::pg_ddl(schema),
         heartbeat::pg_ddl(schema),
         progress::pg_ddl(schema)
     );

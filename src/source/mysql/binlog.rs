@@ -115,7 +115,8 @@ pub fn parse_mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8)> {
     Ok((seq, domain, data[12]))
 }
 
-/// The first (fake) Rotate event may carry the 4 checksum bytes at the end of its file name.
+/// A file name as a Rotate or heartbeat event carries it: the first (fake) Rotate event may carry
+/// the 4 checksum bytes at its end, which are cut off.
 pub fn clean_rotate_name(raw: &[u8]) -> String {
     fn looks_right(n: &[u8]) -> bool {
         match n.iter().rposition(|b| *b == b'.') {

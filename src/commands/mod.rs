@@ -9,6 +9,7 @@
 
 pub mod check;
 pub mod dlq;
+mod lock;
 pub mod run;
 pub mod setup;
 mod signals;

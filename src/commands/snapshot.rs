@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::run::{pipeline_lock, LOCK_WAIT};
+use super::lock::{pipeline_lock, LOCK_WAIT};
 use super::signals::stop_on_signal;
 use crate::config::Config;
 use crate::error::Result;

@@ -63,67 +63,13 @@ enum Command {
         #[arg(short, long, default_value = "duplex.toml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
-        action: DlqAction,
+        action: duplex::commands::dlq::Action,
     },
     /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
     /// an abandoned slot makes PostgreSQL keep WAL forever.
     Teardown {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
-    },
-}
-
-#[derive(clap::Args, Clone)]
-struct DlqFilter {
-    /// Only this direction: mysql_to_pg (forward) or pg_to_mysql (reverse).
-    #[arg(long)]
-    direction: Option<String>,
-    /// Only letters of this source or target table (`schema.table` or the bare name).
-    #[arg(long)]
-    table: Option<String>,
-}
-
-#[derive(Subcommand)]
-enum DlqAction {
-    /// List the unresolved letters (newest first).
-    List {
-        #[command(flatten)]
-        filter: DlqFilter,
-        /// Also the resolved ones.
-        #[arg(long)]
-        all: bool,
-        #[arg(long, default_value_t = 100)]
-        limit: usize,
-        #[arg(long)]
-        json: bool,
-    },
-    /// One letter in full: the row, the source position, the reason, the attempts.
-    Show {
-        id: i64,
-        #[command(flatten)]
-        filter: DlqFilter,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Send letters through the current mapping again (after fixing the cause): each row is
-    /// read again from the source by its key; applied ones are marked resolved.
-    Retry {
-        /// Letter ids; none: every unresolved letter that passes the filters.
-        ids: Vec<i64>,
-        #[command(flatten)]
-        filter: DlqFilter,
-    },
-    /// Delete letters for good.
-    Drop {
-        ids: Vec<i64>,
-        #[command(flatten)]
-        filter: DlqFilter,
-        /// Every letter that passes the filters, resolved or not.
-        #[arg(long)]
-        all: bool,
-        /// Every resolved letter that passes the filters.
-        #[arg(long)]
-        resolved: bool,
     },
 }
 
@@ -161,7 +107,7 @@ fn main() -> ExitCode {
             Command::Setup { .. } => commands::setup::main(&cfg).await,
             Command::Snapshot { table, .. } => commands::snapshot::main(&cfg, table).await,
             Command::Status { json, .. } => commands::status::main(&cfg, json).await,
-            Command::Dlq { action, .. } => commands::dlq::main(&cfg, action.into()).await,
+            Command::Dlq { action, .. } => commands::dlq::main(&cfg, action).await,
             Command::Teardown { .. } => commands::teardown::main(&cfg).await,
         }
     })
@@ -177,54 +123,6 @@ impl Command {
             | Command::Status { config, .. }
             | Command::Dlq { config, .. }
             | Command::Teardown { config } => config,
-        }
-    }
-}
-
-impl From<DlqFilter> for duplex::commands::dlq::Filter {
-    fn from(f: DlqFilter) -> Self {
-        duplex::commands::dlq::Filter {
-            direction: f.direction,
-            table: f.table,
-        }
-    }
-}
-
-impl From<DlqAction> for duplex::commands::dlq::Action {
-    fn from(a: DlqAction) -> Self {
-        use duplex::commands::dlq::Action;
-        match a {
-            DlqAction::List {
-                filter,
-                all,
-                limit,
-                json,
-            } => Action::List {
-                filter: filter.into(),
-                all,
-                limit,
-                json,
-            },
-            DlqAction::Show { id, filter, json } => Action::Show {
-                id,
-                filter: filter.into(),
-                json,
-            },
-            DlqAction::Retry { ids, filter } => Action::Retry {
-                ids,
-                filter: filter.into(),
-            },
-            DlqAction::Drop {
-                ids,
-                filter,
-                all,
-                resolved,
-            } => Action::Drop {
-                ids,
-                filter: filter.into(),
-                all,
-                resolved,
-            },
         }
     }
 }

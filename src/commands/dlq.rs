@@ -10,36 +10,57 @@ use crate::dlq::{self, Letter, Select, Which};
 use crate::error::{Error, Result};
 
 /// The filters every `dlq` action takes.
-#[derive(Debug, Clone, Default)]
+#[derive(clap::Args, Debug, Clone, Default)]
 pub struct Filter {
-    /// `mysql_to_pg` / `pg_to_mysql` (or `forward` / `reverse`).
+    /// Only this direction: mysql_to_pg (forward) or pg_to_mysql (reverse).
+    #[arg(long)]
     pub direction: Option<String>,
-    /// A source or target table, `schema.table` or the bare name.
+    /// Only letters of this source or target table (`schema.table` or the bare name).
+    #[arg(long)]
     pub table: Option<String>,
 }
 
-/// What `duplex dlq` was asked to do.
-#[derive(Debug, Clone)]
+/// What `duplex dlq` was asked to do (the subcommands of `duplex dlq`).
+#[derive(clap::Subcommand, Debug, Clone)]
 pub enum Action {
+    /// List the unresolved letters (newest first).
     List {
+        #[command(flatten)]
         filter: Filter,
+        /// Also the resolved ones.
+        #[arg(long)]
         all: bool,
+        #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[arg(long)]
         json: bool,
     },
+    /// One letter in full: the row, the source position, the reason, the attempts.
     Show {
         id: i64,
+        #[command(flatten)]
         filter: Filter,
+        #[arg(long)]
         json: bool,
     },
+    /// Send letters through the current mapping again (after fixing the cause): each row is
+    /// read again from the source by its key; applied ones are marked resolved.
     Retry {
+        /// Letter ids; none: every unresolved letter that passes the filters.
         ids: Vec<i64>,
+        #[command(flatten)]
         filter: Filter,
     },
+    /// Delete letters for good.
     Drop {
         ids: Vec<i64>,
+        #[command(flatten)]
         filter: Filter,
+        /// Every letter that passes the filters, resolved or not.
+        #[arg(long)]
         all: bool,
+        /// Every resolved letter that passes the filters.
+        #[arg(long)]
         resolved: bool,
     },
 }

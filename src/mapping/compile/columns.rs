@@ -144,15 +144,7 @@ impl Entry<'_> {
 
     /// Constants (`[table.set]`).
     pub(super) fn set_constants(&mut self) {
-        let spec = self.spec;
-        for (name, v) in &spec.set {
-            let at = self
-                .ctx
-                .at(name.span(), &format!(".set.{}", name.get_ref()));
-            if let Err(e) = self.set_constant(name.get_ref(), v.get_ref(), &at) {
-                self.errors.push(e);
-            }
-        }
+        self.each("set", &self.spec.set, Self::set_constant);
     }
 
     /// One constant: the target column exists, the value is a scalar that fits it, and nothing
@@ -183,15 +175,7 @@ impl Entry<'_> {
 
     /// Packed jsonb columns (`[table.pack]`).
     pub(super) fn pack_columns(&mut self) {
-        let spec = self.spec;
-        for (name, p) in &spec.pack {
-            let at = self
-                .ctx
-                .at(name.span(), &format!(".pack.{}", name.get_ref()));
-            if let Err(e) = self.pack_column(name.get_ref(), p.get_ref(), &at) {
-                self.errors.push(e);
-            }
-        }
+        self.each("pack", &self.spec.pack, Self::pack_column);
     }
 
     /// One packed column: a json or jsonb target column fed by nothing else, packing the listed
@@ -245,18 +229,7 @@ impl Entry<'_> {
 
     /// The row filter (`[table.filter]`).
     pub(super) fn filters(&mut self) -> Vec<Filter> {
-        let spec = self.spec;
-        let mut filters = Vec::new();
-        for (name, f) in &spec.filter {
-            let at = self
-                .ctx
-                .at(name.span(), &format!(".filter.{}", name.get_ref()));
-            match self.filter(name.get_ref(), f.get_ref(), &at) {
-                Ok(f) => filters.push(f),
-                Err(e) => self.errors.push(e),
-            }
-        }
-        filters
+        self.each("filter", &self.spec.filter, Self::filter)
     }
 
     /// One filter condition: the source column exists, and the test is a value, or exactly one

@@ -6,8 +6,10 @@
 //! write and delete steps. The column steps are in `columns`, the pivot in `pivot`, the look-ups
 //! in `lookup`. Uses the plan types, [`super::convert`], the file format and the transforms.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+
+use toml::Spanned;
 
 use super::{ColumnPlan, ReverseSet, TablePlan, TargetTable};
 use crate::mapping::spec::{Direction, MappingFile, OnDelete, ReverseSetSpec, TableSpec};
@@ -138,6 +140,27 @@ impl<'a> Entry<'a> {
         }
     }
 
+    /// Compiles each entry of one section of the table (`[table.<section>]`) in key order with
+    /// `one`: the compiled entries, and the error of each failing one in [`Entry::errors`].
+    pub(super) fn each<V, T>(
+        &mut self,
+        section: &str,
+        entries: &'a BTreeMap<Spanned<String>, Spanned<V>>,
+        mut one: impl FnMut(&mut Self, &str, &'a V, &str) -> Result<T, String>,
+    ) -> Vec<T> {
+        let mut out = Vec::new();
+        for (name, v) in entries {
+            let at = self
+                .ctx
+                .at(name.span(), &format!(".{section}.{}", name.get_ref()));
+            match one(self, name.get_ref(), v.get_ref(), &at) {
+                Ok(t) => out.push(t),
+                Err(e) => self.errors.push(e),
+            }
+        }
+        out
+    }
+
     /// The slot of a source column (by its name in the source table), added on first use.
     pub(super) fn slot(&mut self, name: &str) -> usize {
         match self.slots.iter().position(|s| s == name) {
@@ -215,18 +238,11 @@ impl<'a> Entry<'a> {
 
     /// MySQL columns set on reverse writes (`[table.reverse_set]`).
     pub(super) fn reverse_set(&mut self) -> Vec<ReverseSet> {
-        let spec = self.spec;
-        let mut reverse_set = Vec::new();
-        for (name, r) in &spec.reverse_set {
-            let at = self
-                .ctx
-                .at(name.span(), &format!(".reverse_set.{}", name.get_ref()));
-            match self.reverse_set_column(name.get_ref(), r.get_ref(), &at) {
-                Ok(r) => reverse_set.push(r),
-                Err(e) => self.errors.push(e),
-            }
-        }
-        reverse_set
+        self.each(
+            "reverse_set",
+            &self.spec.reverse_set,
+            Self::reverse_set_column,
+        )
     }
 
     /// One reverse-set column: only in an entry going back to MySQL, an existing date or time

@@ -272,6 +272,7 @@ async fn retry_way<S: Sink>(
         id: "dlq retry".into(),
         commit_time_us: crate::telemetry::live::now_us(),
         at: None,
+        own: false,
     });
     sink.begin().await?;
     let mut out = Vec::new();

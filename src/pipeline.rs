@@ -496,8 +496,9 @@ struct Batch {
     last: Option<(Position, i64)>,
     /// Stamps of the heartbeats in this batch, timed when it commits.
     heartbeats: Vec<i64>,
-    /// Source transactions that held only a heartbeat: duplex's own, not counted as applied.
-    heartbeat_txns: usize,
+    /// Source transactions that were duplex's own — only a heartbeat, or the other direction's
+    /// writes read back — not counted as applied.
+    own_txns: usize,
 }
 
 impl<S: Sink> Applier<'_, S> {
@@ -520,6 +521,8 @@ impl<S: Sink> Applier<'_, S> {
         let mut streaming = false;
         // Whether the transaction being received held a heartbeat, and any other row.
         let (mut txn_heartbeat, mut txn_other) = (false, false);
+        // Whether the transaction being received is duplex's own write read back.
+        let mut txn_own = false;
         loop {
             let ready_to_commit = txn_id.is_none() && batch.as_ref().is_some_and(|b| b.txns > 0);
             if stopping.is_none() && *shutdown.borrow() {
@@ -568,6 +571,7 @@ impl<S: Sink> Applier<'_, S> {
             match event {
                 Encoded::Begin(b) => {
                     self.begin_txn(&mut batch).await?;
+                    txn_own = b.own;
                     txn_id = Some(b.id);
                     (txn_heartbeat, txn_other) = (false, false);
                 }
@@ -588,6 +592,7 @@ impl<S: Sink> Applier<'_, S> {
                             &mut batch,
                             txn_heartbeat,
                             txn_other,
+                            txn_own,
                         )
                         .await?
                     {
@@ -657,7 +662,7 @@ impl<S: Sink> Applier<'_, S> {
                 txns: 0,
                 last: None,
                 heartbeats: Vec::new(),
-                heartbeat_txns: 0,
+                own_txns: 0,
             });
         }
         Ok(())
@@ -728,12 +733,13 @@ impl<S: Sink> Applier<'_, S> {
         batch: &mut Option<Batch>,
         txn_heartbeat: bool,
         txn_other: bool,
+        own: bool,
     ) -> Result<Option<Stop>> {
         self.last_seen = Some(position.clone());
         if let Some(b) = batch.as_mut() {
             b.txns += 1;
-            if txn_heartbeat && !txn_other {
-                b.heartbeat_txns += 1;
+            if (txn_heartbeat && !txn_other) || own {
+                b.own_txns += 1;
             }
             b.last = Some((position, commit_time_us));
         }
@@ -792,7 +798,7 @@ impl<S: Sink> Applier<'_, S> {
         metrics::histogram!(telemetry::APPLY_BATCH_SECONDS, "direction" => way)
             .record(t0.elapsed().as_secs_f64());
         metrics::counter!(telemetry::TXNS_APPLIED, "direction" => way)
-            .increment((b.txns - b.heartbeat_txns) as u64);
+            .increment((b.txns - b.own_txns) as u64);
         metrics::counter!(telemetry::BATCHES_COMMITTED, "direction" => way).increment(1);
         let now_us = crate::telemetry::live::now_us();
         if commit_time_us > 0 {

@@ -479,6 +479,28 @@ async fn publication_and_slot(
         },
         fix: format!("run `duplex setup -c {}`", cfg.path.display()),
     });
+    // Tables with `both` columns need the whole old row (column-level changes, conflicts).
+    for r in plan.reverse.iter().filter(|r| !r.guarded().is_empty()) {
+        let full = client
+            .query_opt(
+                "SELECT c.relreplident = 'f' FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[&r.source.schema, &r.source.name],
+            )
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|row| row.get::<_, bool>(0));
+        out.push(CheckLine {
+            ok: full,
+            what: if full {
+                format!("PostgreSQL: {} has REPLICA IDENTITY FULL (its `both` columns need the old row)", r.source)
+            } else {
+                format!("PostgreSQL: {} lacks REPLICA IDENTITY FULL: without the old row every change would count as changing every `both` column, and conflicts could not be told", r.source)
+            },
+            fix: format!("run `duplex setup -c {}` (or ALTER TABLE {} REPLICA IDENTITY FULL)", cfg.path.display(), r.source.pg_quoted()),
+        });
+    }
     let slot = client
         .query_opt(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",

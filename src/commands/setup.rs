@@ -116,6 +116,21 @@ async fn setup_publication_and_slot(
         .batch_execute(&sql)
         .await
         .map_err(|e| Error::from_pg(e, true, &format!("creating publication {name}")))?;
+    // Tables with `both` columns carry only the columns a change changed, which takes the
+    // whole old row in the stream.
+    for r in plan.reverse.iter().filter(|r| !r.guarded().is_empty()) {
+        let sql = format!("ALTER TABLE {} REPLICA IDENTITY FULL", r.source.pg_quoted());
+        client.batch_execute(&sql).await.map_err(|e| {
+            Error::from_pg(
+                e,
+                true,
+                &format!(
+                    "setting REPLICA IDENTITY FULL on {} (its `both` columns need the old row in the stream)",
+                    r.source
+                ),
+            )
+        })?;
+    }
     let slot_exists = client
         .query_opt(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",

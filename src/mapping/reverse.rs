@@ -20,6 +20,8 @@ pub struct ReverseColumn {
     pub my: ColumnSchema,
     /// The forward transform, applied backwards.
     pub transform: Transform,
+    /// A column going both ways (not a key column): who wins a conflict on it.
+    pub conflict: Option<crate::mapping::spec::Conflict>,
 }
 
 /// One PostgreSQL table → one MySQL table.
@@ -84,6 +86,7 @@ impl ReversePlan {
                 pg_kind: c.target.kind.clone(),
                 my,
                 transform: c.transform.clone(),
+                conflict: c.conflict.filter(|_| !is_key),
             });
         }
         for k in &forward.key {
@@ -129,6 +132,13 @@ impl ReversePlan {
             write: forward.reverse_write,
             set,
         })
+    }
+
+    /// The columns checked for conflicts (indexes into `columns`).
+    pub fn guarded(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|i| self.columns[*i].conflict.is_some())
+            .collect()
     }
 
     /// Where each mapped column sits in rows of a PostgreSQL table version (by name).

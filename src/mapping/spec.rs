@@ -85,6 +85,32 @@ pub enum ReverseWrite {
     Update,
 }
 
+/// Who wins when both sides changed the same `both` column within the lag (see
+/// `mappings/README.md`, "Conflicts").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Conflict {
+    /// The MySQL (Bitrix) side's value wins.
+    #[serde(rename = "bitrix", alias = "mysql")]
+    Bitrix,
+    /// The PostgreSQL (CRM) side's value wins.
+    #[default]
+    #[serde(rename = "crm", alias = "postgres")]
+    Crm,
+    /// The change with the later source commit time wins.
+    #[serde(rename = "newest")]
+    Newest,
+}
+
+impl Conflict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conflict::Bitrix => "bitrix",
+            Conflict::Crm => "crm",
+            Conflict::Newest => "newest",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableSpec {
@@ -117,6 +143,9 @@ pub struct TableSpec {
     pub on_delete: Option<Spanned<OnDelete>>,
     #[serde(default)]
     pub reverse_write: Option<Spanned<ReverseWrite>>,
+    /// Who wins a conflict on this entry's `both` columns (default: `crm`).
+    #[serde(default)]
+    pub conflict: Option<Spanned<Conflict>>,
     /// MySQL columns set on every reverse write (e.g. the change time).
     #[serde(default)]
     pub reverse_set: BTreeMap<Spanned<String>, Spanned<ReverseSetSpec>>,
@@ -208,6 +237,9 @@ pub struct ColumnTable {
     /// Pivot codes only: lower wins when several codes feed one column.
     #[serde(default)]
     pub priority: Option<i32>,
+    /// Who wins a conflict on this column (a `both` column only; default: the table's).
+    #[serde(default)]
+    pub conflict: Option<Conflict>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

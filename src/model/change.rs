@@ -76,6 +76,10 @@ pub struct TxnBegin {
     /// position: MySQL, a binlog position inside the transaction (its first event's end);
     /// PostgreSQL, the LSN of its commit record. `None` when unknown.
     pub at: Option<Position>,
+    /// The transaction is duplex's own write (the other direction applied it on this source).
+    /// Its rows are passed on so that the other side's mirror columns stay fresh; the sink
+    /// never lets them overwrite a value the other side changed since (no echo).
+    pub own: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -8,12 +8,14 @@
 //! - [`heartbeat`]: one row per pipeline on each source, stamped every second, for the lag.
 //! - [`progress`]: snapshot progress, one row per pipeline, direction and source table.
 //! - [`dead_letter`]: rows that could not be applied, with the reason.
+//! - [`conflict`]: conflicts on `both` columns, how they were resolved.
 //! - `pivot` (PostgreSQL): the values of pivoted EAV properties by priority.
 //!
 //! This module may use the model, the config and the error type only; sources, sinks, the
 //! snapshot, telemetry and the commands use it.
 
 pub mod checkpoint;
+pub mod conflict;
 pub mod dead_letter;
 pub mod heartbeat;
 pub mod progress;
@@ -31,9 +33,11 @@ pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result
          {};
          {};
          {};
+         {};
          {}",
         my_ident(database),
         checkpoint::my_ddl(database),
+        conflict::my_ddl(database),
         dead_letter::my_ddl(database),
         heartbeat::mysql_ddl(database),
         progress::my_ddl(database)
@@ -65,8 +69,10 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
          );
          ALTER TABLE {s}.pivot ALTER COLUMN value DROP NOT NULL;
          {};
+         {};
          {}",
         checkpoint::pg_ddl(schema),
+        conflict::pg_ddl(schema),
         dead_letter::pg_ddl(schema),
         heartbeat::pg_ddl(schema),
         progress::pg_ddl(schema)

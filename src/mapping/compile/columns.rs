@@ -12,7 +12,7 @@ use std::ops::Range;
 use super::convert::{check_fit, toml_value, type_of};
 use super::table::Entry;
 use super::{ColumnPlan, ColumnSource, Filter, FilterTest};
-use crate::mapping::spec::{ColumnTable, ColumnsMode, Direction, FilterSpec, PackSpec};
+use crate::mapping::spec::{ColumnTable, ColumnsMode, Conflict, Direction, FilterSpec, PackSpec};
 use crate::mapping::transform::Transform;
 use crate::model::TargetKind;
 
@@ -130,6 +130,7 @@ impl Entry<'_> {
                 return Err(format!("{at}: this column goes back to MySQL, but {why}"));
             }
         }
+        let conflict = self.conflict_policy(e, col_dir, at)?;
         self.claim(&tgt, &scol.name, at)?;
         let from = ColumnSource::Column(self.slot(&scol.name));
         self.columns.push(ColumnPlan {
@@ -138,8 +139,35 @@ impl Entry<'_> {
             transform,
             target: tcol.clone(),
             reverse: col_dir != Direction::Forward,
+            conflict,
         });
         Ok(())
+    }
+
+    /// Who wins a conflict on a column: its own `conflict`, else the table's, else `crm`; only
+    /// a column going both ways has one.
+    fn conflict_policy(
+        &self,
+        e: &ColumnTable,
+        col_dir: Direction,
+        at: &str,
+    ) -> Result<Option<Conflict>, String> {
+        let table = self.spec.conflict.as_ref().map(|c| *c.get_ref());
+        if col_dir != Direction::Both {
+            return match e.conflict {
+                Some(_) => Err(format!(
+                    "{at}: conflict applies to columns going both ways; this one goes {col_dir:?}"
+                )),
+                None => Ok(None),
+            };
+        }
+        let policy = e.conflict.or(table).unwrap_or_default();
+        if policy == Conflict::Newest {
+            return Err(format!(
+                "{at}: conflict = \"newest\" is not available in this version; use \"bitrix\" or \"crm\""
+            ));
+        }
+        Ok(Some(policy))
     }
 
     /// Constants (`[table.set]`).
@@ -169,6 +197,7 @@ impl Entry<'_> {
             transform: none,
             target: tcol.clone(),
             reverse: false,
+            conflict: None,
         });
         Ok(())
     }
@@ -223,6 +252,7 @@ impl Entry<'_> {
             transform: Transform::default(),
             target: tcol.clone(),
             reverse: false,
+            conflict: None,
         });
         Ok(())
     }

@@ -39,6 +39,8 @@ pub struct ColumnPlan {
     pub target: TargetColumn,
     /// Whether the column also goes PostgreSQL → MySQL.
     pub reverse: bool,
+    /// For a column going both ways (key columns excepted): who wins a conflict on it.
+    pub conflict: Option<crate::mapping::spec::Conflict>,
 }
 
 /// One row-filter condition on a source column.
@@ -178,6 +180,14 @@ impl TablePlan {
     }
 
     /// The value of column `i` for a source row whose slots sit at `idx`, transformed.
+    /// The columns whose changes are checked for conflicts: those going both ways, the key's
+    /// excepted (plan column numbers).
+    pub fn guarded(&self) -> Vec<usize> {
+        (0..self.columns.len())
+            .filter(|i| self.columns[*i].conflict.is_some() && !self.key.contains(i))
+            .collect()
+    }
+
     pub fn value(
         &self,
         i: usize,

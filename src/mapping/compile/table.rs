@@ -91,6 +91,12 @@ pub(super) fn compile_table(
         .unwrap_or_default();
     let reverse_set = entry.reverse_set();
     let on_delete = entry.on_delete(pivot.is_some());
+    if let (Some(c), false) = (&spec.conflict, direction == Direction::Both) {
+        entry.errors.push(format!(
+            "{}: conflict applies to tables mapped both ways; this one is {direction:?}",
+            ctx.at(c.span(), ".conflict")
+        ));
+    }
     let Entry {
         errors,
         slots,

@@ -15,6 +15,14 @@ impl PgSink {
     /// dead letter.
     pub(super) async fn write_under_savepoint(&mut self, change: PgChange) -> Result<()> {
         self.flush().await?;
+        let (change, conflicts) = if change.guard.is_some() {
+            match self.decide_one(change).await? {
+                (Some(c), conflicts) => (c, conflicts),
+                (None, _) => return Ok(()),
+            }
+        } else {
+            (change, Vec::new())
+        };
         self.client
             .batch_execute("SAVEPOINT duplex_row")
             .await
@@ -30,11 +38,13 @@ impl PgSink {
             }
         };
         match written {
-            Ok(()) => self
-                .client
-                .batch_execute("RELEASE SAVEPOINT duplex_row")
-                .await
-                .map_err(|e| Error::from_pg(e, true, "releasing a savepoint")),
+            Ok(()) => {
+                self.conflicts.extend(conflicts);
+                self.client
+                    .batch_execute("RELEASE SAVEPOINT duplex_row")
+                    .await
+                    .map_err(|e| Error::from_pg(e, true, "releasing a savepoint"))
+            }
             Err(e) if !e.is_transient() => {
                 self.client
                     .batch_execute("ROLLBACK TO SAVEPOINT duplex_row")

@@ -27,6 +27,7 @@ pub mod prepare;
 
 mod careful;
 mod copy;
+mod guard;
 mod lookup;
 mod pivot;
 mod queue;
@@ -50,6 +51,7 @@ use crate::model::{pg_ident, Position};
 use crate::state::checkpoint;
 use crate::state::progress::Progress;
 
+pub use self::guard::Guard;
 pub use self::prepare::PgEncoder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,6 +91,8 @@ pub struct PgChange {
     /// The first key column's value as text, for resolving look-ups after the write.
     pub key_text: Option<String>,
     pub pivot: Option<Box<PivotCell>>,
+    /// A change of a table with `both` columns: checked for conflicts before it is written.
+    pub guard: Option<Box<Guard>>,
 }
 
 pub struct PgSink {
@@ -115,6 +119,14 @@ pub struct PgSink {
     deleted: HashMap<usize, Vec<String>>,
     /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
     pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
+    /// Changes of tables with `both` columns, held back until they are checked (`guard`).
+    guarded: Vec<PgChange>,
+    /// Per plan table, the statement reading a row for the conflict check.
+    guard_stmts: HashMap<usize, Statement>,
+    /// Conflicts found in the open transaction, logged with its commit.
+    conflicts: Vec<crate::state::conflict::Conflict>,
+    /// Inserts a conflict (prepared when a table has `both` columns).
+    conflict_stmt: Option<Statement>,
 }
 
 impl PgSink {
@@ -183,6 +195,20 @@ impl PgSink {
                 )
             })?;
         }
+        let conflict_stmt = if plan.tables.iter().any(|t| !t.guarded().is_empty()) {
+            let mut types = vec![Type::TEXT; 12];
+            types.push(Type::INT8);
+            let sql = crate::state::conflict::pg_insert_sql(&cfg.duplex_schema);
+            Some(client.prepare_typed(&sql, &types).await.map_err(|e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    "preparing the conflict log statement (run `duplex setup` to create duplex's conflict table)",
+                )
+            })?)
+        } else {
+            None
+        };
         // Session-local staging tables for large runs, created outside any transaction.
         let ddl = copy::staging_ddl(&plan);
         if !ddl.is_empty() {
@@ -208,6 +234,10 @@ impl PgSink {
             touched: HashMap::new(),
             deleted: HashMap::new(),
             pivot_stmts: HashMap::new(),
+            guarded: Vec::new(),
+            guard_stmts: HashMap::new(),
+            conflicts: Vec::new(),
+            conflict_stmt,
         })
     }
 
@@ -222,6 +252,7 @@ impl PgSink {
         self.resolve_lookups().await?;
         self.forget_deleted().await?;
         self.write_letters(&mark).await?;
+        let conflicts = self.write_conflicts(&mark).await?;
         match mark {
             Mark::Checkpoint(position) => {
                 checkpoint::store(
@@ -250,7 +281,48 @@ impl PgSink {
             .await
             .map_err(|e| Error::from_pg(e, true, "committing"))?;
         self.in_txn = false;
+        for c in conflicts {
+            metrics::counter!(crate::telemetry::CONFLICTS, "table" => c.target_table, "resolution" => c.winner)
+                .increment(1);
+        }
         Ok(())
+    }
+
+    /// Logs the conflicts found in the open transaction; returns them, to be counted once the
+    /// transaction commits.
+    async fn write_conflicts(
+        &mut self,
+        mark: &Mark<'_>,
+    ) -> Result<Vec<crate::state::conflict::Conflict>> {
+        let conflicts = std::mem::take(&mut self.conflicts);
+        let (Some(stmt), false) = (&self.conflict_stmt, conflicts.is_empty()) else {
+            return Ok(conflicts);
+        };
+        let position = mark.position_text();
+        for c in &conflicts {
+            self.client
+                .execute(
+                    stmt,
+                    &[
+                        &self.pipeline,
+                        &crate::model::FORWARD,
+                        &c.target_table,
+                        &c.key,
+                        &c.column,
+                        &c.before,
+                        &c.incoming,
+                        &c.current,
+                        &c.policy,
+                        &c.winner,
+                        &c.txn_id,
+                        &position,
+                        &c.commit_time_us,
+                    ],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "writing the conflict log"))?;
+        }
+        Ok(conflicts)
     }
 }
 
@@ -289,6 +361,10 @@ impl Sink for PgSink {
     }
 
     async fn push(&mut self, change: PgChange) -> Result<()> {
+        if change.guard.is_some() {
+            return self.push_guarded(change).await;
+        }
+        self.settle_guarded().await?;
         self.buffer(change).await
     }
 
@@ -314,6 +390,8 @@ impl Sink for PgSink {
 
     async fn rollback(&mut self) {
         self.runs.clear();
+        self.guarded.clear();
+        self.conflicts.clear();
         self.touched.clear();
         self.deleted.clear();
         self.buffered = 0;

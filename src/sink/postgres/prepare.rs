@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::encode::EncodedRow;
-use super::{Kind, PgChange, PivotCell};
+use super::{Guard, Kind, PgChange, PivotCell};
 use crate::error::{Error, Result};
 use crate::mapping::{Bindings, ColumnSource, OnDelete, Plan, TablePlan};
 use crate::model::{Op, RowChange, TableSchema, TargetKind, Value};
@@ -28,6 +28,13 @@ pub struct PgEncoder {
     /// Bytes of the widest row encoded yet: a row's buffer starts that large, so a wide row
     /// is not grown (and copied) several times.
     row_bytes: std::cell::Cell<usize>,
+    /// Per plan table: its columns checked for conflicts ([`crate::mapping::TablePlan::guarded`]).
+    guarded: Vec<Vec<usize>>,
+    /// The source transaction being encoded: its id, commit time, and whether it is duplex's
+    /// own write.
+    txn: Arc<str>,
+    commit_time_us: i64,
+    own: bool,
 }
 
 impl PgEncoder {
@@ -45,11 +52,15 @@ impl PgEncoder {
             })
             .collect();
         PgEncoder {
-            plan,
             tz,
             bindings: Bindings::default(),
             key_text,
             row_bytes: std::cell::Cell::new(0),
+            guarded: plan.tables.iter().map(|t| t.guarded()).collect(),
+            plan,
+            txn: Arc::from(""),
+            commit_time_us: 0,
+            own: false,
         }
     }
 
@@ -152,6 +163,7 @@ impl PgEncoder {
                 from_insert: false,
                 key_text,
                 pivot: None,
+                guard: None,
             })
         };
         let old_key = if before_in {
@@ -161,6 +173,10 @@ impl PgEncoder {
         };
         if after_in {
             let row = self.encode(t, idx, 0..t.columns.len(), after)?;
+            let guard = (!self.guarded[i].is_empty()).then(|| {
+                let before = before_in.then_some(before);
+                Box::new(self.guard(i, t, idx, before, after))
+            });
             let new = PgChange {
                 table: i,
                 kind: Kind::Upsert,
@@ -169,17 +185,59 @@ impl PgEncoder {
                 from_insert: insert,
                 key_text: self.key_text(i, idx, after),
                 pivot: None,
+                guard,
             };
             if let Some(old) = old_key {
-                if old.identity() != new.key {
+                // duplex's own write removes nothing here: the removal came from PostgreSQL.
+                if old.identity() != new.key && !self.own {
                     out.extend(removal(old, self.key_text(i, idx, before)));
                 }
             }
             out.push(new);
         } else if let Some(old) = old_key {
-            out.extend(removal(old, self.key_text(i, idx, before)));
+            if !self.own {
+                out.extend(removal(old, self.key_text(i, idx, before)));
+            }
         }
         Ok(())
+    }
+
+    /// What the sink needs to check a change of a table with `both` columns for conflicts: the
+    /// before image encoded like the row (`None` for an insert, or when it cannot be encoded,
+    /// which makes every column count as changed), the guarded columns' values as text for the
+    /// conflict log, the key as text, and the source transaction.
+    fn guard(
+        &self,
+        i: usize,
+        t: &TablePlan,
+        idx: &[usize],
+        before: Option<&[Value]>,
+        after: &[Value],
+    ) -> Guard {
+        let text = |row: &[Value], c: usize| {
+            t.value(c, row, idx)
+                .ok()
+                .filter(|v| !v.is_null())
+                .map(|v| v.to_string())
+        };
+        let texts = self.guarded[i]
+            .iter()
+            .map(|&c| (before.and_then(|b| text(b, c)), text(after, c)))
+            .collect();
+        let key = t
+            .key
+            .iter()
+            .map(|&k| text(after, k).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join(",");
+        Guard {
+            own: self.own,
+            before: before.and_then(|b| self.encode(t, idx, 0..t.columns.len(), b).ok()),
+            texts,
+            key,
+            txn: self.txn.clone(),
+            commit_time_us: self.commit_time_us,
+        }
     }
 
     /// Cells of one image of a pivot row: `set` with the value, or cleared.
@@ -239,6 +297,7 @@ impl PgEncoder {
                     priority: pt.priority,
                     value,
                 })),
+                guard: None,
             });
         }
         Ok(())
@@ -357,6 +416,10 @@ impl Encoder for PgEncoder {
         let mut out = Vec::new();
         let plan = self.plan.clone();
         for i in plan.forward_indices(&change.table.name) {
+            // duplex's own write carries only the rows of tables going both ways.
+            if self.own && (plan.tables[i].is_pivot() || self.guarded[i].is_empty()) {
+                continue;
+            }
             let t = plan.tables[i].clone();
             let fail = |e: Error| (t.target.to_string(), e);
             let idx = self.binding(i, &change.table).map_err(fail)?;
@@ -373,5 +436,11 @@ impl Encoder for PgEncoder {
 
     fn target_of(&self, change: &PgChange) -> String {
         self.plan.tables[change.table].target.to_string()
+    }
+
+    fn begin(&mut self, txn: &crate::model::TxnBegin) {
+        self.txn = Arc::from(txn.id.as_str());
+        self.commit_time_us = txn.commit_time_us;
+        self.own = txn.own;
     }
 }

@@ -68,13 +68,20 @@ impl PgSink {
             }
         }
         if self.buffered >= FLUSH_ROWS {
-            self.flush().await?;
+            self.write_runs().await?;
         }
         Ok(())
     }
 
-    /// Writes every buffered run, in order, inside the open transaction.
+    /// Writes everything buffered, in order, inside the open transaction: the held-back
+    /// guarded changes decided first.
     pub(super) async fn flush(&mut self) -> Result<()> {
+        self.settle_guarded().await?;
+        self.write_runs().await
+    }
+
+    /// Writes every buffered run, in order, inside the open transaction.
+    pub(super) async fn write_runs(&mut self) -> Result<()> {
         let runs = std::mem::take(&mut self.runs);
         self.buffered = 0;
         let copied = |r: &Run| {

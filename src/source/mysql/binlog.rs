@@ -455,7 +455,8 @@ impl<'a> Reader<'a> {
     }
 
     /// Any other event: a rows event of a watched table is decoded into the open transaction
-    /// (unless it is duplex's own); a full chunk is handed over.
+    /// (duplex's own too: it is marked, and its rows refresh the mirror columns); a full chunk
+    /// is handed over.
     fn rows(&mut self, event: &Event, log_pos: u64) -> Result<Option<Handover>> {
         let Ok(Some(EventData::RowsEvent(rows))) = event.read_data() else {
             return Ok(None);
@@ -465,9 +466,6 @@ impl<'a> Reader<'a> {
             if !open.seen_rows {
                 open.seen_rows = true;
                 open.own = self.marker_ids.contains(&table_id);
-            }
-            if open.own {
-                return Ok(None);
             }
         }
         let Some(Some((schema, layout))) = self.table_ids.get(&table_id) else {

@@ -32,7 +32,7 @@ pub(super) struct OpenTxn {
     pub(super) begun: bool,
     /// A row event has been seen (the first one decides whether this is duplex's own write).
     pub(super) seen_rows: bool,
-    /// duplex's own write (its first row event is the checkpoint marker): dropped.
+    /// duplex's own write (its first row event is the checkpoint marker): passed on, marked.
     pub(super) own: bool,
     pub(super) rows: Vec<RowChange>,
     commit_time_us: i64,
@@ -65,6 +65,7 @@ impl OpenTxn {
             id: self.id.clone(),
             commit_time_us: self.commit_time_us,
             at: Some(self.at.clone()),
+            own: self.own,
         }
     }
 }

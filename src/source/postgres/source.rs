@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::decode::{decode_text, SESSION_SETTINGS};
-use super::pgoutput::{self, Cell, PgOutput, Relation, Tuple};
+use super::pgoutput::{self, Cell, OldKind, PgOutput, Relation, Tuple};
 use super::stream::{ReplicationConn, ReplicationMessage, ReplicationStream};
 use crate::config::PostgresConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -356,14 +356,16 @@ impl Reader<'_> {
                     .insert(rel.oid, table_of(&rel, &self.custom_types));
             }
             PgOutput::Insert { rel, new } => {
-                return self.row(rel, Op::Insert, None, Some(&new));
+                return self.row(rel, Op::Insert, None, Some(&new), true);
             }
             PgOutput::Update { rel, old, new } => {
+                let full = matches!(old, Some((OldKind::Full, _)));
                 let old = old.as_ref().map(|(_, t)| t);
-                return self.row(rel, Op::Update, old, Some(&new));
+                return self.row(rel, Op::Update, old, Some(&new), full);
             }
             PgOutput::Delete { rel, old } => {
-                return self.row(rel, Op::Delete, Some(&old.1), None);
+                let full = old.0 == OldKind::Full;
+                return self.row(rel, Op::Delete, Some(&old.1), None, full);
             }
             PgOutput::Truncate { rels, .. } => {
                 let names: Vec<String> = rels
@@ -402,13 +404,14 @@ impl Reader<'_> {
     }
 
     /// Adds a row change to the open transaction (unless it is duplex's own); a full chunk is
-    /// handed over.
+    /// handed over. `full_old`: the old image holds every column (`REPLICA IDENTITY FULL`).
     fn row(
         &mut self,
         rel: u32,
         op: Op,
         old: Option<&Tuple>,
         new: Option<&Tuple>,
+        full_old: bool,
     ) -> Result<Option<Handover>> {
         let t = self.txn.as_mut().ok_or_else(|| {
             Error::new(
@@ -443,11 +446,12 @@ impl Reader<'_> {
             None if op == Op::Update => after.clone(),
             None => None,
         };
-        let image = match old {
-            Some(_) if table.schema.primary_key.len() < table.schema.columns.len() => {
-                Image::KeyOnly
-            }
-            _ => Image::Full,
+        // Without REPLICA IDENTITY FULL the before image holds the key only (or, copied from
+        // the new row, nothing that tells what changed).
+        let image = if op == Op::Insert || full_old {
+            Image::Full
+        } else {
+            Image::KeyOnly
         };
         t.rows.push(RowChange {
             table: table.schema.clone(),
@@ -491,6 +495,7 @@ async fn send_chunk(t: &mut OpenTxn, tx: &mpsc::Sender<SourceEvent>) {
             id: t.id.clone(),
             commit_time_us: t.commit_time_us,
             at: Some(Position::Postgres(t.at)),
+            own: false,
         };
         if tx.send(SourceEvent::Begin(begin)).await.is_err() {
             return;
@@ -519,6 +524,7 @@ async fn finish(
                 id: t.id.clone(),
                 commit_time_us: t.commit_time_us,
                 at: Some(Position::Postgres(t.at)),
+                own: false,
             }))
             .await
             .is_err()

@@ -6,6 +6,8 @@
 //! `DELETE` by key), then stores the source LSN in that same row, then commits. A column whose
 //! value PostgreSQL did not send (an unchanged TOASTed value) is left as it is.
 
+mod guard;
+
 use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
@@ -44,6 +46,8 @@ pub struct MyChange {
     /// Update: per column, the MySQL values that already mean the new value (several codes a
     /// map reads as one CRM value); such a column is left as it is.
     pub same: Vec<Option<Vec<My>>>,
+    /// A change of a table with `both` columns: checked for conflicts before it is written.
+    pub guard: Option<Box<guard::MyGuard>>,
 }
 
 /// Converts a value read from PostgreSQL for a MySQL column.
@@ -188,6 +192,8 @@ pub struct MyEncoder {
     bindings: Bindings,
     /// Commit time of the transaction being encoded (µs since the epoch).
     commit_time_us: Option<i64>,
+    /// Id of the transaction being encoded.
+    txn: String,
 }
 
 impl MyEncoder {
@@ -286,7 +292,7 @@ impl Encoder for MyEncoder {
             if t.write == crate::mapping::ReverseWrite::Update {
                 // Rows the shop created are updated; others (and deletes) are not the CRM's to make.
                 if change.op != Op::Delete {
-                    let values = self
+                    let mut values = self
                         .convert(&t, &idx, 0..t.columns.len(), after)
                         .map_err(fail)?;
                     let keyed = t
@@ -295,12 +301,14 @@ impl Encoder for MyEncoder {
                         .all(|k| values[*k].as_ref().is_some_and(|v| *v != My::NULL));
                     if keyed {
                         let same = self.same(&t, &idx, after);
+                        let guard = self.guard(&t, &idx, change, &mut values);
                         out.push(MyChange {
                             table: i,
                             kind: MyKind::Update,
                             values,
                             at,
                             same,
+                            guard,
                         });
                     }
                 }
@@ -323,18 +331,21 @@ impl Encoder for MyEncoder {
                                 values: old,
                                 at: Vec::new(),
                                 same: Vec::new(),
+                                guard: None,
                             });
                         }
                     }
-                    let values = self
+                    let mut values = self
                         .convert(&t, &idx, 0..t.columns.len(), after)
                         .map_err(fail)?;
+                    let guard = self.guard(&t, &idx, change, &mut values);
                     out.push(MyChange {
                         table: i,
                         kind: MyKind::Upsert,
                         values,
                         at,
                         same: Vec::new(),
+                        guard,
                     });
                 }
                 Op::Delete => {
@@ -345,6 +356,7 @@ impl Encoder for MyEncoder {
                         values,
                         at: Vec::new(),
                         same: Vec::new(),
+                        guard: None,
                     });
                 }
             }
@@ -358,6 +370,7 @@ impl Encoder for MyEncoder {
 
     fn begin(&mut self, txn: &crate::model::TxnBegin) {
         self.commit_time_us = Some(txn.commit_time_us);
+        self.txn = txn.id.clone();
     }
 }
 
@@ -369,6 +382,8 @@ pub struct MySqlSink {
     db: String,
     pending: Vec<MyChange>,
     letters: Vec<DeadLetter>,
+    /// Conflicts found in the open transaction, logged with its commit.
+    conflicts: Vec<crate::state::conflict::Conflict>,
     in_txn: bool,
     /// The session's sql_mode has NO_BACKSLASH_ESCAPES (changes how literals are quoted).
     no_backslash_escapes: bool,
@@ -410,11 +425,38 @@ impl MySqlSink {
             db: cfg.duplex_database.clone(),
             pending: Vec::new(),
             letters: Vec::new(),
+            conflicts: Vec::new(),
             in_txn: false,
         })
     }
 
+    /// Writes changes in order: runs of guarded changes are checked for conflicts first
+    /// ([`MySqlSink::decide`]).
     async fn write(&mut self, changes: Vec<MyChange>) -> Result<()> {
+        let mut plain = Vec::new();
+        let mut guarded = Vec::new();
+        for c in changes {
+            if c.guard.is_some() {
+                if !plain.is_empty() {
+                    self.write_plain(std::mem::take(&mut plain)).await?;
+                }
+                guarded.push(c);
+            } else {
+                if !guarded.is_empty() {
+                    let decided = self.decide(std::mem::take(&mut guarded)).await?;
+                    self.write_plain(decided).await?;
+                }
+                plain.push(c);
+            }
+        }
+        if !guarded.is_empty() {
+            let decided = self.decide(guarded).await?;
+            self.write_plain(decided).await?;
+        }
+        self.write_plain(plain).await
+    }
+
+    async fn write_plain(&mut self, changes: Vec<MyChange>) -> Result<()> {
         let mut i = 0;
         while i < changes.len() {
             let first = &changes[i];
@@ -435,14 +477,26 @@ impl MySqlSink {
             }
             let t = self.plan.reverse[first.table].clone();
             if first.kind == MyKind::Update {
-                // One statement per row: each sets its own values.
-                let sql = self.update_sql(&t, first);
+                // One statement per row (each sets its own values), the run's statements sent
+                // as one multi-statement query.
+                let mut j = i + 1;
+                while j < changes.len()
+                    && j - i < ROWS_PER_STATEMENT
+                    && changes[j].table == first.table
+                    && changes[j].kind == MyKind::Update
+                {
+                    j += 1;
+                }
+                let sql: Vec<String> = changes[i..j]
+                    .iter()
+                    .map(|c| self.update_sql(&t, c))
+                    .collect();
                 self.conn
-                    .query_drop(sql)
+                    .query_drop(sql.join(";\n"))
                     .await
-                    .map_err(|e| my_err(e, &format!("updating a row of {}", t.target)))?;
-                count_rows(&t, "update", 1);
-                i += 1;
+                    .map_err(|e| my_err(e, &format!("updating rows of {}", t.target)))?;
+                count_rows(&t, "update", j - i);
+                i = j;
                 continue;
             }
             let sql = match first.kind {
@@ -636,6 +690,7 @@ impl Sink for MySqlSink {
             tz: self.tz,
             bindings: Bindings::default(),
             commit_time_us: None,
+            txn: String::new(),
         }
     }
 
@@ -680,9 +735,11 @@ impl Sink for MySqlSink {
             .query_drop("SAVEPOINT duplex_row")
             .await
             .map_err(sp)?;
+        let noted = self.conflicts.len();
         match self.write(vec![change]).await {
             Ok(()) => Ok(()),
             Err(e) if !e.is_transient() => {
+                self.conflicts.truncate(noted);
                 self.conn
                     .query_drop("ROLLBACK TO SAVEPOINT duplex_row")
                     .await
@@ -712,6 +769,7 @@ impl Sink for MySqlSink {
     async fn rollback(&mut self) {
         self.pending.clear();
         self.letters.clear();
+        self.conflicts.clear();
         if self.in_txn {
             let _ = self.conn.query_drop("ROLLBACK").await;
             self.in_txn = false;
@@ -776,6 +834,16 @@ impl MySqlSink {
             metrics::counter!(crate::telemetry::DEAD_LETTERS, "direction" => REVERSE, "table" => l.target_table.clone())
                 .increment(1);
         }
+        let conflicts = std::mem::take(&mut self.conflicts);
+        crate::state::conflict::my_insert(
+            &mut self.conn,
+            &self.db,
+            &self.pipeline,
+            REVERSE,
+            &text,
+            &conflicts,
+        )
+        .await?;
         match mark {
             Mark::Checkpoint(position) => self.store_checkpoint(position).await?,
             Mark::Progress(p) => {
@@ -795,6 +863,10 @@ impl MySqlSink {
             .await
             .map_err(|e| my_err(e, "committing"))?;
         self.in_txn = false;
+        for c in conflicts {
+            metrics::counter!(crate::telemetry::CONFLICTS, "table" => c.target_table, "resolution" => c.winner)
+                .increment(1);
+        }
         Ok(())
     }
 }

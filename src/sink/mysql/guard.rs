@@ -1,0 +1,306 @@
+//! Conflict checks for tables mapped `both`, the way back: a CRM change carries only the `both`
+//! columns whose value changed (the before image comes with `REPLICA IDENTITY FULL`), and only
+//! where Bitrix still holds the before value — read through the mapping, so a code the value
+//! map reads as the same CRM value counts as the same. Where Bitrix holds something else it
+//! changed the column within the lag, and the column's policy decides (`crm`: the CRM's value is
+//! written; `bitrix`: Bitrix's stays). Each such conflict is logged.
+//!
+//! How: a run of guarded changes is checked with one `SELECT … FOR UPDATE` per change, sent as
+//! one multi-statement query (one round trip), asking the server whether each `both` column is
+//! still the before value or already the new one; each change then writes only the columns it
+//! takes. The row lock keeps Bitrix from changing them between the check and the write.
+//!
+//! Owns [`MyGuard`], its making in the encoder, and the decision. Uses the reverse plan, the
+//! conflict log type and the sink's connection.
+
+use std::collections::HashMap;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::Value as My;
+
+use super::{my_err, MyChange, MyEncoder, MyKind, MySqlSink};
+use crate::error::Result;
+use crate::mapping::spec::Conflict as Policy;
+use crate::mapping::ReversePlan;
+use crate::model::{my_ident, Image, Op, RowChange, Value};
+use crate::state::conflict::Conflict;
+
+/// What checking one change of a table with `both` columns takes.
+#[derive(Debug, Clone)]
+pub struct MyGuard {
+    /// Per guarded column ([`ReversePlan::guarded`] order): the before value as MySQL holds
+    /// it, and the MySQL values a map reads as it (several codes for one CRM value); `None`
+    /// without a full before image (then any current value other than the new one is a
+    /// conflict).
+    before: Vec<Option<(My, Option<Vec<My>>)>>,
+    /// Per guarded column: its before and new value as text, for the conflict log.
+    texts: Vec<(Option<String>, Option<String>)>,
+    key: String,
+    txn: String,
+    commit_time_us: i64,
+}
+
+impl MyEncoder {
+    /// The guard of a change of a table with `both` columns, and the change's values trimmed to
+    /// the `both` columns it changed. `None` for other tables.
+    pub(super) fn guard(
+        &self,
+        t: &ReversePlan,
+        idx: &[usize],
+        change: &RowChange,
+        values: &mut [Option<My>],
+    ) -> Option<Box<MyGuard>> {
+        let guarded = t.guarded();
+        if guarded.is_empty() {
+            return None;
+        }
+        let none = Vec::new();
+        let after = change.after.as_ref().unwrap_or(&none);
+        let before = (change.op == Op::Update && change.image == Image::Full)
+            .then_some(change.before.as_ref())
+            .flatten();
+        let at = |row: &[Value], c: usize| row.get(idx[c]).cloned().unwrap_or(Value::Null);
+        let text = |v: &Value| (!v.is_null() && *v != Value::Unchanged).then(|| v.to_string());
+        let mut g = MyGuard {
+            before: Vec::with_capacity(guarded.len()),
+            texts: Vec::with_capacity(guarded.len()),
+            key: t
+                .key
+                .iter()
+                .map(|&k| at(after, k).to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            txn: self.txn.clone(),
+            commit_time_us: self.commit_time_us.unwrap_or(0),
+        };
+        for &c in &guarded {
+            let a = at(after, c);
+            let b = before.map(|b| at(b, c));
+            if b.as_ref() == Some(&a) {
+                values[c] = None; // not changed by this change: not carried
+            }
+            let lit = b.as_ref().and_then(|b| {
+                let one = self.convert(t, idx, std::iter::once(c), before?).ok()?;
+                let same = t.columns[c].transform.preimages(b).map(|codes| {
+                    codes
+                        .iter()
+                        .filter_map(|code| {
+                            super::to_mysql(code, &t.columns[c].my.ty, self.tz)
+                                .ok()
+                                .flatten()
+                        })
+                        .collect()
+                });
+                Some((one.into_iter().next()??, same))
+            });
+            g.before.push(lit);
+            g.texts.push((b.as_ref().and_then(text), text(&a)));
+        }
+        Some(Box::new(g))
+    }
+}
+
+/// A `both` column's value on MySQL as this transaction leaves it.
+#[derive(Clone)]
+struct Held {
+    value: My,
+    /// Read from the server (not yet set by this transaction): the server's answers apply.
+    read: bool,
+}
+
+/// The server's answer for one change: per guarded column, whether the row holds the before
+/// value, whether it holds the new one, and the value. `None`: no such row.
+type Answer = Option<Vec<(bool, bool, My)>>;
+
+impl MySqlSink {
+    /// `SELECT … FOR UPDATE` of a change's row: per guarded column, whether it holds the before
+    /// value, whether it holds the new one, and the value.
+    fn check_sql(&self, t: &ReversePlan, c: &MyChange) -> String {
+        let g = c.guard.as_ref().expect("a guarded change");
+        let lit = |v: &My| self.literal(v);
+        let holds = |n: &str, v: &My, codes: Option<&Vec<My>>| match codes {
+            Some(codes) if !codes.is_empty() => {
+                let list: Vec<String> = codes.iter().map(lit).collect();
+                format!("COALESCE({n} IN ({}), 0)", list.join(", "))
+            }
+            _ => format!("{n} <=> {}", lit(v)),
+        };
+        let mut cols = Vec::new();
+        for (j, &col) in t.guarded().iter().enumerate() {
+            let n = my_ident(&t.columns[col].my.name);
+            let before = match &g.before[j] {
+                Some((v, codes)) => holds(&n, v, codes.as_ref()),
+                None => "0".into(),
+            };
+            let after = match &c.values[col] {
+                Some(v) => holds(&n, v, c.same.get(col).and_then(Option::as_ref)),
+                None => "0".into(),
+            };
+            cols.push(format!("{before}, {after}, {n}"));
+        }
+        let cond: Vec<String> = t
+            .key
+            .iter()
+            .map(|&k| {
+                let v = c.values[k].as_ref().unwrap_or(&My::NULL);
+                format!("{} = {}", my_ident(&t.columns[k].my.name), lit(v))
+            })
+            .collect();
+        format!(
+            "SELECT {} FROM {} WHERE {} FOR UPDATE",
+            cols.join(", "),
+            t.target.my_quoted(),
+            cond.join(" AND ")
+        )
+    }
+
+    /// Checks a run of guarded changes against their rows (locking them) and returns the
+    /// changes to write, each with only the `both` columns it takes; conflicts are noted for
+    /// the commit.
+    pub(super) async fn decide(&mut self, changes: Vec<MyChange>) -> Result<Vec<MyChange>> {
+        let sql: Vec<String> = changes
+            .iter()
+            .map(|c| self.check_sql(&self.plan.reverse[c.table], c))
+            .collect();
+        let mut answers: Vec<Answer> = Vec::with_capacity(changes.len());
+        {
+            let what = "checking rows for conflicts";
+            let mut result = self
+                .conn
+                .query_iter(sql.join(";\n"))
+                .await
+                .map_err(|e| my_err(e, what))?;
+            loop {
+                let rows: Vec<mysql_async::Row> =
+                    result.collect().await.map_err(|e| my_err(e, what))?;
+                answers.push(rows.into_iter().next().map(|mut r| {
+                    (0..r.len() / 3)
+                        .map(|j| {
+                            let flag = |r: &mut mysql_async::Row, i: usize| {
+                                r.take::<Option<i64>, _>(i).flatten().unwrap_or(0) != 0
+                            };
+                            let b = flag(&mut r, 3 * j);
+                            let a = flag(&mut r, 3 * j + 1);
+                            let v = r.take::<My, _>(3 * j + 2).unwrap_or(My::NULL);
+                            (b, a, v)
+                        })
+                        .collect()
+                }));
+                if result.is_empty() {
+                    break;
+                }
+            }
+        }
+        let mut states: HashMap<(usize, String), Vec<Held>> = HashMap::new();
+        let mut out = Vec::with_capacity(changes.len());
+        for (change, answer) in changes.into_iter().zip(answers) {
+            if let Some(c) = self.decide_change(change, answer, &mut states) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decides one change; `None`: nothing to write.
+    fn decide_change(
+        &mut self,
+        mut change: MyChange,
+        answer: Answer,
+        states: &mut HashMap<(usize, String), Vec<Held>>,
+    ) -> Option<MyChange> {
+        let t = self.plan.reverse[change.table].clone();
+        let guarded = t.guarded();
+        let g = change.guard.take().expect("a guarded change");
+        let id = (
+            change.table,
+            self.literal_tuple(t.key.iter().filter_map(|&k| change.values[k].as_ref())),
+        );
+        if !states.contains_key(&id) {
+            match &answer {
+                Some(cols) => {
+                    let held = cols
+                        .iter()
+                        .map(|(_, _, v)| Held {
+                            value: v.clone(),
+                            read: true,
+                        })
+                        .collect();
+                    states.insert(id.clone(), held);
+                }
+                // No such row: an UPDATE would change nothing; an upsert inserts it as it is.
+                None if change.kind == MyKind::Update => return None,
+                None => {
+                    let held = guarded
+                        .iter()
+                        .map(|&c| Held {
+                            value: change.values[c].clone().unwrap_or(My::NULL),
+                            read: false,
+                        })
+                        .collect();
+                    states.insert(id, held);
+                    return Some(change);
+                }
+            }
+        }
+        let held = states.get_mut(&id).expect("inserted above");
+        for (j, &c) in guarded.iter().enumerate() {
+            let Some(new) = change.values[c].clone() else {
+                continue; // not carried
+            };
+            let (is_before, is_after) = match (&answer, held[j].read) {
+                (Some(a), true) => (a[j].0, a[j].1),
+                _ => (
+                    g.before[j]
+                        .as_ref()
+                        .is_some_and(|(b, _)| *b == held[j].value),
+                    held[j].value == new,
+                ),
+            };
+            let take = if is_after {
+                false
+            } else if is_before {
+                true
+            } else {
+                let policy = t.columns[c].conflict.unwrap_or_default();
+                let wins = policy != Policy::Bitrix;
+                self.conflicts.push(Conflict {
+                    target_table: t.target.to_string(),
+                    key: g.key.clone(),
+                    column: t.columns[c].my.name.clone(),
+                    before: g.texts[j].0.clone(),
+                    incoming: g.texts[j].1.clone(),
+                    current: text_of(&held[j].value),
+                    policy: policy.as_str(),
+                    winner: if wins { "crm" } else { "bitrix" },
+                    txn_id: g.txn.clone(),
+                    commit_time_us: g.commit_time_us,
+                });
+                wins
+            };
+            if take {
+                held[j] = Held {
+                    value: new,
+                    read: false,
+                };
+            } else {
+                change.values[c] = None;
+            }
+        }
+        let writes =
+            (0..t.columns.len()).any(|c| !t.key.contains(&c) && change.values[c].is_some());
+        (writes || change.kind != MyKind::Update).then_some(change)
+    }
+}
+
+/// A MySQL value as text for the conflict log.
+fn text_of(v: &My) -> Option<String> {
+    match v {
+        My::NULL => None,
+        My::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        My::Int(i) => Some(i.to_string()),
+        My::UInt(u) => Some(u.to_string()),
+        My::Float(f) => Some(f.to_string()),
+        My::Double(f) => Some(f.to_string()),
+        other => Some(other.as_sql(false).trim_matches('\'').to_string()),
+    }
+}

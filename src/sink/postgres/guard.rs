@@ -1,0 +1,355 @@
+//! Conflict checks for tables mapped `both`: a change of such a table carries only the `both`
+//! columns whose value changed in the source change, and only where PostgreSQL still holds the
+//! change's before value; where it holds something else the CRM changed the column within the
+//! lag, and the column's policy decides (`bitrix`: MySQL's new value is written; `crm`: the
+//! CRM's value stays). Each such conflict is logged. duplex's own writes read back from MySQL
+//! (the reverse direction's) refresh the forward-only columns and never overwrite a value the
+//! CRM changed since.
+//!
+//! How: the guarded changes of a batch are held back until something else must be written (or
+//! the commit); then the runs buffered before them are written, each guarded change's row is
+//! read with `SELECT … FOR UPDATE` (sent back to back, one round trip) asking the server
+//! whether each `both` column is still the before value or already the new one, and each
+//! change becomes a plain upsert whose `both` columns hold the decided values. The row lock
+//! keeps the CRM from changing them between the check and the write.
+//!
+//! Owns [`Guard`] and that decision. Uses the plan, the conflict log type and the sink's
+//! connection and run buffer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::Statement;
+
+use super::encode::{Cell, EncodedRow};
+use super::{PgChange, PgSink};
+use crate::error::{Error, Result};
+use crate::mapping::spec::Conflict as Policy;
+use crate::model::pg_ident;
+use crate::state::conflict::Conflict;
+
+/// What checking one change of a table with `both` columns takes (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// duplex's own write, read back from MySQL.
+    pub own: bool,
+    /// The before image, encoded like the row; `None` for an insert.
+    pub before: Option<EncodedRow>,
+    /// Per guarded column (in [`crate::mapping::TablePlan::guarded`] order): its before and new
+    /// value as text, for the conflict log.
+    pub texts: Vec<(Option<String>, Option<String>)>,
+    /// The row's key as text.
+    pub key: String,
+    pub txn: Arc<str>,
+    pub commit_time_us: i64,
+}
+
+/// A value as the server sent it (binary), whatever its type: written back unchanged.
+struct Raw(Option<Vec<u8>>);
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(
+        _ty: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(Some(raw.to_vec())))
+    }
+
+    fn from_sql_null(
+        _ty: &Type,
+    ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Raw(None))
+    }
+
+    fn accepts(_ty: &Type) -> bool {
+        true
+    }
+}
+
+/// A `both` column's value on PostgreSQL as this transaction will leave it.
+#[derive(Clone)]
+struct Held {
+    cell: Option<Vec<u8>>,
+    text: Option<String>,
+    /// Read from the server (not yet set by this transaction): the server's answers about it
+    /// apply.
+    read: bool,
+}
+
+/// One row being checked: its `both` columns as this transaction leaves them.
+struct RowState {
+    cols: Vec<Held>,
+}
+
+/// One change's answer from the server: per guarded column, whether the row holds the before
+/// value and whether it holds the new one, and the value itself. `None`: no such row.
+type Answer = Option<Vec<(bool, bool, Held)>>;
+
+impl PgSink {
+    /// `SELECT` of a table's guarded columns for one key, locking the row: per column, whether
+    /// it is the before value (`$k+2j+1`), whether it is the new one (`$k+2j+2`), its text and
+    /// its value.
+    async fn guard_statement(&mut self, table: usize) -> Result<Statement> {
+        if let Some(s) = self.guard_stmts.get(&table) {
+            return Ok(s.clone());
+        }
+        let t = &self.plan.tables[table];
+        let nk = t.key.len();
+        let mut cols = Vec::new();
+        for (j, &c) in t.guarded().iter().enumerate() {
+            let n = pg_ident(&t.columns[c].target.name);
+            let (b, a) = (nk + 2 * j + 1, nk + 2 * j + 2);
+            cols.push(format!(
+                "{n} IS NOT DISTINCT FROM ${b}, {n} IS NOT DISTINCT FROM ${a}, {n}::text, {n}"
+            ));
+        }
+        let cond: Vec<String> = t
+            .key
+            .iter()
+            .enumerate()
+            .map(|(p, &k)| format!("{} = ${}", pg_ident(&t.columns[k].target.name), p + 1))
+            .collect();
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} FOR UPDATE",
+            cols.join(", "),
+            t.target.pg_quoted(),
+            cond.join(" AND ")
+        );
+        let stmt = self.client.prepare(&sql).await.map_err(|e| {
+            Error::from_pg(
+                e,
+                false,
+                &format!("preparing the conflict check of {}", t.target),
+            )
+        })?;
+        self.guard_stmts.insert(table, stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Holds a guarded change back until the next write of anything else (or the commit).
+    pub(super) async fn push_guarded(&mut self, change: PgChange) -> Result<()> {
+        self.guarded.push(change);
+        if self.guarded.len() >= GUARDED_BATCH {
+            self.settle_guarded().await?;
+        }
+        Ok(())
+    }
+
+    /// Decides the held-back guarded changes and buffers them as plain upserts.
+    pub(super) async fn settle_guarded(&mut self) -> Result<()> {
+        if self.guarded.is_empty() {
+            return Ok(());
+        }
+        let changes = std::mem::take(&mut self.guarded);
+        // The checks must see every earlier write of this transaction.
+        self.write_runs().await?;
+        let (rows, conflicts) = self.decide(changes).await?;
+        self.conflicts.extend(conflicts);
+        for row in rows {
+            self.buffer(row).await?;
+        }
+        Ok(())
+    }
+
+    /// One guarded change alone (careful mode): decided, then written under the caller's
+    /// savepoint; its conflicts count only when the write succeeds.
+    pub(super) async fn decide_one(
+        &mut self,
+        change: PgChange,
+    ) -> Result<(Option<PgChange>, Vec<Conflict>)> {
+        self.write_runs().await?;
+        let (mut rows, conflicts) = self.decide(vec![change]).await?;
+        Ok((rows.pop(), conflicts))
+    }
+
+    /// Reads the rows of `changes` (locking them) and decides each change's `both` columns;
+    /// returns the rows to write (plain upserts, in order) and the conflicts found.
+    async fn decide(&mut self, changes: Vec<PgChange>) -> Result<(Vec<PgChange>, Vec<Conflict>)> {
+        let mut stmts = HashMap::new();
+        for c in &changes {
+            if let std::collections::hash_map::Entry::Vacant(v) = stmts.entry(c.table) {
+                v.insert(self.guard_statement(c.table).await?);
+            }
+        }
+        let answers = self.ask(&changes, &stmts).await?;
+        let mut states: HashMap<(usize, Vec<u8>), RowState> = HashMap::new();
+        let mut rows = Vec::with_capacity(changes.len());
+        let mut conflicts = Vec::new();
+        for (change, answer) in changes.into_iter().zip(answers) {
+            if let Some(row) = self.decide_change(change, answer, &mut states, &mut conflicts) {
+                rows.push(row);
+            }
+        }
+        Ok((rows, conflicts))
+    }
+
+    /// Sends every change's check back to back and collects the answers in order.
+    async fn ask(
+        &self,
+        changes: &[PgChange],
+        stmts: &HashMap<usize, Statement>,
+    ) -> Result<Vec<Answer>> {
+        let client = &self.client;
+        let queries = changes.iter().map(|c| {
+            let t = &self.plan.tables[c.table];
+            let guard = c.guard.as_ref().expect("a guarded change");
+            let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
+            for &col in &t.guarded() {
+                let before = guard.before.as_ref().and_then(|b| b.cell(col));
+                params.push(Cell(before));
+                params.push(Cell(c.row.cell(col)));
+            }
+            let stmt = &stmts[&c.table];
+            async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| p as _).collect();
+                client.query_opt(stmt, &refs).await
+            }
+        });
+        let found = futures_util::future::join_all(queries).await;
+        found
+            .into_iter()
+            .zip(changes)
+            .map(|(r, c)| {
+                let t = &self.plan.tables[c.table];
+                let row = r.map_err(|e| {
+                    Error::from_pg(
+                        e,
+                        true,
+                        &format!("checking a row of {} for conflicts", t.target),
+                    )
+                })?;
+                Ok(row.map(|row| {
+                    (0..t.guarded().len())
+                        .map(|j| {
+                            let Raw(cell) = row.get(4 * j + 3);
+                            let held = Held {
+                                cell,
+                                text: row.get(4 * j + 2),
+                                read: true,
+                            };
+                            (row.get(4 * j), row.get(4 * j + 1), held)
+                        })
+                        .collect()
+                }))
+            })
+            .collect()
+    }
+
+    /// Decides one change against the row as the server answered and as this transaction has
+    /// left it so far; `None`: nothing to write (duplex's own write of a row that is gone, or
+    /// that changes nothing).
+    fn decide_change(
+        &self,
+        mut change: PgChange,
+        answer: Answer,
+        states: &mut HashMap<(usize, Vec<u8>), RowState>,
+        conflicts: &mut Vec<Conflict>,
+    ) -> Option<PgChange> {
+        let t = self.plan.tables[change.table].clone();
+        let guarded = t.guarded();
+        let guard = change.guard.take().expect("a guarded change");
+        let id = (change.table, change.key.clone());
+        if !states.contains_key(&id) {
+            match &answer {
+                Some(cols) => {
+                    let cols = cols.iter().map(|(_, _, h)| h.clone()).collect();
+                    states.insert(id.clone(), RowState { cols });
+                }
+                // No such row: duplex's own write creates none (the CRM removed it); another
+                // change inserts it as it is.
+                None if guard.own => return None,
+                None => {
+                    let cols = guarded
+                        .iter()
+                        .zip(&guard.texts)
+                        .map(|(&c, (_, after))| Held {
+                            cell: change.row.cell(c).map(<[u8]>::to_vec),
+                            text: after.clone(),
+                            read: false,
+                        })
+                        .collect();
+                    states.insert(id, RowState { cols });
+                    return Some(change);
+                }
+            }
+        }
+        let state = states.get_mut(&id).expect("inserted above");
+        let mut writes = false;
+        for (j, &c) in guarded.iter().enumerate() {
+            let after = change.row.cell(c);
+            let before = guard.before.as_ref().map(|b| b.cell(c));
+            if before == Some(after) {
+                continue; // not changed by this source change: not carried
+            }
+            let held = &state.cols[j];
+            let (is_before, is_after) = match (&answer, held.read) {
+                (Some(a), true) => (before.is_some() && a[j].0, a[j].1),
+                _ => (
+                    before.is_some_and(|b| b == held.cell.as_deref()),
+                    held.cell.as_deref() == after,
+                ),
+            };
+            let take = if is_after {
+                false
+            } else if is_before {
+                true
+            } else if guard.own {
+                // The CRM changed it again since: its newer value is on its way to MySQL.
+                false
+            } else {
+                let policy = t.columns[c].conflict.unwrap_or_default();
+                let wins = policy == Policy::Bitrix;
+                conflicts.push(Conflict {
+                    target_table: t.target.to_string(),
+                    key: guard.key.clone(),
+                    column: t.columns[c].target.name.clone(),
+                    before: guard.texts[j].0.clone(),
+                    incoming: guard.texts[j].1.clone(),
+                    current: held.text.clone(),
+                    policy: policy.as_str(),
+                    winner: if wins { "bitrix" } else { "crm" },
+                    txn_id: guard.txn.to_string(),
+                    commit_time_us: guard.commit_time_us,
+                });
+                wins
+            };
+            if take {
+                writes = true;
+                state.cols[j] = Held {
+                    cell: after.map(<[u8]>::to_vec),
+                    text: guard.texts[j].1.clone(),
+                    read: false,
+                };
+            }
+        }
+        // duplex's own write is only worth writing for what it changes: a `both` column taken
+        // or a forward-only column (a mirror) that changed.
+        if guard.own && !writes {
+            let mut mirrors =
+                (0..t.columns.len()).filter(|i| !guarded.contains(i) && !t.key.contains(i));
+            let mirrors_changed = match &guard.before {
+                None => mirrors.next().is_some(),
+                Some(b) => mirrors.any(|i| b.cell(i) != change.row.cell(i)),
+            };
+            if !mirrors_changed {
+                return None;
+            }
+        }
+        // The row with its `both` columns as decided.
+        let mut row = EncodedRow::with_bytes(change.row.byte_len() + 16);
+        for (i, cell) in change.row.cells().enumerate() {
+            match guarded.iter().position(|&g| g == i) {
+                Some(j) => row.push_encoded(state.cols[j].cell.as_deref()),
+                None => row.push_encoded(cell),
+            }
+        }
+        change.row = row;
+        change.from_insert = false;
+        Some(change)
+    }
+}
+
+/// Guarded changes held back at most: past this many they are decided and buffered.
+const GUARDED_BATCH: usize = 500;

@@ -621,6 +621,30 @@ async fn an_order_saved_in_any_order_ends_complete() {
     stop_cleanly(&mut child, &work);
 }
 
+/// An order's Bitrix-fed mirror columns as Bitrix has them and as the CRM has them (in the
+/// shop's wall time): STATUS_ID, DATE_STATUS, DATE_UPDATE, DATE_CANCELED.
+async fn mirrors(
+    dbs: &support::TestDbs,
+    pg: &tokio_postgres::Client,
+    id: i64,
+) -> (Vec<Row>, Vec<Row>) {
+    let mut my = dbs.mysql().await;
+    let want = mysql_rows(&mut my, &format!("SELECT STATUS_ID, DATE_STATUS, DATE_UPDATE, NULLIF(DATE_CANCELED, '0000-00-00 00:00:00') FROM b_sale_order WHERE ID = {id}")).await;
+    let local =
+        |c: &str| format!("to_char({c} AT TIME ZONE 'Asia/Almaty', 'YYYY-MM-DD HH24:MI:SS')");
+    let have = pg_rows(
+        pg,
+        &format!(
+            "SELECT bitrix_status, {}, {}, {} FROM orders WHERE bitrix_order_id = {id}",
+            local("status_changed_at"),
+            local("updated_at"),
+            local("canceled_at")
+        ),
+    )
+    .await;
+    (want, have)
+}
+
 /// The Bitrix order row as text, without the columns a CRM status change may set.
 async fn order_row(my: &mut mysql_async::Conn, id: i64) -> Vec<Option<String>> {
     let cols: Vec<String> = shop::ORDER_COLS
@@ -785,11 +809,39 @@ async fn a_crm_status_change_reaches_bitrix_with_its_time_and_does_not_come_back
         Some("30")
     );
 
-    // No echo: the Bitrix writes were duplex's own, so the CRM rows' Bitrix-fed columns
-    // (bitrix_status, status_changed_at, updated_at) stay as they were.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Mirror freshness without echo: the Bitrix writes were duplex's own, and they come back
+    // only as what they changed in Bitrix's own columns — bitrix_status, status_changed_at,
+    // updated_at and canceled_at follow the Bitrix rows — while the CRM's values stay.
+    wait_for(
+        Duration::from_secs(30),
+        "fresh mirror columns",
+        &work,
+        || async {
+            let mut all = true;
+            for id in [3, 4, 5, 6, 8] {
+                let (want, have) = mirrors(&dbs, &pg, id).await;
+                all &= want == have;
+            }
+            all
+        },
+    )
+    .await;
+    let (_, have3) = mirrors(&dbs, &pg, 3).await;
+    assert_eq!(have3[0][0].as_deref(), Some("CO"));
     let pg_after = pg_rows(&pg, "SELECT bitrix_order_id::text, bitrix_status, status_changed_at::text, updated_at::text FROM orders WHERE bitrix_order_id IN (3, 4, 5, 6) ORDER BY 1").await;
-    assert_eq!(pg_after, pg_before);
+    // Order 6 only had a CRM note: nothing went to Bitrix, nothing came back.
+    assert_eq!(pg_after[3], pg_before[3]);
+    assert_ne!(pg_after[0], pg_before[0]);
+    // The CRM's own values stay as the CRM wrote them (no echo).
+    assert_eq!(
+        pg_rows(&pg, "SELECT bitrix_order_id::text, status, canceled::text FROM orders WHERE bitrix_order_id IN (3, 4, 5, 8) ORDER BY 1").await,
+        vec![
+            vec![Some("3".into()), Some("assembled".into()), Some("false".into())],
+            vec![Some("4".into()), Some("new".into()), Some("true".into())],
+            vec![Some("5".into()), Some("paid".into()), Some("false".into())],
+            vec![Some("8".into()), Some("paid".into()), Some("true".into())],
+        ]
+    );
 
     // A status the map cannot turn into a Bitrix code is a dead letter on the MySQL side.
     pg.batch_execute("UPDATE orders SET status = 'mystery' WHERE bitrix_order_id = 7")

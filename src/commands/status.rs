@@ -124,6 +124,7 @@ pub fn render_status(r: &StatusReport) -> String {
         "lag".into(),
         "position (checkpoint)".into(),
         "dead letters".into(),
+        "conflicts".into(),
     ]];
     let dirs = std::iter::once(&r.record.forward).chain(r.record.reverse.as_ref());
     for d in dirs {
@@ -157,7 +158,18 @@ pub fn render_status(r: &StatusReport) -> String {
             (Some(u), Some(t)) => format!("{u} unresolved of {t}"),
             _ => "?".into(),
         };
-        rows.push(vec![d.direction.to_string(), state, lag, position, letters]);
+        let conflicts = match (d.conflicts_total, d.conflicts_last_hour) {
+            (Some(t), Some(h)) => format!("{t} ({h} in the last hour)"),
+            _ => "?".into(),
+        };
+        rows.push(vec![
+            d.direction.to_string(),
+            state,
+            lag,
+            position,
+            letters,
+            conflicts,
+        ]);
     }
     out.push_str(&table(&rows));
     if let Some(p) = &r.process {

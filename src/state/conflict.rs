@@ -135,38 +135,18 @@ pub async fn my_insert(
         .map_err(|e| Error::from_mysql(e, true, "writing the conflict log"))
 }
 
-/// Conflicts logged per (target table, winner) since `since_us` (µs since the epoch), on
-/// PostgreSQL.
-pub async fn pg_counts(
-    client: &tokio_postgres::Client,
-    schema: &str,
-    pipeline: &str,
-) -> Result<Vec<(String, String, i64)>> {
-    let sql = format!(
-        "SELECT target_table, winner, count(*) FROM {}.conflict WHERE pipeline = $1 GROUP BY 1, 2 ORDER BY 1, 2",
+/// Counts a pipeline's conflicts on PostgreSQL: all of them, and those of the last hour.
+pub fn pg_count_sql(schema: &str) -> String {
+    format!(
+        "SELECT count(*), count(*) FILTER (WHERE resolved_at > now() - interval '1 hour') FROM {}.conflict WHERE pipeline = $1",
         pg_ident(schema)
-    );
-    let rows = client
-        .query(&sql, &[&pipeline])
-        .await
-        .map_err(|e| Error::from_pg(e, true, "reading the conflict log"))?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect())
+    )
 }
 
-/// Conflicts logged per (target table, winner), on MySQL.
-pub async fn my_counts(
-    conn: &mut mysql_async::Conn,
-    database: &str,
-    pipeline: &str,
-) -> Result<Vec<(String, String, i64)>> {
-    let sql = format!(
-        "SELECT target_table, winner, count(*) FROM {}.conflict WHERE pipeline = ? GROUP BY 1, 2 ORDER BY 1, 2",
+/// Counts a pipeline's conflicts on MySQL: all of them, and those of the last hour.
+pub fn my_count_sql(database: &str) -> String {
+    format!(
+        "SELECT COUNT(*), CAST(COALESCE(SUM(resolved_at > NOW(6) - INTERVAL 1 HOUR), 0) AS SIGNED) FROM {}.conflict WHERE pipeline = ?",
         my_ident(database)
-    );
-    conn.exec(sql, (pipeline,))
-        .await
-        .map_err(|e| Error::from_mysql(e, true, "reading the conflict log"))
+    )
 }

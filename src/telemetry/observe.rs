@@ -23,6 +23,9 @@ pub struct DirRecord {
     pub position_at_us: Option<i64>,
     pub dead_letters_unresolved: Option<i64>,
     pub dead_letters_total: Option<i64>,
+    /// Conflicts this direction resolved on `both` columns: all, and in the last hour.
+    pub conflicts_total: Option<i64>,
+    pub conflicts_last_hour: Option<i64>,
     /// Tables whose initial copy has not finished: `table (rows copied)`.
     pub snapshot_pending: Vec<String>,
 }
@@ -141,6 +144,17 @@ async fn read_pg_forward(
         .await?;
     r.forward.dead_letters_unresolved = Some(dl.get(0));
     r.forward.dead_letters_total = Some(dl.get(1));
+    // The conflict log (absent before `duplex setup` ran with this version).
+    if let Ok(c) = pg
+        .query_one(
+            &crate::state::conflict::pg_count_sql(&cfg.postgres.duplex_schema),
+            &[&cfg.pipeline],
+        )
+        .await
+    {
+        r.forward.conflicts_total = Some(c.get(0));
+        r.forward.conflicts_last_hour = Some(c.get(1));
+    }
     let snap = pg
         .query(
             &format!("SELECT source_table, rows_copied FROM {schema}.snapshot WHERE pipeline = $1 AND direction = $2 AND state <> 'done' ORDER BY 1"),
@@ -262,6 +276,14 @@ async fn read_my_reverse(
             (&cfg.pipeline, REVERSE),
         )
         .await?;
+    let conflicts: Option<(i64, i64)> = my
+        .exec_first(
+            crate::state::conflict::my_count_sql(&cfg.mysql.duplex_database),
+            (&cfg.pipeline,),
+        )
+        .await
+        .ok()
+        .flatten();
     let snap: Vec<(String, i64)> = my
         .exec(
             format!("SELECT source_table, rows_copied FROM {db}.snapshot WHERE pipeline = ? AND direction = ? AND state <> 'done' ORDER BY 1"),
@@ -276,6 +298,10 @@ async fn read_my_reverse(
         if let Some((u, t)) = dl {
             d.dead_letters_unresolved = Some(u);
             d.dead_letters_total = Some(t);
+        }
+        if let Some((t, h)) = conflicts {
+            d.conflicts_total = Some(t);
+            d.conflicts_last_hour = Some(h);
         }
         d.snapshot_pending = snap
             .into_iter()

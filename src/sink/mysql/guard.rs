@@ -93,6 +93,12 @@ impl MyEncoder {
                 });
                 Some((one.into_iter().next()??, same))
             });
+            // An insert's before value is NULL.
+            let lit = if change.op == Op::Insert {
+                Some((My::NULL, None))
+            } else {
+                lit
+            };
             g.before.push(lit);
             g.texts.push((b.as_ref().and_then(text), text(&a)));
         }

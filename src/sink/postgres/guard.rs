@@ -34,7 +34,8 @@ use crate::state::conflict::Conflict;
 pub struct Guard {
     /// duplex's own write, read back from MySQL.
     pub own: bool,
-    /// The before image, encoded like the row; `None` for an insert.
+    /// The before image, encoded like the row; `None` for an insert (whose before values are
+    /// taken as NULL).
     pub before: Option<EncodedRow>,
     /// Per guarded column (in [`crate::mapping::TablePlan::guarded`] order): its before and new
     /// value as text, for the conflict log.
@@ -279,15 +280,17 @@ impl PgSink {
         let mut writes = false;
         for (j, &c) in guarded.iter().enumerate() {
             let after = change.row.cell(c);
-            let before = guard.before.as_ref().map(|b| b.cell(c));
-            if before == Some(after) {
+            // An insert's before value is NULL: a row another entry made (a pivot's) has NULL
+            // there, unless the CRM set it.
+            let before = guard.before.as_ref().and_then(|b| b.cell(c));
+            if guard.before.is_some() && before == after {
                 continue; // not changed by this source change: not carried
             }
             let held = &state.cols[j];
             let (is_before, is_after) = match (&answer, held.read) {
-                (Some(a), true) => (before.is_some() && a[j].0, a[j].1),
+                (Some(a), true) => (a[j].0, a[j].1),
                 _ => (
-                    before.is_some_and(|b| b == held.cell.as_deref()),
+                    before == held.cell.as_deref(),
                     held.cell.as_deref() == after,
                 ),
             };

@@ -1,0 +1,456 @@
+//! Both sides agree: the shipped `orders` mapping (status and cancellation go both ways) with
+//! Bitrix and the CRM changing the *same* orders within the lag — one writer per side on the
+//! same rows, with row locks held, with duplex stopped, and at random with `kill -9` — always
+//! ends with both sides equal, the policy's value kept, the forward mirror columns equal to
+//! Bitrix's row, nothing applied twice, and every conflict logged.
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rand::{Rng, SeedableRng};
+use support::harness::{mysql_rows, pg_rows, stop_cleanly, Workdir};
+use support::shop;
+
+type Row = Vec<Option<String>>;
+
+/// The CRM status a Bitrix code reads as (the shipped `order_status` map, codes used here).
+fn crm_status(code: &str) -> &'static str {
+    match code {
+        "N" => "new",
+        "AP" => "confirmed",
+        "P" | "PD" => "paid",
+        "CO" => "assembled",
+        "DE" => "in_transit",
+        "F" => "completed",
+        other => panic!("code {other} is not used by these tests"),
+    }
+}
+
+/// A shop of `orders` orders with the shipped mappings, `conflict` set to `policy` for orders;
+/// duplex set up and started, the copy done.
+async fn shop_with_policy(
+    prefix: &str,
+    policy: &str,
+    orders: usize,
+) -> (support::TestDbs, Workdir, support::harness::Duplex) {
+    let dbs = support::fresh_dbs(prefix).await;
+    let mut my = dbs.mysql().await;
+    shop::create_bitrix(&mut my).await;
+    let pg = dbs.pg().await;
+    pg.batch_execute(shop::CRM_DDL).await.unwrap();
+    let files: Vec<(String, String)> = shop::mapping_files()
+        .into_iter()
+        .map(|(name, text)| {
+            let text = if name == "orders.toml" {
+                assert!(text.contains("conflict = \"crm\""), "the shipped default");
+                text.replace("conflict = \"crm\"", &format!("conflict = \"{policy}\""))
+            } else {
+                text
+            };
+            (name, text)
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let pipeline = support::harness::pipeline_name(prefix, &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
+    shop::generate(&mut my, 11, 40, orders).await;
+    // A known start: every order new, not cancelled.
+    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N', DATE_CANCELED = '0000-00-00 00:00:00'")
+        .await
+        .unwrap();
+    work.setup();
+    let child = work.start();
+    wait_agree(&dbs, &work, Duration::from_secs(60)).await;
+    (dbs, work, child)
+}
+
+/// Per order: the `both` columns and the forward mirrors as Bitrix has them, mapped the way
+/// the shipped mapping maps them (status, canceled, bitrix_status, status_changed_at,
+/// updated_at, canceled_at, total_amount, comment; dates in the shop's wall time).
+async fn bitrix_side(dbs: &support::TestDbs) -> Vec<Row> {
+    let mut my = dbs.mysql().await;
+    mysql_rows(
+        &mut my,
+        "SELECT ID, STATUS_ID, IF(CANCELED = 'Y', 'true', 'false'), STATUS_ID,
+                NULLIF(DATE_STATUS, '0000-00-00 00:00:00'), NULLIF(DATE_UPDATE, '0000-00-00 00:00:00'),
+                NULLIF(DATE_CANCELED, '0000-00-00 00:00:00'), PRICE, NULLIF(TRIM(USER_DESCRIPTION), '')
+         FROM b_sale_order ORDER BY ID",
+    )
+    .await
+    .into_iter()
+    .map(|mut r| {
+        r[1] = r[1].as_deref().map(|c| crm_status(c).to_string());
+        r
+    })
+    .collect()
+}
+
+/// The same as the CRM has it.
+async fn crm_side(pg: &tokio_postgres::Client) -> Vec<Row> {
+    let local =
+        |c: &str| format!("to_char({c} AT TIME ZONE 'Asia/Almaty', 'YYYY-MM-DD HH24:MI:SS')");
+    pg_rows(
+        pg,
+        &format!(
+            "SELECT bitrix_order_id::text, status, canceled::text, bitrix_status, {}, {}, {}, total_amount::text, comment
+             FROM orders WHERE bitrix_order_id IS NOT NULL ORDER BY orders.bitrix_order_id",
+            local("status_changed_at"),
+            local("updated_at"),
+            local("canceled_at")
+        ),
+    )
+    .await
+}
+
+/// Waits until both sides agree on every order, field by field.
+async fn wait_agree(dbs: &support::TestDbs, work: &Workdir, within: Duration) {
+    let pg = dbs.pg().await;
+    let until = std::time::Instant::now() + within;
+    loop {
+        let b = bitrix_side(dbs).await;
+        let c = crm_side(&pg).await;
+        if b == c {
+            return;
+        }
+        if std::time::Instant::now() > until {
+            let diff: Vec<String> = b
+                .iter()
+                .zip(&c)
+                .filter(|(x, y)| x != y)
+                .take(10)
+                .map(|(x, y)| format!("bitrix {x:?}\n   crm {y:?}"))
+                .collect();
+            let log = work.log();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "the sides differ ({} vs {} orders):\n{}\nduplex log tail:\n{}",
+                b.len(),
+                c.len(),
+                diff.join("\n"),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The conflicts logged on each side: (direction, table, key, column, winner).
+async fn conflicts(dbs: &support::TestDbs, pipeline: &str) -> (Vec<Row>, Vec<Row>) {
+    let pg = dbs.pg().await;
+    let mut my = dbs.mysql().await;
+    let q = |from: &str| {
+        format!("SELECT target_table, row_key, col, winner, before_value, incoming_value, current_value FROM {from}.conflict WHERE pipeline = '{pipeline}' ORDER BY id")
+    };
+    (
+        pg_rows(&pg, &q("duplex")).await,
+        mysql_rows(&mut my, &q("duplex")).await,
+    )
+}
+
+async fn one(dbs: &support::TestDbs, sql: &str) -> Row {
+    let mut my = dbs.mysql().await;
+    mysql_rows(&mut my, sql).await.remove(0)
+}
+
+/// The lock reproduction from the issue: a Bitrix session holds order 3's row lock while the
+/// CRM changes its status (duplex's reverse UPDATE waits), then Bitrix changes the price and
+/// commits. Column by column there is no conflict: both sides end with the CRM's status and
+/// Bitrix's price. Then the same with Bitrix also changing the status under the lock: a real
+/// conflict, found by each direction, resolved for the CRM (the shipped policy) on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_lock_held_by_bitrix_ends_equal() {
+    let (dbs, work, mut child) = shop_with_policy("lock", "crm", 10).await;
+    let pipeline = support::harness::pipeline_name("lock", &dbs);
+    let pg = dbs.pg().await;
+    for (order, bitrix_sets, want_code) in [
+        (3, "PRICE = PRICE + 1", "CO"),
+        (
+            4,
+            "PRICE = PRICE + 1, STATUS_ID = 'AP', DATE_STATUS = NOW()",
+            "CO",
+        ),
+    ] {
+        let mut a = dbs.mysql().await;
+        a.query_drop("BEGIN").await.unwrap();
+        a.query_drop(format!(
+            "SELECT * FROM b_sale_order WHERE ID = {order} FOR UPDATE"
+        ))
+        .await
+        .unwrap();
+        pg.batch_execute(&format!(
+            "UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = {order}"
+        ))
+        .await
+        .unwrap();
+        // duplex's reverse write now waits on the lock.
+        let mut probe = dbs.mysql().await;
+        let waited = async {
+            for _ in 0..100 {
+                let n = mysql_rows(&mut probe, "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'").await;
+                if n[0][0].as_deref() != Some("0") {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+        .await;
+        assert!(waited, "duplex never waited on the lock\n{}", work.log());
+        a.query_drop(format!(
+            "UPDATE b_sale_order SET {bitrix_sets}, DATE_UPDATE = NOW() WHERE ID = {order}"
+        ))
+        .await
+        .unwrap();
+        a.query_drop("COMMIT").await.unwrap();
+        wait_agree(&dbs, &work, Duration::from_secs(30)).await;
+        let status = one(
+            &dbs,
+            &format!("SELECT STATUS_ID FROM b_sale_order WHERE ID = {order}"),
+        )
+        .await;
+        assert_eq!(status[0].as_deref(), Some(want_code), "order {order}");
+    }
+    let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
+    // Order 3: none. Order 4: one on each side, the CRM's value kept.
+    let row = |before: &str, incoming: &str, current: &str| {
+        vec![
+            None,
+            Some("4".to_string()),
+            None,
+            Some("crm".to_string()),
+            Some(before.to_string()),
+            Some(incoming.to_string()),
+            Some(current.to_string()),
+        ]
+    };
+    let strip = |rows: Vec<Row>| -> Vec<Row> {
+        rows.into_iter()
+            .map(|mut r| {
+                r[0] = None;
+                r[2] = None;
+                r
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(on_pg.clone()),
+        vec![row("new", "confirmed", "assembled")],
+        "{on_pg:?}"
+    );
+    assert_eq!(
+        strip(on_my.clone()),
+        vec![row("new", "assembled", "AP")],
+        "{on_my:?}"
+    );
+    assert_eq!(on_pg[0][2].as_deref(), Some("status"));
+    assert_eq!(on_my[0][2].as_deref(), Some("STATUS_ID"));
+    stop_cleanly(&mut child, &work);
+}
+
+/// The three ways the sides used to drift, each with duplex stopped so that both changes are
+/// waiting in both streams, for one policy: (a) both change the status, (b) the CRM changes the
+/// status while Bitrix changes the price, (c) Bitrix changes the status while the CRM edits a
+/// column of its own; and (d) both cancel / un-cancel.
+async fn the_three_cases(policy: &str) {
+    let prefix = format!("cases_{policy}");
+    let (dbs, work, mut child) = shop_with_policy(&prefix, policy, 10).await;
+    let pipeline = support::harness::pipeline_name(&prefix, &dbs);
+    let pg = dbs.pg().await;
+    let mut my = dbs.mysql().await;
+    stop_cleanly(&mut child, &work);
+    my.query_drop(
+        "UPDATE b_sale_order SET STATUS_ID = 'AP', DATE_STATUS = NOW(), DATE_UPDATE = NOW() WHERE ID = 3;
+         UPDATE b_sale_order SET PRICE = PRICE + 100, DATE_UPDATE = NOW() WHERE ID = 4;
+         UPDATE b_sale_order SET STATUS_ID = 'DE', DATE_STATUS = NOW(), DATE_UPDATE = NOW() WHERE ID = 5;
+         UPDATE b_sale_order SET CANCELED = 'Y', DATE_CANCELED = NOW() WHERE ID = 6",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = 3;
+         UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = 4;
+         UPDATE orders SET crm_note = 'call the florist' WHERE bitrix_order_id = 5;
+         UPDATE orders SET status = 'completed' WHERE bitrix_order_id = 6",
+    )
+    .await
+    .unwrap();
+    let mut child = work.start();
+    wait_agree(&dbs, &work, Duration::from_secs(30)).await;
+    let got = mysql_rows(
+        &mut my,
+        "SELECT ID, STATUS_ID, CANCELED FROM b_sale_order WHERE ID BETWEEN 3 AND 6 ORDER BY ID",
+    )
+    .await;
+    let want = |id: &str, s: &str, c: &str| {
+        vec![
+            Some(id.to_string()),
+            Some(s.to_string()),
+            Some(c.to_string()),
+        ]
+    };
+    let a = if policy == "crm" { "CO" } else { "AP" };
+    assert_eq!(
+        got,
+        vec![
+            want("3", a, "N"),
+            want("4", "CO", "N"),
+            want("5", "DE", "N"),
+            want("6", "F", "Y")
+        ],
+        "policy {policy}"
+    );
+    // Order 4 kept Bitrix's price; order 5 kept the CRM's note.
+    let note = pg_rows(&pg, "SELECT crm_note FROM orders WHERE bitrix_order_id = 5").await;
+    assert_eq!(note, vec![vec![Some("call the florist".to_string())]]);
+    // Only (a) is a conflict, found by each direction, won by the policy's side.
+    let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
+    for side in [&on_pg, &on_my] {
+        assert_eq!(side.len(), 1, "{on_pg:?} {on_my:?}");
+        assert_eq!(side[0][1].as_deref(), Some("3"));
+        assert_eq!(side[0][3].as_deref(), Some(policy));
+    }
+    stop_cleanly(&mut child, &work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_end_equal_when_the_crm_wins() {
+    the_three_cases("crm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_end_equal_when_bitrix_wins() {
+    the_three_cases("bitrix").await;
+}
+
+/// 10,000 changes over only 50 orders, from a Bitrix writer and a CRM writer at once (status,
+/// cancellation, and columns only one side has), duplex killed with `kill -9` three times
+/// meanwhile: at the end both sides agree on every order, every forward mirror is Bitrix's, no
+/// Bitrix change was applied twice (a trigger counts every committed write of each change's
+/// token), and the conflict log is not empty and holds only the policy's winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_random_conflicts_over_fifty_orders_end_equal() {
+    random_conflicts("crm").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_random_conflicts_end_equal_when_bitrix_wins() {
+    random_conflicts("bitrix").await;
+}
+
+async fn random_conflicts(policy: &str) {
+    let prefix = format!("random_{policy}");
+    let (dbs, work, child) = shop_with_policy(&prefix, policy, 50).await;
+    let pipeline = support::harness::pipeline_name(&prefix, &dbs);
+    let pg = dbs.pg().await;
+    // Every committed write of a Bitrix change's token into orders.comment, counted.
+    pg.batch_execute(
+        "CREATE TABLE token_writes (token text PRIMARY KEY, n int NOT NULL);
+         CREATE FUNCTION token_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           IF NEW.comment IS DISTINCT FROM OLD.comment AND NEW.comment LIKE 'b-%' THEN
+             INSERT INTO token_writes VALUES (NEW.comment, 1) ON CONFLICT (token) DO UPDATE SET n = token_writes.n + 1;
+           END IF;
+           RETURN NEW;
+         END $$;
+         CREATE TRIGGER token_write BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION token_write();",
+    )
+    .await
+    .unwrap();
+    const EACH: usize = 5_000;
+    let bitrix = {
+        let mut my = dbs.mysql().await;
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+            for n in 0..EACH {
+                let id = rng.gen_range(1..=50);
+                let token = format!("b-{n}");
+                let sql = match rng.gen_range(0..10) {
+                    0..=3 => {
+                        let code = ["N", "AP", "PD", "CO", "DE", "F"][rng.gen_range(0..6)];
+                        format!("UPDATE b_sale_order SET STATUS_ID = '{code}', DATE_STATUS = NOW(), DATE_UPDATE = NOW(), USER_DESCRIPTION = '{token}' WHERE ID = {id}")
+                    }
+                    4..=5 => {
+                        let (c, d) = if rng.gen_bool(0.5) { ("Y", "NOW()") } else { ("N", "'0000-00-00 00:00:00'") };
+                        format!("UPDATE b_sale_order SET CANCELED = '{c}', DATE_CANCELED = {d}, USER_DESCRIPTION = '{token}' WHERE ID = {id}")
+                    }
+                    _ => format!("UPDATE b_sale_order SET PRICE = PRICE + 1, DATE_UPDATE = NOW(), USER_DESCRIPTION = '{token}' WHERE ID = {id}"),
+                };
+                my.query_drop(sql).await.unwrap();
+            }
+        })
+    };
+    let crm = {
+        let pg = dbs.pg().await;
+        tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+            for n in 0..EACH {
+                let id = rng.gen_range(1..=50);
+                let sql = match rng.gen_range(0..10) {
+                    0..=3 => {
+                        let s = [
+                            "new",
+                            "confirmed",
+                            "paid",
+                            "assembled",
+                            "in_transit",
+                            "completed",
+                        ][rng.gen_range(0..6)];
+                        format!("UPDATE orders SET status = '{s}' WHERE bitrix_order_id = {id}")
+                    }
+                    4..=5 => format!(
+                        "UPDATE orders SET canceled = {} WHERE bitrix_order_id = {id}",
+                        rng.gen_bool(0.5)
+                    ),
+                    _ => {
+                        format!("UPDATE orders SET crm_note = 'c-{n}' WHERE bitrix_order_id = {id}")
+                    }
+                };
+                pg.batch_execute(&sql).await.unwrap();
+            }
+        })
+    };
+    // Three kills at random moments while both write.
+    let mut child = child;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+        support::harness::kill9(&mut child);
+        child = work.start();
+    }
+    bitrix.await.unwrap();
+    crm.await.unwrap();
+    assert!(
+        matches!(child.0.try_wait(), Ok(None)),
+        "duplex stopped:\n{}",
+        work.log()
+    );
+    wait_agree(&dbs, &work, Duration::from_secs(120)).await;
+    let twice = pg_rows(
+        &pg,
+        "SELECT token, n::text FROM token_writes WHERE n > 1 LIMIT 5",
+    )
+    .await;
+    assert!(twice.is_empty(), "Bitrix changes applied twice: {twice:?}");
+    let written = pg_rows(&pg, "SELECT count(*)::text FROM token_writes").await;
+    assert_ne!(written[0][0].as_deref(), Some("0"));
+    let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
+    assert!(
+        !on_pg.is_empty() && !on_my.is_empty(),
+        "{} / {} conflicts",
+        on_pg.len(),
+        on_my.len()
+    );
+    for r in on_pg.iter().chain(&on_my) {
+        assert_eq!(r[3].as_deref(), Some(policy), "{r:?}");
+    }
+    eprintln!(
+        "policy {policy}: {} conflicts found applying Bitrix's changes, {} applying the CRM's",
+        on_pg.len(),
+        on_my.len()
+    );
+    stop_cleanly(&mut child, &work);
+}

@@ -454,3 +454,52 @@ async fn random_conflicts(policy: &str) {
     );
     stop_cleanly(&mut child, &work);
 }
+
+/// The copy window: the CRM already holds orders (an earlier migration), duplex is set up (its
+/// slot starts there), the CRM changes an order's status, and only then does duplex start and
+/// copy Bitrix's orders over the CRM's rows. The CRM's change arrives in Bitrix and stays in
+/// the CRM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_change_between_setup_and_the_copy_is_kept() {
+    let dbs = support::fresh_dbs("window").await;
+    let mut my = dbs.mysql().await;
+    shop::create_bitrix(&mut my).await;
+    let pg = dbs.pg().await;
+    pg.batch_execute(shop::CRM_DDL).await.unwrap();
+    let files = shop::mapping_files();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let pipeline = support::harness::pipeline_name("window", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
+    shop::generate(&mut my, 11, 40, 10).await;
+    my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N'")
+        .await
+        .unwrap();
+    // The earlier migration's rows: the orders with their status.
+    let ids = mysql_rows(
+        &mut my,
+        "SELECT ID, ACCOUNT_NUMBER FROM b_sale_order ORDER BY ID",
+    )
+    .await;
+    for r in &ids {
+        pg.execute(
+            "INSERT INTO orders (bitrix_order_id, order_number, status, canceled, source) VALUES ($1::text::int, $2, 'new', false, 'bitrix')",
+            &[&r[0], &r[1]],
+        )
+        .await
+        .unwrap();
+    }
+    work.setup();
+    pg.batch_execute("UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = 7")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    wait_agree(&dbs, &work, Duration::from_secs(60)).await;
+    let r = one(&dbs, "SELECT STATUS_ID FROM b_sale_order WHERE ID = 7").await;
+    assert_eq!(r[0].as_deref(), Some("CO"), "{}", work.log());
+    let crm = pg_rows(&pg, "SELECT status FROM orders WHERE bitrix_order_id = 7").await;
+    assert_eq!(crm, vec![vec![Some("assembled".to_string())]]);
+    stop_cleanly(&mut child, &work);
+}

@@ -24,7 +24,8 @@ pub const BATCHES_COMMITTED: &str = "duplex_batches_committed_total";
 pub const APPLY_BATCH_SECONDS: &str = "duplex_apply_batch_duration_seconds";
 pub const SOURCE_COMMIT_LAG_SECONDS: &str = "duplex_source_commit_lag_seconds";
 pub const DEAD_LETTERS: &str = "duplex_dead_letters_total";
-/// Conflicts on `both` columns resolved, by target table and winner (`bitrix` / `crm`).
+/// Conflicts on `both` columns resolved, by direction (the one that found it), target table and
+/// winner (`resolution`: `bitrix` / `crm`).
 pub const CONFLICTS: &str = "duplex_conflicts_total";
 pub const DEAD_LETTERS_UNRESOLVED: &str = "duplex_dead_letters_unresolved";
 pub const ERRORS: &str = "duplex_errors_total";

@@ -38,6 +38,8 @@ pub struct MyGuard {
     key: String,
     txn: String,
     commit_time_us: i64,
+    /// The change is an insert (its before values are NULL).
+    insert: bool,
 }
 
 impl MyEncoder {
@@ -72,6 +74,7 @@ impl MyEncoder {
                 .join(","),
             txn: self.txn.clone(),
             commit_time_us: self.commit_time_us.unwrap_or(0),
+            insert: change.op == Op::Insert,
         };
         for &c in &guarded {
             let a = at(after, c);
@@ -114,9 +117,16 @@ struct Held {
     read: bool,
 }
 
-/// The server's answer for one change: per guarded column, whether the row holds the before
-/// value, whether it holds the new one, and the value. `None`: no such row.
-type Answer = Option<Vec<(bool, bool, My)>>;
+/// The server's answer for one change.
+enum Answer {
+    /// No such row.
+    NoRow,
+    /// Per guarded column the change carries: whether the row holds the before value, whether
+    /// it holds the new one, and the value.
+    Row(Vec<Option<(bool, bool, My)>>),
+    /// Not asked: the change carries no guarded column.
+    Unchecked,
+}
 
 impl MySqlSink {
     /// `SELECT … FOR UPDATE` of a change's row: per guarded column, whether it holds the before
@@ -133,6 +143,9 @@ impl MySqlSink {
         };
         let mut cols = Vec::new();
         for (j, &col) in t.guarded().iter().enumerate() {
+            if c.values[col].is_none() {
+                continue; // not carried
+            }
             let n = my_ident(&t.columns[col].my.name);
             let before = match &g.before[j] {
                 Some((v, codes)) => holds(&n, v, codes.as_ref()),
@@ -164,47 +177,128 @@ impl MySqlSink {
     /// changes to write, each with only the `both` columns it takes; conflicts are noted for
     /// the commit.
     pub(super) async fn decide(&mut self, changes: Vec<MyChange>) -> Result<Vec<MyChange>> {
-        let sql: Vec<String> = changes
+        let plan = self.plan.clone();
+        let carried = |c: &MyChange| -> Vec<usize> {
+            let t = &plan.reverse[c.table];
+            t.guarded()
+                .iter()
+                .enumerate()
+                .filter(|(_, col)| c.values[**col].is_some())
+                .map(|(j, _)| j)
+                .collect()
+        };
+        let mut answers: Vec<Option<Answer>> = changes
             .iter()
-            .map(|c| self.check_sql(&self.plan.reverse[c.table], c))
+            .map(|c| carried(c).is_empty().then_some(Answer::Unchecked))
             .collect();
-        let mut answers: Vec<Answer> = Vec::with_capacity(changes.len());
-        {
+        // Inserts of rows that do not exist need no check: one query finds which do.
+        let absent = self.absent_inserts(&changes, &answers).await?;
+        for i in absent {
+            answers[i] = Some(Answer::NoRow);
+        }
+        let asked: Vec<usize> = (0..changes.len())
+            .filter(|i| answers[*i].is_none())
+            .collect();
+        if !asked.is_empty() {
+            let sql: Vec<String> = asked
+                .iter()
+                .map(|&i| self.check_sql(&self.plan.reverse[changes[i].table], &changes[i]))
+                .collect();
             let what = "checking rows for conflicts";
             let mut result = self
                 .conn
                 .query_iter(sql.join(";\n"))
                 .await
                 .map_err(|e| my_err(e, what))?;
-            loop {
+            for &i in &asked {
                 let rows: Vec<mysql_async::Row> =
                     result.collect().await.map_err(|e| my_err(e, what))?;
-                answers.push(rows.into_iter().next().map(|mut r| {
-                    (0..r.len() / 3)
-                        .map(|j| {
+                let width = self.plan.reverse[changes[i].table].guarded().len();
+                let cols = carried(&changes[i]);
+                answers[i] = Some(match rows.into_iter().next() {
+                    None => Answer::NoRow,
+                    Some(mut r) => {
+                        let mut per = vec![None; width];
+                        for (k, &j) in cols.iter().enumerate() {
                             let flag = |r: &mut mysql_async::Row, i: usize| {
                                 r.take::<Option<i64>, _>(i).flatten().unwrap_or(0) != 0
                             };
-                            let b = flag(&mut r, 3 * j);
-                            let a = flag(&mut r, 3 * j + 1);
-                            let v = r.take::<My, _>(3 * j + 2).unwrap_or(My::NULL);
-                            (b, a, v)
-                        })
-                        .collect()
-                }));
-                if result.is_empty() {
-                    break;
-                }
+                            let b = flag(&mut r, 3 * k);
+                            let a = flag(&mut r, 3 * k + 1);
+                            let v = r.take::<My, _>(3 * k + 2).unwrap_or(My::NULL);
+                            per[j] = Some((b, a, v));
+                        }
+                        Answer::Row(per)
+                    }
+                });
+            }
+            // The rest of the multi-statement result, if any.
+            while !result.is_empty() {
+                let _: Vec<mysql_async::Row> =
+                    result.collect().await.map_err(|e| my_err(e, what))?;
             }
         }
         let mut states: HashMap<(usize, String), Vec<Held>> = HashMap::new();
         let mut out = Vec::with_capacity(changes.len());
         for (change, answer) in changes.into_iter().zip(answers) {
+            let answer = answer.expect("every change answered");
             if let Some(c) = self.decide_change(change, answer, &mut states) {
                 out.push(c);
             }
         }
         Ok(out)
+    }
+
+    /// The inserts among `changes` (not yet answered) whose row does not exist, found with one
+    /// `SELECT key … FOR UPDATE` per table; only tables whose key columns are integers or text
+    /// (compared as text) are asked, the others get the full check.
+    async fn absent_inserts(
+        &mut self,
+        changes: &[MyChange],
+        answers: &[Option<Answer>],
+    ) -> Result<Vec<usize>> {
+        let mut by_table: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            let insert = c.guard.as_ref().is_some_and(|g| g.insert);
+            if insert && answers[i].is_none() && key_text(&self.plan.reverse[c.table], c).is_some()
+            {
+                by_table.entry(c.table).or_default().push(i);
+            }
+        }
+        let mut absent = Vec::new();
+        for (table, idx) in by_table {
+            let t = self.plan.reverse[table].clone();
+            let names: Vec<String> = t
+                .key
+                .iter()
+                .map(|&k| my_ident(&t.columns[k].my.name))
+                .collect();
+            let tuples: Vec<String> = idx
+                .iter()
+                .map(|&i| {
+                    self.literal_tuple(t.key.iter().filter_map(|&k| changes[i].values[k].as_ref()))
+                })
+                .collect();
+            let sql = format!(
+                "SELECT CONCAT_WS(CHAR(31), {}) FROM {} WHERE ({}) IN ({}) FOR UPDATE",
+                names.join(", "),
+                t.target.my_quoted(),
+                names.join(", "),
+                tuples.join(", ")
+            );
+            let present: std::collections::HashSet<String> = self
+                .conn
+                .query::<String, _>(sql)
+                .await
+                .map_err(|e| my_err(e, "finding the rows inserts would meet"))?
+                .into_iter()
+                .collect();
+            absent.extend(
+                idx.into_iter()
+                    .filter(|&i| key_text(&t, &changes[i]).is_some_and(|k| !present.contains(&k))),
+            );
+        }
+        Ok(absent)
     }
 
     /// Decides one change; `None`: nothing to write.
@@ -217,25 +311,31 @@ impl MySqlSink {
         let t = self.plan.reverse[change.table].clone();
         let guarded = t.guarded();
         let g = change.guard.take().expect("a guarded change");
+        if let Answer::Unchecked = answer {
+            let writes =
+                (0..t.columns.len()).any(|c| !t.key.contains(&c) && change.values[c].is_some());
+            return (writes || change.kind != MyKind::Update).then_some(change);
+        }
         let id = (
             change.table,
             self.literal_tuple(t.key.iter().filter_map(|&k| change.values[k].as_ref())),
         );
         if !states.contains_key(&id) {
             match &answer {
-                Some(cols) => {
+                Answer::Row(cols) => {
                     let held = cols
                         .iter()
-                        .map(|(_, _, v)| Held {
-                            value: v.clone(),
+                        .map(|a| Held {
+                            value: a.as_ref().map_or(My::NULL, |(_, _, v)| v.clone()),
                             read: true,
                         })
                         .collect();
                     states.insert(id.clone(), held);
                 }
                 // No such row: an UPDATE would change nothing; an upsert inserts it as it is.
-                None if change.kind == MyKind::Update => return None,
-                None => {
+                Answer::NoRow if change.kind == MyKind::Update => return None,
+                Answer::Unchecked => unreachable!("returned above"),
+                Answer::NoRow => {
                     let held = guarded
                         .iter()
                         .map(|&c| Held {
@@ -253,9 +353,13 @@ impl MySqlSink {
             let Some(new) = change.values[c].clone() else {
                 continue; // not carried
             };
-            let (is_before, is_after) = match (&answer, held[j].read) {
-                (Some(a), true) => (a[j].0, a[j].1),
-                _ => (
+            let asked = match (&answer, held[j].read) {
+                (Answer::Row(a), true) => a[j].clone(),
+                _ => None,
+            };
+            let (is_before, is_after) = match &asked {
+                Some((b, a, _)) => (*b, *a),
+                None => (
                     g.before[j]
                         .as_ref()
                         .is_some_and(|(b, _)| *b == held[j].value),
@@ -275,7 +379,7 @@ impl MySqlSink {
                     column: t.columns[c].my.name.clone(),
                     before: g.texts[j].0.clone(),
                     incoming: g.texts[j].1.clone(),
-                    current: text_of(&held[j].value),
+                    current: text_of(asked.as_ref().map_or(&held[j].value, |(_, _, v)| v)),
                     policy: policy.as_str(),
                     winner: if wins { "crm" } else { "bitrix" },
                     txn_id: g.txn.clone(),
@@ -296,6 +400,22 @@ impl MySqlSink {
             (0..t.columns.len()).any(|c| !t.key.contains(&c) && change.values[c].is_some());
         (writes || change.kind != MyKind::Update).then_some(change)
     }
+}
+
+/// A change's key as MySQL prints it (values joined by U+001F), when every key value is an
+/// integer or text.
+fn key_text(t: &ReversePlan, c: &MyChange) -> Option<String> {
+    let parts: Option<Vec<String>> = t
+        .key
+        .iter()
+        .map(|&k| match c.values[k].as_ref()? {
+            My::Int(i) => Some(i.to_string()),
+            My::UInt(u) => Some(u.to_string()),
+            My::Bytes(b) => String::from_utf8(b.clone()).ok(),
+            _ => None,
+        })
+        .collect();
+    parts.map(|p| p.join("\u{1f}"))
 }
 
 /// A MySQL value as text for the conflict log.

@@ -864,7 +864,7 @@ impl MySqlSink {
             .map_err(|e| my_err(e, "committing"))?;
         self.in_txn = false;
         for c in conflicts {
-            metrics::counter!(crate::telemetry::CONFLICTS, "table" => c.target_table, "resolution" => c.winner)
+            metrics::counter!(crate::telemetry::CONFLICTS, "direction" => REVERSE, "table" => c.target_table, "resolution" => c.winner)
                 .increment(1);
         }
         Ok(())

@@ -294,6 +294,11 @@ impl PgSink {
                     held.cell.as_deref() == after,
                 ),
             };
+            // duplex's own insert read back: the row came from the CRM, which may have changed
+            // the column since (its change is on its way); an update read back finds its before
+            // value only where PostgreSQL has not moved on from it (or moved back to it: then
+            // the CRM's later change follows right behind and restores it).
+            let is_before = is_before && !(guard.own && guard.before.is_none());
             let take = if is_after {
                 false
             } else if is_before {

@@ -282,7 +282,7 @@ impl PgSink {
             .map_err(|e| Error::from_pg(e, true, "committing"))?;
         self.in_txn = false;
         for c in conflicts {
-            metrics::counter!(crate::telemetry::CONFLICTS, "table" => c.target_table, "resolution" => c.winner)
+            metrics::counter!(crate::telemetry::CONFLICTS, "direction" => crate::model::FORWARD, "table" => c.target_table, "resolution" => c.winner)
                 .increment(1);
         }
         Ok(())

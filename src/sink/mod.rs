@@ -102,22 +102,31 @@ pub trait Sink {
     /// Records a dead letter, written with the next commit.
     fn dead_letter(&mut self, letter: DeadLetter);
 
+    /// Writes what is buffered, the dead letters, the conflicts found and `mark`, and commits.
+    fn finish(&mut self, mark: Mark<'_>) -> impl std::future::Future<Output = Result<()>> + Send;
+
     /// Writes what is buffered, the dead letters and the checkpoint, and commits.
     fn commit(
         &mut self,
         position: &Position,
-    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        self.finish(Mark::Checkpoint(position))
+    }
 
     /// Like [`Sink::commit`] for a chunk of a snapshot: stores the table's snapshot progress
     /// instead of the stream checkpoint.
     fn commit_progress(
         &mut self,
         progress: &crate::state::progress::Progress,
-    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        self.finish(Mark::Progress(progress))
+    }
 
     /// Like [`Sink::commit`] for rows applied outside the stream (`duplex dlq retry`): neither
     /// the checkpoint nor a snapshot's progress moves.
-    fn commit_unmarked(&mut self) -> impl std::future::Future<Output = Result<()>> + Send;
+    fn commit_unmarked(&mut self) -> impl std::future::Future<Output = Result<()>> + Send {
+        self.finish(Mark::Nothing)
+    }
 
     fn rollback(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }

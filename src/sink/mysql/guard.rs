@@ -311,18 +311,22 @@ impl MySqlSink {
         let t = self.plan.reverse[change.table].clone();
         let guarded = t.guarded();
         let g = change.guard.take().expect("a guarded change");
-        if let Answer::Unchecked = answer {
-            let writes =
-                (0..t.columns.len()).any(|c| !t.key.contains(&c) && change.values[c].is_some());
-            return (writes || change.kind != MyKind::Update).then_some(change);
-        }
+        let writes_any = |c: &MyChange| {
+            let writes = (0..t.columns.len()).any(|i| !t.key.contains(&i) && c.values[i].is_some());
+            writes || c.kind != MyKind::Update
+        };
+        let rows = match answer {
+            Answer::Unchecked => return writes_any(&change).then_some(change),
+            Answer::Row(rows) => Some(rows),
+            Answer::NoRow => None,
+        };
         let id = (
             change.table,
             self.literal_tuple(t.key.iter().filter_map(|&k| change.values[k].as_ref())),
         );
         if !states.contains_key(&id) {
-            match &answer {
-                Answer::Row(cols) => {
+            match &rows {
+                Some(cols) => {
                     let held = cols
                         .iter()
                         .map(|a| Held {
@@ -333,9 +337,8 @@ impl MySqlSink {
                     states.insert(id.clone(), held);
                 }
                 // No such row: an UPDATE would change nothing; an upsert inserts it as it is.
-                Answer::NoRow if change.kind == MyKind::Update => return None,
-                Answer::Unchecked => unreachable!("returned above"),
-                Answer::NoRow => {
+                None if change.kind == MyKind::Update => return None,
+                None => {
                     let held = guarded
                         .iter()
                         .map(|&c| Held {
@@ -353,40 +356,12 @@ impl MySqlSink {
             let Some(new) = change.values[c].clone() else {
                 continue; // not carried
             };
-            let asked = match (&answer, held[j].read) {
-                (Answer::Row(a), true) => a[j].clone(),
+            let asked = match (&rows, held[j].read) {
+                (Some(a), true) => a[j].clone(),
                 _ => None,
             };
-            let (is_before, is_after) = match &asked {
-                Some((b, a, _)) => (*b, *a),
-                None => (
-                    g.before[j]
-                        .as_ref()
-                        .is_some_and(|(b, _)| *b == held[j].value),
-                    held[j].value == new,
-                ),
-            };
-            let take = if is_after {
-                false
-            } else if is_before {
-                true
-            } else {
-                let policy = t.columns[c].conflict.unwrap_or_default();
-                let wins = policy != Policy::Bitrix;
-                self.conflicts.push(Conflict {
-                    target_table: t.target.to_string(),
-                    key: g.key.clone(),
-                    column: t.columns[c].my.name.clone(),
-                    before: g.texts[j].0.clone(),
-                    incoming: g.texts[j].1.clone(),
-                    current: text_of(asked.as_ref().map_or(&held[j].value, |(_, _, v)| v)),
-                    policy: policy.as_str(),
-                    winner: if wins { "crm" } else { "bitrix" },
-                    txn_id: g.txn.clone(),
-                    commit_time_us: g.commit_time_us,
-                });
-                wins
-            };
+            let (take, conflict) = decide_column(&t, c, j, &g, &held[j], &new, asked);
+            self.conflicts.extend(conflict);
             if take {
                 held[j] = Held {
                     value: new,
@@ -396,10 +371,50 @@ impl MySqlSink {
                 change.values[c] = None;
             }
         }
-        let writes =
-            (0..t.columns.len()).any(|c| !t.key.contains(&c) && change.values[c].is_some());
-        (writes || change.kind != MyKind::Update).then_some(change)
+        writes_any(&change).then_some(change)
     }
+}
+
+/// Decides carried column `c` (the `j`-th guarded one) of a change with new value `new`
+/// against what the row holds (`asked`: the server's answers while `held` is still as read):
+/// whether the new value is written, and the conflict, if it met one.
+fn decide_column(
+    t: &ReversePlan,
+    c: usize,
+    j: usize,
+    g: &MyGuard,
+    held: &Held,
+    new: &My,
+    asked: Option<(bool, bool, My)>,
+) -> (bool, Option<Conflict>) {
+    let (is_before, is_after) = match &asked {
+        Some((b, a, _)) => (*b, *a),
+        None => (
+            g.before[j].as_ref().is_some_and(|(b, _)| *b == held.value),
+            held.value == *new,
+        ),
+    };
+    if is_after {
+        return (false, None);
+    }
+    if is_before {
+        return (true, None);
+    }
+    let policy = t.columns[c].conflict.unwrap_or_default();
+    let wins = policy != Policy::Bitrix;
+    let conflict = Conflict {
+        target_table: t.target.to_string(),
+        key: g.key.clone(),
+        column: t.columns[c].my.name.clone(),
+        before: g.texts[j].0.clone(),
+        incoming: g.texts[j].1.clone(),
+        current: text_of(asked.as_ref().map_or(&held.value, |(_, _, v)| v)),
+        policy: policy.as_str(),
+        winner: if wins { "crm" } else { "bitrix" },
+        txn_id: g.txn.clone(),
+        commit_time_us: g.commit_time_us,
+    };
+    (wins, Some(conflict))
 }
 
 /// A change's key as MySQL prints it (values joined by U+001F), when every key value is an

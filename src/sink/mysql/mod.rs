@@ -20,7 +20,6 @@ use crate::mapping::{Bindings, Plan, ReversePlan};
 use crate::model::REVERSE;
 use crate::model::{my_ident, Op, Position, RowChange, SourceType, TableSchema, Value};
 use crate::state::checkpoint;
-use crate::state::progress::Progress;
 
 /// Rows per multi-row statement.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -456,139 +455,124 @@ impl MySqlSink {
         self.write_plain(plain).await
     }
 
+    /// Writes changes in order, in runs: UPDATEs as one multi-statement query per run (each
+    /// row sets its own values), upserts and deletes as one multi-row statement per run.
     async fn write_plain(&mut self, changes: Vec<MyChange>) -> Result<()> {
         let mut i = 0;
         while i < changes.len() {
             let first = &changes[i];
-            // A run: same table, same kind, same set of sent columns.
-            let sent: Vec<bool> = first.values.iter().map(Option::is_some).collect();
-            let mut j = i + 1;
-            while j < changes.len()
-                && j - i < ROWS_PER_STATEMENT
-                && changes[j].table == first.table
-                && changes[j].kind == first.kind
-                && changes[j]
-                    .values
-                    .iter()
-                    .map(Option::is_some)
-                    .eq(sent.iter().copied())
-            {
-                j += 1;
-            }
             let t = self.plan.reverse[first.table].clone();
-            if first.kind == MyKind::Update {
-                // One statement per row (each sets its own values), the run's statements sent
-                // as one multi-statement query.
-                let mut j = i + 1;
-                while j < changes.len()
-                    && j - i < ROWS_PER_STATEMENT
-                    && changes[j].table == first.table
-                    && changes[j].kind == MyKind::Update
-                {
-                    j += 1;
+            // A run: same table and kind; for multi-row statements also the same sent columns.
+            let sent: Vec<bool> = first.values.iter().map(Option::is_some).collect();
+            let same = |c: &MyChange| {
+                c.table == first.table
+                    && c.kind == first.kind
+                    && (c.kind == MyKind::Update
+                        || c.values
+                            .iter()
+                            .map(Option::is_some)
+                            .eq(sent.iter().copied()))
+            };
+            let len = changes[i..]
+                .iter()
+                .take(ROWS_PER_STATEMENT)
+                .take_while(|c| same(c))
+                .count();
+            let run = &changes[i..i + len];
+            let (sql, op) = match first.kind {
+                MyKind::Update => {
+                    let sql: Vec<String> = run.iter().map(|c| self.update_sql(&t, c)).collect();
+                    (sql.join(";\n"), "update")
                 }
-                let sql: Vec<String> = changes[i..j]
-                    .iter()
-                    .map(|c| self.update_sql(&t, c))
-                    .collect();
-                self.conn
-                    .query_drop(sql.join(";\n"))
-                    .await
-                    .map_err(|e| my_err(e, &format!("updating rows of {}", t.target)))?;
-                count_rows(&t, "update", j - i);
-                i = j;
-                continue;
-            }
-            let sql = match first.kind {
-                MyKind::Update => unreachable!("written above"),
-                MyKind::Upsert => {
-                    let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
-                    let mut names: Vec<String> = cols
-                        .iter()
-                        .map(|c| my_ident(&t.columns[*c].my.name))
-                        .collect();
-                    let timed = !first.at.is_empty();
-                    if timed {
-                        names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
-                    }
-                    let rows: Vec<String> = changes[i..j]
-                        .iter()
-                        .map(|c| self.literal_tuple(c.values.iter().flatten().chain(c.at.iter())))
-                        .collect();
-                    // Change-time columns first: MySQL assigns left to right, so their
-                    // conditions still see the old values.
-                    let mut updates: Vec<String> = Vec::new();
-                    if timed {
-                        for set in &t.set {
-                            let n = my_ident(&set.column.name);
-                            let same: Vec<String> = set
-                                .when
-                                .iter()
-                                .filter(|w| sent[**w])
-                                .map(|w| {
-                                    let m = my_ident(&t.columns[*w].my.name);
-                                    format!("{m} <=> VALUES({m})")
-                                })
-                                .collect();
-                            if same.is_empty() {
-                                updates.push(format!("{n} = VALUES({n})"));
-                            } else {
-                                updates.push(format!(
-                                    "{n} = IF({}, {n}, VALUES({n}))",
-                                    same.join(" AND ")
-                                ));
-                            }
-                        }
-                    }
-                    updates.extend(cols.iter().filter(|c| !t.key.contains(c)).map(|c| {
-                        let n = my_ident(&t.columns[*c].my.name);
-                        format!("{n} = VALUES({n})")
-                    }));
-                    let on_dup = if updates.is_empty() {
-                        // Only key columns: keep the row as is.
-                        let k = my_ident(&t.columns[t.key[0]].my.name);
-                        format!("{k} = {k}")
-                    } else {
-                        updates.join(", ")
-                    };
-                    format!(
-                        "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
-                        t.target.my_quoted(),
-                        names.join(", "),
-                        rows.join(", ")
-                    )
-                }
-                MyKind::Delete => {
-                    let names: Vec<String> = t
-                        .key
-                        .iter()
-                        .map(|k| my_ident(&t.columns[*k].my.name))
-                        .collect();
-                    let tuples: Vec<String> = changes[i..j]
-                        .iter()
-                        .map(|c| self.literal_tuple(c.values.iter().flatten()))
-                        .collect();
-                    format!(
-                        "DELETE FROM {} WHERE ({}) IN ({})",
-                        t.target.my_quoted(),
-                        names.join(", "),
-                        tuples.join(", ")
-                    )
-                }
+                MyKind::Upsert => (self.upsert_sql(&t, run, &sent), "upsert"),
+                MyKind::Delete => (self.delete_sql(&t, run), "delete"),
             };
             self.conn
                 .query_drop(sql)
                 .await
-                .map_err(|e| my_err(e, &format!("writing {} rows to {}", j - i, t.target)))?;
-            let op = if first.kind == MyKind::Delete {
-                "delete"
-            } else {
-                "upsert"
-            };
-            count_rows(&t, op, j - i);
-            i = j;
+                .map_err(|e| my_err(e, &format!("writing {len} rows to {}", t.target)))?;
+            count_rows(&t, op, len);
+            i += len;
         }
         Ok(())
+    }
+
+    /// A multi-row `INSERT … ON DUPLICATE KEY UPDATE` of a run with the `sent` columns.
+    fn upsert_sql(&self, t: &ReversePlan, run: &[MyChange], sent: &[bool]) -> String {
+        let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
+        let mut names: Vec<String> = cols
+            .iter()
+            .map(|c| my_ident(&t.columns[*c].my.name))
+            .collect();
+        let timed = !run[0].at.is_empty();
+        if timed {
+            names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
+        }
+        let rows: Vec<String> = run
+            .iter()
+            .map(|c| self.literal_tuple(c.values.iter().flatten().chain(c.at.iter())))
+            .collect();
+        // Change-time columns first: MySQL assigns left to right, so their conditions still see
+        // the old values.
+        let mut updates: Vec<String> = Vec::new();
+        if timed {
+            for set in &t.set {
+                let n = my_ident(&set.column.name);
+                let same: Vec<String> = set
+                    .when
+                    .iter()
+                    .filter(|w| sent[**w])
+                    .map(|w| {
+                        let m = my_ident(&t.columns[*w].my.name);
+                        format!("{m} <=> VALUES({m})")
+                    })
+                    .collect();
+                if same.is_empty() {
+                    updates.push(format!("{n} = VALUES({n})"));
+                } else {
+                    updates.push(format!(
+                        "{n} = IF({}, {n}, VALUES({n}))",
+                        same.join(" AND ")
+                    ));
+                }
+            }
+        }
+        updates.extend(cols.iter().filter(|c| !t.key.contains(c)).map(|c| {
+            let n = my_ident(&t.columns[*c].my.name);
+            format!("{n} = VALUES({n})")
+        }));
+        let on_dup = if updates.is_empty() {
+            // Only key columns: keep the row as is.
+            let k = my_ident(&t.columns[t.key[0]].my.name);
+            format!("{k} = {k}")
+        } else {
+            updates.join(", ")
+        };
+        format!(
+            "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
+            t.target.my_quoted(),
+            names.join(", "),
+            rows.join(", ")
+        )
+    }
+
+    /// `DELETE … WHERE (key) IN (…)` of a run.
+    fn delete_sql(&self, t: &ReversePlan, run: &[MyChange]) -> String {
+        let names: Vec<String> = t
+            .key
+            .iter()
+            .map(|k| my_ident(&t.columns[*k].my.name))
+            .collect();
+        let tuples: Vec<String> = run
+            .iter()
+            .map(|c| self.literal_tuple(c.values.iter().flatten()))
+            .collect();
+        format!(
+            "DELETE FROM {} WHERE ({}) IN ({})",
+            t.target.my_quoted(),
+            names.join(", "),
+            tuples.join(", ")
+        )
     }
 
     /// `(v1, v2, …)` as SQL literals. Rows go out as text statements: one round trip, and no
@@ -754,16 +738,8 @@ impl Sink for MySqlSink {
         self.letters.push(letter);
     }
 
-    async fn commit(&mut self, position: &Position) -> Result<()> {
-        self.finish(Mark::Checkpoint(position)).await
-    }
-
-    async fn commit_progress(&mut self, progress: &Progress) -> Result<()> {
-        self.finish(Mark::Progress(progress)).await
-    }
-
-    async fn commit_unmarked(&mut self) -> Result<()> {
-        self.finish(Mark::Nothing).await
+    async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
+        self.write_and_commit(mark).await
     }
 
     async fn rollback(&mut self) {
@@ -809,8 +785,8 @@ impl MySqlSink {
         Ok(())
     }
 
-    /// Writes what is buffered, the dead letters and `mark`, and commits.
-    async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
+    /// Writes what is buffered, the dead letters, the conflicts and `mark`, and commits.
+    async fn write_and_commit(&mut self, mark: Mark<'_>) -> Result<()> {
         self.begin().await?;
         self.flush().await?;
         let text = mark.position_text();

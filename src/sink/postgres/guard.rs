@@ -26,6 +26,7 @@ use super::encode::{Cell, EncodedRow};
 use super::{PgChange, PgSink};
 use crate::error::{Error, Result};
 use crate::mapping::spec::Conflict as Policy;
+use crate::mapping::TablePlan;
 use crate::model::pg_ident;
 use crate::state::conflict::Conflict;
 
@@ -262,16 +263,7 @@ impl PgSink {
                 // change inserts it as it is.
                 None if guard.own => return None,
                 None => {
-                    let cols = guarded
-                        .iter()
-                        .zip(&guard.texts)
-                        .map(|(&c, (_, after))| Held {
-                            cell: change.row.cell(c).map(<[u8]>::to_vec),
-                            text: after.clone(),
-                            read: false,
-                        })
-                        .collect();
-                    states.insert(id, RowState { cols });
+                    states.insert(id, inserted(&guarded, &guard, &change.row));
                     return Some(change);
                 }
             }
@@ -279,84 +271,140 @@ impl PgSink {
         let state = states.get_mut(&id).expect("inserted above");
         let mut writes = false;
         for (j, &c) in guarded.iter().enumerate() {
-            let after = change.row.cell(c);
-            // An insert's before value is NULL: a row another entry made (a pivot's) has NULL
-            // there, unless the CRM set it.
-            let before = guard.before.as_ref().and_then(|b| b.cell(c));
-            if guard.before.is_some() && before == after {
+            let asked = answer.as_ref().map(|a| (a[j].0, a[j].1));
+            let decided = decide_column(&t, c, j, &guard, &change.row, &state.cols[j], asked);
+            let Some(take) = decided else {
                 continue; // not changed by this source change: not carried
+            };
+            if let Some(lost) = take.conflict {
+                conflicts.push(lost);
             }
-            let held = &state.cols[j];
-            let (is_before, is_after) = match (&answer, held.read) {
-                (Some(a), true) => (a[j].0, a[j].1),
-                _ => (
-                    before == held.cell.as_deref(),
-                    held.cell.as_deref() == after,
-                ),
-            };
-            // duplex's own insert read back: the row came from the CRM, which may have changed
-            // the column since (its change is on its way); an update read back finds its before
-            // value only where PostgreSQL has not moved on from it (or moved back to it: then
-            // the CRM's later change follows right behind and restores it).
-            let is_before = is_before && !(guard.own && guard.before.is_none());
-            let take = if is_after {
-                false
-            } else if is_before {
-                true
-            } else if guard.own {
-                // The CRM changed it again since: its newer value is on its way to MySQL.
-                false
-            } else {
-                let policy = t.columns[c].conflict.unwrap_or_default();
-                let wins = policy == Policy::Bitrix;
-                conflicts.push(Conflict {
-                    target_table: t.target.to_string(),
-                    key: guard.key.clone(),
-                    column: t.columns[c].target.name.clone(),
-                    before: guard.texts[j].0.clone(),
-                    incoming: guard.texts[j].1.clone(),
-                    current: held.text.clone(),
-                    policy: policy.as_str(),
-                    winner: if wins { "bitrix" } else { "crm" },
-                    txn_id: guard.txn.to_string(),
-                    commit_time_us: guard.commit_time_us,
-                });
-                wins
-            };
-            if take {
+            if take.write {
                 writes = true;
                 state.cols[j] = Held {
-                    cell: after.map(<[u8]>::to_vec),
+                    cell: change.row.cell(c).map(<[u8]>::to_vec),
                     text: guard.texts[j].1.clone(),
                     read: false,
                 };
             }
         }
-        // duplex's own write is only worth writing for what it changes: a `both` column taken
-        // or a forward-only column (a mirror) that changed.
-        if guard.own && !writes {
-            let mut mirrors =
-                (0..t.columns.len()).filter(|i| !guarded.contains(i) && !t.key.contains(i));
-            let mirrors_changed = match &guard.before {
-                None => mirrors.next().is_some(),
-                Some(b) => mirrors.any(|i| b.cell(i) != change.row.cell(i)),
-            };
-            if !mirrors_changed {
-                return None;
-            }
+        if guard.own && !writes && !mirrors_changed(&t, &guarded, &guard, &change.row) {
+            return None;
         }
-        // The row with its `both` columns as decided.
-        let mut row = EncodedRow::with_bytes(change.row.byte_len() + 16);
-        for (i, cell) in change.row.cells().enumerate() {
-            match guarded.iter().position(|&g| g == i) {
-                Some(j) => row.push_encoded(state.cols[j].cell.as_deref()),
-                None => row.push_encoded(cell),
-            }
-        }
-        change.row = row;
+        change.row = with_decided(&change.row, &guarded, state);
         change.from_insert = false;
         Some(change)
     }
+}
+
+/// What one carried `both` column of a change does.
+struct Take {
+    /// The change's new value is written.
+    write: bool,
+    /// It met a value the CRM changed meanwhile (logged).
+    conflict: Option<Conflict>,
+}
+
+/// Decides column `c` (the `j`-th guarded one) of a change against `held`, what the row holds
+/// (`asked`: the server's answers, is-before and is-new, while `held` is still as read).
+/// `None`: the change did not change this column.
+fn decide_column(
+    t: &TablePlan,
+    c: usize,
+    j: usize,
+    guard: &Guard,
+    row: &EncodedRow,
+    held: &Held,
+    asked: Option<(bool, bool)>,
+) -> Option<Take> {
+    let after = row.cell(c);
+    // An insert's before value is NULL: a row another entry made (a pivot's) has NULL there,
+    // unless the CRM set it.
+    let before = guard.before.as_ref().and_then(|b| b.cell(c));
+    if guard.before.is_some() && before == after {
+        return None;
+    }
+    let (is_before, is_after) = match (asked, held.read) {
+        (Some(a), true) => a,
+        _ => (
+            before == held.cell.as_deref(),
+            held.cell.as_deref() == after,
+        ),
+    };
+    // duplex's own insert read back: the row came from the CRM, which may have changed the
+    // column since (its change is on its way); an update read back finds its before value only
+    // where PostgreSQL has not moved on from it (or moved back to it: then the CRM's later
+    // change follows right behind and restores it).
+    let is_before = is_before && !(guard.own && guard.before.is_none());
+    let write = |write| {
+        Some(Take {
+            write,
+            conflict: None,
+        })
+    };
+    if is_after {
+        return write(false);
+    }
+    if is_before {
+        return write(true);
+    }
+    if guard.own {
+        // The CRM changed it again since: its newer value is on its way to MySQL.
+        return write(false);
+    }
+    let policy = t.columns[c].conflict.unwrap_or_default();
+    let wins = policy == Policy::Bitrix;
+    Some(Take {
+        write: wins,
+        conflict: Some(Conflict {
+            target_table: t.target.to_string(),
+            key: guard.key.clone(),
+            column: t.columns[c].target.name.clone(),
+            before: guard.texts[j].0.clone(),
+            incoming: guard.texts[j].1.clone(),
+            current: held.text.clone(),
+            policy: policy.as_str(),
+            winner: if wins { "bitrix" } else { "crm" },
+            txn_id: guard.txn.to_string(),
+            commit_time_us: guard.commit_time_us,
+        }),
+    })
+}
+
+/// A row a change inserts: its `both` columns are the change's.
+fn inserted(guarded: &[usize], guard: &Guard, row: &EncodedRow) -> RowState {
+    let cols = guarded
+        .iter()
+        .zip(&guard.texts)
+        .map(|(&c, (_, after))| Held {
+            cell: row.cell(c).map(<[u8]>::to_vec),
+            text: after.clone(),
+            read: false,
+        })
+        .collect();
+    RowState { cols }
+}
+
+/// Whether duplex's own write read back changed a forward-only column (a mirror): only then is
+/// it worth writing when it takes no `both` column.
+fn mirrors_changed(t: &TablePlan, guarded: &[usize], guard: &Guard, row: &EncodedRow) -> bool {
+    let mut mirrors = (0..t.columns.len()).filter(|i| !guarded.contains(i) && !t.key.contains(i));
+    match &guard.before {
+        None => mirrors.next().is_some(),
+        Some(b) => mirrors.any(|i| b.cell(i) != row.cell(i)),
+    }
+}
+
+/// `row` with its `both` columns as decided.
+fn with_decided(row: &EncodedRow, guarded: &[usize], state: &RowState) -> EncodedRow {
+    let mut out = EncodedRow::with_bytes(row.byte_len() + 16);
+    for (i, cell) in row.cells().enumerate() {
+        match guarded.iter().position(|&g| g == i) {
+            Some(j) => out.push_encoded(state.cols[j].cell.as_deref()),
+            None => out.push_encoded(cell),
+        }
+    }
+    out
 }
 
 /// Guarded changes held back at most: past this many they are decided and buffered.

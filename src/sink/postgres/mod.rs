@@ -49,7 +49,6 @@ use crate::error::{Error, Result};
 use crate::mapping::Plan;
 use crate::model::{pg_ident, Position};
 use crate::state::checkpoint;
-use crate::state::progress::Progress;
 
 pub use self::guard::Guard;
 pub use self::prepare::PgEncoder;
@@ -137,51 +136,12 @@ impl PgSink {
         tz: chrono_tz::Tz,
     ) -> Result<PgSink> {
         let client = crate::connect::postgres(cfg, &format!("duplex {pipeline}")).await?;
-        // Tables also replicated from PostgreSQL: tag our writes so that reader drops them.
-        let mut marker = None;
-        if plan.has_reverse() {
-            match crate::origin::echo_mode(&client).await? {
-                crate::origin::Echo::Origin => {
-                    crate::origin::bind_session(&client, &crate::origin::origin_name(pipeline, 1))
-                        .await?
-                }
-                crate::origin::Echo::Marker => {
-                    let sql = checkpoint::marker_sql(&cfg.duplex_schema);
-                    let stmt = client
-                        .prepare(&sql)
-                        .await
-                        .map_err(|e| Error::from_pg(e, true, "preparing the echo marker"))?;
-                    marker = Some(stmt);
-                }
-            }
-        }
-        let checkpoint_stmt = client
-            .prepare(&checkpoint::store_sql(&cfg.duplex_schema))
-            .await
-            .map_err(|e| {
-                Error::from_pg(
-                    e,
-                    true,
-                    "preparing the checkpoint statement (did `duplex setup` run?)",
-                )
-            })?;
-        let dead_letter_stmt = client
-            .prepare_typed(
-                &crate::state::dead_letter::pg_insert_sql(&cfg.duplex_schema),
-                &[
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::TEXT,
-                    Type::JSONB,
-                    Type::TEXT,
-                ],
-            )
-            .await
-            .map_err(|e| Error::from_pg(e, true, "preparing the dead-letter statement"))?;
+        let marker = tag_writes(&client, cfg, &plan, pipeline).await?;
+        let Statements {
+            checkpoint_stmt,
+            dead_letter_stmt,
+            conflict_stmt,
+        } = Statements::prepare(&client, cfg, &plan).await?;
         if plan.tables.iter().any(|t| t.is_pivot()) {
             let sql = format!(
                 "SELECT 1 FROM {}.pivot LIMIT 0",
@@ -195,20 +155,6 @@ impl PgSink {
                 )
             })?;
         }
-        let conflict_stmt = if plan.tables.iter().any(|t| !t.guarded().is_empty()) {
-            let mut types = vec![Type::TEXT; 12];
-            types.push(Type::INT8);
-            let sql = crate::state::conflict::pg_insert_sql(&cfg.duplex_schema);
-            Some(client.prepare_typed(&sql, &types).await.map_err(|e| {
-                Error::from_pg(
-                    e,
-                    true,
-                    "preparing the conflict log statement (run `duplex setup` to create duplex's conflict table)",
-                )
-            })?)
-        } else {
-            None
-        };
         // Session-local staging tables for large runs, created outside any transaction.
         let ddl = copy::staging_ddl(&plan);
         if !ddl.is_empty() {
@@ -245,8 +191,8 @@ impl PgSink {
         &self.client
     }
 
-    /// Writes what is buffered, the dead letters and `mark`, and commits.
-    async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
+    /// Writes what is buffered, the dead letters, the conflicts and `mark`, and commits.
+    async fn write_and_commit(&mut self, mark: Mark<'_>) -> Result<()> {
         self.begin().await?;
         self.flush().await?;
         self.resolve_lookups().await?;
@@ -376,16 +322,8 @@ impl Sink for PgSink {
         self.letters.push(letter);
     }
 
-    async fn commit(&mut self, position: &Position) -> Result<()> {
-        self.finish(Mark::Checkpoint(position)).await
-    }
-
-    async fn commit_progress(&mut self, progress: &Progress) -> Result<()> {
-        self.finish(Mark::Progress(progress)).await
-    }
-
-    async fn commit_unmarked(&mut self) -> Result<()> {
-        self.finish(Mark::Nothing).await
+    async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
+        self.write_and_commit(mark).await
     }
 
     async fn rollback(&mut self) {
@@ -400,5 +338,84 @@ impl Sink for PgSink {
             let _ = self.client.batch_execute("ROLLBACK").await;
             self.in_txn = false;
         }
+    }
+}
+
+/// Tags the session's writes when tables are also replicated from PostgreSQL, so that reader
+/// drops them: a replication origin, or else the marker statement each transaction runs first
+/// (returned).
+async fn tag_writes(
+    client: &Client,
+    cfg: &PostgresConfig,
+    plan: &Plan,
+    pipeline: &str,
+) -> Result<Option<Statement>> {
+    if !plan.has_reverse() {
+        return Ok(None);
+    }
+    match crate::origin::echo_mode(client).await? {
+        crate::origin::Echo::Origin => {
+            crate::origin::bind_session(client, &crate::origin::origin_name(pipeline, 1)).await?;
+            Ok(None)
+        }
+        crate::origin::Echo::Marker => {
+            let sql = checkpoint::marker_sql(&cfg.duplex_schema);
+            let stmt = client
+                .prepare(&sql)
+                .await
+                .map_err(|e| Error::from_pg(e, true, "preparing the echo marker"))?;
+            Ok(Some(stmt))
+        }
+    }
+}
+
+/// The statements writing duplex's own rows, prepared once per session.
+struct Statements {
+    checkpoint_stmt: Statement,
+    dead_letter_stmt: Statement,
+    /// Only when a table has `both` columns.
+    conflict_stmt: Option<Statement>,
+}
+
+impl Statements {
+    async fn prepare(client: &Client, cfg: &PostgresConfig, plan: &Plan) -> Result<Statements> {
+        let checkpoint_stmt = client
+            .prepare(&checkpoint::store_sql(&cfg.duplex_schema))
+            .await
+            .map_err(|e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    "preparing the checkpoint statement (did `duplex setup` run?)",
+                )
+            })?;
+        let mut types = vec![Type::TEXT; 9];
+        types[7] = Type::JSONB;
+        let dead_letter_stmt = client
+            .prepare_typed(
+                &crate::state::dead_letter::pg_insert_sql(&cfg.duplex_schema),
+                &types,
+            )
+            .await
+            .map_err(|e| Error::from_pg(e, true, "preparing the dead-letter statement"))?;
+        let conflict_stmt = if plan.tables.iter().any(|t| !t.guarded().is_empty()) {
+            let mut types = vec![Type::TEXT; 12];
+            types.push(Type::INT8);
+            let sql = crate::state::conflict::pg_insert_sql(&cfg.duplex_schema);
+            Some(client.prepare_typed(&sql, &types).await.map_err(|e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    "preparing the conflict log statement (run `duplex setup` to create duplex's conflict table)",
+                )
+            })?)
+        } else {
+            None
+        };
+        Ok(Statements {
+            checkpoint_stmt,
+            dead_letter_stmt,
+            conflict_stmt,
+        })
     }
 }

@@ -33,9 +33,6 @@ pub struct MyGuard {
     /// without a full before image (then any current value other than the new one is a
     /// conflict).
     before: Vec<Option<(My, Option<Vec<My>>)>>,
-    /// Per guarded column: its before and new value as text, for the conflict log.
-    texts: Vec<(Option<String>, Option<String>)>,
-    key: String,
     txn: String,
     commit_time_us: i64,
     /// The change is an insert (its before values are NULL).
@@ -62,16 +59,8 @@ impl MyEncoder {
             .then_some(change.before.as_ref())
             .flatten();
         let at = |row: &[Value], c: usize| row.get(idx[c]).cloned().unwrap_or(Value::Null);
-        let text = |v: &Value| (!v.is_null() && *v != Value::Unchanged).then(|| v.to_string());
         let mut g = MyGuard {
             before: Vec::with_capacity(guarded.len()),
-            texts: Vec::with_capacity(guarded.len()),
-            key: t
-                .key
-                .iter()
-                .map(|&k| at(after, k).to_string())
-                .collect::<Vec<_>>()
-                .join(","),
             txn: self.txn.clone(),
             commit_time_us: self.commit_time_us.unwrap_or(0),
             insert: change.op == Op::Insert,
@@ -103,7 +92,6 @@ impl MyEncoder {
                 lit
             };
             g.before.push(lit);
-            g.texts.push((b.as_ref().and_then(text), text(&a)));
         }
         Some(Box::new(g))
     }
@@ -360,7 +348,7 @@ impl MySqlSink {
                 (Some(a), true) => a[j].clone(),
                 _ => None,
             };
-            let (take, conflict) = decide_column(&t, c, j, &g, &held[j], &new, asked);
+            let (take, conflict) = decide_column(&t, c, j, &g, &change, &held[j], asked);
             self.conflicts.extend(conflict);
             if take {
                 held[j] = Held {
@@ -375,7 +363,7 @@ impl MySqlSink {
     }
 }
 
-/// Decides carried column `c` (the `j`-th guarded one) of a change with new value `new`
+/// Decides carried column `c` (the `j`-th guarded one) of `change` (its new value in MySQL terms)
 /// against what the row holds (`asked`: the server's answers while `held` is still as read):
 /// whether the new value is written, and the conflict, if it met one.
 fn decide_column(
@@ -383,10 +371,11 @@ fn decide_column(
     c: usize,
     j: usize,
     g: &MyGuard,
+    change: &MyChange,
     held: &Held,
-    new: &My,
     asked: Option<(bool, bool, My)>,
 ) -> (bool, Option<Conflict>) {
+    let new = change.values[c].as_ref().expect("a carried column");
     let (is_before, is_after) = match &asked {
         Some((b, a, _)) => (*b, *a),
         None => (
@@ -404,10 +393,20 @@ fn decide_column(
     let wins = policy != Policy::Bitrix;
     let conflict = Conflict {
         target_table: t.target.to_string(),
-        key: g.key.clone(),
+        key: t
+            .key
+            .iter()
+            .map(|&k| {
+                change.values[k]
+                    .as_ref()
+                    .and_then(text_of)
+                    .unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join(","),
         column: t.columns[c].my.name.clone(),
-        before: g.texts[j].0.clone(),
-        incoming: g.texts[j].1.clone(),
+        before: g.before[j].as_ref().and_then(|(b, _)| text_of(b)),
+        incoming: text_of(new),
         current: text_of(asked.as_ref().map_or(&held.value, |(_, _, v)| v)),
         policy: policy.as_str(),
         winner: if wins { "crm" } else { "bitrix" },

@@ -30,6 +30,8 @@ pub struct PgEncoder {
     row_bytes: std::cell::Cell<usize>,
     /// Per plan table: its columns checked for conflicts ([`crate::mapping::TablePlan::guarded`]).
     guarded: Vec<Vec<usize>>,
+    /// Per plan table: every non-key column goes both ways (no forward-only mirror).
+    mirrorless: Vec<bool>,
     /// The source transaction being encoded: its id, commit time, and whether it is duplex's
     /// own write.
     txn: Arc<str>,
@@ -57,6 +59,11 @@ impl PgEncoder {
             key_text,
             row_bytes: std::cell::Cell::new(0),
             guarded: plan.tables.iter().map(|t| t.guarded()).collect(),
+            mirrorless: plan
+                .tables
+                .iter()
+                .map(|t| t.guarded().len() + t.key.len() == t.columns.len())
+                .collect(),
             plan,
             txn: Arc::from(""),
             commit_time_us: 0,
@@ -171,6 +178,11 @@ impl PgEncoder {
         } else {
             None
         };
+        // duplex's own insert read back never writes a `both` column (the CRM's row is the
+        // newer); without a forward-only column there is nothing for it to do.
+        if self.own && insert && self.mirrorless[i] {
+            return Ok(());
+        }
         if after_in {
             let row = self.encode(t, idx, 0..t.columns.len(), after)?;
             let guard = (!self.guarded[i].is_empty()).then(|| {

@@ -504,3 +504,58 @@ async fn a_crm_change_between_setup_and_the_copy_is_kept() {
     assert_eq!(crm, vec![vec![Some("assembled".to_string())]]);
     stop_cleanly(&mut child, &work);
 }
+
+/// A table whose every column goes both ways, `conflict = "bitrix"`: Bitrix changes a status
+/// and changes it back (A → B → A) while the CRM changes it to C, all while duplex is stopped.
+/// Forward, Bitrix's B wins the conflict and A follows; the way back the CRM's C finds A, its
+/// before value, and goes through. Only duplex's own MariaDB write, read back, brings C to
+/// PostgreSQL too: both sides end with C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_changed_and_changed_back_meets_the_crm_change_and_ends_equal() {
+    let dbs = support::fresh_dbs("aba").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"bitrix\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n";
+    let pipeline = support::harness::pipeline_name("aba", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    my.query_drop("INSERT INTO t VALUES (1, 'A')")
+        .await
+        .unwrap();
+    work.setup();
+    let mut child = work.start();
+    let agree = |want: &'static str| {
+        let dbs = &dbs;
+        let pg = &pg;
+        async move {
+            let mut my = dbs.mysql().await;
+            let m = mysql_rows(&mut my, "SELECT id, status FROM t").await;
+            let p = pg_rows(pg, "SELECT id::text, status FROM t").await;
+            m == p && m.len() == 1 && m[0][1].as_deref() == Some(want)
+        }
+    };
+    support::harness::wait_for(Duration::from_secs(30), "the copy", &work, || agree("A")).await;
+    stop_cleanly(&mut child, &work);
+    my.query_drop("UPDATE t SET status = 'B' WHERE id = 1")
+        .await
+        .unwrap();
+    my.query_drop("UPDATE t SET status = 'A' WHERE id = 1")
+        .await
+        .unwrap();
+    pg.batch_execute("UPDATE t SET status = 'C' WHERE id = 1")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    support::harness::wait_for(Duration::from_secs(30), "both sides at C", &work, || {
+        agree("C")
+    })
+    .await;
+    let (on_pg, _) = conflicts(&dbs, &pipeline).await;
+    assert!(!on_pg.is_empty(), "Bitrix's B met the CRM's C");
+    stop_cleanly(&mut child, &work);
+}

@@ -143,15 +143,115 @@ impl PgSink {
         if self.guarded.is_empty() {
             return Ok(());
         }
-        let changes = std::mem::take(&mut self.guarded);
-        // The checks must see every earlier write of this transaction.
-        self.write_runs().await?;
-        let (rows, conflicts) = self.decide(changes).await?;
-        self.conflicts.extend(conflicts);
-        for row in rows {
-            self.buffer(row).await?;
+        let mut changes = std::mem::take(&mut self.guarded).into_iter().peekable();
+        while let Some(first) = changes.next() {
+            // A segment: duplex's own updates of tables without mirrors, or the others.
+            let cas = self.own_cas(&first);
+            let mut segment = vec![first];
+            while let Some(c) = changes.next_if(|c| self.own_cas(c) == cas) {
+                segment.push(c);
+            }
+            // The checks must see every earlier write of this transaction.
+            self.write_runs().await?;
+            if cas {
+                self.write_own_cas(segment).await?;
+                continue;
+            }
+            let (rows, conflicts) = self.decide(segment).await?;
+            self.conflicts.extend(conflicts);
+            for row in rows {
+                self.buffer(row).await?;
+            }
         }
         Ok(())
+    }
+
+    /// Whether a guarded change is duplex's own update of a table whose every non-key column
+    /// goes both ways: all it can do is put a `both` column where PostgreSQL still holds its
+    /// before value, which one conditional UPDATE does without reading the row first.
+    fn own_cas(&self, c: &PgChange) -> bool {
+        let t = &self.plan.tables[c.table];
+        c.guard
+            .as_ref()
+            .is_some_and(|g| g.own && g.before.is_some())
+            && t.guarded().len() + t.key.len() == t.columns.len()
+    }
+
+    /// Writes duplex's own updates of tables without mirrors (see [`PgSink::own_cas`]), back
+    /// to back: per column, the new value where the row still holds the before value; a row
+    /// holding none of them is not touched.
+    async fn write_own_cas(&mut self, changes: Vec<PgChange>) -> Result<()> {
+        let mut stmts = HashMap::new();
+        for c in &changes {
+            if let std::collections::hash_map::Entry::Vacant(v) = stmts.entry(c.table) {
+                v.insert(self.own_cas_statement(c.table).await?);
+            }
+        }
+        let client = &self.client;
+        let plan = self.plan.clone();
+        let (yes, no) = ([1u8], [0u8]);
+        let queries = changes.iter().map(|c| {
+            let t = &plan.tables[c.table];
+            let before = c.guard.as_ref().and_then(|g| g.before.as_ref());
+            let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
+            for &col in &t.guarded() {
+                let b = before.and_then(|b| b.cell(col));
+                let a = c.row.cell(col);
+                params.push(Cell(Some(if b != a { &yes[..] } else { &no[..] })));
+                params.push(Cell(b));
+                params.push(Cell(a));
+            }
+            let stmt = &stmts[&c.table];
+            async move {
+                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                    params.iter().map(|p| p as _).collect();
+                client.execute(stmt, &refs).await
+            }
+        });
+        for r in futures_util::future::join_all(queries).await {
+            r.map_err(|e| Error::from_pg(e, true, "writing duplex's own changes read back"))?;
+        }
+        Ok(())
+    }
+
+    /// `UPDATE` of a table's `both` columns for one key: column j set to `$k+3j+3` where
+    /// `$k+3j+1` (carried) and it holds `$k+3j+2`; only rows holding one of them.
+    async fn own_cas_statement(&mut self, table: usize) -> Result<Statement> {
+        if let Some(s) = self.own_cas_stmts.get(&table) {
+            return Ok(s.clone());
+        }
+        let t = &self.plan.tables[table];
+        let nk = t.key.len();
+        let (mut sets, mut any) = (Vec::new(), Vec::new());
+        for (j, &c) in t.guarded().iter().enumerate() {
+            let n = pg_ident(&t.columns[c].target.name);
+            let (carried, b, a) = (nk + 3 * j + 1, nk + 3 * j + 2, nk + 3 * j + 3);
+            let holds = format!("(${carried}::boolean AND {n} IS NOT DISTINCT FROM ${b})");
+            sets.push(format!("{n} = CASE WHEN {holds} THEN ${a} ELSE {n} END"));
+            any.push(holds);
+        }
+        let cond: Vec<String> = t
+            .key
+            .iter()
+            .enumerate()
+            .map(|(p, &k)| format!("{} = ${}", pg_ident(&t.columns[k].target.name), p + 1))
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE {} AND ({})",
+            t.target.pg_quoted(),
+            sets.join(", "),
+            cond.join(" AND "),
+            any.join(" OR ")
+        );
+        let stmt = self.client.prepare(&sql).await.map_err(|e| {
+            Error::from_pg(
+                e,
+                false,
+                &format!("preparing the own-write check of {}", t.target),
+            )
+        })?;
+        self.own_cas_stmts.insert(table, stmt.clone());
+        Ok(stmt)
     }
 
     /// One guarded change alone (careful mode): decided, then written under the caller's

@@ -122,6 +122,8 @@ pub struct PgSink {
     guarded: Vec<PgChange>,
     /// Per plan table, the statement reading a row for the conflict check.
     guard_stmts: HashMap<usize, Statement>,
+    /// Per plan table, the conditional UPDATE of duplex's own changes read back.
+    own_cas_stmts: HashMap<usize, Statement>,
     /// Conflicts found in the open transaction, logged with its commit.
     conflicts: Vec<crate::state::conflict::Conflict>,
     /// Inserts a conflict (prepared when a table has `both` columns).
@@ -182,6 +184,7 @@ impl PgSink {
             pivot_stmts: HashMap::new(),
             guarded: Vec::new(),
             guard_stmts: HashMap::new(),
+            own_cas_stmts: HashMap::new(),
             conflicts: Vec::new(),
             conflict_stmt,
         })

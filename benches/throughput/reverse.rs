@@ -164,9 +164,19 @@ pub async fn run(settings: &Settings) -> Reverse {
     duplex.stop();
     let raw = raw_status_updates(&pool, updates, hot).await;
     duplex.start().await;
-    forward_barrier(&dbs, &mut duplex, &pg).await;
+    forward_barrier(&dbs, &mut duplex, &pg, STEADY_ORDER_BASE, "the raw UPDATEs").await;
     let (issue, apply, cpu) = status_updates(&mut duplex, &pg, &pool, updates, hot).await;
     let status_mismatches = compare_with_raw(&pool, hot).await;
+    // The forward direction reads duplex's own MariaDB writes of the status updates back (the
+    // CRM's mirrors of Bitrix's columns); the both-ways measurement starts once it is past them.
+    forward_barrier(
+        &dbs,
+        &mut duplex,
+        &pg,
+        STEADY_ORDER_BASE - 1,
+        "duplex's own writes of the status updates (read back)",
+    )
+    .await;
     let status = Status {
         updates,
         hot,
@@ -479,24 +489,34 @@ async fn raw_status_updates(pool: &Pool, n: i64, hot: i64) -> Duration {
     elapsed
 }
 
-/// Writes an order into MariaDB and waits until PostgreSQL has it: duplex's binlog reader is
-/// then past everything written to MariaDB before (the raw UPDATEs), which would otherwise be
-/// read during the next measurement. Id [`STEADY_ORDER_BASE`], below the steady-state orders.
-async fn forward_barrier(dbs: &TestDbs, duplex: &mut Replicator, pg: &Client) {
-    progress("reverse: waiting for duplex's binlog reader to pass the raw UPDATEs");
+/// Writes order `id` into MariaDB and waits until PostgreSQL has it: duplex's binlog reader is
+/// then past everything written to MariaDB before (the raw UPDATEs, duplex's own writes),
+/// which would otherwise be read during the next measurement; returns how long that took. Ids
+/// at or below [`STEADY_ORDER_BASE`], below the steady-state orders.
+async fn forward_barrier(
+    dbs: &TestDbs,
+    duplex: &mut Replicator,
+    pg: &Client,
+    id: i64,
+    what: &str,
+) -> Duration {
+    progress(&format!(
+        "reverse: waiting for duplex's binlog reader to pass {what}"
+    ));
+    let started = Instant::now();
     let mut conn = dbs.mysql().await;
-    conn.query_drop(encode::insert_sql(
-        &ORDER,
-        &order_rows(STEADY_ORDER_BASE, STEADY_ORDER_BASE),
-    ))
-    .await
-    .expect("insert the barrier order");
+    conn.query_drop(encode::insert_sql(&ORDER, &order_rows(id, id)))
+        .await
+        .expect("insert the barrier order");
     let _ = conn.disconnect().await;
     duplex
         .wait_until("the forward barrier order", DRAIN_TIMEOUT, ms(50), || {
-            row_exists(pg, ORDER.name, STEADY_ORDER_BASE)
+            row_exists(pg, ORDER.name, id)
         })
         .await;
+    let took = started.elapsed();
+    progress(&format!("passed {what} after {:.1} s", took.as_secs_f64()));
+    took
 }
 
 /// The updates in PostgreSQL, one transaction each, one connection, as fast as it goes;

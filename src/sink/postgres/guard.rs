@@ -106,17 +106,12 @@ impl PgSink {
                 "{n} IS NOT DISTINCT FROM ${b}, {n} IS NOT DISTINCT FROM ${a}, {n}::text, {n}"
             ));
         }
-        let cond: Vec<String> = t
-            .key
-            .iter()
-            .enumerate()
-            .map(|(p, &k)| format!("{} = ${}", pg_ident(&t.columns[k].target.name), p + 1))
-            .collect();
+        let cond = key_condition(t);
         let sql = format!(
             "SELECT {} FROM {} WHERE {} FOR UPDATE",
             cols.join(", "),
             t.target.pg_quoted(),
-            cond.join(" AND ")
+            cond
         );
         let stmt = self.client.prepare(&sql).await.map_err(|e| {
             Error::from_pg(
@@ -230,17 +225,12 @@ impl PgSink {
             sets.push(format!("{n} = CASE WHEN {holds} THEN ${a} ELSE {n} END"));
             any.push(holds);
         }
-        let cond: Vec<String> = t
-            .key
-            .iter()
-            .enumerate()
-            .map(|(p, &k)| format!("{} = ${}", pg_ident(&t.columns[k].target.name), p + 1))
-            .collect();
+        let cond = key_condition(t);
         let sql = format!(
             "UPDATE {} SET {} WHERE {} AND ({})",
             t.target.pg_quoted(),
             sets.join(", "),
-            cond.join(" AND "),
+            cond,
             any.join(" OR ")
         );
         let stmt = self.client.prepare(&sql).await.map_err(|e| {
@@ -395,6 +385,17 @@ impl PgSink {
         change.from_insert = false;
         Some(change)
     }
+}
+
+/// `key1 = $1 AND key2 = $2 …` of a plan table's key.
+fn key_condition(t: &TablePlan) -> String {
+    let cond: Vec<String> = t
+        .key
+        .iter()
+        .enumerate()
+        .map(|(p, &k)| format!("{} = ${}", pg_ident(&t.columns[k].target.name), p + 1))
+        .collect();
+    cond.join(" AND ")
 }
 
 /// What one carried `both` column of a change does.

@@ -36,6 +36,8 @@ pub struct ReversePlan {
     pub write: ReverseWrite,
     /// MySQL columns set to the change time.
     pub set: Vec<SetColumn>,
+    /// See [`ReversePlan::guarded`].
+    guarded: Vec<usize>,
 }
 
 /// A MySQL column set to the change time on reverse writes.
@@ -123,7 +125,11 @@ impl ReversePlan {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let guarded = (0..columns.len())
+            .filter(|i| columns[*i].conflict.is_some())
+            .collect();
         Ok(ReversePlan {
+            guarded,
             origin: forward.origin.clone(),
             source: forward.target.clone(),
             target: forward.source.clone(),
@@ -135,10 +141,8 @@ impl ReversePlan {
     }
 
     /// The columns checked for conflicts (indexes into `columns`).
-    pub fn guarded(&self) -> Vec<usize> {
-        (0..self.columns.len())
-            .filter(|i| self.columns[*i].conflict.is_some())
-            .collect()
+    pub fn guarded(&self) -> &[usize] {
+        &self.guarded
     }
 
     /// Where each mapped column sits in rows of a PostgreSQL table version (by name).

@@ -131,6 +131,14 @@ pub trait Sink {
     fn rollback(&mut self) -> impl std::future::Future<Output = ()> + Send;
 }
 
+/// Counts the conflicts a direction logged, once the transaction logging them committed.
+fn count_conflicts(direction: &'static str, conflicts: Vec<crate::state::conflict::Conflict>) {
+    for c in conflicts {
+        metrics::counter!(crate::telemetry::CONFLICTS, "direction" => direction, "table" => c.target_table, "resolution" => c.winner)
+            .increment(1);
+    }
+}
+
 /// What a target transaction records besides its changes.
 pub enum Mark<'a> {
     /// The stream checkpoint: the source position after the last transaction applied.

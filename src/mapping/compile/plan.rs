@@ -134,6 +134,8 @@ pub struct TablePlan {
     pub reverse_set: Vec<ReverseSet>,
     /// The source table version this plan was compiled against.
     pub source_schema: Arc<TableSchema>,
+    /// See [`TablePlan::guarded`].
+    pub(crate) guarded: Vec<usize>,
 }
 
 impl TablePlan {
@@ -182,10 +184,13 @@ impl TablePlan {
     /// The value of column `i` for a source row whose slots sit at `idx`, transformed.
     /// The columns whose changes are checked for conflicts: those going both ways, the key's
     /// excepted (plan column numbers).
-    pub fn guarded(&self) -> Vec<usize> {
-        (0..self.columns.len())
-            .filter(|i| self.columns[*i].conflict.is_some() && !self.key.contains(i))
-            .collect()
+    pub fn guarded(&self) -> &[usize] {
+        &self.guarded
+    }
+
+    /// Every non-key column goes both ways: the table has no forward-only (mirror) column.
+    pub fn mirrorless(&self) -> bool {
+        self.guarded.len() + self.key.len() == self.columns.len()
     }
 
     pub fn value(

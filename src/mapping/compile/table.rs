@@ -103,6 +103,9 @@ pub(super) fn compile_table(
         columns,
         ..
     } = entry;
+    let guarded = (0..columns.len())
+        .filter(|i| columns[*i].conflict.is_some() && !key.contains(i))
+        .collect();
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -121,6 +124,7 @@ pub(super) fn compile_table(
         reverse_write,
         reverse_set,
         source_schema: source,
+        guarded,
     })
 }
 

@@ -65,31 +65,20 @@ impl MyEncoder {
             commit_time_us: self.commit_time_us.unwrap_or(0),
             insert: change.op == Op::Insert,
         };
-        for &c in &guarded {
+        for &c in guarded {
             let a = at(after, c);
             let b = before.map(|b| at(b, c));
             if b.as_ref() == Some(&a) {
                 values[c] = None; // not changed by this change: not carried
             }
-            let lit = b.as_ref().and_then(|b| {
-                let one = self.convert(t, idx, std::iter::once(c), before?).ok()?;
-                let same = t.columns[c].transform.preimages(b).map(|codes| {
-                    codes
-                        .iter()
-                        .filter_map(|code| {
-                            super::to_mysql(code, &t.columns[c].my.ty, self.tz)
-                                .ok()
-                                .flatten()
-                        })
-                        .collect()
-                });
-                Some((one.into_iter().next()??, same))
-            });
             // An insert's before value is NULL.
-            let lit = if change.op == Op::Insert {
+            let lit = if g.insert {
                 Some((My::NULL, None))
             } else {
-                lit
+                b.as_ref().and_then(|b| {
+                    let one = self.convert(t, idx, std::iter::once(c), before?).ok()?;
+                    Some((one.into_iter().next()??, self.preimages(&t.columns[c], b)))
+                })
             };
             g.before.push(lit);
         }
@@ -117,9 +106,10 @@ enum Answer {
 }
 
 impl MySqlSink {
-    /// `SELECT … FOR UPDATE` of a change's row: per guarded column, whether it holds the before
-    /// value, whether it holds the new one, and the value.
-    fn check_sql(&self, t: &ReversePlan, c: &MyChange) -> String {
+    /// `SELECT … FOR UPDATE` of a change's row: per guarded column it carries (`carried`,
+    /// positions in [`ReversePlan::guarded`]), whether it holds the before value, whether it
+    /// holds the new one, and the value.
+    fn check_sql(&self, t: &ReversePlan, c: &MyChange, carried: &[usize]) -> String {
         let g = c.guard.as_ref().expect("a guarded change");
         let lit = |v: &My| self.literal(v);
         let holds = |n: &str, v: &My, codes: Option<&Vec<My>>| match codes {
@@ -130,34 +120,22 @@ impl MySqlSink {
             _ => format!("{n} <=> {}", lit(v)),
         };
         let mut cols = Vec::new();
-        for (j, &col) in t.guarded().iter().enumerate() {
-            if c.values[col].is_none() {
-                continue; // not carried
-            }
+        for &j in carried {
+            let col = t.guarded()[j];
             let n = my_ident(&t.columns[col].my.name);
             let before = match &g.before[j] {
                 Some((v, codes)) => holds(&n, v, codes.as_ref()),
                 None => "0".into(),
             };
-            let after = match &c.values[col] {
-                Some(v) => holds(&n, v, c.same.get(col).and_then(Option::as_ref)),
-                None => "0".into(),
-            };
+            let new = c.values[col].as_ref().expect("a carried column");
+            let after = holds(&n, new, c.same.get(col).and_then(Option::as_ref));
             cols.push(format!("{before}, {after}, {n}"));
         }
-        let cond: Vec<String> = t
-            .key
-            .iter()
-            .map(|&k| {
-                let v = c.values[k].as_ref().unwrap_or(&My::NULL);
-                format!("{} = {}", my_ident(&t.columns[k].my.name), lit(v))
-            })
-            .collect();
         format!(
             "SELECT {} FROM {} WHERE {} FOR UPDATE",
             cols.join(", "),
             t.target.my_quoted(),
-            cond.join(" AND ")
+            self.key_condition(t, c)
         )
     }
 
@@ -165,19 +143,19 @@ impl MySqlSink {
     /// changes to write, each with only the `both` columns it takes; conflicts are noted for
     /// the commit.
     pub(super) async fn decide(&mut self, changes: Vec<MyChange>) -> Result<Vec<MyChange>> {
-        let plan = self.plan.clone();
-        let carried = |c: &MyChange| -> Vec<usize> {
-            let t = &plan.reverse[c.table];
-            t.guarded()
-                .iter()
-                .enumerate()
-                .filter(|(_, col)| c.values[**col].is_some())
-                .map(|(j, _)| j)
-                .collect()
-        };
-        let mut answers: Vec<Option<Answer>> = changes
+        // Per change, the guarded columns it carries (positions in `guarded`).
+        let carried: Vec<Vec<usize>> = changes
             .iter()
-            .map(|c| carried(c).is_empty().then_some(Answer::Unchecked))
+            .map(|c| {
+                let t = &self.plan.reverse[c.table];
+                (0..t.guarded().len())
+                    .filter(|&j| c.values[t.guarded()[j]].is_some())
+                    .collect()
+            })
+            .collect();
+        let mut answers: Vec<Option<Answer>> = carried
+            .iter()
+            .map(|cols| cols.is_empty().then_some(Answer::Unchecked))
             .collect();
         // Inserts of rows that do not exist need no check: one query finds which do.
         let absent = self.absent_inserts(&changes, &answers).await?;
@@ -190,7 +168,10 @@ impl MySqlSink {
         if !asked.is_empty() {
             let sql: Vec<String> = asked
                 .iter()
-                .map(|&i| self.check_sql(&self.plan.reverse[changes[i].table], &changes[i]))
+                .map(|&i| {
+                    let t = &self.plan.reverse[changes[i].table];
+                    self.check_sql(t, &changes[i], &carried[i])
+                })
                 .collect();
             let what = "checking rows for conflicts";
             let mut result = self
@@ -202,7 +183,7 @@ impl MySqlSink {
                 let rows: Vec<mysql_async::Row> =
                     result.collect().await.map_err(|e| my_err(e, what))?;
                 let width = self.plan.reverse[changes[i].table].guarded().len();
-                let cols = carried(&changes[i]);
+                let cols = &carried[i];
                 answers[i] = Some(match rows.into_iter().next() {
                     None => Answer::NoRow,
                     Some(mut r) => {

@@ -232,14 +232,16 @@ impl MyEncoder {
         t.columns
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                let v = values.get(idx[i])?;
-                let codes = c.transform.preimages(v)?;
-                codes
-                    .iter()
-                    .map(|code| to_mysql(code, &c.my.ty, self.tz).ok().flatten())
-                    .collect()
-            })
+            .map(|(i, c)| self.preimages(c, values.get(idx[i])?))
+            .collect()
+    }
+
+    /// The MySQL values a column's map reads as the PostgreSQL value `v`, when it has several.
+    fn preimages(&self, c: &crate::mapping::reverse::ReverseColumn, v: &Value) -> Option<Vec<My>> {
+        let codes = c.transform.preimages(v)?;
+        codes
+            .iter()
+            .map(|code| to_mysql(code, &c.my.ty, self.tz).ok().flatten())
             .collect()
     }
 
@@ -575,6 +577,19 @@ impl MySqlSink {
         )
     }
 
+    /// `key1 = v1 AND …` of a change's row.
+    fn key_condition(&self, t: &ReversePlan, c: &MyChange) -> String {
+        let cond: Vec<String> = t
+            .key
+            .iter()
+            .map(|k| {
+                let v = c.values[*k].as_ref().expect("keys are sent");
+                format!("{} = {}", my_ident(&t.columns[*k].my.name), self.literal(v))
+            })
+            .collect();
+        cond.join(" AND ")
+    }
+
     /// `(v1, v2, …)` as SQL literals. Rows go out as text statements: one round trip, and no
     /// prepared statement per row count for the server and the client to keep.
     fn literal_tuple<'a>(&self, values: impl Iterator<Item = &'a My>) -> String {
@@ -643,19 +658,11 @@ impl MySqlSink {
             let k = my_ident(&t.columns[t.key[0]].my.name);
             sets.push(format!("{k} = {k}"));
         }
-        let cond: Vec<String> = t
-            .key
-            .iter()
-            .map(|k| {
-                let v = c.values[*k].as_ref().expect("keys are sent");
-                format!("{} = {}", my_ident(&t.columns[*k].my.name), lit(v))
-            })
-            .collect();
         format!(
             "UPDATE {} SET {} WHERE {}",
             t.target.my_quoted(),
             sets.join(", "),
-            cond.join(" AND ")
+            self.key_condition(t, c)
         )
     }
 
@@ -739,54 +746,6 @@ impl Sink for MySqlSink {
     }
 
     async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
-        self.write_and_commit(mark).await
-    }
-
-    async fn rollback(&mut self) {
-        self.pending.clear();
-        self.letters.clear();
-        self.conflicts.clear();
-        if self.in_txn {
-            let _ = self.conn.query_drop("ROLLBACK").await;
-            self.in_txn = false;
-        }
-    }
-}
-
-impl MySqlSink {
-    /// Moves the checkpoint forward inside the open transaction (never backward).
-    async fn store_checkpoint(&mut self, position: &Position) -> Result<()> {
-        let text = position.to_string();
-        let (major, minor) = checkpoint::order_key(position);
-        self.conn
-            .exec_drop(
-                checkpoint::my_store_sql(&self.db),
-                (
-                    text.as_str(),
-                    major,
-                    minor,
-                    &self.pipeline,
-                    REVERSE,
-                    major,
-                    minor,
-                ),
-            )
-            .await
-            .map_err(|e| my_err(e, "writing the MySQL checkpoint"))?;
-        if self.conn.affected_rows() != 1 {
-            return Err(Error::new(
-                ErrorKind::Invariant,
-                format!(
-                    "MySQL checkpoint of pipeline {} would move backward to {position}; refusing",
-                    self.pipeline
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// Writes what is buffered, the dead letters, the conflicts and `mark`, and commits.
-    async fn write_and_commit(&mut self, mark: Mark<'_>) -> Result<()> {
         self.begin().await?;
         self.flush().await?;
         let text = mark.position_text();
@@ -839,9 +798,49 @@ impl MySqlSink {
             .await
             .map_err(|e| my_err(e, "committing"))?;
         self.in_txn = false;
-        for c in conflicts {
-            metrics::counter!(crate::telemetry::CONFLICTS, "direction" => REVERSE, "table" => c.target_table, "resolution" => c.winner)
-                .increment(1);
+        super::count_conflicts(REVERSE, conflicts);
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        self.pending.clear();
+        self.letters.clear();
+        self.conflicts.clear();
+        if self.in_txn {
+            let _ = self.conn.query_drop("ROLLBACK").await;
+            self.in_txn = false;
+        }
+    }
+}
+
+impl MySqlSink {
+    /// Moves the checkpoint forward inside the open transaction (never backward).
+    async fn store_checkpoint(&mut self, position: &Position) -> Result<()> {
+        let text = position.to_string();
+        let (major, minor) = checkpoint::order_key(position);
+        self.conn
+            .exec_drop(
+                checkpoint::my_store_sql(&self.db),
+                (
+                    text.as_str(),
+                    major,
+                    minor,
+                    &self.pipeline,
+                    REVERSE,
+                    major,
+                    minor,
+                ),
+            )
+            .await
+            .map_err(|e| my_err(e, "writing the MySQL checkpoint"))?;
+        if self.conn.affected_rows() != 1 {
+            return Err(Error::new(
+                ErrorKind::Invariant,
+                format!(
+                    "MySQL checkpoint of pipeline {} would move backward to {position}; refusing",
+                    self.pipeline
+                ),
+            ));
         }
         Ok(())
     }

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio_postgres::types::{FromSql, Type};
-use tokio_postgres::Statement;
 
 use super::encode::{Cell, EncodedRow};
 use super::{PgChange, PgSink};
@@ -89,12 +88,12 @@ struct RowState {
 type Answer = Option<Vec<(bool, bool, Held)>>;
 
 impl PgSink {
-    /// `SELECT` of a table's guarded columns for one key, locking the row: per column, whether
-    /// it is the before value (`$k+2j+1`), whether it is the new one (`$k+2j+2`), its text and
-    /// its value.
-    async fn guard_statement(&mut self, table: usize) -> Result<Statement> {
-        if let Some(s) = self.guard_stmts.get(&table) {
-            return Ok(s.clone());
+    /// Prepares (once per table, kept in `guard_stmts`) the `SELECT` of a table's guarded
+    /// columns for one key, locking the row: per column, whether it is the before value
+    /// (`$k+2j+1`), whether it is the new one (`$k+2j+2`), its text and its value.
+    async fn prepare_guard(&mut self, table: usize) -> Result<()> {
+        if self.guard_stmts.contains_key(&table) {
+            return Ok(());
         }
         let t = &self.plan.tables[table];
         let nk = t.key.len();
@@ -120,8 +119,8 @@ impl PgSink {
                 &format!("preparing the conflict check of {}", t.target),
             )
         })?;
-        self.guard_stmts.insert(table, stmt.clone());
-        Ok(stmt)
+        self.guard_stmts.insert(table, stmt);
+        Ok(())
     }
 
     /// Holds a guarded change back until the next write of anything else (or the commit).
@@ -169,27 +168,24 @@ impl PgSink {
         c.guard
             .as_ref()
             .is_some_and(|g| g.own && g.before.is_some())
-            && t.guarded().len() + t.key.len() == t.columns.len()
+            && t.mirrorless()
     }
 
     /// Writes duplex's own updates of tables without mirrors (see [`PgSink::own_cas`]), back
     /// to back: per column, the new value where the row still holds the before value; a row
     /// holding none of them is not touched.
     async fn write_own_cas(&mut self, changes: Vec<PgChange>) -> Result<()> {
-        let mut stmts = HashMap::new();
         for c in &changes {
-            if let std::collections::hash_map::Entry::Vacant(v) = stmts.entry(c.table) {
-                v.insert(self.own_cas_statement(c.table).await?);
-            }
+            self.prepare_own_cas(c.table).await?;
         }
-        let client = &self.client;
+        let (client, stmts) = (&self.client, &self.own_cas_stmts);
         let plan = self.plan.clone();
         let (yes, no) = ([1u8], [0u8]);
         let queries = changes.iter().map(|c| {
             let t = &plan.tables[c.table];
             let before = c.guard.as_ref().and_then(|g| g.before.as_ref());
             let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
-            for &col in &t.guarded() {
+            for &col in t.guarded() {
                 let b = before.and_then(|b| b.cell(col));
                 let a = c.row.cell(col);
                 params.push(Cell(Some(if b != a { &yes[..] } else { &no[..] })));
@@ -209,11 +205,12 @@ impl PgSink {
         Ok(())
     }
 
-    /// `UPDATE` of a table's `both` columns for one key: column j set to `$k+3j+3` where
-    /// `$k+3j+1` (carried) and it holds `$k+3j+2`; only rows holding one of them.
-    async fn own_cas_statement(&mut self, table: usize) -> Result<Statement> {
-        if let Some(s) = self.own_cas_stmts.get(&table) {
-            return Ok(s.clone());
+    /// Prepares (once per table, kept in `own_cas_stmts`) the `UPDATE` of a table's `both`
+    /// columns for one key: column j set to `$k+3j+3` where `$k+3j+1` (carried) and it holds
+    /// `$k+3j+2`; only rows holding one of them.
+    async fn prepare_own_cas(&mut self, table: usize) -> Result<()> {
+        if self.own_cas_stmts.contains_key(&table) {
+            return Ok(());
         }
         let t = &self.plan.tables[table];
         let nk = t.key.len();
@@ -240,8 +237,8 @@ impl PgSink {
                 &format!("preparing the own-write check of {}", t.target),
             )
         })?;
-        self.own_cas_stmts.insert(table, stmt.clone());
-        Ok(stmt)
+        self.own_cas_stmts.insert(table, stmt);
+        Ok(())
     }
 
     /// One guarded change alone (careful mode): decided, then written under the caller's
@@ -258,13 +255,10 @@ impl PgSink {
     /// Reads the rows of `changes` (locking them) and decides each change's `both` columns;
     /// returns the rows to write (plain upserts, in order) and the conflicts found.
     async fn decide(&mut self, changes: Vec<PgChange>) -> Result<(Vec<PgChange>, Vec<Conflict>)> {
-        let mut stmts = HashMap::new();
         for c in &changes {
-            if let std::collections::hash_map::Entry::Vacant(v) = stmts.entry(c.table) {
-                v.insert(self.guard_statement(c.table).await?);
-            }
+            self.prepare_guard(c.table).await?;
         }
-        let answers = self.ask(&changes, &stmts).await?;
+        let answers = self.ask(&changes).await?;
         let mut states: HashMap<(usize, Vec<u8>), RowState> = HashMap::new();
         let mut rows = Vec::with_capacity(changes.len());
         let mut conflicts = Vec::new();
@@ -277,17 +271,13 @@ impl PgSink {
     }
 
     /// Sends every change's check back to back and collects the answers in order.
-    async fn ask(
-        &self,
-        changes: &[PgChange],
-        stmts: &HashMap<usize, Statement>,
-    ) -> Result<Vec<Answer>> {
-        let client = &self.client;
+    async fn ask(&self, changes: &[PgChange]) -> Result<Vec<Answer>> {
+        let (client, stmts) = (&self.client, &self.guard_stmts);
         let queries = changes.iter().map(|c| {
             let t = &self.plan.tables[c.table];
             let guard = c.guard.as_ref().expect("a guarded change");
             let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
-            for &col in &t.guarded() {
+            for &col in t.guarded() {
                 let before = guard.before.as_ref().and_then(|b| b.cell(col));
                 params.push(Cell(before));
                 params.push(Cell(c.row.cell(col)));
@@ -353,7 +343,7 @@ impl PgSink {
                 // change inserts it as it is.
                 None if guard.own => return None,
                 None => {
-                    states.insert(id, inserted(&guarded, &guard, &change.row));
+                    states.insert(id, inserted(guarded, &guard, &change.row));
                     return Some(change);
                 }
             }
@@ -378,10 +368,10 @@ impl PgSink {
                 };
             }
         }
-        if guard.own && !writes && !mirrors_changed(&t, &guarded, &guard, &change.row) {
+        if guard.own && !writes && !mirrors_changed(&t, guarded, &guard, &change.row) {
             return None;
         }
-        change.row = with_decided(&change.row, &guarded, state);
+        change.row = with_decided(&change.row, guarded, state);
         change.from_insert = false;
         Some(change)
     }

@@ -194,49 +194,6 @@ impl PgSink {
         &self.client
     }
 
-    /// Writes what is buffered, the dead letters, the conflicts and `mark`, and commits.
-    async fn write_and_commit(&mut self, mark: Mark<'_>) -> Result<()> {
-        self.begin().await?;
-        self.flush().await?;
-        self.resolve_lookups().await?;
-        self.forget_deleted().await?;
-        self.write_letters(&mark).await?;
-        let conflicts = self.write_conflicts(&mark).await?;
-        match mark {
-            Mark::Checkpoint(position) => {
-                checkpoint::store(
-                    &self.client,
-                    &self.checkpoint_stmt,
-                    &self.pipeline,
-                    crate::model::FORWARD,
-                    position,
-                )
-                .await?
-            }
-            Mark::Progress(p) => {
-                crate::state::progress::pg_store(
-                    &self.client,
-                    &self.duplex_schema,
-                    &self.pipeline,
-                    crate::model::FORWARD,
-                    p,
-                )
-                .await?
-            }
-            Mark::Nothing => {}
-        }
-        self.client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(|e| Error::from_pg(e, true, "committing"))?;
-        self.in_txn = false;
-        for c in conflicts {
-            metrics::counter!(crate::telemetry::CONFLICTS, "direction" => crate::model::FORWARD, "table" => c.target_table, "resolution" => c.winner)
-                .increment(1);
-        }
-        Ok(())
-    }
-
     /// Logs the conflicts found in the open transaction; returns them, to be counted once the
     /// transaction commits.
     async fn write_conflicts(
@@ -326,7 +283,42 @@ impl Sink for PgSink {
     }
 
     async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
-        self.write_and_commit(mark).await
+        self.begin().await?;
+        self.flush().await?;
+        self.resolve_lookups().await?;
+        self.forget_deleted().await?;
+        self.write_letters(&mark).await?;
+        let conflicts = self.write_conflicts(&mark).await?;
+        match mark {
+            Mark::Checkpoint(position) => {
+                checkpoint::store(
+                    &self.client,
+                    &self.checkpoint_stmt,
+                    &self.pipeline,
+                    crate::model::FORWARD,
+                    position,
+                )
+                .await?
+            }
+            Mark::Progress(p) => {
+                crate::state::progress::pg_store(
+                    &self.client,
+                    &self.duplex_schema,
+                    &self.pipeline,
+                    crate::model::FORWARD,
+                    p,
+                )
+                .await?
+            }
+            Mark::Nothing => {}
+        }
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::from_pg(e, true, "committing"))?;
+        self.in_txn = false;
+        super::count_conflicts(crate::model::FORWARD, conflicts);
+        Ok(())
     }
 
     async fn rollback(&mut self) {

@@ -28,10 +28,6 @@ pub struct PgEncoder {
     /// Bytes of the widest row encoded yet: a row's buffer starts that large, so a wide row
     /// is not grown (and copied) several times.
     row_bytes: std::cell::Cell<usize>,
-    /// Per plan table: its columns checked for conflicts ([`crate::mapping::TablePlan::guarded`]).
-    guarded: Vec<Vec<usize>>,
-    /// Per plan table: every non-key column goes both ways (no forward-only mirror).
-    mirrorless: Vec<bool>,
     /// The source transaction being encoded: its id, commit time, and whether it is duplex's
     /// own write.
     txn: Arc<str>,
@@ -58,12 +54,6 @@ impl PgEncoder {
             bindings: Bindings::default(),
             key_text,
             row_bytes: std::cell::Cell::new(0),
-            guarded: plan.tables.iter().map(|t| t.guarded()).collect(),
-            mirrorless: plan
-                .tables
-                .iter()
-                .map(|t| t.guarded().len() + t.key.len() == t.columns.len())
-                .collect(),
             plan,
             txn: Arc::from(""),
             commit_time_us: 0,
@@ -180,14 +170,14 @@ impl PgEncoder {
         };
         // duplex's own insert read back never writes a `both` column (the CRM's row is the
         // newer); without a forward-only column there is nothing for it to do.
-        if self.own && insert && self.mirrorless[i] {
+        if self.own && insert && t.mirrorless() {
             return Ok(());
         }
         if after_in {
             let row = self.encode(t, idx, 0..t.columns.len(), after)?;
-            let guard = (!self.guarded[i].is_empty()).then(|| {
+            let guard = (!t.guarded().is_empty()).then(|| {
                 let before = before_in.then_some(before);
-                Box::new(self.guard(i, t, idx, before, after))
+                Box::new(self.guard(t, idx, before, after))
             });
             let new = PgChange {
                 table: i,
@@ -220,7 +210,6 @@ impl PgEncoder {
     /// conflict log, the key as text, and the source transaction.
     fn guard(
         &self,
-        i: usize,
         t: &TablePlan,
         idx: &[usize],
         before: Option<&[Value]>,
@@ -232,7 +221,8 @@ impl PgEncoder {
                 .filter(|v| !v.is_null())
                 .map(|v| v.to_string())
         };
-        let texts = self.guarded[i]
+        let texts = t
+            .guarded()
             .iter()
             .map(|&c| (before.and_then(|b| text(b, c)), text(after, c)))
             .collect();
@@ -429,7 +419,7 @@ impl Encoder for PgEncoder {
         let plan = self.plan.clone();
         for i in plan.forward_indices(&change.table.name) {
             // duplex's own write carries only the rows of tables going both ways.
-            if self.own && (plan.tables[i].is_pivot() || self.guarded[i].is_empty()) {
+            if self.own && (plan.tables[i].is_pivot() || plan.tables[i].guarded().is_empty()) {
                 continue;
             }
             let t = plan.tables[i].clone();

@@ -35,29 +35,15 @@ async fn shop_with_policy(
     policy: &str,
     orders: usize,
 ) -> (support::TestDbs, Workdir, support::harness::Duplex) {
-    let dbs = support::fresh_dbs(prefix).await;
+    let (dbs, work) = shop::shop_dbs(prefix, |name, text| {
+        if name != "orders.toml" {
+            return text;
+        }
+        assert!(text.contains("conflict = \"crm\""), "the shipped default");
+        text.replace("conflict = \"crm\"", &format!("conflict = \"{policy}\""))
+    })
+    .await;
     let mut my = dbs.mysql().await;
-    shop::create_bitrix(&mut my).await;
-    let pg = dbs.pg().await;
-    pg.batch_execute(shop::CRM_DDL).await.unwrap();
-    let files: Vec<(String, String)> = shop::mapping_files()
-        .into_iter()
-        .map(|(name, text)| {
-            let text = if name == "orders.toml" {
-                assert!(text.contains("conflict = \"crm\""), "the shipped default");
-                text.replace("conflict = \"crm\"", &format!("conflict = \"{policy}\""))
-            } else {
-                text
-            };
-            (name, text)
-        })
-        .collect();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let pipeline = support::harness::pipeline_name(prefix, &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
     shop::generate(&mut my, 11, 40, orders).await;
     // A known start: every order new, not cancelled.
     my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N', DATE_CANCELED = '0000-00-00 00:00:00'")
@@ -462,18 +448,9 @@ async fn random_conflicts(policy: &str) {
 /// the CRM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crm_change_between_setup_and_the_copy_is_kept() {
-    let dbs = support::fresh_dbs("window").await;
+    let (dbs, work) = shop::shop_dbs("window", |_, text| text).await;
     let mut my = dbs.mysql().await;
-    shop::create_bitrix(&mut my).await;
     let pg = dbs.pg().await;
-    pg.batch_execute(shop::CRM_DDL).await.unwrap();
-    let files = shop::mapping_files();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let pipeline = support::harness::pipeline_name("window", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
     shop::generate(&mut my, 11, 40, 10).await;
     my.query_drop("UPDATE b_sale_order SET STATUS_ID = 'N', CANCELED = 'N'")
         .await

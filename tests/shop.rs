@@ -17,21 +17,9 @@ use support::shop;
 
 type Row = Vec<Option<String>>;
 
-/// A shop's databases with the Bitrix tables and the CRM schema, and a work dir for duplex.
+/// A shop's databases and a work dir with the shipped mappings as they are.
 async fn shop_dbs(prefix: &str) -> (support::TestDbs, Workdir) {
-    let dbs = support::fresh_dbs(prefix).await;
-    let mut my = dbs.mysql().await;
-    shop::create_bitrix(&mut my).await;
-    let pg = dbs.pg().await;
-    pg.batch_execute(shop::CRM_DDL).await.unwrap();
-    let files = shop::mapping_files();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let pipeline = support::harness::pipeline_name(prefix, &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
-    (dbs, work)
+    shop::shop_dbs(prefix, |_, text| text).await
 }
 
 // ---------------------------------------------------------------------------------------------

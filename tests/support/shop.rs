@@ -33,6 +33,33 @@ pub fn mapping_files() -> Vec<(String, String)> {
     files
 }
 
+/// A shop's databases with the Bitrix tables and the CRM schema, and a work dir for duplex
+/// with the shipped mapping set, each file's text passed through `edit(name, text)` first.
+pub async fn shop_dbs(
+    prefix: &str,
+    edit: impl Fn(&str, String) -> String,
+) -> (super::TestDbs, super::harness::Workdir) {
+    let dbs = super::fresh_dbs(prefix).await;
+    let mut my = dbs.mysql().await;
+    create_bitrix(&mut my).await;
+    let pg = dbs.pg().await;
+    pg.batch_execute(CRM_DDL).await.unwrap();
+    let files: Vec<(String, String)> = mapping_files()
+        .into_iter()
+        .map(|(name, text)| {
+            let text = edit(&name, text);
+            (name, text)
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let pipeline = super::harness::pipeline_name(prefix, &dbs);
+    let work = super::harness::Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
+    (dbs, work)
+}
+
 /// The shop's status codes with their type and names (ru, en).
 pub const STATUSES: &[(&str, &str, &str, &str)] = &[
     ("N", "O", "Принят, ожидается оплата", "Accepted"),

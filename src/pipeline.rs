@@ -349,6 +349,15 @@ async fn run_forward_once(
         crate::snapshot::filter(Way::Forward, &mut sink, cfg, &plan, from.as_ref()).await?;
     let mut watched: std::collections::HashSet<_> = plan.forward_sources().into_iter().collect();
     watched.insert(crate::state::heartbeat::source_table(Way::Forward, cfg));
+    if plan.tables.iter().any(|t| t.has_newest()) {
+        // The reverse direction's halves of `newest` columns come back in its own transactions.
+        let relays = crate::model::TableName {
+            schema: cfg.mysql.duplex_database.clone(),
+            name: crate::state::newest::TABLE.to_string(),
+        };
+        watched.insert(relays.clone());
+        sink.read_relays(relays);
+    }
     let source = MysqlSource::new(cfg.mysql.clone(), watched, cfg.apply.chunk_rows);
     drive(
         Way::Forward,

@@ -280,7 +280,8 @@ async fn the_three_cases(policy: &str) {
             Some(c.to_string()),
         ]
     };
-    let a = if policy == "crm" { "CO" } else { "AP" };
+    // Under `newest` the CRM's changes, made after Bitrix's, win.
+    let a = if policy == "bitrix" { "AP" } else { "CO" };
     assert_eq!(
         got,
         vec![
@@ -294,14 +295,113 @@ async fn the_three_cases(policy: &str) {
     // Order 4 kept Bitrix's price; order 5 kept the CRM's note.
     let note = pg_rows(&pg, "SELECT crm_note FROM orders WHERE bitrix_order_id = 5").await;
     assert_eq!(note, vec![vec![Some("call the florist".to_string())]]);
-    // Only (a) is a conflict, found by each direction, won by the policy's side.
+    // Only (a) is a conflict, found by each direction, won by the policy's side. Under
+    // `newest` neither direction can decide alone: the side whose value changes logs it once
+    // both changes' times are known.
     let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
-    for side in [&on_pg, &on_my] {
-        assert_eq!(side.len(), 1, "{on_pg:?} {on_my:?}");
-        assert_eq!(side[0][1].as_deref(), Some("3"));
-        assert_eq!(side[0][3].as_deref(), Some(policy));
+    if policy == "newest" {
+        assert!(on_pg.is_empty(), "{on_pg:?}");
+        assert_eq!(on_my.len(), 1, "{on_my:?}");
+        assert_eq!(on_my[0][1].as_deref(), Some("3"));
+        assert_eq!(on_my[0][3].as_deref(), Some("crm"));
+    } else {
+        for side in [&on_pg, &on_my] {
+            assert_eq!(side.len(), 1, "{on_pg:?} {on_my:?}");
+            assert_eq!(side[0][1].as_deref(), Some("3"));
+            assert_eq!(side[0][3].as_deref(), Some(policy));
+        }
     }
     stop_cleanly(&mut child, &work);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_changes_end_equal_when_the_newest_wins() {
+    the_three_cases("newest").await;
+}
+
+/// Under `newest` the later change wins whichever side made it, on both sides: order 3's CRM
+/// status is older than Bitrix's (a whole second apart, Bitrix's clock), order 4's newer. Each
+/// conflict is logged once, by the side whose value changed, with both changes' times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn newest_keeps_the_later_change_on_both_sides() {
+    let (dbs, work, mut child) = shop_with_policy("newest", "newest", 10).await;
+    let pipeline = support::harness::pipeline_name("newest", &dbs);
+    let pg = dbs.pg().await;
+    let mut my = dbs.mysql().await;
+    stop_cleanly(&mut child, &work);
+    pg.batch_execute("UPDATE orders SET status = 'assembled' WHERE bitrix_order_id = 3")
+        .await
+        .unwrap();
+    // Bitrix's clock has whole seconds: its changes must fall in a later second.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    my.query_drop(
+        "UPDATE b_sale_order SET STATUS_ID = 'AP', DATE_STATUS = NOW(), DATE_UPDATE = NOW() WHERE ID = 3;
+         UPDATE b_sale_order SET STATUS_ID = 'DE', DATE_STATUS = NOW(), DATE_UPDATE = NOW() WHERE ID = 4",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute("UPDATE orders SET status = 'completed' WHERE bitrix_order_id = 4")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    wait_agree(&dbs, &work, Duration::from_secs(30)).await;
+    let got = mysql_rows(
+        &mut my,
+        "SELECT ID, STATUS_ID FROM b_sale_order WHERE ID IN (3, 4) ORDER BY ID",
+    )
+    .await;
+    let want = |id: &str, s: &str| vec![Some(id.to_string()), Some(s.to_string())];
+    assert_eq!(got, vec![want("3", "AP"), want("4", "F")]);
+    let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
+    assert_eq!(on_pg.len(), 1, "{on_pg:?}");
+    assert_eq!(on_pg[0][1].as_deref(), Some("3"));
+    assert_eq!(on_pg[0][3].as_deref(), Some("bitrix"));
+    assert_eq!(on_my.len(), 1, "{on_my:?}");
+    assert_eq!(on_my[0][1].as_deref(), Some("4"));
+    assert_eq!(on_my[0][3].as_deref(), Some("crm"));
+    for r in newest_times(&dbs, &pipeline).await {
+        check_newest_winner(&r);
+    }
+    stop_cleanly(&mut child, &work);
+}
+
+/// The `newest` conflicts logged on both sides: (winner, Bitrix's change's second, the CRM's).
+async fn newest_times(dbs: &support::TestDbs, pipeline: &str) -> Vec<Row> {
+    let pg = dbs.pg().await;
+    let mut my = dbs.mysql().await;
+    let mut rows = pg_rows(
+        &pg,
+        &format!(
+            "SELECT winner, floor(extract(epoch FROM source_commit))::bigint::text,
+                    floor(extract(epoch FROM other_commit))::bigint::text
+             FROM duplex.conflict WHERE pipeline = '{pipeline}' AND policy = 'newest'"
+        ),
+    )
+    .await;
+    rows.extend(
+        mysql_rows(
+            &mut my,
+            &format!(
+                "SELECT winner, FLOOR(UNIX_TIMESTAMP(other_commit)), FLOOR(UNIX_TIMESTAMP(source_commit))
+                 FROM duplex.conflict WHERE pipeline = '{pipeline}' AND policy = 'newest'"
+            ),
+        )
+        .await,
+    );
+    rows
+}
+
+/// A `newest` conflict went to the later change: the CRM's when its second is not earlier than
+/// Bitrix's.
+fn check_newest_winner(r: &Row) {
+    let sec = |i: usize| -> i64 {
+        let t = r[i]
+            .as_deref()
+            .unwrap_or_else(|| panic!("both times: {r:?}"));
+        t.parse().unwrap()
+    };
+    let want = if sec(2) >= sec(1) { "crm" } else { "bitrix" };
+    assert_eq!(r[0].as_deref(), Some(want), "{r:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,6 +429,11 @@ async fn ten_thousand_random_conflicts_end_equal_when_bitrix_wins() {
     random_conflicts("bitrix").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_random_conflicts_end_equal_when_the_newest_wins() {
+    random_conflicts("newest").await;
+}
+
 async fn random_conflicts(policy: &str) {
     let prefix = format!("random_{policy}");
     let (dbs, work, child) = shop_with_policy(&prefix, policy, 50).await;
@@ -352,12 +457,15 @@ async fn random_conflicts(policy: &str) {
         let mut my = dbs.mysql().await;
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+            // Per order, the last status it set (in CRM terms).
+            let mut last = std::collections::HashMap::new();
             for n in 0..EACH {
                 let id = rng.gen_range(1..=50);
                 let token = format!("b-{n}");
                 let sql = match rng.gen_range(0..10) {
                     0..=3 => {
                         let code = ["N", "AP", "PD", "CO", "DE", "F"][rng.gen_range(0..6)];
+                        last.insert(id, crm_status(code));
                         format!("UPDATE b_sale_order SET STATUS_ID = '{code}', DATE_STATUS = NOW(), DATE_UPDATE = NOW(), USER_DESCRIPTION = '{token}' WHERE ID = {id}")
                     }
                     4..=5 => {
@@ -368,12 +476,14 @@ async fn random_conflicts(policy: &str) {
                 };
                 my.query_drop(sql).await.unwrap();
             }
+            last
         })
     };
     let crm = {
         let pg = dbs.pg().await;
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+            let mut last = std::collections::HashMap::new();
             for n in 0..EACH {
                 let id = rng.gen_range(1..=50);
                 let sql = match rng.gen_range(0..10) {
@@ -386,6 +496,7 @@ async fn random_conflicts(policy: &str) {
                             "in_transit",
                             "completed",
                         ][rng.gen_range(0..6)];
+                        last.insert(id, s);
                         format!("UPDATE orders SET status = '{s}' WHERE bitrix_order_id = {id}")
                     }
                     4..=5 => format!(
@@ -398,6 +509,7 @@ async fn random_conflicts(policy: &str) {
                 };
                 pg.batch_execute(&sql).await.unwrap();
             }
+            last
         })
     };
     // Three kills at random moments while both write.
@@ -408,8 +520,8 @@ async fn random_conflicts(policy: &str) {
         support::harness::kill9(&mut child);
         child = work.start();
     }
-    bitrix.await.unwrap();
-    crm.await.unwrap();
+    let bitrix_last = bitrix.await.unwrap();
+    let crm_last = crm.await.unwrap();
     assert!(
         matches!(child.0.try_wait(), Ok(None)),
         "duplex stopped:\n{}",
@@ -425,14 +537,64 @@ async fn random_conflicts(policy: &str) {
     let written = pg_rows(&pg, "SELECT count(*)::text FROM token_writes").await;
     assert_ne!(written[0][0].as_deref(), Some("0"));
     let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
-    assert!(
-        !on_pg.is_empty() && !on_my.is_empty(),
-        "{} / {} conflicts",
-        on_pg.len(),
-        on_my.len()
-    );
-    for r in on_pg.iter().chain(&on_my) {
-        assert_eq!(r[3].as_deref(), Some(policy), "{r:?}");
+    // Under `newest` only the side whose value changes logs a conflict: which side that is
+    // depends on the race.
+    let logged = if policy == "newest" {
+        !on_pg.is_empty() || !on_my.is_empty()
+    } else {
+        !on_pg.is_empty() && !on_my.is_empty()
+    };
+    assert!(logged, "{} / {} conflicts", on_pg.len(), on_my.len());
+    if policy == "newest" {
+        for r in newest_times(&dbs, &pipeline).await {
+            check_newest_winner(&r);
+        }
+        // Each order's status is one side's last write, the one the two last changes' times
+        // pick.
+        let kept = pg_rows(
+            &pg,
+            &format!(
+                "SELECT n.pk, n.bitrix_value, (n.bitrix_ts / 1000000)::text, n.crm_value,
+                        (n.crm_ts / 1000000)::text, o.status
+                 FROM duplex.newest n JOIN orders o ON o.bitrix_order_id::text = n.pk
+                 WHERE n.pipeline = '{pipeline}' AND n.col = 'status'"
+            ),
+        )
+        .await;
+        let mut checked = 0;
+        for r in &kept {
+            let id: i32 = r[0].as_deref().unwrap().parse().unwrap();
+            // (A Bitrix write of the value the row already holds changes nothing, so Bitrix's
+            // half may be an earlier change: then its last write holds the kept value.)
+            let last = [bitrix_last.get(&id).copied(), crm_last.get(&id).copied()];
+            assert!(
+                last.contains(&r[5].as_deref()),
+                "{r:?}: not a last write {last:?}"
+            );
+            let sec = |i: usize| r[i].as_deref().map(|s| s.parse::<i64>().unwrap());
+            let crm_newer = match (sec(2), sec(4)) {
+                (Some(b), Some(c)) => c >= b,
+                (b, _) => b.is_none(),
+            };
+            assert_eq!(
+                r[5],
+                if crm_newer {
+                    r[3].clone()
+                } else {
+                    r[1].clone()
+                },
+                "{r:?}"
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 45,
+            "{checked} orders with both sides' last status"
+        );
+    } else {
+        for r in on_pg.iter().chain(&on_my) {
+            assert_eq!(r[3].as_deref(), Some(policy), "{r:?}");
+        }
     }
     eprintln!(
         "policy {policy}: {} conflicts found applying Bitrix's changes, {} applying the CRM's",

@@ -18,7 +18,7 @@ pub use position::{
     BinlogFile, GtidState, Lsn, MariaGtidList, MysqlGtidSet, MysqlPosition, Position,
 };
 pub use schema::{
-    my_ident, pg_ident, ColumnSchema, SourceType, TableName, TableSchema, TargetColumn, TargetKind,
-    TargetTable,
+    my_ident, pg_ident, pg_literal, ColumnSchema, SourceType, TableName, TableSchema, TargetColumn,
+    TargetKind, TargetTable,
 };
 pub use value::{Date, DateTime, Value};

@@ -51,6 +51,11 @@ pub fn pg_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A PostgreSQL string literal (standard-conforming strings).
+pub fn pg_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Quotes a MySQL identifier.
 pub fn my_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))

@@ -31,6 +31,9 @@ pub struct Conflict {
     pub txn_id: String,
     /// The source transaction's commit time (µs since the epoch; 0 when unknown).
     pub commit_time_us: i64,
+    /// Under `newest`: the commit time of the other side's change it was weighed against (µs
+    /// since the epoch; 0 when not known).
+    pub other_commit_us: i64,
 }
 
 /// DDL of the conflict table on PostgreSQL.
@@ -54,6 +57,7 @@ pub fn pg_ddl(schema: &str) -> String {
              source_commit  timestamptz,
              resolved_at    timestamptz NOT NULL DEFAULT clock_timestamp()
          );
+         ALTER TABLE {s}.conflict ADD COLUMN IF NOT EXISTS other_commit timestamptz;
          CREATE INDEX IF NOT EXISTS conflict_recent ON {s}.conflict (pipeline, resolved_at)"
     )
 }
@@ -61,7 +65,7 @@ pub fn pg_ddl(schema: &str) -> String {
 /// DDL of the conflict table on MySQL/MariaDB.
 pub fn my_ddl(database: &str) -> String {
     format!(
-        "CREATE TABLE IF NOT EXISTS {}.conflict (
+        "CREATE TABLE IF NOT EXISTS {0}.conflict (
              id             bigint NOT NULL AUTO_INCREMENT PRIMARY KEY,
              pipeline       varchar(64) NOT NULL,
              direction      varchar(32) NOT NULL,
@@ -78,7 +82,8 @@ pub fn my_ddl(database: &str) -> String {
              source_commit  timestamp(6) NULL,
              resolved_at    timestamp(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
              KEY conflict_recent (pipeline, resolved_at)
-         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+         ALTER TABLE {0}.conflict ADD COLUMN IF NOT EXISTS other_commit timestamp(6) NULL",
         my_ident(database)
     )
 }
@@ -87,9 +92,10 @@ pub fn my_ddl(database: &str) -> String {
 /// [`Conflict`] in order, the batch's position, and the commit time as µs since the epoch.
 pub fn pg_insert_sql(schema: &str) -> String {
     format!(
-        "INSERT INTO {}.conflict (pipeline, direction, target_table, row_key, col, before_value, incoming_value, current_value, policy, winner, txn_id, position, source_commit)
+        "INSERT INTO {}.conflict (pipeline, direction, target_table, row_key, col, before_value, incoming_value, current_value, policy, winner, txn_id, position, source_commit, other_commit)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                 CASE WHEN $13::bigint > 0 THEN to_timestamp($13::bigint / 1e6) END)",
+                 CASE WHEN $13::bigint > 0 THEN to_timestamp($13::bigint / 1e6) END,
+                 CASE WHEN $14::bigint > 0 THEN to_timestamp($14::bigint / 1e6) END)",
         pg_ident(schema)
     )
 }
@@ -107,8 +113,9 @@ pub async fn my_insert(
         return Ok(());
     }
     let sql = format!(
-        "INSERT INTO {}.conflict (pipeline, direction, target_table, row_key, col, before_value, incoming_value, current_value, policy, winner, txn_id, position, source_commit)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, IF(? > 0, FROM_UNIXTIME(? / 1000000), NULL))",
+        "INSERT INTO {}.conflict (pipeline, direction, target_table, row_key, col, before_value, incoming_value, current_value, policy, winner, txn_id, position, source_commit, other_commit)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, IF(? > 0, FROM_UNIXTIME(? / 1000000), NULL),
+                 IF(? > 0, FROM_UNIXTIME(? / 1000000), NULL))",
         my_ident(database)
     );
     let params = conflicts.iter().map(|c| {
@@ -127,6 +134,8 @@ pub async fn my_insert(
             position.into(),
             c.commit_time_us.into(),
             c.commit_time_us.into(),
+            c.other_commit_us.into(),
+            c.other_commit_us.into(),
         ];
         v
     });

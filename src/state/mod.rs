@@ -9,6 +9,7 @@
 //! - [`progress`]: snapshot progress, one row per pipeline, direction and source table.
 //! - [`dead_letter`]: rows that could not be applied, with the reason.
 //! - [`conflict`]: conflicts on `both` columns, how they were resolved.
+//! - [`newest`]: per column under the `newest` policy, each source's last change and its time.
 //! - `pivot` (PostgreSQL): the values of pivoted EAV properties by priority.
 //!
 //! This module may use the model, the config and the error type only; sources, sinks, the
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod conflict;
 pub mod dead_letter;
 pub mod heartbeat;
+pub mod newest;
 pub mod progress;
 
 use tokio_postgres::Client;
@@ -34,10 +36,12 @@ pub async fn setup_mysql(conn: &mut mysql_async::Conn, database: &str) -> Result
          {};
          {};
          {};
+         {};
          {}",
         my_ident(database),
         checkpoint::my_ddl(database),
         conflict::my_ddl(database),
+        newest::my_ddl(database),
         dead_letter::my_ddl(database),
         heartbeat::mysql_ddl(database),
         progress::my_ddl(database)
@@ -70,9 +74,11 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
          ALTER TABLE {s}.pivot ALTER COLUMN value DROP NOT NULL;
          {};
          {};
+         {};
          {}",
         checkpoint::pg_ddl(schema),
         conflict::pg_ddl(schema),
+        newest::pg_ddl(schema),
         dead_letter::pg_ddl(schema),
         heartbeat::pg_ddl(schema),
         progress::pg_ddl(schema)

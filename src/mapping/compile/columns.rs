@@ -161,13 +161,7 @@ impl Entry<'_> {
                 None => Ok(None),
             };
         }
-        let policy = e.conflict.or(table).unwrap_or_default();
-        if policy == Conflict::Newest {
-            return Err(format!(
-                "{at}: conflict = \"newest\" is not available in this version; use \"bitrix\" or \"crm\""
-            ));
-        }
-        Ok(Some(policy))
+        Ok(Some(e.conflict.or(table).unwrap_or_default()))
     }
 
     /// Constants (`[table.set]`).

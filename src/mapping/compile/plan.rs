@@ -181,7 +181,6 @@ impl TablePlan {
         self.filters.iter().all(|f| f.holds(row, idx))
     }
 
-    /// The value of column `i` for a source row whose slots sit at `idx`, transformed.
     /// The columns whose changes are checked for conflicts: those going both ways, the key's
     /// excepted (plan column numbers).
     pub fn guarded(&self) -> &[usize] {
@@ -193,6 +192,23 @@ impl TablePlan {
         self.guarded.len() + self.key.len() == self.columns.len()
     }
 
+    /// A guarded column's conflicts go to the newer change (`conflict = "newest"`).
+    pub fn has_newest(&self) -> bool {
+        self.guarded
+            .iter()
+            .any(|&c| self.columns[c].conflict == Some(crate::mapping::spec::Conflict::Newest))
+    }
+
+    /// The source value column `i` is taken from, untransformed (`None` for a constant or a
+    /// packed column).
+    pub fn source_value<'r>(&self, i: usize, row: &'r [Value], idx: &[usize]) -> Option<&'r Value> {
+        match &self.columns[i].from {
+            ColumnSource::Column(slot) => row.get(idx[*slot]),
+            _ => None,
+        }
+    }
+
+    /// The value of column `i` for a source row whose slots sit at `idx`, transformed.
     pub fn value(
         &self,
         i: usize,

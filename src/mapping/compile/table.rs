@@ -97,6 +97,16 @@ pub(super) fn compile_table(
             ctx.at(c.span(), ".conflict")
         ));
     }
+    let newest = entry.columns.iter().enumerate().any(|(i, c)| {
+        c.conflict == Some(crate::mapping::spec::Conflict::Newest) && !key.contains(&i)
+    });
+    if newest && key.len() != 1 && entry.errors.is_empty() {
+        entry.errors.push(format!(
+            "{}: conflict = \"newest\" needs a single-column key; this table's has {}",
+            ctx.at(spec.source.span(), ".conflict"),
+            key.len()
+        ));
+    }
     let Entry {
         errors,
         slots,

@@ -18,12 +18,13 @@ use std::collections::HashMap;
 use mysql_async::prelude::Queryable;
 use mysql_async::Value as My;
 
-use super::{my_err, MyChange, MyEncoder, MyKind, MySqlSink};
+use super::{my_err, newest as notes, MyChange, MyEncoder, MyKind, MySqlSink};
 use crate::error::Result;
 use crate::mapping::spec::Conflict as Policy;
 use crate::mapping::ReversePlan;
 use crate::model::{my_ident, Image, Op, RowChange, Value};
 use crate::state::conflict::Conflict;
+use crate::state::newest;
 
 /// What checking one change of a table with `both` columns takes.
 #[derive(Debug, Clone)]
@@ -32,11 +33,18 @@ pub struct MyGuard {
     /// it, and the MySQL values a map reads as it (several codes for one CRM value); `None`
     /// without a full before image (then any current value other than the new one is a
     /// conflict).
-    before: Vec<Option<(My, Option<Vec<My>>)>>,
-    txn: String,
-    commit_time_us: i64,
+    pub(super) before: Vec<Option<(My, Option<Vec<My>>)>>,
+    pub(super) txn: String,
+    pub(super) commit_time_us: i64,
     /// The change is an insert (its before values are NULL).
     insert: bool,
+    /// The row's CRM key as text (`newest` columns' state is kept under it).
+    pub(super) pk: String,
+    /// Per guarded column: under `newest`, its new value in the CRM's own terms (for the other
+    /// direction); `None` otherwise.
+    pub(super) sources: Vec<Option<String>>,
+    /// The row's Bitrix key as text.
+    pub(super) my_key: Option<String>,
 }
 
 impl MyEncoder {
@@ -64,9 +72,24 @@ impl MyEncoder {
             txn: self.txn.clone(),
             commit_time_us: self.commit_time_us.unwrap_or(0),
             insert: change.op == Op::Insert,
+            pk: t
+                .key
+                .iter()
+                .map(|&k| newest::source_text(&at(after, k)).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join(","),
+            sources: Vec::with_capacity(guarded.len()),
+            my_key: t
+                .key
+                .first()
+                .and_then(|&k| values[k].as_ref())
+                .and_then(text_of),
         };
         for &c in guarded {
             let a = at(after, c);
+            let is_newest = t.columns[c].conflict == Some(Policy::Newest);
+            g.sources
+                .push(is_newest.then(|| newest::source_text(&a)).flatten());
             let b = before.map(|b| at(b, c));
             if b.as_ref() == Some(&a) {
                 values[c] = None; // not changed by this change: not carried
@@ -94,13 +117,16 @@ struct Held {
     read: bool,
 }
 
+/// The server's answers about one column: whether the row holds the before value, whether it
+/// holds the new one, and the value.
+type Asked = (bool, bool, My);
+
 /// The server's answer for one change.
 enum Answer {
     /// No such row.
     NoRow,
-    /// Per guarded column the change carries: whether the row holds the before value, whether
-    /// it holds the new one, and the value.
-    Row(Vec<Option<(bool, bool, My)>>),
+    /// Per guarded column the change carries: see [`Asked`].
+    Row(Vec<Option<Asked>>),
     /// Not asked: the change carries no guarded column.
     Unchecked,
 }
@@ -316,6 +342,13 @@ impl MySqlSink {
                         })
                         .collect();
                     states.insert(id, held);
+                    for (j, &c) in guarded.iter().enumerate() {
+                        let is_newest = t.columns[c].conflict == Some(Policy::Newest);
+                        if let (true, Some(new)) = (is_newest, &change.values[c]) {
+                            self.notes
+                                .push(notes::Note::of(&change, c, j, &g, new, true));
+                        }
+                    }
                     return Some(change);
                 }
             }
@@ -329,6 +362,14 @@ impl MySqlSink {
                 (Some(a), true) => a[j].clone(),
                 _ => None,
             };
+            if t.columns[c].conflict == Some(Policy::Newest) {
+                // Decided once the change's half is stored (`notes::settle`).
+                let plain = asked.as_ref().is_none_or(|(b, a, _)| *b || *a);
+                self.notes
+                    .push(notes::Note::of(&change, c, j, &g, &new, plain));
+                change.values[c] = None;
+                continue;
+            }
             let (take, conflict) = decide_column(&t, c, j, &g, &change, &held[j], asked);
             self.conflicts.extend(conflict);
             if take {
@@ -354,7 +395,7 @@ fn decide_column(
     g: &MyGuard,
     change: &MyChange,
     held: &Held,
-    asked: Option<(bool, bool, My)>,
+    asked: Option<Asked>,
 ) -> (bool, Option<Conflict>) {
     let new = change.values[c].as_ref().expect("a carried column");
     let (is_before, is_after) = match &asked {
@@ -393,6 +434,7 @@ fn decide_column(
         winner: if wins { "crm" } else { "bitrix" },
         txn_id: g.txn.clone(),
         commit_time_us: g.commit_time_us,
+        other_commit_us: 0,
     };
     (wins, Some(conflict))
 }
@@ -414,7 +456,7 @@ fn key_text(t: &ReversePlan, c: &MyChange) -> Option<String> {
 }
 
 /// A MySQL value as text for the conflict log.
-fn text_of(v: &My) -> Option<String> {
+pub(super) fn text_of(v: &My) -> Option<String> {
     match v {
         My::NULL => None,
         My::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),

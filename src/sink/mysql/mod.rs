@@ -7,6 +7,7 @@
 //! value PostgreSQL did not send (an unchanged TOASTed value) is left as it is.
 
 mod guard;
+mod newest;
 
 use std::sync::Arc;
 
@@ -30,6 +31,8 @@ pub enum MyKind {
     Delete,
     /// UPDATE of an existing row only (`reverse_write = "update"`).
     Update,
+    /// The forward direction's last change of a `newest` column (see `state::newest`).
+    Relay,
 }
 
 /// A mapped change for one MySQL table.
@@ -47,6 +50,8 @@ pub struct MyChange {
     pub same: Vec<Option<Vec<My>>>,
     /// A change of a table with `both` columns: checked for conflicts before it is written.
     pub guard: Option<Box<guard::MyGuard>>,
+    /// [`MyKind::Relay`]: what the forward direction tells.
+    pub relay: Option<Box<crate::state::newest::Relay>>,
 }
 
 /// Converts a value read from PostgreSQL for a MySQL column.
@@ -193,6 +198,9 @@ pub struct MyEncoder {
     commit_time_us: Option<i64>,
     /// Id of the transaction being encoded.
     txn: String,
+    /// The transaction being encoded is duplex's own (it carries only relays).
+    own: bool,
+    pipeline: String,
 }
 
 impl MyEncoder {
@@ -278,6 +286,10 @@ impl Encoder for MyEncoder {
         change: &RowChange,
     ) -> std::result::Result<Vec<MyChange>, (String, Error)> {
         let mut out = Vec::new();
+        if change.table.name == crate::state::newest::message_table() {
+            out.extend(self.relay(change));
+            return Ok(out);
+        }
         for i in 0..self.plan.reverse.len() {
             let t = self.plan.reverse[i].clone();
             if t.source != change.table.name {
@@ -310,6 +322,7 @@ impl Encoder for MyEncoder {
                             at,
                             same,
                             guard,
+                            relay: None,
                         });
                     }
                 }
@@ -333,6 +346,7 @@ impl Encoder for MyEncoder {
                                 at: Vec::new(),
                                 same: Vec::new(),
                                 guard: None,
+                                relay: None,
                             });
                         }
                     }
@@ -347,6 +361,7 @@ impl Encoder for MyEncoder {
                         at,
                         same: Vec::new(),
                         guard,
+                        relay: None,
                     });
                 }
                 Op::Delete => {
@@ -358,6 +373,7 @@ impl Encoder for MyEncoder {
                         at: Vec::new(),
                         same: Vec::new(),
                         guard: None,
+                        relay: None,
                     });
                 }
             }
@@ -372,6 +388,7 @@ impl Encoder for MyEncoder {
     fn begin(&mut self, txn: &crate::model::TxnBegin) {
         self.commit_time_us = Some(txn.commit_time_us);
         self.txn = txn.id.clone();
+        self.own = txn.own;
     }
 }
 
@@ -385,6 +402,8 @@ pub struct MySqlSink {
     letters: Vec<DeadLetter>,
     /// Conflicts found in the open transaction, logged with its commit.
     conflicts: Vec<crate::state::conflict::Conflict>,
+    /// The CRM's halves of `newest` columns decided in the open transaction, to write.
+    notes: Vec<newest::Note>,
     in_txn: bool,
     /// The session's sql_mode has NO_BACKSLASH_ESCAPES (changes how literals are quoted).
     no_backslash_escapes: bool,
@@ -427,6 +446,7 @@ impl MySqlSink {
             pending: Vec::new(),
             letters: Vec::new(),
             conflicts: Vec::new(),
+            notes: Vec::new(),
             in_txn: false,
         })
     }
@@ -437,6 +457,14 @@ impl MySqlSink {
         let mut plain = Vec::new();
         let mut guarded = Vec::new();
         for c in changes {
+            if c.kind == MyKind::Relay {
+                let decided = self.decide(std::mem::take(&mut guarded)).await?;
+                self.write_plain(decided).await?;
+                self.write_plain(std::mem::take(&mut plain)).await?;
+                self.write_notes().await?;
+                self.apply_relay(c).await?;
+                continue;
+            }
             if c.guard.is_some() {
                 if !plain.is_empty() {
                     self.write_plain(std::mem::take(&mut plain)).await?;
@@ -454,7 +482,8 @@ impl MySqlSink {
             let decided = self.decide(guarded).await?;
             self.write_plain(decided).await?;
         }
-        self.write_plain(plain).await
+        self.write_plain(plain).await?;
+        self.write_notes().await
     }
 
     /// Writes changes in order, in runs: UPDATEs as one multi-statement query per run (each
@@ -488,6 +517,7 @@ impl MySqlSink {
                 }
                 MyKind::Upsert => (self.upsert_sql(&t, run, &sent), "upsert"),
                 MyKind::Delete => (self.delete_sql(&t, run), "delete"),
+                MyKind::Relay => unreachable!("relays are applied by apply_relay"),
             };
             self.conn
                 .query_drop(sql)
@@ -682,6 +712,8 @@ impl Sink for MySqlSink {
             bindings: Bindings::default(),
             commit_time_us: None,
             txn: String::new(),
+            own: false,
+            pipeline: self.pipeline.clone(),
         }
     }
 
@@ -803,6 +835,7 @@ impl Sink for MySqlSink {
     }
 
     async fn rollback(&mut self) {
+        self.notes.clear();
         self.pending.clear();
         self.letters.clear();
         self.conflicts.clear();

@@ -15,6 +15,9 @@ impl PgSink {
     /// dead letter.
     pub(super) async fn write_under_savepoint(&mut self, change: PgChange) -> Result<()> {
         self.flush().await?;
+        if change.kind == super::Kind::Relay {
+            return self.apply_relay(change).await;
+        }
         let (change, conflicts) = if change.guard.is_some() {
             match self.decide_one(change).await? {
                 (Some(c), conflicts) => (c, conflicts),

@@ -120,8 +120,10 @@ impl PgSink {
         let upsert = match kind {
             Kind::Upsert => true,
             Kind::Delete => false,
-            Kind::Clear | Kind::Pivot => {
-                unreachable!("cleared and pivoted rows go out as statements")
+            Kind::Clear | Kind::Pivot | Kind::Relay => {
+                unreachable!(
+                    "cleared and pivoted rows go out as statements, relays are not buffered"
+                )
             }
         };
         let (stage, cols) = if upsert {

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use tokio_postgres::types::{FromSql, Type};
 
 use super::encode::{Cell, EncodedRow};
-use super::{PgChange, PgSink};
+use super::{newest, PgChange, PgSink};
 use crate::error::{Error, Result};
 use crate::mapping::spec::Conflict as Policy;
 use crate::mapping::TablePlan;
@@ -42,6 +42,11 @@ pub struct Guard {
     pub texts: Vec<(Option<String>, Option<String>)>,
     /// The row's key as text.
     pub key: String,
+    /// Per guarded column: under `newest`, its new value in Bitrix's own terms (for the other
+    /// direction); `None` otherwise.
+    pub sources: Vec<Option<String>>,
+    /// The row's Bitrix key as text, when a column is `newest`.
+    pub my_key: Option<String>,
     pub txn: Arc<str>,
     pub commit_time_us: i64,
 }
@@ -135,7 +140,7 @@ impl PgSink {
     /// Decides the held-back guarded changes and buffers them as plain upserts.
     pub(super) async fn settle_guarded(&mut self) -> Result<()> {
         if self.guarded.is_empty() {
-            return Ok(());
+            return self.write_notes().await;
         }
         let mut changes = std::mem::take(&mut self.guarded).into_iter().peekable();
         while let Some(first) = changes.next() {
@@ -157,7 +162,11 @@ impl PgSink {
                 self.buffer(row).await?;
             }
         }
-        Ok(())
+        if !self.notes.is_empty() {
+            // `newest` columns are decided on the rows as written.
+            self.write_runs().await?;
+        }
+        self.write_notes().await
     }
 
     /// Whether a guarded change is duplex's own update of a table whose every non-key column
@@ -262,11 +271,13 @@ impl PgSink {
         let mut states: HashMap<(usize, Vec<u8>), RowState> = HashMap::new();
         let mut rows = Vec::with_capacity(changes.len());
         let mut conflicts = Vec::new();
+        let mut notes = Vec::new();
         for (change, answer) in changes.into_iter().zip(answers) {
-            if let Some(row) = self.decide_change(change, answer, &mut states, &mut conflicts) {
-                rows.push(row);
-            }
+            let decided =
+                self.decide_change(change, answer, &mut states, &mut conflicts, &mut notes);
+            rows.extend(decided);
         }
+        self.notes.extend(notes);
         Ok((rows, conflicts))
     }
 
@@ -328,6 +339,7 @@ impl PgSink {
         answer: Answer,
         states: &mut HashMap<(usize, Vec<u8>), RowState>,
         conflicts: &mut Vec<Conflict>,
+        notes: &mut Vec<newest::Note>,
     ) -> Option<PgChange> {
         let t = self.plan.tables[change.table].clone();
         let guarded = t.guarded();
@@ -344,6 +356,13 @@ impl PgSink {
                 None if guard.own => return None,
                 None => {
                     states.insert(id, inserted(guarded, &guard, &change.row));
+                    for (j, &c) in guarded.iter().enumerate() {
+                        if t.columns[c].conflict == Some(Policy::Newest) && !guard.own {
+                            let note =
+                                newest::Note::of(change.table, c, j, &guard, &change.row, true);
+                            notes.push(note);
+                        }
+                    }
                     return Some(change);
                 }
             }
@@ -356,6 +375,16 @@ impl PgSink {
             let Some(take) = decided else {
                 continue; // not changed by this source change: not carried
             };
+            if let Some(plain) = take.settle {
+                notes.push(newest::Note::of(
+                    change.table,
+                    c,
+                    j,
+                    &guard,
+                    &change.row,
+                    plain,
+                ));
+            }
             if let Some(lost) = take.conflict {
                 conflicts.push(lost);
             }
@@ -394,11 +423,14 @@ struct Take {
     write: bool,
     /// It met a value the CRM changed meanwhile (logged).
     conflict: Option<Conflict>,
+    /// A `newest` column: decided once the change's half is stored; whether the row held the
+    /// change's before value (or one this transaction wrote).
+    settle: Option<bool>,
 }
 
 /// Decides column `c` (the `j`-th guarded one) of a change against `held`, what the row holds
-/// (`asked`: the server's answers, is-before and is-new, while `held` is still as read).
-/// `None`: the change did not change this column.
+/// (`asked`: the server's answers while `held` is still as read). `None`: the change did not
+/// change this column.
 fn decide_column(
     t: &TablePlan,
     c: usize,
@@ -422,6 +454,16 @@ fn decide_column(
             held.cell.as_deref() == after,
         ),
     };
+    let policy = t.columns[c].conflict.unwrap_or_default();
+    if policy == Policy::Newest {
+        // Written (or not) once the change's half is stored: see `newest::settle`. duplex's own
+        // writes read back never take it.
+        return Some(Take {
+            write: false,
+            conflict: None,
+            settle: (!guard.own).then_some(is_before || !held.read),
+        });
+    }
     // duplex's own insert read back: the row came from the CRM, which may have changed the
     // column since (its change is on its way); an update read back finds its before value only
     // where PostgreSQL has not moved on from it (or moved back to it: then the CRM's later
@@ -431,6 +473,7 @@ fn decide_column(
         Some(Take {
             write,
             conflict: None,
+            settle: None,
         })
     };
     if is_after {
@@ -443,10 +486,10 @@ fn decide_column(
         // The CRM changed it again since: its newer value is on its way to MySQL.
         return write(false);
     }
-    let policy = t.columns[c].conflict.unwrap_or_default();
     let wins = policy == Policy::Bitrix;
     Some(Take {
         write: wins,
+        settle: None,
         conflict: Some(Conflict {
             target_table: t.target.to_string(),
             key: guard.key.clone(),
@@ -458,6 +501,7 @@ fn decide_column(
             winner: if wins { "bitrix" } else { "crm" },
             txn_id: guard.txn.to_string(),
             commit_time_us: guard.commit_time_us,
+            other_commit_us: 0,
         }),
     })
 }

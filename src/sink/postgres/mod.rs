@@ -29,6 +29,7 @@ mod careful;
 mod copy;
 mod guard;
 mod lookup;
+mod newest;
 mod pivot;
 mod queue;
 mod run;
@@ -61,6 +62,8 @@ pub enum Kind {
     Clear,
     /// One property of a pivot entry set or cleared.
     Pivot,
+    /// The reverse direction's last change of a `newest` column, read back from MySQL.
+    Relay,
 }
 
 /// One property value of a pivot entry for one target row and column.
@@ -92,6 +95,8 @@ pub struct PgChange {
     pub pivot: Option<Box<PivotCell>>,
     /// A change of a table with `both` columns: checked for conflicts before it is written.
     pub guard: Option<Box<Guard>>,
+    /// [`Kind::Relay`]: what the reverse direction tells.
+    pub relay: Option<Box<crate::state::newest::Relay>>,
 }
 
 pub struct PgSink {
@@ -128,9 +133,22 @@ pub struct PgSink {
     conflicts: Vec<crate::state::conflict::Conflict>,
     /// Inserts a conflict (prepared when a table has `both` columns).
     conflict_stmt: Option<Statement>,
+    /// MySQL's `newest` table, whose rows (read back from duplex's own transactions) carry the
+    /// reverse direction's half of `newest` columns; `None` when no column is `newest`.
+    relays: Option<crate::model::TableName>,
+    /// This direction's halves of `newest` columns decided in the open transaction, to write.
+    notes: Vec<newest::Note>,
+    /// Per plan table and column, the `newest` statements.
+    newest_stmts: HashMap<(usize, usize), Arc<newest::Statements>>,
 }
 
 impl PgSink {
+    /// Reads the reverse direction's `newest` halves from rows of `table` (MySQL's `newest`
+    /// table) in duplex's own transactions read back.
+    pub fn read_relays(&mut self, table: crate::model::TableName) {
+        self.relays = Some(table);
+    }
+
     pub async fn connect(
         cfg: &PostgresConfig,
         plan: Arc<Plan>,
@@ -187,6 +205,9 @@ impl PgSink {
             own_cas_stmts: HashMap::new(),
             conflicts: Vec::new(),
             conflict_stmt,
+            relays: None,
+            notes: Vec::new(),
+            newest_stmts: HashMap::new(),
         })
     }
 
@@ -223,6 +244,7 @@ impl PgSink {
                         &c.txn_id,
                         &position,
                         &c.commit_time_us,
+                        &c.other_commit_us,
                     ],
                 )
                 .await
@@ -236,7 +258,7 @@ impl Sink for PgSink {
     type Encoder = PgEncoder;
 
     fn encoder(&self) -> PgEncoder {
-        PgEncoder::new(self.plan.clone(), self.tz)
+        PgEncoder::new(self.plan.clone(), self.tz).with_relays(self.relays.clone(), &self.pipeline)
     }
 
     async fn checkpoint(&mut self) -> Result<Option<Position>> {
@@ -271,6 +293,10 @@ impl Sink for PgSink {
             return self.push_guarded(change).await;
         }
         self.settle_guarded().await?;
+        if change.kind == Kind::Relay {
+            self.write_runs().await?;
+            return self.apply_relay(change).await;
+        }
         self.buffer(change).await
     }
 
@@ -324,6 +350,7 @@ impl Sink for PgSink {
     async fn rollback(&mut self) {
         self.runs.clear();
         self.guarded.clear();
+        self.notes.clear();
         self.conflicts.clear();
         self.touched.clear();
         self.deleted.clear();

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::mapping::{Bindings, ColumnSource, OnDelete, Plan, TablePlan};
 use crate::model::{Op, RowChange, TableSchema, TargetKind, Value};
 use crate::sink::Encoder;
+use crate::state::newest;
 
 pub struct PgEncoder {
     plan: Arc<Plan>,
@@ -33,6 +34,9 @@ pub struct PgEncoder {
     txn: Arc<str>,
     commit_time_us: i64,
     own: bool,
+    /// MySQL's `newest` table and this pipeline: rows of it in duplex's own transactions are
+    /// the reverse direction's relays.
+    relays: Option<(crate::model::TableName, String)>,
 }
 
 impl PgEncoder {
@@ -58,7 +62,36 @@ impl PgEncoder {
             txn: Arc::from(""),
             commit_time_us: 0,
             own: false,
+            relays: None,
         }
+    }
+
+    /// Reads the reverse direction's relays from rows of MySQL's `newest` table `table`.
+    pub fn with_relays(mut self, table: Option<crate::model::TableName>, pipeline: &str) -> Self {
+        self.relays = table.map(|t| (t, pipeline.to_string()));
+        self
+    }
+
+    /// A relay of the reverse direction, when `change` is one (see `state::newest`).
+    fn relay(&self, change: &RowChange) -> Option<PgChange> {
+        let (table, pipeline) = self.relays.as_ref().filter(|_| self.own)?;
+        let relay = newest::crm_half_of(change, table, pipeline)?;
+        let i = self
+            .plan
+            .tables
+            .iter()
+            .position(|t| t.target.to_string() == relay.tbl && !t.is_pivot())?;
+        Some(PgChange {
+            table: i,
+            kind: Kind::Relay,
+            row: EncodedRow::default(),
+            key: Vec::new(),
+            from_insert: false,
+            key_text: None,
+            pivot: None,
+            guard: None,
+            relay: Some(Box::new(relay)),
+        })
     }
 
     /// Encodes the columns at `cols` (plan column numbers) of a source row whose slots sit at
@@ -161,6 +194,7 @@ impl PgEncoder {
                 key_text,
                 pivot: None,
                 guard: None,
+                relay: None,
             })
         };
         let old_key = if before_in {
@@ -188,6 +222,7 @@ impl PgEncoder {
                 key_text: self.key_text(i, idx, after),
                 pivot: None,
                 guard,
+                relay: None,
             };
             if let Some(old) = old_key {
                 // duplex's own write removes nothing here: the removal came from PostgreSQL.
@@ -232,11 +267,23 @@ impl PgEncoder {
             .map(|&k| text(after, k).unwrap_or_default())
             .collect::<Vec<_>>()
             .join(",");
+        let source = |c: usize| {
+            let newest = t.columns[c].conflict == Some(crate::mapping::spec::Conflict::Newest);
+            newest
+                .then(|| t.source_value(c, after, idx).and_then(newest::source_text))
+                .flatten()
+        };
+        let my_key = t.has_newest().then(|| {
+            t.source_value(t.key[0], after, idx)
+                .and_then(newest::source_text)
+        });
         Guard {
             own: self.own,
             before: before.and_then(|b| self.encode(t, idx, 0..t.columns.len(), b).ok()),
             texts,
             key,
+            sources: t.guarded().iter().map(|&c| source(c)).collect(),
+            my_key: my_key.flatten(),
             txn: self.txn.clone(),
             commit_time_us: self.commit_time_us,
         }
@@ -300,6 +347,7 @@ impl PgEncoder {
                     value,
                 })),
                 guard: None,
+                relay: None,
             });
         }
         Ok(())
@@ -416,6 +464,9 @@ impl Encoder for PgEncoder {
         change: &RowChange,
     ) -> std::result::Result<Vec<PgChange>, (String, Error)> {
         let mut out = Vec::new();
+        if self.relays.is_some() && change.table.name.name == newest::TABLE {
+            out.extend(self.relay(change));
+        }
         let plan = self.plan.clone();
         for i in plan.forward_indices(&change.table.name) {
             // duplex's own write carries only the rows of tables going both ways.

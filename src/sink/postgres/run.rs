@@ -143,7 +143,7 @@ impl PgSink {
             crate::telemetry::ROWS_APPLIED,
             "direction" => crate::model::FORWARD,
             "table" => t.target.to_string(),
-            "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot" }
+            "op" => match run.kind { Kind::Upsert => "upsert", Kind::Delete => "delete", Kind::Clear => "clear", Kind::Pivot => "pivot", Kind::Relay => "relay" }
         )
         .increment(run.rows.len().max(run.cells.len()) as u64);
     }

@@ -27,6 +27,7 @@ impl PgSink {
             Kind::Delete => delete_values_sql(t, rows),
             Kind::Clear => clear_values_sql(t, rows),
             Kind::Pivot => unreachable!("pivot cells are written by write_pivot"),
+            Kind::Relay => unreachable!("relays are applied by apply_relay"),
         };
         let stmt = self.client.prepare(&sql).await.map_err(|e| {
             Error::from_pg(e, true, &format!("preparing a statement for {}", t.target))

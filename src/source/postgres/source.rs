@@ -2,7 +2,9 @@
 //! committed transaction into [`SourceEvent`]s.
 //!
 //! - Transactions carrying a replication origin whose name starts with the configured prefix
-//!   (duplex's own writes, `duplex_<pipeline>_…`) are dropped whole: no echo.
+//!   (duplex's own writes, `duplex_<pipeline>_…`) are not passed on, no echo — but for the
+//!   `newest` relay messages they carry (see `state::newest`), which are passed on as rows of a
+//!   synthetic table inside a transaction marked own.
 //! - A transaction that is dropped or touches no published table still yields an
 //!   [`SourceEvent::Idle`] at its end LSN, and so do keepalives while no transaction is open, so
 //!   the checkpoint (and with it the slot) moves forward on an idle or echo-only stream.
@@ -33,6 +35,7 @@ use crate::model::{
     TableSchema, TargetKind, TxnBegin, TxnCommit, Value,
 };
 use crate::source::Source;
+use crate::state::newest;
 
 /// Status updates go out at least this often, so the server neither times us out nor keeps
 /// WAL it could release.
@@ -387,6 +390,19 @@ impl Reader<'_> {
                     ));
                 }
             }
+            PgOutput::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if prefix == newest::MESSAGE_PREFIX => {
+                // The forward direction's half of a `newest` column: passed on from duplex's
+                // own transactions only.
+                if let Some(t) = self.txn.as_mut().filter(|t| t.own) {
+                    t.rows.push(relay_row(content));
+                    return Ok((t.rows.len() >= self.chunk_rows).then_some(Handover::Chunk));
+                }
+            }
             PgOutput::Message { .. } => {}
             PgOutput::Commit {
                 end_lsn,
@@ -487,6 +503,30 @@ impl Reader<'_> {
     }
 }
 
+/// A relay message as a row of its own synthetic table ([`newest::message_table`]): one text
+/// column, the message.
+fn relay_row(content: Vec<u8>) -> RowChange {
+    let table = TableSchema {
+        name: newest::message_table(),
+        columns: vec![ColumnSchema {
+            name: "relay".into(),
+            ty: SourceType::Postgres(TargetKind::Text),
+            nullable: false,
+            column_type: "text".into(),
+        }],
+        primary_key: Vec::new(),
+    };
+    RowChange {
+        table: Arc::new(table),
+        op: Op::Insert,
+        before: None,
+        after: Some(vec![Value::Text(
+            String::from_utf8_lossy(&content).into_owned(),
+        )]),
+        image: Image::Full,
+    }
+}
+
 /// Sends the rows gathered so far, after the transaction's Begin the first time.
 async fn send_chunk(t: &mut OpenTxn, tx: &mpsc::Sender<SourceEvent>) {
     if !t.begun {
@@ -495,7 +535,7 @@ async fn send_chunk(t: &mut OpenTxn, tx: &mpsc::Sender<SourceEvent>) {
             id: t.id.clone(),
             commit_time_us: t.commit_time_us,
             at: Some(Position::Postgres(t.at)),
-            own: false,
+            own: t.own,
         };
         if tx.send(SourceEvent::Begin(begin)).await.is_err() {
             return;
@@ -515,7 +555,7 @@ async fn finish(
 ) -> bool {
     let position = Position::Postgres(end_lsn);
     tracing::debug!(txn = %t.id, end = %end_lsn, own = t.own, rows = t.rows.len(), "PostgreSQL transaction read");
-    if t.own || (!t.begun && t.rows.is_empty()) {
+    if !t.begun && t.rows.is_empty() {
         return tx.send(SourceEvent::Idle(position)).await.is_ok();
     }
     if !t.begun
@@ -524,7 +564,7 @@ async fn finish(
                 id: t.id.clone(),
                 commit_time_us: t.commit_time_us,
                 at: Some(Position::Postgres(t.at)),
-                own: false,
+                own: t.own,
             }))
             .await
             .is_err()

@@ -12,7 +12,7 @@ cargo test --locked --lib --bins --tests "$@" 2>&1 | tee "$log"
 # Streaming both ways, echo and crash safety once more under least-privilege accounts: MySQL
 # without SUPER, PostgreSQL without superuser (so echo suppression takes the marker rule).
 DUPLEX_TEST_LEAST_PRIVILEGE=1 cargo test --locked \
-    --test both --test echo --test echo_random --test crash --test reverse_crash --test stream \
+    --test both --test conflicts --test echo --test echo_random --test crash --test reverse_crash --test stream \
     "$@" 2>&1 | tee -a "$log"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -441,10 +441,12 @@ async fn random_conflicts(policy: &str) {
     let pg = dbs.pg().await;
     // Every committed write of a Bitrix change's token into orders.comment, counted.
     pg.batch_execute(
-        "CREATE TABLE token_writes (token text PRIMARY KEY, n int NOT NULL);
-         CREATE FUNCTION token_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        "CREATE TABLE public.token_writes (token text PRIMARY KEY, n int NOT NULL);
+         -- Runs as its owner: duplex's account (least privilege) may not write the table.
+         CREATE FUNCTION token_write() RETURNS trigger LANGUAGE plpgsql
+           SECURITY DEFINER SET search_path = public AS $$ BEGIN
            IF NEW.comment IS DISTINCT FROM OLD.comment AND NEW.comment LIKE 'b-%' THEN
-             INSERT INTO token_writes VALUES (NEW.comment, 1) ON CONFLICT (token) DO UPDATE SET n = token_writes.n + 1;
+             INSERT INTO public.token_writes VALUES (NEW.comment, 1) ON CONFLICT (token) DO UPDATE SET n = token_writes.n + 1;
            END IF;
            RETURN NEW;
          END $$;

@@ -436,6 +436,20 @@ impl MySqlSink {
             .await
             .map_err(|e| my_err(e, "reading sql_mode"))?;
         let no_backslash_escapes = modes.unwrap_or_default().contains("NO_BACKSLASH_ESCAPES");
+        if plan.tables.iter().any(|t| t.has_newest()) {
+            let sql = format!(
+                "SELECT 1 FROM {}.{} LIMIT 0",
+                my_ident(&cfg.duplex_database),
+                crate::state::newest::TABLE
+            );
+            conn.query_drop(sql).await.map_err(|e| {
+                Error::from_mysql(
+                    e,
+                    true,
+                    "reading duplex's newest table, which `conflict = \"newest\"` needs (run `duplex setup`)",
+                )
+            })?;
+        }
         Ok(MySqlSink {
             no_backslash_escapes,
             conn,

@@ -175,6 +175,20 @@ impl PgSink {
                 )
             })?;
         }
+        if plan.tables.iter().any(|t| t.has_newest()) {
+            let sql = format!(
+                "SELECT 1 FROM {}.{} LIMIT 0",
+                pg_ident(&cfg.duplex_schema),
+                crate::state::newest::TABLE
+            );
+            client.batch_execute(&sql).await.map_err(|e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    "reading duplex's newest table, which `conflict = \"newest\"` needs (run `duplex setup`)",
+                )
+            })?;
+        }
         // Session-local staging tables for large runs, created outside any transaction.
         let ddl = copy::staging_ddl(&plan);
         if !ddl.is_empty() {

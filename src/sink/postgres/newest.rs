@@ -153,7 +153,7 @@ impl PgSink {
             let stmt = self.client.prepare(q).await.map_err(|e| {
                 Error::from_pg(
                     e,
-                    false,
+                    true,
                     &format!(
                         "preparing the newest-change statements of {}.{} (run `duplex setup`)",
                         t.target, col.name

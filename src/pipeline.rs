@@ -393,6 +393,16 @@ async fn run_reverse_once(
         Some(Position::Postgres(l)) => *l,
         _ => Lsn(0),
     };
+    // Tables this mapping set replicates from PostgreSQL that the publication lacks (a reload
+    // mapped them): added now, with the set already in place.
+    let client =
+        crate::connect::postgres(&cfg.postgres, &format!("duplex {}", cfg.pipeline)).await?;
+    let added = crate::source::postgres::publication::extend(cfg, &client, &plan).await?;
+    if !added.is_empty() {
+        let names: Vec<String> = added.iter().map(ToString::to_string).collect();
+        tracing::info!(tables = %names.join(", "), "added to the publication: streamed from now on");
+    }
+    drop(client);
     let (flushed_tx, flushed_rx) = watch::channel(committed);
     let slot = crate::model::slot_name(&cfg.pipeline);
     let source = PgSource::new(

@@ -638,9 +638,18 @@ async fn a_crm_change_between_setup_and_the_copy_is_kept() {
         .await
         .unwrap();
     let mut child = work.start();
+    // The copy alone makes the sides agree (on Bitrix's `new`); the CRM's change follows.
+    support::harness::wait_for(
+        Duration::from_secs(60),
+        "the CRM's change in Bitrix",
+        &work,
+        || async {
+            one(&dbs, "SELECT STATUS_ID FROM b_sale_order WHERE ID = 7").await[0].as_deref()
+                == Some("CO")
+        },
+    )
+    .await;
     wait_agree(&dbs, &work, Duration::from_secs(60)).await;
-    let r = one(&dbs, "SELECT STATUS_ID FROM b_sale_order WHERE ID = 7").await;
-    assert_eq!(r[0].as_deref(), Some("CO"), "{}", work.log());
     let crm = pg_rows(&pg, "SELECT status FROM orders WHERE bitrix_order_id = 7").await;
     assert_eq!(crm, vec![vec![Some("assembled".to_string())]]);
     stop_cleanly(&mut child, &work);

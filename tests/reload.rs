@@ -119,3 +119,115 @@ async fn sighup_applies_a_valid_mapping_set_and_refuses_a_broken_one() {
         "exactly one reload applied"
     );
 }
+
+const BOTH_BEFORE: &str =
+    "[[table]]\nsource = \"t1\"\ntarget = \"t1\"\ndirection = \"both\"\n[table.column]\nid = \"id\"\na = \"a\"\n";
+const BOTH_AFTER: &str = "[[table]]\nsource = \"t1\"\ntarget = \"t1\"\ndirection = \"both\"\n[table.column]\nid = \"id\"\na = \"a\"\n\n[[table]]\nsource = \"t2\"\ntarget = \"t2\"\ndirection = \"both\"\n[table.column]\nid = \"id\"\nv = \"v\"\n";
+
+/// The reload window: a SIGHUP maps a new `both` table while the CRM keeps editing it. duplex
+/// adds the table to the publication itself once the new set is in place, copies Bitrix's rows
+/// over the CRM's, and every CRM edit made from then on — during the copy too — ends up on both
+/// sides; the rows the CRM left alone hold Bitrix's values on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_mapping_a_both_table_loses_no_crm_change() {
+    let dbs = support::fresh_dbs("reload_both").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    const ROWS: u32 = 100_000;
+    my.query_drop(format!(
+        "CREATE TABLE t1 (id int PRIMARY KEY, a int NOT NULL);
+         CREATE TABLE t2 (id int PRIMARY KEY, v varchar(40) NOT NULL);
+         INSERT INTO t1 VALUES (1, 1);
+         INSERT INTO t2 SELECT seq, CONCAT('b-', seq) FROM seq_1_to_{ROWS}"
+    ))
+    .await
+    .unwrap();
+    // The CRM already holds the rows (an earlier migration), with older values.
+    pg.batch_execute(&format!(
+        "CREATE TABLE t1 (id integer PRIMARY KEY, a integer NOT NULL);
+         CREATE TABLE t2 (id integer PRIMARY KEY, v text NOT NULL);
+         INSERT INTO t2 SELECT g, 'old-' || g FROM generate_series(1, {ROWS}) g"
+    ))
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("reload_both", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("m.toml", BOTH_BEFORE)]);
+    let mapping = work.path().join("mappings").join("m.toml");
+    work.setup();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "t1 copied", &work, || async {
+        pg_rows(&pg, "SELECT a::text FROM t1").await == vec![vec![Some("1".into())]]
+    })
+    .await;
+
+    std::fs::write(&mapping, BOTH_AFTER).unwrap();
+    hangup(&child);
+    wait_for(Duration::from_secs(30), "t2 published", &work, || async {
+        pg_rows(
+            &pg,
+            "SELECT count(*)::text FROM pg_publication_tables WHERE tablename = 't2'",
+        )
+        .await
+            == vec![vec![Some("1".into())]]
+    })
+    .await;
+    // The CRM edits t2 from now on, while the copy runs.
+    let mut last = std::collections::BTreeMap::new();
+    for n in 0..400u32 {
+        let id = 1 + (n * 7919) % ROWS;
+        let v = format!("c-{n}");
+        pg.batch_execute(&format!("UPDATE t2 SET v = '{v}' WHERE id = {id}"))
+            .await
+            .unwrap();
+        last.insert(id, v);
+        if n % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    my.query_drop("SET SESSION group_concat_max_len = 100000000")
+        .await
+        .unwrap();
+    let digest_my = "SELECT MD5(GROUP_CONCAT(id, ':', v ORDER BY id SEPARATOR ',')) FROM t2";
+    let digest_pg = "SELECT md5(string_agg(id || ':' || v, ',' ORDER BY id)) FROM t2";
+    let edited: Vec<String> = last.keys().map(|k| k.to_string()).collect();
+    let q = format!(
+        "SELECT id, v FROM t2 WHERE id IN ({}) ORDER BY id",
+        edited.join(",")
+    );
+    let want: Vec<Vec<Option<String>>> = last
+        .iter()
+        .map(|(id, v)| vec![Some(id.to_string()), Some(v.clone())])
+        .collect();
+    let mut agreed = false;
+    for _ in 0..300 {
+        let m = support::harness::mysql_rows(&mut my, digest_my).await;
+        let p = pg_rows(&pg, digest_pg).await;
+        let left_old = pg_rows(&pg, "SELECT count(*)::text FROM t2 WHERE v LIKE 'old-%'").await;
+        if m == p
+            && left_old == vec![vec![Some("0".into())]]
+            && support::harness::mysql_rows(&mut my, &q).await == want
+            && pg_rows(&pg, &q.replace("id, v", "id::text AS k, v")).await == want
+        {
+            agreed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if !agreed {
+        eprintln!(
+            "digests {:?} {:?}, old left {:?}, mysql rows {:?}, pg rows {:?}",
+            support::harness::mysql_rows(&mut my, digest_my).await,
+            pg_rows(&pg, digest_pg).await,
+            pg_rows(&pg, "SELECT count(*)::text FROM t2 WHERE v LIKE 'old-%'").await,
+            support::harness::mysql_rows(&mut my, "SELECT count(*) FROM t2").await,
+            pg_rows(&pg, "SELECT count(*)::text FROM t2").await,
+        );
+        panic!(
+            "t2 differs from Bitrix's rows with the CRM's edits:\nmysql {:?}\npg    {:?}\n{}",
+            &support::harness::mysql_rows(&mut my, &q).await[..10],
+            &pg_rows(&pg, &q.replace("id, v", "id::text AS k, v")).await[..10],
+            work.log()
+        );
+    }
+    stop_cleanly(&mut child, &work);
+}

@@ -164,6 +164,11 @@ fn reload_on_sighup(cfg: &Config, plans: Arc<arc_swap::ArcSwap<Plan>>) -> watch:
         while hup.recv().await.is_some() {
             tracing::info!(mappings = %cfg.mappings.display(), "SIGHUP: reloading the mappings");
             match load_plan(&cfg).await {
+                Ok(plan) if plan.has_reverse() && !plans.load().has_reverse() => {
+                    tracing::error!(
+                        "mapping reload refused, the running mappings stay: the new set replicates tables from PostgreSQL, which this process was started without (no reverse direction runs): stop duplex, run `duplex setup` (it creates the slot and the publication), and start it again"
+                    );
+                }
                 Ok(plan) => {
                     let tables = plan.tables.len();
                     plans.store(Arc::new(plan));

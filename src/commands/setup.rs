@@ -84,53 +84,8 @@ async fn setup_publication_and_slot(
     mode: crate::origin::Echo,
 ) -> Result<()> {
     let name = crate::model::slot_name(&cfg.pipeline);
-    let mut tables: Vec<String> = plan.reverse.iter().map(|r| r.source.pg_quoted()).collect();
-    // The reverse direction's heartbeat travels through the slot like any change.
-    tables.push(crate::state::heartbeat::source_table(crate::model::Way::Reverse, cfg).pg_quoted());
-    // The marker rule needs the checkpoint table's changes in the stream.
-    if mode == crate::origin::Echo::Marker {
-        tables.push(
-            crate::model::TableName::new(cfg.postgres.duplex_schema.clone(), checkpoint::TABLE)
-                .pg_quoted(),
-        );
-    }
-    let exists = client
-        .query_opt("SELECT 1 FROM pg_publication WHERE pubname = $1", &[&name])
-        .await
-        .map_err(|e| Error::from_pg(e, true, "looking up the publication"))?
-        .is_some();
-    let sql = if exists {
-        format!(
-            "ALTER PUBLICATION {} SET TABLE {}",
-            crate::model::pg_ident(&name),
-            tables.join(", ")
-        )
-    } else {
-        format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
-            crate::model::pg_ident(&name),
-            tables.join(", ")
-        )
-    };
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| Error::from_pg(e, true, &format!("creating publication {name}")))?;
-    // Tables with `both` columns carry only the columns a change changed, which takes the
-    // whole old row in the stream.
-    for r in plan.reverse.iter().filter(|r| !r.guarded().is_empty()) {
-        let sql = format!("ALTER TABLE {} REPLICA IDENTITY FULL", r.source.pg_quoted());
-        client.batch_execute(&sql).await.map_err(|e| {
-            Error::from_pg(
-                e,
-                true,
-                &format!(
-                    "setting REPLICA IDENTITY FULL on {} (its `both` columns need the old row in the stream)",
-                    r.source
-                ),
-            )
-        })?;
-    }
+    let marker = mode == crate::origin::Echo::Marker;
+    crate::source::postgres::publication::set(cfg, client, plan, marker).await?;
     let slot_exists = client
         .query_opt(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",

@@ -34,6 +34,9 @@ pub struct PgEncoder {
     txn: Arc<str>,
     commit_time_us: i64,
     own: bool,
+    /// A source transaction has begun: the rows are changes. Without one they are a copy's,
+    /// which Bitrix's rows define (no conflict checks: a copy writes them as they are).
+    streaming: bool,
     /// MySQL's `newest` table and this pipeline: rows of it in duplex's own transactions are
     /// the reverse direction's relays.
     relays: Option<(crate::model::TableName, String)>,
@@ -62,6 +65,7 @@ impl PgEncoder {
             txn: Arc::from(""),
             commit_time_us: 0,
             own: false,
+            streaming: false,
             relays: None,
         }
     }
@@ -209,7 +213,7 @@ impl PgEncoder {
         }
         if after_in {
             let row = self.encode(t, idx, 0..t.columns.len(), after)?;
-            let guard = (!t.guarded().is_empty()).then(|| {
+            let guard = (self.streaming && !t.guarded().is_empty()).then(|| {
                 let before = before_in.then_some(before);
                 Box::new(self.guard(t, idx, before, after))
             });
@@ -495,5 +499,6 @@ impl Encoder for PgEncoder {
         self.txn = Arc::from(txn.id.as_str());
         self.commit_time_us = txn.commit_time_us;
         self.own = txn.own;
+        self.streaming = true;
     }
 }

@@ -18,6 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::conflict::Conflict;
 use crate::model::{my_ident, pg_ident, RowChange, TableName, Value};
 
 /// The table's name in duplex's schema (PostgreSQL) and database (MySQL).
@@ -85,6 +86,56 @@ pub struct Relay {
     pub value: Option<String>,
     /// Its source commit time, µs since the epoch.
     pub ts: i64,
+}
+
+/// How a direction decided a `newest` column it wrote: the value written over the one the row
+/// held, and both sides' last changes' times.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub current: Option<String>,
+    pub written: Option<String>,
+    pub crm: bool,
+    pub bitrix_ts: Option<i64>,
+    pub crm_ts: Option<i64>,
+}
+
+impl Decided {
+    /// Both sides' changes were weighed: a conflict. (A value the copy brought has no time, 0:
+    /// it is older than any change, and meeting it is no conflict.)
+    pub fn both(&self) -> bool {
+        self.bitrix_ts.is_some_and(|t| t > 0) && self.crm_ts.is_some_and(|t| t > 0)
+    }
+
+    /// The conflict log row: `row` is (table, key, column) on the target, `forward` whether
+    /// the target is PostgreSQL (then the source's time is Bitrix's), `change` the applied
+    /// change's before value and transaction (none when a relay decided).
+    pub fn conflict(
+        self,
+        row: (String, String, String),
+        forward: bool,
+        change: Option<(Option<String>, String)>,
+    ) -> Conflict {
+        let (bitrix, crm) = (self.bitrix_ts.unwrap_or(0), self.crm_ts.unwrap_or(0));
+        let (commit_time_us, other_commit_us) = if forward {
+            (bitrix, crm)
+        } else {
+            (crm, bitrix)
+        };
+        let (before, txn_id) = change.unwrap_or_else(|| (None, "newest relay".into()));
+        Conflict {
+            target_table: row.0,
+            key: row.1,
+            column: row.2,
+            before,
+            incoming: self.written,
+            current: self.current,
+            policy: "newest",
+            winner: if self.crm { "crm" } else { "bitrix" },
+            txn_id,
+            commit_time_us,
+            other_commit_us,
+        }
+    }
 }
 
 /// Whether the CRM's change wins over Bitrix's: the later one by source commit time, compared

@@ -16,8 +16,7 @@ use crate::error::Result;
 use crate::mapping::spec::Conflict as Policy;
 use crate::mapping::ReversePlan;
 use crate::model::{my_ident, RowChange, Value};
-use crate::state::conflict::Conflict;
-use crate::state::newest::{self, Relay};
+use crate::state::newest::{self, Decided, Relay};
 
 /// The CRM's half of one `newest` column, to write in the open transaction, and the column to
 /// decide afterwards.
@@ -61,21 +60,20 @@ impl Note {
     }
 }
 
-/// How a `newest` column was decided, for the log.
-struct Decided {
-    current: Option<String>,
-    written: Option<String>,
-    crm: bool,
-    bitrix_ts: Option<i64>,
-    crm_ts: Option<i64>,
-}
+/// What deciding a column is called in errors.
+const SETTLE: &str = "deciding a newest-change column";
 
-impl Decided {
-    /// Both sides' changes were weighed: a conflict. (A value the copy brought has no time,
-    /// 0: it is older than any change, and meeting it is no conflict.)
-    fn both(&self) -> bool {
-        self.bitrix_ts.is_some_and(|t| t > 0) && self.crm_ts.is_some_and(|t| t > 0)
-    }
+/// A `newest` column's row and state as read: the value; whether it is Bitrix's last change,
+/// the CRM's, the one written last; both halves.
+struct Read {
+    current: My,
+    is_bitrix: bool,
+    is_crm: bool,
+    is_written: bool,
+    bitrix_value: Option<String>,
+    bitrix_ts: Option<i64>,
+    crm_value: Option<String>,
+    crm_ts: Option<i64>,
 }
 
 impl MyEncoder {
@@ -170,21 +168,59 @@ impl MySqlSink {
                 continue; // nothing written, or the CRM's change replaced an older value
             };
             let t = &self.plan.reverse[n.table];
-            self.conflicts.push(Conflict {
-                target_table: t.target.to_string(),
-                key: my_key,
-                column: t.columns[n.column].my.name.clone(),
-                before: n.before,
-                incoming: d.written,
-                current: d.current,
-                policy: Policy::Newest.as_str(),
-                winner: if d.crm { "crm" } else { "bitrix" },
-                txn_id: n.txn,
-                commit_time_us: d.crm_ts.unwrap_or(0),
-                other_commit_us: d.bitrix_ts.unwrap_or(0),
-            });
+            let row = (
+                t.target.to_string(),
+                my_key,
+                t.columns[n.column].my.name.clone(),
+            );
+            self.conflicts
+                .push(d.conflict(row, false, Some((n.before, n.txn))));
         }
         Ok(())
+    }
+
+    /// Column `c` of the row of Bitrix key `my_key` (locked) and its state row `this` in
+    /// `state`: `None` when either is missing.
+    async fn read_newest(
+        &mut self,
+        t: &ReversePlan,
+        c: usize,
+        state: &str,
+        this: &str,
+        my_key: &str,
+    ) -> Result<Option<Read>> {
+        let n = my_ident(&t.columns[c].my.name);
+        let k = my_ident(&t.columns[t.key[0]].my.name);
+        let sql = format!(
+            "SELECT r.{n}, COALESCE(r.{n} <=> x.bitrix_value, 0), COALESCE(r.{n} <=> x.crm_value, 0),
+                    x.written_ts IS NOT NULL AND COALESCE(r.{n} <=> x.written, 0),
+                    x.bitrix_value, x.bitrix_ts, x.crm_value, x.crm_ts
+             FROM {target} r JOIN {state} x ON {this}
+             WHERE r.{k} = {mk} FOR UPDATE",
+            target = t.target.my_quoted(),
+            mk = self.text_literal(my_key),
+        );
+        let row: Option<mysql_async::Row> = self
+            .conn
+            .query_first(sql)
+            .await
+            .map_err(|e| my_err(e, SETTLE))?;
+        let Some(mut row) = row else {
+            return Ok(None);
+        };
+        let flag = |v: Option<Option<i64>>| v.flatten().unwrap_or(0) != 0;
+        let bitrix_ts = row.take::<Option<i64>, _>(5).flatten();
+        let crm_ts = row.take::<Option<i64>, _>(7).flatten();
+        Ok(Some(Read {
+            current: row.take::<My, _>(0).unwrap_or(My::NULL),
+            is_bitrix: flag(row.take(1)) && bitrix_ts.is_some(),
+            is_crm: flag(row.take(2)) && crm_ts.is_some(),
+            is_written: flag(row.take(3)),
+            bitrix_value: row.take::<Option<String>, _>(4).flatten(),
+            bitrix_ts,
+            crm_value: row.take::<Option<String>, _>(6).flatten(),
+            crm_ts,
+        }))
     }
 
     /// Sets column `c` of the row of Bitrix key `my_key` (CRM key `pk`) to the newer change's
@@ -202,36 +238,19 @@ impl MySqlSink {
         let t = self.plan.reverse[table].clone();
         let state = format!("{}.{}", my_ident(&self.db), newest::TABLE);
         let this = self.state_row(&t, c, pk);
-        let n = my_ident(&t.columns[c].my.name);
-        let k = my_ident(&t.columns[t.key[0]].my.name);
-        let sql = format!(
-            "SELECT r.{n}, COALESCE(r.{n} <=> x.bitrix_value, 0), COALESCE(r.{n} <=> x.crm_value, 0),
-                    x.written_ts IS NOT NULL AND COALESCE(r.{n} <=> x.written, 0),
-                    x.bitrix_value, x.bitrix_ts, x.crm_value, x.crm_ts
-             FROM {target} r JOIN {state} x ON {this}
-             WHERE r.{k} = {mk} FOR UPDATE",
-            target = t.target.my_quoted(),
-            mk = self.text_literal(my_key),
-        );
-        let what = "deciding a newest-change column";
-        let row: Option<mysql_async::Row> = self
-            .conn
-            .query_first(sql)
-            .await
-            .map_err(|e| my_err(e, what))?;
-        let Some(mut row) = row else {
+        let Some(read) = self.read_newest(&t, c, &state, &this, my_key).await? else {
             return Ok(None);
         };
-        let flag = |v: Option<Option<i64>>| v.flatten().unwrap_or(0) != 0;
-        let current = row.take::<My, _>(0).unwrap_or(My::NULL);
-        let (is_bitrix, is_crm, is_written) =
-            (flag(row.take(1)), flag(row.take(2)), flag(row.take(3)));
-        let bitrix_value = row.take::<Option<String>, _>(4).flatten();
-        let bitrix_ts = row.take::<Option<i64>, _>(5).flatten();
-        let crm_value = row.take::<Option<String>, _>(6).flatten();
-        let crm_ts = row.take::<Option<i64>, _>(7).flatten();
-        let is_bitrix = is_bitrix && bitrix_ts.is_some();
-        let is_crm = is_crm && crm_ts.is_some();
+        let Read {
+            current,
+            is_bitrix,
+            is_crm,
+            is_written,
+            bitrix_value,
+            bitrix_ts,
+            crm_value,
+            crm_ts,
+        } = read;
         let crm = newest::crm_wins(bitrix_ts, crm_ts);
         // A value none of these is: a Bitrix change not known here yet, on its way.
         if !(plain || is_bitrix || is_crm || is_written) || (crm && is_crm) || (!crm && is_bitrix) {
@@ -267,7 +286,7 @@ impl MySqlSink {
         self.conn
             .query_drop(sql)
             .await
-            .map_err(|e| my_err(e, what))?;
+            .map_err(|e| my_err(e, SETTLE))?;
         Ok(Some(Decided {
             current: text_of(&current),
             written: value,
@@ -321,19 +340,8 @@ impl MySqlSink {
         let Some(d) = decided.filter(Decided::both) else {
             return Ok(()); // nothing written, or only catching up with Bitrix's own changes
         };
-        self.conflicts.push(Conflict {
-            target_table: t.target.to_string(),
-            key: my_key,
-            column: t.columns[c].my.name.clone(),
-            before: None,
-            incoming: d.written,
-            current: d.current,
-            policy: Policy::Newest.as_str(),
-            winner: if d.crm { "crm" } else { "bitrix" },
-            txn_id: "newest relay".into(),
-            commit_time_us: d.crm_ts.unwrap_or(0),
-            other_commit_us: d.bitrix_ts.unwrap_or(0),
-        });
+        let row = (t.target.to_string(), my_key, t.columns[c].my.name.clone());
+        self.conflicts.push(d.conflict(row, false, None));
         Ok(())
     }
 }

@@ -17,8 +17,7 @@ use super::{Guard, PgChange, PgSink};
 use crate::error::{Error, Result};
 use crate::mapping::spec::Conflict as Policy;
 use crate::model::{pg_ident, pg_literal};
-use crate::state::conflict::Conflict;
-use crate::state::newest::{self, Relay};
+use crate::state::newest::{self, Decided, Relay};
 
 /// Bitrix's half of one `newest` column, to write in the open transaction, and the column to
 /// decide afterwards.
@@ -77,23 +76,6 @@ pub struct Statements {
     read: Statement,
     /// Sets the column to `$2` (text) in the row of key `$1`, noting it written at `$3`.
     write: Statement,
-}
-
-/// How a `newest` column was decided, for the log.
-struct Decided {
-    current: Option<String>,
-    written: Option<String>,
-    crm: bool,
-    bitrix_ts: Option<i64>,
-    crm_ts: Option<i64>,
-}
-
-impl Decided {
-    /// Both sides' changes were weighed: a conflict. (A value the copy brought has no time,
-    /// 0: it is older than any change, and meeting it is no conflict.)
-    fn both(&self) -> bool {
-        self.bitrix_ts.is_some_and(|t| t > 0) && self.crm_ts.is_some_and(|t| t > 0)
-    }
 }
 
 impl PgSink {
@@ -216,19 +198,13 @@ impl PgSink {
                 continue; // Bitrix's change replaced an older value: no conflict
             }
             let t = &self.plan.tables[note.table];
-            self.conflicts.push(Conflict {
-                target_table: t.target.to_string(),
-                key: note.pk,
-                column: t.columns[note.column].target.name.clone(),
-                before: note.texts.0,
-                incoming: d.written,
-                current: d.current,
-                policy: Policy::Newest.as_str(),
-                winner: if d.crm { "crm" } else { "bitrix" },
-                txn_id: note.txn,
-                commit_time_us: d.bitrix_ts.unwrap_or(0),
-                other_commit_us: d.crm_ts.unwrap_or(0),
-            });
+            let row = (
+                t.target.to_string(),
+                note.pk,
+                t.columns[note.column].target.name.clone(),
+            );
+            let change = Some((note.texts.0, note.txn));
+            self.conflicts.push(d.conflict(row, true, change));
         }
         Ok(())
     }
@@ -300,19 +276,8 @@ impl PgSink {
         let Some(d) = decided.filter(Decided::both) else {
             return Ok(()); // nothing written, or only catching up with the CRM's own changes
         };
-        self.conflicts.push(Conflict {
-            target_table: t.target.to_string(),
-            key: relay.pk.clone(),
-            column: relay.col.clone(),
-            before: None,
-            incoming: d.written,
-            current: d.current,
-            policy: Policy::Newest.as_str(),
-            winner: if d.crm { "crm" } else { "bitrix" },
-            txn_id: "newest relay".into(),
-            commit_time_us: d.bitrix_ts.unwrap_or(0),
-            other_commit_us: d.crm_ts.unwrap_or(0),
-        });
+        let row = (t.target.to_string(), relay.pk.clone(), relay.col.clone());
+        self.conflicts.push(d.conflict(row, true, None));
         Ok(())
     }
 }

@@ -326,6 +326,10 @@ async fn concurrent_changes_end_equal_when_the_newest_wins() {
 async fn newest_keeps_the_later_change_on_both_sides() {
     let (dbs, work, mut child) = shop_with_policy("newest", "newest", 10).await;
     let pipeline = support::harness::pipeline_name("newest", &dbs);
+    // `duplex check` measures the gap between the two servers' clocks (one machine here).
+    let (ok, out) = work.run_cmd(&["check"]);
+    let line = out.lines().find(|l| l.contains("clocks: MySQL's is"));
+    assert!(ok && line.is_some_and(|l| !l.contains("FAIL")), "{out}");
     let pg = dbs.pg().await;
     let mut my = dbs.mysql().await;
     stop_cleanly(&mut child, &work);

@@ -282,7 +282,46 @@ async fn check_reverse(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
         out.push(free_slots(&client).await);
     }
     out.extend(publication_and_slot(cfg, plan, &client).await);
+    if plan.tables.iter().any(|t| t.has_newest()) {
+        out.extend(clock_skew(cfg, &client).await);
+    }
     out
+}
+
+/// Under `newest` the two servers' clocks decide which change is the newer: the gap between
+/// them, each read against this machine's clock (half the round trip taken off).
+async fn clock_skew(cfg: &Config, client: &tokio_postgres::Client) -> Option<CheckLine> {
+    use mysql_async::prelude::Queryable;
+    let local = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    };
+    let before = local();
+    let pg: f64 = client
+        .query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+        .await
+        .ok()?
+        .get(0);
+    let pg_ahead = pg - (before + local()) / 2.0;
+    let mut conn = crate::connect::mysql(&cfg.mysql, None, false).await.ok()?;
+    let before = local();
+    let my: Option<f64> = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) AS DOUBLE)")
+        .await
+        .ok()?;
+    let my_ahead = my? - (before + local()) / 2.0;
+    let _ = conn.disconnect().await;
+    let gap = my_ahead - pg_ahead;
+    Some(CheckLine {
+        ok: gap.abs() < 1.0,
+        what: format!(
+            "clocks: MySQL's is {:.3} s {} PostgreSQL's (`newest` compares their commit times in whole seconds)",
+            gap.abs(),
+            if gap >= 0.0 { "ahead of" } else { "behind" }
+        ),
+        fix: "run NTP (chrony, systemd-timesyncd) on both servers: a gap of s seconds makes a change s seconds newer or older than it was".into(),
+    })
 }
 
 /// The first column of a one-row query as text, or why it could not be read.

@@ -223,3 +223,88 @@ async fn an_idle_slot_does_not_hold_wal() {
     let (ok, out) = work.run_cmd(&["teardown"]);
     assert!(ok, "{out}");
 }
+
+const UUID_KEYED: &str = r#"
+[[table]]
+source = "r"
+target = "crm_r"
+direction = "reverse"
+
+[table.column]
+id = "bitrix_id"
+v = "v"
+"#;
+
+/// A CRM table keyed by a uuid, mapped to Bitrix by a UNIQUE `bitrix_id`: the default replica
+/// identity (the uuid) would leave the mapping key out of a DELETE's old row. `duplex setup`
+/// gives the table REPLICA IDENTITY FULL, `duplex check` says so, and the CRM's deletes and
+/// key-changing updates reach MariaDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_and_key_changes_of_a_uuid_keyed_crm_table_reach_mysql() {
+    let dbs = support::fresh_dbs("uuidkey").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    // Both sides hold the same rows already (the copy reads a table in primary-key order, and
+    // the uuid is not mapped: it is not asked for here).
+    my.query_drop(
+        "CREATE TABLE r (id int PRIMARY KEY, v varchar(20));
+         INSERT INTO r SELECT seq, CONCAT('v', seq) FROM seq_1_to_5",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE crm_r (uid uuid PRIMARY KEY DEFAULT gen_random_uuid(), bitrix_id integer UNIQUE NOT NULL, v text);
+         INSERT INTO crm_r (bitrix_id, v) SELECT g, 'v' || g FROM generate_series(1, 5) g",
+    )
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("uuidkey", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("r.toml", UUID_KEYED)]);
+    work.append_config("[snapshot]\non_start = false\n");
+    let (ok, out) = work.run_cmd(&["check"]);
+    assert!(
+        !ok && out.contains("FAIL  PostgreSQL: the replica identity of public.crm_r lacks the mapping key (bitrix_id)"),
+        "{out}"
+    );
+    work.setup();
+    let ident = pg_rows(
+        &pg,
+        "SELECT relreplident::text FROM pg_class WHERE relname = 'crm_r'",
+    )
+    .await;
+    assert_eq!(ident, vec![vec![Some("f".to_string())]]);
+    let (_, out) = work.run_cmd(&["check"]);
+    assert!(
+        out.contains("ok    PostgreSQL: the replica identity of public.crm_r carries the mapping key (bitrix_id)"),
+        "{out}"
+    );
+    let mut child = work.start();
+    let rows = |want: &'static [(i32, &'static str)]| {
+        let dbs = &dbs;
+        async move {
+            let mut my = dbs.mysql().await;
+            let got = mysql_rows(&mut my, "SELECT id, v FROM r ORDER BY id").await;
+            let want: Vec<Vec<Option<String>>> = want
+                .iter()
+                .map(|(i, v)| vec![Some(i.to_string()), Some(v.to_string())])
+                .collect();
+            got == want
+        }
+    };
+    assert!(rows(&[(1, "v1"), (2, "v2"), (3, "v3"), (4, "v4"), (5, "v5")]).await);
+    pg.batch_execute(
+        "DELETE FROM crm_r WHERE bitrix_id = 2;
+         UPDATE crm_r SET bitrix_id = 50 WHERE bitrix_id = 3;
+         INSERT INTO crm_r (bitrix_id, v) VALUES (6, 'v6')",
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the delete and the key change",
+        &work,
+        || rows(&[(1, "v1"), (4, "v4"), (5, "v5"), (6, "v6"), (50, "v3")]),
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+}

@@ -518,7 +518,27 @@ async fn publication_and_slot(
         },
         fix: format!("run `duplex setup -c {}`", cfg.path.display()),
     });
-    // Tables with `both` columns need the whole old row (column-level changes, conflicts).
+    // Tables with `both` columns need the whole old row (column-level changes, conflicts); the
+    // others, the mapping key in it (deletes and key changes are found by it).
+    for r in plan.reverse.iter().filter(|r| r.guarded().is_empty()) {
+        let key: Vec<String> = r
+            .key
+            .iter()
+            .map(|&k| r.columns[k].pg_name.clone())
+            .collect();
+        let covers = crate::source::postgres::publication::identity_covers(client, &r.source, &key)
+            .await
+            .unwrap_or(false);
+        out.push(CheckLine {
+            ok: covers,
+            what: if covers {
+                format!("PostgreSQL: the replica identity of {} carries the mapping key ({})", r.source, key.join(", "))
+            } else {
+                format!("PostgreSQL: the replica identity of {} lacks the mapping key ({}): its deletes and key changes could not reach MySQL (and without any identity PostgreSQL refuses the table's UPDATEs and DELETEs once published)", r.source, key.join(", "))
+            },
+            fix: format!("run `duplex setup -c {}` (it sets REPLICA IDENTITY FULL)", cfg.path.display()),
+        });
+    }
     for r in plan.reverse.iter().filter(|r| !r.guarded().is_empty()) {
         let full = client
             .query_opt(

@@ -30,18 +30,61 @@ fn tables(cfg: &Config, plan: &Plan, marker: bool) -> Vec<TableName> {
     tables
 }
 
-/// Sets `REPLICA IDENTITY FULL` on the tables with `both` columns among `only` (all when
-/// `None`): a change carries only the columns it changed, which takes the whole old row.
+/// Whether `table`'s replica identity carries the columns `needed` in every UPDATE's and
+/// DELETE's old row: FULL, or a primary key / identity index holding them all.
+pub async fn identity_covers(
+    client: &Client,
+    table: &TableName,
+    needed: &[String],
+) -> Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT c.relreplident::text,
+                    ARRAY(SELECT a.attname::text FROM pg_index i
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                          WHERE i.indrelid = c.oid
+                            AND ((c.relreplident = 'd' AND i.indisprimary)
+                              OR (c.relreplident = 'i' AND i.indisreplident)))
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, &format!("reading the replica identity of {table}")))?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let (kind, cols): (String, Vec<String>) = (row.get(0), row.get(1));
+    Ok(kind == "f" || needed.iter().all(|n| cols.contains(n)))
+}
+
+/// Sets `REPLICA IDENTITY FULL`, among `only` (all when `None`), on the tables replicated from
+/// PostgreSQL whose old rows would lack what duplex needs: every column where columns go both
+/// ways (a change carries only the columns it changed, which takes the whole old row), the
+/// mapping key elsewhere (deletes and key changes are found by it).
 async fn full_identity(client: &Client, plan: &Plan, only: Option<&[TableName]>) -> Result<()> {
-    let guarded = plan.reverse.iter().filter(|r| !r.guarded().is_empty());
-    for r in guarded.filter(|r| only.is_none_or(|o| o.contains(&r.source))) {
+    for r in plan
+        .reverse
+        .iter()
+        .filter(|r| only.is_none_or(|o| o.contains(&r.source)))
+    {
+        let key: Vec<String> = r
+            .key
+            .iter()
+            .map(|&k| r.columns[k].pg_name.clone())
+            .collect();
+        let needs_full =
+            !r.guarded().is_empty() || !identity_covers(client, &r.source, &key).await?;
+        if !needs_full {
+            continue;
+        }
         let sql = format!("ALTER TABLE {} REPLICA IDENTITY FULL", r.source.pg_quoted());
         client.batch_execute(&sql).await.map_err(|e| {
             Error::from_pg(
                 e,
                 true,
                 &format!(
-                    "setting REPLICA IDENTITY FULL on {} (its `both` columns need the old row in the stream)",
+                    "setting REPLICA IDENTITY FULL on {} (duplex needs its old rows to hold the mapping key, or every column where columns go both ways)",
                     r.source
                 ),
             )

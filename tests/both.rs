@@ -308,3 +308,66 @@ async fn deletes_and_key_changes_of_a_uuid_keyed_crm_table_reach_mysql() {
     .await;
     stop_cleanly(&mut child, &work);
 }
+
+const EVENTS: &str = r#"
+[[table]]
+source = "ev"
+target = "ev"
+direction = "reverse"
+
+[table.column]
+id = "id"
+at = "at"
+note = "note"
+"#;
+
+/// PostgreSQL values MySQL has no counterpart for (`infinity`): in a column nothing maps it is
+/// ignored; in a mapped one the row becomes a dead letter that shows the value, and the stream
+/// goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_postgres_value_is_a_dead_letter_only_where_mapped() {
+    let dbs = support::fresh_dbs("infinity").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE ev (id int PRIMARY KEY, at datetime(6) NULL, note varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE ev (id integer PRIMARY KEY, at timestamptz, note text, extra timestamptz, amount numeric)",
+    )
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("infinity", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("ev.toml", EVENTS)]);
+    work.setup();
+    let mut child = work.start();
+    pg.batch_execute(
+        "INSERT INTO ev VALUES (1, '2026-12-01 10:00:00+00', 'a', 'infinity', 'NaN');
+         INSERT INTO ev VALUES (2, '-infinity', 'b', now(), 1);
+         INSERT INTO ev VALUES (3, '2026-12-01 11:00:00+00', 'c', '-infinity', 2)",
+    )
+    .await
+    .unwrap();
+    wait_for(Duration::from_secs(30), "rows 1 and 3", &work, || async {
+        let mut my = dbs.mysql().await;
+        mysql_rows(&mut my, "SELECT id, note FROM ev ORDER BY id").await
+            == vec![
+                vec![Some("1".to_string()), Some("a".to_string())],
+                vec![Some("3".to_string()), Some("c".to_string())],
+            ]
+    })
+    .await;
+    let letters = mysql_rows(
+        &mut my,
+        "SELECT target_table, reason FROM duplex.dead_letter ORDER BY id",
+    )
+    .await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let reason = letters[0][1].as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("column at") && reason.contains("-infinity"),
+        "{reason}"
+    );
+    assert!(matches!(child.0.try_wait(), Ok(None)), "duplex stopped");
+    stop_cleanly(&mut child, &work);
+}

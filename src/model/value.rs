@@ -110,6 +110,10 @@ pub enum Value {
     /// A value the source did not send because it did not change (PostgreSQL's unchanged
     /// TOASTed column in an update); a sink leaves the target column as it is.
     Unchanged,
+    /// A value the source sent that cannot be read (PostgreSQL's `infinity` timestamp, a `NaN`
+    /// numeric, an interval in months), with why. Harmless in a column nothing maps; a sink
+    /// asked to write it sets the row aside as a dead letter with that reason.
+    Unreadable(String),
 }
 
 impl Value {
@@ -137,6 +141,7 @@ impl Value {
             Value::Bits { .. } => "bit",
             Value::Uuid(_) => "uuid",
             Value::Unchanged => "unchanged",
+            Value::Unreadable(_) => "unreadable",
         }
     }
 }
@@ -197,6 +202,7 @@ impl fmt::Display for Value {
                 write!(f, "b'{s}'")
             }
             Value::Unchanged => f.write_str("(unchanged)"),
+            Value::Unreadable(why) => write!(f, "(unreadable: {why})"),
             Value::Uuid(u) => {
                 for (i, b) in u.iter().enumerate() {
                     if matches!(i, 4 | 6 | 8 | 10) {

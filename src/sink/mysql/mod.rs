@@ -77,6 +77,7 @@ pub fn to_mysql(v: &Value, ty: &SourceType, tz: chrono_tz::Tz) -> Result<Option<
     };
     Ok(Some(match v {
         Value::Unchanged => return Ok(None),
+        Value::Unreadable(why) => return Err(Error::convert(why.clone())),
         Value::Null => My::NULL,
         Value::Bool(b) => match ty {
             SourceType::Text { .. } => My::Bytes(if *b { b"1".to_vec() } else { b"0".to_vec() }),
@@ -220,7 +221,7 @@ impl MyEncoder {
             let c = &t.columns[i];
             let context = || format!("column {} → {}.{}", c.pg_name, t.target, c.my.name);
             let v = values.get(idx[i]).unwrap_or(&Value::Null);
-            if c.transform.is_identity() || *v == Value::Unchanged {
+            if c.transform.is_identity() || matches!(v, Value::Unchanged | Value::Unreadable(_)) {
                 to_mysql(v, &c.my.ty, self.tz)
             } else {
                 let back = c

@@ -178,6 +178,9 @@ pub fn encode(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz, out: &mut Vec<u8>
             "an unchanged value was not sent by the source and cannot be written",
         ));
     }
+    if let Value::Unreadable(why) = v {
+        return Err(Error::convert(why.clone()));
+    }
     match kind {
         K::Bool => encode_bool(v, kind, out)?,
         K::Int2 => out.extend_from_slice(

@@ -444,7 +444,7 @@ pub fn pg_text(v: &Value, kind: &TargetKind, tz: chrono_tz::Tz) -> Result<Option
                 )))
             }
         },
-        Value::Uuid(_) | Value::Bits { .. } | Value::Unchanged => {
+        Value::Uuid(_) | Value::Bits { .. } | Value::Unchanged | Value::Unreadable(_) => {
             return Err(Error::convert(format!(
                 "a {} value cannot be a pivoted column's value",
                 v.type_name()

@@ -150,8 +150,14 @@ fn values(t: &Table, tuple: &Tuple) -> Result<Vec<Value>> {
         .map(|((cell, kind), col)| match cell {
             Cell::Null => Ok(Value::Null),
             Cell::Unchanged => Ok(Value::Unchanged),
-            Cell::Text(b) => decode_text(kind, b)
-                .map_err(|e| e.context(format!("{}.{}", t.schema.name, col.name))),
+            // A value that cannot be read stops nothing: only a mapped column's is written,
+            // and then the row becomes a dead letter with why.
+            Cell::Text(b) => Ok(decode_text(kind, b).unwrap_or_else(|e| {
+                Value::Unreadable(
+                    e.context(format!("{}.{}", t.schema.name, col.name))
+                        .to_string(),
+                )
+            })),
             Cell::Binary(_) => Err(Error::new(
                 ErrorKind::SourceDefinite,
                 "binary pgoutput cells are not requested and not read",

@@ -358,7 +358,8 @@ async fn run_forward_once(
         watched.insert(relays.clone());
         sink.read_relays(relays);
     }
-    let source = MysqlSource::new(cfg.mysql.clone(), watched, cfg.apply.chunk_rows);
+    let source = MysqlSource::new(cfg.mysql.clone(), watched, cfg.apply.chunk_rows)
+        .with_copies(filter.oldest_positions());
     drive(
         Way::Forward,
         cfg,

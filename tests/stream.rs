@@ -405,3 +405,96 @@ async fn sigterm_finishes_the_transaction_in_flight_and_exits_0() {
         .log()
         .contains("shutting down: finishing the transaction in flight"));
 }
+
+/// A change logged as a statement (a session with `binlog_format = STATEMENT`): for a table
+/// nothing maps it is passed; for a mapped table duplex stops before its checkpoint passes it,
+/// says what to do, and stops there again on a restart. After the fix (`duplex snapshot --table`
+/// copies the table again) it passes the statement and both sides end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_logged_change_of_a_mapped_table_stops_until_the_table_is_copied_again() {
+    let dbs = support::fresh_dbs("stmt").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20));
+         CREATE TABLE u (id int PRIMARY KEY)",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+    let pipeline = support::harness::pipeline_name("stmt", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let mut child = work.start();
+    my.query_drop("INSERT INTO t VALUES (1, 'row')")
+        .await
+        .unwrap();
+    let pg_t = || async { pg_rows(&pg, "SELECT id::text, v FROM t ORDER BY id").await };
+    let row = |i: &str, v: &str| vec![Some(i.to_string()), Some(v.to_string())];
+    wait_for(Duration::from_secs(30), "row 1", &work, || async {
+        pg_t().await == vec![row("1", "row")]
+    })
+    .await;
+    my.query_drop("SET SESSION binlog_format = 'STATEMENT'; INSERT INTO u VALUES (1)")
+        .await
+        .unwrap();
+    my.query_drop("INSERT INTO t VALUES (2, 'stmt'); SET SESSION binlog_format = 'ROW'")
+        .await
+        .unwrap();
+    my.query_drop("INSERT INTO t VALUES (3, 'row after')")
+        .await
+        .unwrap();
+    let said = "is logged as a statement, not as rows";
+    wait_for(Duration::from_secs(30), "the stop", &work, || async {
+        work.log().contains(said)
+    })
+    .await;
+    let log = work.log();
+    let stop = &log[log.find(said).unwrap()..];
+    assert!(
+        stop.contains("duplex snapshot --table") && !log.contains("INSERT INTO u"),
+        "{}",
+        stop.lines().next().unwrap_or_default()
+    );
+    // Stopped before the statement: neither it nor what follows is applied.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pg_t().await, vec![row("1", "row")]);
+    support::harness::kill9(&mut child);
+    // A restart stops at the same place.
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the second stop",
+        &work,
+        || async { work.log().matches(said).count() >= 2 },
+    )
+    .await;
+    support::harness::kill9(&mut child);
+    // The fix: copy the table again; then the statement is passed and the stream goes on.
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", "t"]);
+    assert!(ok, "{out}");
+    let mut child = work.start();
+    my.query_drop("INSERT INTO t VALUES (4, 'row later')")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            pg_t().await
+                == vec![
+                    row("1", "row"),
+                    row("2", "stmt"),
+                    row("3", "row after"),
+                    row("4", "row later"),
+                ]
+        },
+    )
+    .await;
+    assert_eq!(work.log().matches(said).count(), 2);
+    stop_cleanly(&mut child, &work);
+}

@@ -84,6 +84,15 @@ impl SnapshotFilter {
         self.tables.is_empty()
     }
 
+    /// Per copied table, the oldest position its copy was taken at: what came before it in the
+    /// stream, the copy holds.
+    pub fn oldest_positions(&self) -> HashMap<TableName, Position> {
+        self.tables
+            .iter()
+            .map(|(name, t)| (name.clone(), t.oldest.clone()))
+            .collect()
+    }
+
     /// Whether some row of a transaction at `at` may be held by a copy (cheap: one comparison
     /// per copied table, done once per transaction).
     pub fn may_cover(&self, at: &Position) -> bool {

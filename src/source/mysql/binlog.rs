@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 use super::rows::{decode_rows, RowLayout};
 use super::schema::SchemaCache;
+use super::statement;
 use super::txn::{end_position, finish, position_at, send_chunk, OpenTxn, TxnGtid, IDLE_EVERY};
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
@@ -59,6 +60,8 @@ pub struct MysqlSource {
     cfg: MysqlConfig,
     watched: HashSet<TableName>,
     chunk_rows: usize,
+    /// Per copied table, the oldest position its copy was taken at (see [`super::statement`]).
+    copied: HashMap<TableName, Position>,
 }
 
 impl MysqlSource {
@@ -67,7 +70,15 @@ impl MysqlSource {
             cfg,
             watched,
             chunk_rows: chunk_rows.max(1),
+            copied: HashMap::new(),
         }
+    }
+
+    /// The copies of watched tables: per table the oldest position its copy was taken at. A
+    /// statement-logged change before it is held by the copy and passed.
+    pub fn with_copies(mut self, copied: HashMap<TableName, Position>) -> Self {
+        self.copied = copied;
+        self
     }
 }
 
@@ -251,6 +262,7 @@ enum Handover {
 /// The state the reader carries from one binlog event to the next.
 struct Reader<'a> {
     watched: &'a HashSet<TableName>,
+    copied: &'a HashMap<TableName, Position>,
     chunk_rows: usize,
     /// The query connection, for re-reading table definitions.
     meta: Conn,
@@ -271,6 +283,7 @@ impl<'a> Reader<'a> {
     fn new(source: &'a MysqlSource, meta: Conn, start: &MysqlPosition, mariadb: bool) -> Self {
         Reader {
             watched: &source.watched,
+            copied: &source.copied,
             chunk_rows: source.chunk_rows,
             meta,
             cache: SchemaCache::default(),
@@ -332,7 +345,7 @@ impl<'a> Reader<'a> {
                     MysqlPosition::new(self.current_file.clone(), log_pos),
                 ));
             }
-            QUERY_EVENT => return Ok(self.query(event, header.timestamp(), log_pos)),
+            QUERY_EVENT => return self.query(event, header.timestamp(), log_pos),
             XID_EVENT => return Ok(self.end(log_pos)),
             TABLE_MAP_EVENT => self.table_map(event, log_pos).await?,
             MARIADB_QUERY_COMPRESSED..=MARIADB_ROWS_COMPRESSED_LAST
@@ -362,12 +375,16 @@ impl<'a> Reader<'a> {
 
     /// A query event: `BEGIN` opens a transaction (MySQL); `COMMIT`, or any other statement in a
     /// standalone transaction or outside one (DDL: the table definitions are forgotten), ends it.
-    fn query(&mut self, event: &Event, timestamp: u32, log_pos: u64) -> Option<Handover> {
-        let query = match event.read_data() {
-            Ok(Some(EventData::QueryEvent(q))) => q.query().to_string(),
-            _ => String::new(),
+    fn query(&mut self, event: &Event, timestamp: u32, log_pos: u64) -> Result<Option<Handover>> {
+        let (query, db) = match event.read_data() {
+            Ok(Some(EventData::QueryEvent(q))) => (q.query().to_string(), q.schema().to_string()),
+            _ => (String::new(), String::new()),
         };
         let q = query.trim();
+        if statement::is_dml(q) {
+            self.statement_dml(q, &db, log_pos)?;
+            return Ok(None);
+        }
         if q.eq_ignore_ascii_case("BEGIN") {
             if self.txn.is_none() {
                 self.txn = Some(OpenTxn::new(
@@ -388,9 +405,33 @@ impl<'a> Reader<'a> {
                 self.cache.clear();
                 self.table_ids.clear();
             }
-            return self.end(log_pos);
+            return Ok(self.end(log_pos));
         }
-        None
+        Ok(None)
+    }
+
+    /// A data change logged as a statement: passed (counted) when it names no watched table or
+    /// copies taken after it hold every one it names; otherwise the direction stops here, before
+    /// the checkpoint passes it, saying what to do.
+    fn statement_dml(&mut self, q: &str, db: &str, log_pos: u64) -> Result<()> {
+        let named = statement::watched_in(q, db, self.watched);
+        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
+        if named.is_empty() || statement::copied_after(&named, &at, self.copied) {
+            metrics::counter!(crate::telemetry::STATEMENTS_PASSED).increment(1);
+            return Ok(());
+        }
+        let tables: Vec<String> = named.iter().map(|t| t.to_string()).collect();
+        let first = tables.first().cloned().unwrap_or_default();
+        Err(Error::new(
+            ErrorKind::ServerSetting,
+            format!(
+                "a change of {} at {}:{log_pos} is logged as a statement, not as rows (binlog_format is not ROW for it): duplex cannot replicate it. \
+                 Fix: SET GLOBAL binlog_format = 'ROW' (and make sure no session sets STATEMENT or MIXED), then copy the table again with `duplex snapshot --table {first}` (each table named), and start duplex: it passes this statement once a later copy holds it. The statement: {}",
+                tables.join(", "),
+                self.current_file,
+                q.chars().take(200).collect::<String>()
+            ),
+        ))
     }
 
     /// Ends the open transaction (if any) at `log_pos`: it goes to the pipeline whole.

@@ -9,6 +9,7 @@ pub mod binlog;
 pub mod decode;
 pub mod rows;
 pub mod schema;
+pub mod statement;
 mod txn;
 
 use mysql_async::prelude::*;

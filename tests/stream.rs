@@ -498,3 +498,88 @@ async fn a_statement_logged_change_of_a_mapped_table_stops_until_the_table_is_co
     assert_eq!(work.log().matches(said).count(), 2);
     stop_cleanly(&mut child, &work);
 }
+
+/// A partial row image (`binlog_row_image = MINIMAL` in a session) of a mapped table: duplex
+/// stops before its checkpoint passes it, stops there again on a restart, and passes it once
+/// `duplex snapshot --table` copied the table again; both sides end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minimal_row_image_stops_until_the_table_is_copied_again() {
+    let dbs = support::fresh_dbs("minimal").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20), w int)")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text, w integer)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+    let pipeline = support::harness::pipeline_name("minimal", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let mut child = work.start();
+    my.query_drop("INSERT INTO t VALUES (1, 'a', 1), (2, 'b', 2)")
+        .await
+        .unwrap();
+    let pg_t = || async { pg_rows(&pg, "SELECT id::text, v, w::text FROM t ORDER BY id").await };
+    let row = |i: &str, v: &str, w: &str| {
+        vec![
+            Some(i.to_string()),
+            Some(v.to_string()),
+            Some(w.to_string()),
+        ]
+    };
+    wait_for(Duration::from_secs(30), "rows 1 and 2", &work, || async {
+        pg_t().await == vec![row("1", "a", "1"), row("2", "b", "2")]
+    })
+    .await;
+    my.query_drop(
+        "SET SESSION binlog_row_image = 'MINIMAL'; UPDATE t SET v = 'min' WHERE id = 1;
+         SET SESSION binlog_row_image = 'FULL'; UPDATE t SET w = 20 WHERE id = 2",
+    )
+    .await
+    .unwrap();
+    let said = "binlog_row_image must be FULL";
+    wait_for(Duration::from_secs(30), "the stop", &work, || async {
+        work.log().contains(said)
+    })
+    .await;
+    assert!(
+        work.log().contains("duplex snapshot --table t"),
+        "{}",
+        work.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pg_t().await, vec![row("1", "a", "1"), row("2", "b", "2")]);
+    support::harness::kill9(&mut child);
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the second stop",
+        &work,
+        || async { work.log().matches(said).count() >= 2 },
+    )
+    .await;
+    support::harness::kill9(&mut child);
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", "t"]);
+    assert!(ok, "{out}");
+    let mut child = work.start();
+    my.query_drop("INSERT INTO t VALUES (3, 'c', 3)")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            pg_t().await
+                == vec![
+                    row("1", "min", "1"),
+                    row("2", "b", "20"),
+                    row("3", "c", "3"),
+                ]
+        },
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+}

@@ -21,8 +21,9 @@ pub const HEARTBEATS: &str = "duplex_heartbeats_received_total";
 pub const TXNS_APPLIED: &str = "duplex_transactions_applied_total";
 pub const ROWS_APPLIED: &str = "duplex_rows_applied_total";
 pub const BATCHES_COMMITTED: &str = "duplex_batches_committed_total";
-/// Data changes the binlog logged as statements that duplex passed: naming no mapped table, or held by a later copy.
-pub const STATEMENTS_PASSED: &str = "duplex_binlog_statements_passed_total";
+/// Binlog events with changes duplex cannot replicate that it passed: statements naming no
+/// mapped table, and statements or partial row images a later copy of their table holds.
+pub const EVENTS_PASSED: &str = "duplex_binlog_events_passed_total";
 pub const APPLY_BATCH_SECONDS: &str = "duplex_apply_batch_duration_seconds";
 pub const SOURCE_COMMIT_LAG_SECONDS: &str = "duplex_source_commit_lag_seconds";
 pub const DEAD_LETTERS: &str = "duplex_dead_letters_total";

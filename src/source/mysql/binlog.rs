@@ -417,7 +417,7 @@ impl<'a> Reader<'a> {
         let named = statement::watched_in(q, db, self.watched);
         let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
         if named.is_empty() || statement::copied_after(&named, &at, self.copied) {
-            metrics::counter!(crate::telemetry::STATEMENTS_PASSED).increment(1);
+            metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
             return Ok(());
         }
         let tables: Vec<String> = named.iter().map(|t| t.to_string()).collect();
@@ -522,8 +522,23 @@ impl<'a> Reader<'a> {
                 ),
             ));
         };
-        decode_rows(&rows, layout, schema, &mut open.rows)
-            .map_err(|e| e.context(format!("at {current_file}:{log_pos}")))?;
+        match decode_rows(&rows, layout, schema, &mut open.rows) {
+            Ok(()) => {}
+            // A partial row image (binlog_row_image not FULL): passed when a copy taken after it
+            // holds the table, like a statement (see `statement_dml`).
+            Err(e) if e.kind() == ErrorKind::ServerSetting => {
+                let at = Position::Mysql(MysqlPosition::new(current_file.clone(), log_pos));
+                if statement::copied_after(&[&schema.name], &at, self.copied) {
+                    metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+                    return Ok(None);
+                }
+                return Err(e.context(format!(
+                    "at {current_file}:{log_pos}; fix: SET GLOBAL binlog_row_image = 'FULL' (and no session MINIMAL or NOBLOB), then copy the table again with `duplex snapshot --table {}` and start duplex: it passes this event once a later copy holds it",
+                    schema.name.name
+                )));
+            }
+            Err(e) => return Err(e.context(format!("at {current_file}:{log_pos}"))),
+        }
         Ok((open.rows.len() >= self.chunk_rows).then_some(Handover::Chunk))
     }
 

@@ -158,6 +158,35 @@ pub fn source_text(v: &Value) -> Option<String> {
     }
 }
 
+/// A `newest` column as a direction finds its row and state: whether the row holds Bitrix's
+/// last change, the CRM's, the value written last; both halves (value in this side's terms,
+/// time); and whether the row held the before value of the change just stored (`plain`).
+pub struct Found {
+    pub plain: bool,
+    pub is_bitrix: bool,
+    pub is_crm: bool,
+    pub is_written: bool,
+    pub bitrix: (Option<String>, Option<i64>),
+    pub crm: (Option<String>, Option<i64>),
+}
+
+impl Found {
+    /// What to write: whether the CRM's change won, its value and time; `None` when the row
+    /// already holds the newer value, or holds one none of these is (a change of this side not
+    /// known here yet, on its way: the column is decided again when it arrives).
+    pub fn choose(self) -> Option<(bool, Option<String>, Option<i64>)> {
+        let is_bitrix = self.is_bitrix && self.bitrix.1.is_some();
+        let is_crm = self.is_crm && self.crm.1.is_some();
+        let crm = crm_wins(self.bitrix.1, self.crm.1);
+        let placed = self.plain || is_bitrix || is_crm || self.is_written;
+        if !placed || (crm && is_crm) || (!crm && is_bitrix) {
+            return None;
+        }
+        let (value, ts) = if crm { self.crm } else { self.bitrix };
+        Some((crm, value, ts))
+    }
+}
+
 /// The synthetic table the PostgreSQL reader gives a relay message (never a real table: its
 /// schema is empty).
 pub fn message_table() -> TableName {
@@ -219,6 +248,30 @@ mod tests {
         assert!(crm_wins(None, Some(0)));
         assert!(!crm_wins(Some(0), None));
         assert!(!crm_wins(None, None));
+    }
+
+    #[test]
+    fn a_column_takes_the_newer_value_only_where_it_holds_a_known_one() {
+        let s = 1_000_000;
+        let found = |plain, is_bitrix, is_crm, is_written| Found {
+            plain,
+            is_bitrix,
+            is_crm,
+            is_written,
+            bitrix: (Some("b".into()), Some(11 * s)),
+            crm: (Some("c".into()), Some(10 * s)),
+        };
+        // Holds the CRM's older value: Bitrix's newer one is written.
+        assert_eq!(
+            found(false, false, true, false).choose(),
+            Some((false, Some("b".into()), Some(11 * s)))
+        );
+        // Already holds the newer one, or an unknown value: nothing.
+        assert_eq!(found(false, true, false, false).choose(), None);
+        assert_eq!(found(false, false, false, false).choose(), None);
+        // The value written last, or the change's before value, is placed too.
+        assert!(found(false, false, false, true).choose().is_some());
+        assert!(found(true, false, false, false).choose().is_some());
     }
 
     #[test]

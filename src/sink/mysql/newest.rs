@@ -63,19 +63,6 @@ impl Note {
 /// What deciding a column is called in errors.
 const SETTLE: &str = "deciding a newest-change column";
 
-/// A `newest` column's row and state as read: the value; whether it is Bitrix's last change,
-/// the CRM's, the one written last; both halves.
-struct Read {
-    current: My,
-    is_bitrix: bool,
-    is_crm: bool,
-    is_written: bool,
-    bitrix_value: Option<String>,
-    bitrix_ts: Option<i64>,
-    crm_value: Option<String>,
-    crm_ts: Option<i64>,
-}
-
 impl MyEncoder {
     /// The change a relay message of the forward direction becomes (duplex's own transactions
     /// only; another pipeline's are not ours).
@@ -180,7 +167,7 @@ impl MySqlSink {
     }
 
     /// Column `c` of the row of Bitrix key `my_key` (locked) and its state row `this` in
-    /// `state`: `None` when either is missing.
+    /// `state` (`plain`: see [`newest::Found`]): `None` when either is missing.
     async fn read_newest(
         &mut self,
         t: &ReversePlan,
@@ -188,7 +175,8 @@ impl MySqlSink {
         state: &str,
         this: &str,
         my_key: &str,
-    ) -> Result<Option<Read>> {
+        plain: bool,
+    ) -> Result<Option<(My, newest::Found)>> {
         let n = my_ident(&t.columns[c].my.name);
         let k = my_ident(&t.columns[t.key[0]].my.name);
         let sql = format!(
@@ -209,18 +197,21 @@ impl MySqlSink {
             return Ok(None);
         };
         let flag = |v: Option<Option<i64>>| v.flatten().unwrap_or(0) != 0;
-        let bitrix_ts = row.take::<Option<i64>, _>(5).flatten();
-        let crm_ts = row.take::<Option<i64>, _>(7).flatten();
-        Ok(Some(Read {
-            current: row.take::<My, _>(0).unwrap_or(My::NULL),
-            is_bitrix: flag(row.take(1)) && bitrix_ts.is_some(),
-            is_crm: flag(row.take(2)) && crm_ts.is_some(),
+        let found = newest::Found {
+            plain,
+            is_bitrix: flag(row.take(1)),
+            is_crm: flag(row.take(2)),
             is_written: flag(row.take(3)),
-            bitrix_value: row.take::<Option<String>, _>(4).flatten(),
-            bitrix_ts,
-            crm_value: row.take::<Option<String>, _>(6).flatten(),
-            crm_ts,
-        }))
+            bitrix: (
+                row.take::<Option<String>, _>(4).flatten(),
+                row.take::<Option<i64>, _>(5).flatten(),
+            ),
+            crm: (
+                row.take::<Option<String>, _>(6).flatten(),
+                row.take::<Option<i64>, _>(7).flatten(),
+            ),
+        };
+        Ok(Some((row.take::<My, _>(0).unwrap_or(My::NULL), found)))
     }
 
     /// Sets column `c` of the row of Bitrix key `my_key` (CRM key `pk`) to the newer change's
@@ -238,28 +229,15 @@ impl MySqlSink {
         let t = self.plan.reverse[table].clone();
         let state = format!("{}.{}", my_ident(&self.db), newest::TABLE);
         let this = self.state_row(&t, c, pk);
-        let Some(read) = self.read_newest(&t, c, &state, &this, my_key).await? else {
+        let Some((current, found)) = self
+            .read_newest(&t, c, &state, &this, my_key, plain)
+            .await?
+        else {
             return Ok(None);
         };
-        let Read {
-            current,
-            is_bitrix,
-            is_crm,
-            is_written,
-            bitrix_value,
-            bitrix_ts,
-            crm_value,
-            crm_ts,
-        } = read;
-        let crm = newest::crm_wins(bitrix_ts, crm_ts);
-        // A value none of these is: a Bitrix change not known here yet, on its way.
-        if !(plain || is_bitrix || is_crm || is_written) || (crm && is_crm) || (!crm && is_bitrix) {
+        let (bitrix_ts, crm_ts) = (found.bitrix.1, found.crm.1);
+        let Some((crm, value, ts)) = found.choose() else {
             return Ok(None);
-        }
-        let (value, ts) = if crm {
-            (crm_value, crm_ts)
-        } else {
-            (bitrix_value, bitrix_ts)
         };
         let mut values = vec![None; t.columns.len()];
         values[t.key[0]] = Some(My::Bytes(my_key.as_bytes().to_vec()));

@@ -229,21 +229,17 @@ impl PgSink {
         else {
             return Ok(None);
         };
-        let (is_bitrix, is_crm, is_written): (bool, bool, bool) =
-            (row.get(1), row.get(2), row.get(3));
-        let (bitrix_value, bitrix_ts): (Option<String>, Option<i64>) = (row.get(4), row.get(5));
-        let (crm_value, crm_ts): (Option<String>, Option<i64>) = (row.get(6), row.get(7));
-        let is_bitrix = is_bitrix && bitrix_ts.is_some();
-        let is_crm = is_crm && crm_ts.is_some();
-        let crm = newest::crm_wins(bitrix_ts, crm_ts);
-        // A value none of these is: a CRM change not known here yet, on its way.
-        if !(plain || is_bitrix || is_crm || is_written) || (crm && is_crm) || (!crm && is_bitrix) {
+        let found = newest::Found {
+            plain,
+            is_bitrix: row.get(1),
+            is_crm: row.get(2),
+            is_written: row.get(3),
+            bitrix: (row.get(4), row.get(5)),
+            crm: (row.get(6), row.get(7)),
+        };
+        let (bitrix_ts, crm_ts) = (found.bitrix.1, found.crm.1);
+        let Some((crm, value, ts)) = found.choose() else {
             return Ok(None);
-        }
-        let (value, ts) = if crm {
-            (crm_value, crm_ts)
-        } else {
-            (bitrix_value, bitrix_ts)
         };
         self.client
             .execute(&st.write, &[&pk, &value, &ts])

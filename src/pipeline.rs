@@ -413,7 +413,8 @@ async fn run_reverse_once(
         crate::origin::own_prefix(&cfg.pipeline),
         cfg.apply.chunk_rows,
         flushed_rx,
-    );
+    )
+    .with_copies(filter.oldest_positions());
     drive(
         Way::Reverse,
         cfg,

@@ -186,7 +186,7 @@ pub fn convertible_reverse(from: &TargetKind, to: &SourceType) -> bool {
         S::Year => matches!(from, K::Int2 | K::Int4 | K::Int8),
         S::Json => matches!(from, K::Json | K::Jsonb | K::Text),
         S::Bit(_) => matches!(from, K::Bit | K::Bool | K::Int2 | K::Int4 | K::Int8),
-        S::Dropped | S::Postgres(_) => false,
+        S::Postgres(_) => false,
     }
 }
 

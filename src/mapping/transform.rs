@@ -426,6 +426,9 @@ impl Transform {
 
     /// Source value → target value.
     pub fn forward(&self, v: &Value) -> Result<Value, String> {
+        if let Value::Unreadable(why) = v {
+            return Err(why.clone());
+        }
         let mut out = v.clone();
         for s in &self.steps {
             out = match s.forward(out) {
@@ -438,6 +441,9 @@ impl Transform {
 
     /// Target value → source value (the reverse direction), steps in reverse order.
     pub fn backward(&self, v: &Value) -> Result<Value, String> {
+        if let Value::Unreadable(why) = v {
+            return Err(why.clone());
+        }
         let mut out = v.clone();
         for s in self.steps.iter().rev() {
             out = match s.backward(out) {

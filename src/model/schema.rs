@@ -90,8 +90,6 @@ pub enum SourceType {
     Set(Vec<String>),
     Json,
     Bit(u16),
-    /// A column the binlog still carries but the live table no longer has (dropped since).
-    Dropped,
     /// A PostgreSQL column (a PostgreSQL source table), by type family.
     Postgres(TargetKind),
 }
@@ -168,7 +166,6 @@ impl SourceType {
             SourceType::Set(_) => "set".into(),
             SourceType::Json => "json".into(),
             SourceType::Bit(n) => format!("bit({n})"),
-            SourceType::Dropped => "dropped column".into(),
             SourceType::Postgres(k) => format!("PostgreSQL {k:?}"),
         }
     }

@@ -9,10 +9,26 @@
 pub mod mysql;
 pub mod postgres;
 
+use std::collections::HashMap;
+
 use tokio::sync::mpsc;
 
 use crate::error::Result;
-use crate::model::{Position, SourceEvent};
+use crate::model::{Position, SourceEvent, TableName};
+
+/// Whether copies taken after `at` hold every table of `tables` (`copied`: the oldest position
+/// each copied table's copy was taken at). A source event duplex cannot replicate (a statement,
+/// a partial row image, rows without column names, a TRUNCATE) is passed when this holds: the
+/// copy already has its effect, as far as duplex can carry it.
+pub fn copied_after(
+    tables: &[&TableName],
+    at: &Position,
+    copied: &HashMap<TableName, Position>,
+) -> bool {
+    tables
+        .iter()
+        .all(|t| copied.get(*t).is_some_and(|c| c.is_after(at)))
+}
 
 /// A change stream. `run` returns only on shutdown (`Ok`) or on an error the caller classifies;
 /// the caller restarts it from the last checkpoint.

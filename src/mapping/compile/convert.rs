@@ -74,7 +74,7 @@ pub fn convertible(from: &SourceType, to: &TargetKind) -> bool {
     use SourceType as S;
     use TargetKind as T;
     if *to == T::Text {
-        return !matches!(from, S::Binary | S::Dropped | S::Postgres(_));
+        return !matches!(from, S::Binary | S::Postgres(_));
     }
     match from {
         S::Int { bytes, .. } => {
@@ -102,6 +102,6 @@ pub fn convertible(from: &SourceType, to: &TargetKind) -> bool {
                 || (*n == 1 && *to == T::Bool)
         }
         // PostgreSQL → PostgreSQL is not a direction duplex maps.
-        S::Dropped | S::Postgres(_) => false,
+        S::Postgres(_) => false,
     }
 }

@@ -15,7 +15,6 @@
 //! the configuration, and the checkpoint table's name (to recognise duplex's own writes).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -24,15 +23,14 @@ use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
 
-use super::rows::{decode_rows, RowLayout};
-use super::schema::SchemaCache;
+use super::rows::decode_rows;
+use super::schema::{Collations, SchemaCache, Version};
 use super::statement;
 use super::txn::{end_position, finish, position_at, send_chunk, OpenTxn, TxnGtid, IDLE_EVERY};
 use crate::config::MysqlConfig;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{
     GtidState, MariaGtidList, MysqlGtidSet, MysqlPosition, Position, SourceEvent, TableName,
-    TableSchema,
 };
 use crate::source::Source;
 
@@ -110,9 +108,6 @@ fn to_sids(set: &MysqlGtidSet) -> Result<Vec<mysql_async::Sid<'static>>> {
         .collect()
 }
 
-/// A watched table's version and row layout, by binlog table id.
-type Mapped = (Arc<TableSchema>, Arc<RowLayout>);
-
 /// Parses a MariaDB GTID event body: sequence number, domain id, flags.
 pub fn parse_mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8)> {
     if data.len() < 13 {
@@ -177,7 +172,8 @@ impl Source for MysqlSource {
         let mut stream = self.open_stream(&start, mariadb).await?;
         tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
 
-        let mut reader = Reader::new(self, meta, &start, mariadb);
+        let collations = Collations::read(&mut meta).await?;
+        let mut reader = Reader::new(self, meta, collations, &start, mariadb);
         loop {
             let event = receive(&mut stream).await?;
             let Some(out) = reader.decode(&event).await? else {
@@ -267,7 +263,7 @@ struct Reader<'a> {
     /// The query connection, for re-reading table definitions.
     meta: Conn,
     cache: SchemaCache,
-    table_ids: HashMap<u64, Option<Mapped>>,
+    table_ids: HashMap<u64, Option<Version>>,
     /// duplex's checkpoint table and its binlog table ids: a transaction that writes it first is
     /// duplex's own (the MySQL sink writes the checkpoint first in every transaction) and is
     /// dropped.
@@ -280,13 +276,19 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn new(source: &'a MysqlSource, meta: Conn, start: &MysqlPosition, mariadb: bool) -> Self {
+    fn new(
+        source: &'a MysqlSource,
+        meta: Conn,
+        collations: Collations,
+        start: &MysqlPosition,
+        mariadb: bool,
+    ) -> Self {
         Reader {
             watched: &source.watched,
             copied: &source.copied,
             chunk_rows: source.chunk_rows,
             meta,
-            cache: SchemaCache::default(),
+            cache: SchemaCache::new(collations),
             table_ids: HashMap::new(),
             marker: TableName::new(
                 source.cfg.duplex_database.clone(),
@@ -385,6 +387,9 @@ impl<'a> Reader<'a> {
             self.statement_dml(q, &db, log_pos)?;
             return Ok(None);
         }
+        if statement::is_truncate(q) {
+            self.truncate(q, &db, log_pos)?;
+        }
         if q.eq_ignore_ascii_case("BEGIN") {
             if self.txn.is_none() {
                 self.txn = Some(OpenTxn::new(
@@ -401,7 +406,7 @@ impl<'a> Reader<'a> {
         {
             if !q.eq_ignore_ascii_case("COMMIT") {
                 // DDL (or another statement): table definitions may have changed.
-                tracing::info!(statement = %q.chars().take(200).collect::<String>(), "DDL in the binlog; table definitions will be re-read");
+                tracing::info!(statement = %q.chars().take(200).collect::<String>(), "DDL in the binlog");
                 self.cache.clear();
                 self.table_ids.clear();
             }
@@ -416,7 +421,7 @@ impl<'a> Reader<'a> {
     fn statement_dml(&mut self, q: &str, db: &str, log_pos: u64) -> Result<()> {
         let named = statement::watched_in(q, db, self.watched);
         let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
-        if named.is_empty() || statement::copied_after(&named, &at, self.copied) {
+        if named.is_empty() || crate::source::copied_after(&named, &at, self.copied) {
             metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
             return Ok(());
         }
@@ -434,6 +439,32 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    /// A TRUNCATE of a watched table stops the direction here, before the checkpoint passes it,
+    /// unless copies taken after it hold every table it names. duplex does not empty the
+    /// other side's tables by itself: that is the operator's decision (README, "When the source
+    /// changes under duplex").
+    fn truncate(&mut self, q: &str, db: &str, log_pos: u64) -> Result<()> {
+        let named = statement::watched_in(q, db, self.watched);
+        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
+        if named.is_empty() || crate::source::copied_after(&named, &at, self.copied) {
+            return Ok(());
+        }
+        let first = named.first().map(|t| t.name.clone()).unwrap_or_default();
+        let tables: Vec<String> = named.iter().map(|t| t.to_string()).collect();
+        Err(Error::new(
+            ErrorKind::SourceDefinite,
+            format!(
+                "TRUNCATE of {} at {}:{log_pos}: duplex does not empty the PostgreSQL tables mapped from it by itself. \
+                 Decide what PostgreSQL keeps: to follow the TRUNCATE, delete the mapped rows there yourself; to keep them, do nothing. \
+                 Then copy the table again with `duplex snapshot --table {first}` (each table named) and start duplex: \
+                 it passes the TRUNCATE once a later copy holds the table. The statement: {}",
+                tables.join(", "),
+                self.current_file,
+                q.chars().take(200).collect::<String>()
+            ),
+        ))
+    }
+
     /// Ends the open transaction (if any) at `log_pos`: it goes to the pipeline whole.
     fn end(&mut self, log_pos: u64) -> Option<Handover> {
         let t = self.txn.take()?;
@@ -442,8 +473,9 @@ impl<'a> Reader<'a> {
     }
 
     /// A table map event: which table a binlog table id stands for from here on, and for a
-    /// watched table its definition as the binlog was written (re-read when the cached one does
-    /// not fit).
+    /// watched table the definition it had when the event was written (see [`super::schema`]).
+    /// A watched table's map without column names (`binlog_row_metadata` not FULL) stops the
+    /// direction here, unless a copy taken after it holds the table (its rows are passed then).
     async fn table_map(&mut self, event: &Event, log_pos: u64) -> Result<()> {
         let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() else {
             return Ok(());
@@ -458,41 +490,30 @@ impl<'a> Reader<'a> {
             self.table_ids.insert(tme.table_id(), None);
             return Ok(());
         }
-        let count = tme.columns_count() as usize;
-        let mut schema = self.cache.get(&name).cloned();
-        if schema.as_ref().is_none_or(|s| s.columns.len() != count) {
-            schema = self.cache.refresh(&mut self.meta, &name).await?;
+        if let Some(v) = self
+            .cache
+            .version(&mut self.meta, event.data(), &tme)
+            .await?
+        {
+            self.table_ids.insert(tme.table_id(), Some(v));
+            return Ok(());
         }
-        let current_file = &self.current_file;
-        match schema {
-            Some(s) if s.columns.len() == count => {
-                self.table_ids.insert(tme.table_id(), Some((s, Arc::new(RowLayout::new(&tme)?))));
-            }
-            Some(live) => match super::schema::from_table_map(&tme, &live) {
-                Some(then) => {
-                    tracing::info!(table = %name, at = %format!("{current_file}:{log_pos}"), "reading events written before an ALTER TABLE with the column names the binlog carries");
-                    self.table_ids.insert(tme.table_id(), Some((Arc::new(then), Arc::new(RowLayout::new(&tme)?))));
-                }
-                None => {
-                    return Err(Error::new(
-                        ErrorKind::SourceDefinite,
-                        format!(
-                            "table {name}: the binlog at {current_file}:{log_pos} has {count} columns but the live table has {}; \
-                             the table was altered after this event was written and the binlog carries no column names. \
-                             Set binlog_row_metadata = FULL, or start after the ALTER",
-                            live.columns.len()
-                        ),
-                    ))
-                }
-            },
-            None => {
-                return Err(Error::new(
-                    ErrorKind::SourceDefinite,
-                    format!("table {name} appears in the binlog at {current_file}:{log_pos} but no longer exists"),
-                ))
-            }
+        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
+        if crate::source::copied_after(&[&name], &at, self.copied) {
+            metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+            self.table_ids.insert(tme.table_id(), None);
+            return Ok(());
         }
-        Ok(())
+        Err(Error::new(
+            ErrorKind::ServerSetting,
+            format!(
+                "the binlog at {}:{log_pos} carries no column names for {name} (binlog_row_metadata is not FULL): \
+                 duplex cannot tell which definition of the table its rows were written with, and does not guess. \
+                 Fix: SET GLOBAL binlog_row_metadata = 'FULL' (and binlog_row_metadata = FULL in the server config), \
+                 then copy the table again with `duplex snapshot --table {}` and start duplex: it passes the events the copy holds",
+                self.current_file, name.name
+            ),
+        ))
     }
 
     /// Any other event: a rows event of a watched table is decoded into the open transaction
@@ -528,7 +549,7 @@ impl<'a> Reader<'a> {
             // holds the table, like a statement (see `statement_dml`).
             Err(e) if e.kind() == ErrorKind::ServerSetting => {
                 let at = Position::Mysql(MysqlPosition::new(current_file.clone(), log_pos));
-                if statement::copied_after(&[&schema.name], &at, self.copied) {
+                if crate::source::copied_after(&[&schema.name], &at, self.copied) {
                     metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
                     return Ok(None);
                 }

@@ -47,11 +47,6 @@ pub fn decode_value(v: MyValue, col: &ColumnSchema) -> Result<Value> {
         return Ok(Value::Null);
     }
     Ok(match (&col.ty, v) {
-        // Kept only so the row lines up; no mapping can use it.
-        (SourceType::Dropped, MyValue::Bytes(b)) => Value::Bytes(b),
-        (SourceType::Dropped, MyValue::Int(i)) => Value::Int(i),
-        (SourceType::Dropped, MyValue::UInt(u)) => Value::UInt(u),
-        (SourceType::Dropped, _) => Value::Null,
         (SourceType::Int { bytes, unsigned }, MyValue::Int(i)) => {
             int_value(i as u64, *bytes, *unsigned)
         }
@@ -279,6 +274,24 @@ mod tests {
         assert_eq!(
             int_value(-2147483648i64 as u64, 4, false),
             Value::Int(-2147483648)
+        );
+    }
+
+    #[test]
+    fn values_that_cannot_be_converted_are_convert_errors() {
+        // The reader keeps these as unreadable values: a dead letter only where mapped.
+        let col = ColumnSchema {
+            name: "e".into(),
+            ty: SourceType::Enum(vec!["new".into()]),
+            nullable: true,
+            column_type: "enum('new')".into(),
+        };
+        let e = decode_value(MyValue::Int(3), &col).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::Convert);
+        assert!(e.to_string().contains("enum index 3"), "{e}");
+        assert_eq!(
+            decode_value(MyValue::Int(1), &col).unwrap(),
+            Value::Text("new".into())
         );
     }
 

@@ -118,6 +118,11 @@ pub async fn check_server(conn: &mut Conn) -> Result<Vec<Finding>> {
         "FULL",
         "SET GLOBAL binlog_row_image = 'FULL' and binlog_row_image = FULL in the server config (updates must carry every column)",
     );
+    expect(
+        "binlog_row_metadata",
+        "FULL",
+        "SET GLOBAL binlog_row_metadata = 'FULL' and binlog_row_metadata = FULL in the server config (MariaDB 10.5+, MySQL 8.0+): each row event then carries the column names, signedness and charsets it was written with, so rows written before an ALTER TABLE are read right after it",
+    );
     if mariadb {
         if get("log_bin_compress").is_some_and(|v| v.eq_ignore_ascii_case("ON")) {
             out.push(Finding {

@@ -106,7 +106,14 @@ fn read_image<'a>(
                 )
             })?;
         *buf = pb.0;
-        values.push(decode(raw, col).map_err(|e| e.context(format!("table {}", schema.name)))?);
+        // A value that cannot be converted (an ENUM index past its labels, binary JSON that does
+        // not parse) is kept as unreadable: only a mapping that uses the column turns it into a
+        // dead letter; the stream goes on.
+        values.push(match decode(raw, col) {
+            Ok(v) => v,
+            Err(e) if e.kind() == ErrorKind::Convert => Value::Unreadable(e.to_string()),
+            Err(e) => return Err(e.context(format!("table {}", schema.name))),
+        });
     }
     Ok(values)
 }

@@ -1,98 +1,371 @@
-//! Reads MySQL/MariaDB table definitions from `information_schema` and caches them per table.
+//! The table definition each row event was written with.
 //!
-//! The binlog's table map names a table and its column types but not (without full row metadata)
-//! the names, signedness, charsets or ENUM labels; those come from here. The cache is checked
-//! against every table map event: when the column count or types disagree, the table is re-read,
-//! and if they still disagree the stream stops for that table with a message (the binlog was
-//! written under another table definition than the live one).
+//! With `binlog_row_metadata = FULL` every table map event carries its table's definition as it
+//! was when the event was written: column names, binlog types with their metadata (lengths,
+//! DECIMAL precision and scale, BIT width), nullability, signedness, character sets, ENUM and SET
+//! labels and the primary key. [`version_of`] builds the [`TableSchema`] of that version from the
+//! event alone, so rows written before an `ALTER TABLE` and read after it are decoded with the
+//! columns they were written with: reordered and renamed columns by their names, a cp1251 column
+//! converted to utf8mb4 with cp1251, a column whose signedness changed with the old signedness.
+//! Nothing is read from `information_schema` per event: [`SchemaCache`] keeps each version by the
+//! table map's bytes, so a backlog of a hundred thousand transactions written before an ALTER
+//! shares one version.
 //!
-//! May use the query connection it is given, the model and errors.
+//! The live definition (`information_schema`, read once per table and again after DDL) adds only
+//! what the binlog does not carry: that a MariaDB LONGTEXT is JSON (a `json_valid` check) and the
+//! exact `COLUMN_TYPE` text for messages. A table map without column names is refused by the
+//! caller: duplex does not guess which definition such rows were written with.
+//!
+//! May use the query connection it is given, the catalog reader, the row layout ([`super::rows`]),
+//! the model and errors.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::error::Result;
+use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
+use mysql_async::prelude::*;
+use mysql_common::constants::ColumnType;
+
+use super::rows::RowLayout;
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::{ColumnSchema, SourceType, TableName, TableSchema};
 
-/// The table version a table map event describes, when the server writes column names into the
-/// binlog (`binlog_row_metadata = FULL`): columns that still exist take their live definition,
-/// columns dropped since are kept as placeholders so the row images line up. This is what lets
-/// events written before an `ALTER TABLE` be read after it.
-pub fn from_table_map(
-    tme: &mysql_async::binlog::events::TableMapEvent<'_>,
-    live: &TableSchema,
-) -> Option<TableSchema> {
-    let meta =
-        mysql_async::binlog::events::OptionalMetaExtractor::new(tme.iter_optional_meta()).ok()?;
-    let names: Vec<String> = meta
-        .iter_column_name()
-        .map(|n| n.map(|n| n.name().into_owned()))
-        .collect::<std::io::Result<_>>()
-        .ok()?;
-    if names.len() != tme.columns_count() as usize || names.is_empty() {
-        return None;
+/// A watched table's version and row layout, as one table map describes them.
+pub type Version = (Arc<TableSchema>, Arc<RowLayout>);
+
+/// At most this many table versions are kept; more (a table altered very often) starts over.
+const MAX_VERSIONS: usize = 1024;
+
+/// Collation id → character set name, as the server knows them.
+#[derive(Default)]
+pub struct Collations(HashMap<u16, String>);
+
+impl Collations {
+    pub async fn read(conn: &mut mysql_async::Conn) -> Result<Collations> {
+        // MariaDB lists collations without an id too (NULL): they cannot be in a binlog.
+        let rows: Vec<(Option<u64>, Option<String>)> = conn
+            .query("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS")
+            .await
+            .map_err(|e| Error::from_mysql(e, false, "reading the server's collations"))?;
+        Ok(Collations(
+            rows.into_iter()
+                .filter_map(|(id, cs)| Some((u16::try_from(id?).ok()?, cs?.to_ascii_lowercase())))
+                .collect(),
+        ))
     }
-    let columns: Vec<ColumnSchema> = names
-        .iter()
-        .map(|n| match live.column_index(n) {
-            Some(i) => live.columns[i].clone(),
-            None => ColumnSchema {
-                name: n.clone(),
-                ty: SourceType::Dropped,
-                nullable: true,
-                column_type: "(dropped since)".into(),
-            },
+
+    fn charset(&self, id: u16) -> Option<&str> {
+        self.0.get(&id).map(String::as_str)
+    }
+}
+
+/// What the optional metadata of one table map says, per column.
+struct Facts {
+    names: Vec<String>,
+    /// Per numeric column (binlog order), whether it is unsigned.
+    unsigned: Vec<bool>,
+    /// Per character column, its collation.
+    charsets: Vec<u16>,
+    /// Per ENUM column, its labels; per SET column, its labels.
+    enums: Vec<Vec<String>>,
+    sets: Vec<Vec<String>>,
+    primary_key: Vec<usize>,
+}
+
+fn facts(tme: &TableMapEvent<'_>) -> std::io::Result<Facts> {
+    let n = tme.columns_count() as usize;
+    let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())?;
+    let names = meta
+        .iter_column_name()
+        .map(|c| c.map(|c| c.name().into_owned()))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let text_columns = (0..n)
+        .filter(|&i| {
+            tme.get_column_type(i)
+                .ok()
+                .flatten()
+                .is_some_and(|t| t.is_character_type())
         })
-        .collect();
-    let primary_key: Option<Vec<usize>> = live
-        .primary_key
-        .iter()
-        .map(|&i| {
-            names
-                .iter()
-                .position(|n| n.eq_ignore_ascii_case(&live.columns[i].name))
-        })
-        .collect();
-    Some(TableSchema {
-        name: live.name.clone(),
-        columns,
-        primary_key: primary_key.unwrap_or_default(),
+        .count();
+    let charsets = meta
+        .iter_charset()
+        .take(text_columns)
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut enums = Vec::new();
+    let mut sets = Vec::new();
+    for field in tme.iter_optional_meta() {
+        match field? {
+            OptionalMetadataField::EnumStrValue(v) => {
+                for labels in v.iter_values() {
+                    let labels = labels?;
+                    enums.push(labels.values().iter().map(|l| l.value().into()).collect());
+                }
+            }
+            OptionalMetadataField::SetStrValue(v) => {
+                for labels in v.iter_values() {
+                    let labels = labels?;
+                    sets.push(labels.values().iter().map(|l| l.value().into()).collect());
+                }
+            }
+            _ => {}
+        }
+    }
+    let primary_key = meta
+        .iter_primary_key()
+        .map(|i| i.map(|i| i as usize))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok(Facts {
+        names,
+        unsigned: meta.iter_signedness().collect(),
+        charsets,
+        enums,
+        sets,
+        primary_key,
     })
 }
 
-/// Table definitions by name, shared with the pipeline as `Arc`s so a row change can point at the
-/// exact version it was decoded with.
+/// The definition of the table version a table map event describes; `Ok(None)` when the event
+/// carries no column names (`binlog_row_metadata` is not FULL). `live` (the table as it is now,
+/// when it still exists) lends a column its JSON-ness and `COLUMN_TYPE` text where the column of
+/// that name has the same type.
+pub fn version_of(
+    tme: &TableMapEvent<'_>,
+    collations: &Collations,
+    live: Option<&TableSchema>,
+) -> std::result::Result<Option<TableSchema>, String> {
+    let n = tme.columns_count() as usize;
+    let f = facts(tme).map_err(|e| format!("unreadable optional metadata: {e}"))?;
+    if f.names.is_empty() {
+        return Ok(None);
+    }
+    if f.names.len() != n {
+        return Err(format!("{} column names for {n} columns", f.names.len()));
+    }
+    let nulls = tme.null_bitmask();
+    let (mut numeric, mut text, mut enums, mut sets) = (0, 0, 0, 0);
+    let mut columns = Vec::with_capacity(n);
+    for (i, name) in f.names.iter().enumerate() {
+        let raw = tme
+            .get_raw_column_type(i)
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("column {name} has an unknown binlog type"))?;
+        let real = tme
+            .get_column_type(i)
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("column {name} has an unknown binlog type"))?;
+        let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+        let unsigned = if raw.is_numeric_type() {
+            numeric += 1;
+            f.unsigned.get(numeric - 1).copied().unwrap_or(false)
+        } else {
+            false
+        };
+        let charset = if real.is_character_type() {
+            text += 1;
+            let id = f.charsets.get(text - 1).copied();
+            match id {
+                Some(id) => Some(
+                    collations
+                        .charset(id)
+                        .ok_or_else(|| {
+                            format!(
+                                "column {name} has collation {id}, which the server does not list"
+                            )
+                        })?
+                        .to_string(),
+                ),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let labels = match real {
+            ColumnType::MYSQL_TYPE_ENUM => {
+                enums += 1;
+                f.enums.get(enums - 1).cloned()
+            }
+            ColumnType::MYSQL_TYPE_SET => {
+                sets += 1;
+                f.sets.get(sets - 1).cloned()
+            }
+            _ => None,
+        };
+        let ty = source_type(real, meta, unsigned, charset, labels)
+            .ok_or_else(|| format!("column {name}: binlog type {real:?} is not supported"))?;
+        let nullable = nulls.get(i).map(|b| *b).unwrap_or(true);
+        columns.push(lend(
+            ColumnSchema {
+                name: name.clone(),
+                column_type: ty.describe(),
+                ty,
+                nullable,
+            },
+            live,
+        ));
+    }
+    let primary_key = if f.primary_key.is_empty() {
+        live.map(|l| {
+            l.primary_key
+                .iter()
+                .filter_map(|&k| {
+                    let key = &l.columns[k].name;
+                    f.names.iter().position(|c| c.eq_ignore_ascii_case(key))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    } else {
+        f.primary_key
+    };
+    Ok(Some(TableSchema {
+        name: TableName::new(tme.database_name(), tme.table_name()),
+        columns,
+        primary_key,
+    }))
+}
+
+/// The live column of the same name where it has the same type (its JSON-ness and `COLUMN_TYPE`
+/// text are the binlog's own then), else the column as the binlog describes it.
+fn lend(col: ColumnSchema, live: Option<&TableSchema>) -> ColumnSchema {
+    let Some(same) = live
+        .and_then(|l| l.column_index(&col.name).map(|i| &l.columns[i]))
+        .filter(|l| l.nullable == col.nullable)
+    else {
+        return col;
+    };
+    let fits = same.ty == col.ty
+        || (same.ty == SourceType::Json && matches!(col.ty, SourceType::Text { .. }));
+    if fits {
+        same.clone()
+    } else {
+        col
+    }
+}
+
+/// The source type of a binlog column type with its metadata and optional metadata facts.
+fn source_type(
+    real: ColumnType,
+    meta: &[u8],
+    unsigned: bool,
+    charset: Option<String>,
+    labels: Option<Vec<String>>,
+) -> Option<SourceType> {
+    use ColumnType::*;
+    let int = |bytes| SourceType::Int { bytes, unsigned };
+    Some(match real {
+        MYSQL_TYPE_TINY => int(1),
+        MYSQL_TYPE_SHORT => int(2),
+        MYSQL_TYPE_INT24 => int(3),
+        MYSQL_TYPE_LONG => int(4),
+        MYSQL_TYPE_LONGLONG => int(8),
+        MYSQL_TYPE_NEWDECIMAL => SourceType::Decimal {
+            precision: *meta.first()? as u32,
+            scale: *meta.get(1)? as u32,
+        },
+        MYSQL_TYPE_FLOAT => SourceType::Float,
+        MYSQL_TYPE_DOUBLE => SourceType::Double,
+        MYSQL_TYPE_STRING | MYSQL_TYPE_VAR_STRING | MYSQL_TYPE_VARCHAR | MYSQL_TYPE_BLOB => {
+            match charset.as_deref() {
+                Some("binary") => SourceType::Binary,
+                Some(cs) => SourceType::Text {
+                    charset: cs.to_string(),
+                },
+                // Without charset facts a BLOB cannot be told from a TEXT.
+                None => return None,
+            }
+        }
+        MYSQL_TYPE_GEOMETRY => SourceType::Binary,
+        MYSQL_TYPE_JSON => SourceType::Json,
+        MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => SourceType::Date,
+        MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2 => SourceType::DateTime,
+        MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2 => SourceType::Timestamp,
+        MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => SourceType::Time,
+        MYSQL_TYPE_YEAR => SourceType::Year,
+        MYSQL_TYPE_ENUM => SourceType::Enum(labels?),
+        MYSQL_TYPE_SET => SourceType::Set(labels?),
+        // Bits in the last byte, then whole bytes.
+        MYSQL_TYPE_BIT => SourceType::Bit(*meta.get(1)? as u16 * 8 + *meta.first()? as u16),
+        _ => return None,
+    })
+}
+
+/// Table versions by the bytes of the table map that described them, and the live definitions
+/// that lend them what the binlog lacks.
 #[derive(Default)]
 pub struct SchemaCache {
-    tables: HashMap<TableName, Arc<TableSchema>>,
+    collations: Collations,
+    versions: HashMap<Vec<u8>, Version>,
+    live: HashMap<TableName, Option<Arc<TableSchema>>>,
+}
+
+/// The part of a table map event that describes the table (its body after the table id and
+/// flags): the same bytes mean the same version.
+fn fingerprint(data: &[u8]) -> &[u8] {
+    data.get(8..).unwrap_or(data)
 }
 
 impl SchemaCache {
-    pub fn get(&self, name: &TableName) -> Option<&Arc<TableSchema>> {
-        self.tables.get(name)
-    }
-
-    /// Re-reads a table and replaces the cached version.
-    pub async fn refresh(
-        &mut self,
-        conn: &mut mysql_async::Conn,
-        name: &TableName,
-    ) -> Result<Option<Arc<TableSchema>>> {
-        match crate::catalog::mysql::read_table(conn, name).await? {
-            Some(t) => {
-                let t = Arc::new(t);
-                self.tables.insert(name.clone(), t.clone());
-                Ok(Some(t))
-            }
-            None => {
-                self.tables.remove(name);
-                Ok(None)
-            }
+    pub fn new(collations: Collations) -> SchemaCache {
+        SchemaCache {
+            collations,
+            ..SchemaCache::default()
         }
     }
 
-    /// Forgets every table (after DDL); they are re-read at their next table map event.
+    /// The version a table map event (its `data` and parsed form) describes; `Ok(None)` when it
+    /// carries no column names.
+    pub async fn version(
+        &mut self,
+        conn: &mut mysql_async::Conn,
+        data: &[u8],
+        tme: &TableMapEvent<'_>,
+    ) -> Result<Option<Version>> {
+        if let Some(v) = self.versions.get(fingerprint(data)) {
+            return Ok(Some(v.clone()));
+        }
+        let name = TableName::new(tme.database_name(), tme.table_name());
+        if !self.live.contains_key(&name) {
+            let live = crate::catalog::mysql::read_table(conn, &name).await?;
+            self.live.insert(name.clone(), live.map(Arc::new));
+        }
+        let live = self.live.get(&name).cloned().flatten();
+        let version = version_of(tme, &self.collations, live.as_deref()).map_err(|e| {
+            Error::new(
+                ErrorKind::SourceDefinite,
+                format!("table map of {name}: {e}"),
+            )
+        })?;
+        let Some(schema) = version else {
+            return Ok(None);
+        };
+        // One Arc per version that equals the live definition: the mappings were compiled
+        // against it and bind it at no cost.
+        let schema = match live {
+            Some(l) if *l == schema => l,
+            _ => {
+                let columns: Vec<String> = schema
+                    .columns
+                    .iter()
+                    .map(|c| format!("{} {}", c.name, c.column_type))
+                    .collect();
+                tracing::info!(table = %name, columns = %columns.join(", "), "reading rows written with another definition of the table than the live one (the binlog's own)");
+                Arc::new(schema)
+            }
+        };
+        let v = (schema, Arc::new(RowLayout::new(tme)?));
+        if self.versions.len() >= MAX_VERSIONS {
+            self.versions.clear();
+        }
+        self.versions.insert(fingerprint(data).to_vec(), v.clone());
+        Ok(Some(v))
+    }
+
+    /// After DDL: versions and live definitions are worked out again when next met (the
+    /// binlog's own facts do not change, but what the live table lends them may have).
     pub fn clear(&mut self) {
-        self.tables.clear();
+        self.versions.clear();
+        self.live.clear();
     }
 }

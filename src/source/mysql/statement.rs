@@ -5,9 +5,9 @@
 //!
 //! Owns telling a statement's kind and the watched tables it names. Pure: no I/O.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
-use crate::model::{Position, TableName};
+use crate::model::TableName;
 
 /// Whether a statement changes data (rather than definitions).
 pub fn is_dml(statement: &str) -> bool {
@@ -16,6 +16,11 @@ pub fn is_dml(statement: &str) -> bool {
         first.as_str(),
         "INSERT" | "UPDATE" | "DELETE" | "REPLACE" | "LOAD"
     )
+}
+
+/// Whether a statement is a TRUNCATE (logged as DDL whatever the binlog format).
+pub fn is_truncate(statement: &str) -> bool {
+    first_word(statement).eq_ignore_ascii_case("TRUNCATE")
 }
 
 /// The first word after leading blanks and `/* … */` comments.
@@ -58,18 +63,6 @@ pub fn watched_in<'w>(
         .collect();
     named.sort_by_key(|t| t.to_string());
     named
-}
-
-/// Whether copies taken after `at` hold every table of `tables` (`copied`: the oldest
-/// position each copied table's copy was taken at).
-pub fn copied_after(
-    tables: &[&TableName],
-    at: &Position,
-    copied: &HashMap<TableName, Position>,
-) -> bool {
-    tables
-        .iter()
-        .all(|t| copied.get(*t).is_some_and(|c| c.is_after(at)))
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ pub struct PgSource {
     own_origin_prefix: String,
     chunk_rows: usize,
     flushed: watch::Receiver<Lsn>,
+    /// Per copied table, the oldest position its copy was taken at.
+    copied: HashMap<TableName, Position>,
 }
 
 impl PgSource {
@@ -69,6 +71,7 @@ impl PgSource {
             own_origin_prefix,
             chunk_rows: chunk_rows.max(1),
             flushed,
+            copied: HashMap::new(),
         }
     }
 }
@@ -179,6 +182,15 @@ struct OpenTxn {
     rows: Vec<RowChange>,
 }
 
+impl PgSource {
+    /// The copies of published tables: per table the oldest position its copy was taken at. A
+    /// TRUNCATE before it is held by the copy and passed.
+    pub fn with_copies(mut self, copied: HashMap<TableName, Position>) -> Self {
+        self.copied = copied;
+        self
+    }
+}
+
 impl Source for PgSource {
     async fn run(&mut self, from: Option<Position>, tx: mpsc::Sender<SourceEvent>) -> Result<()> {
         let start = match from {
@@ -198,6 +210,7 @@ impl Source for PgSource {
             cfg: &self.cfg,
             own_origin_prefix: &self.own_origin_prefix,
             chunk_rows: self.chunk_rows,
+            copied: &self.copied,
             tables: HashMap::new(),
             custom_types: HashMap::new(),
             txn: None,
@@ -318,12 +331,51 @@ struct Reader<'a> {
     /// Transactions whose origin name starts with this are duplex's own: dropped.
     own_origin_prefix: &'a str,
     chunk_rows: usize,
+    copied: &'a HashMap<TableName, Position>,
     tables: HashMap<u32, Table>,
     custom_types: HashMap<u32, String>,
     txn: Option<OpenTxn>,
 }
 
 impl Reader<'_> {
+    /// A TRUNCATE of published tables (not duplex's own) stops the direction before its
+    /// checkpoint passes it, unless copies taken after it hold every table it names. duplex does
+    /// not empty MySQL tables by itself: that is the operator's decision.
+    fn truncate(&self, rels: &[u32]) -> Result<()> {
+        let Some(txn) = self.txn.as_ref().filter(|t| !t.own) else {
+            return Ok(());
+        };
+        let tables: Vec<&TableName> = rels
+            .iter()
+            .filter_map(|r| self.tables.get(r).map(|t| &t.schema.name))
+            .collect();
+        let at = Position::Postgres(txn.at);
+        if tables.len() == rels.len() && crate::source::copied_after(&tables, &at, self.copied) {
+            metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+            return Ok(());
+        }
+        let names: Vec<String> = rels
+            .iter()
+            .map(|r| {
+                self.tables
+                    .get(r)
+                    .map_or(format!("oid {r}"), |t| t.schema.name.to_string())
+            })
+            .collect();
+        let first = tables.first().map(|t| t.name.clone()).unwrap_or_default();
+        Err(Error::new(
+            ErrorKind::SourceDefinite,
+            format!(
+                "TRUNCATE of {} in PostgreSQL (transaction committed at {}): duplex does not empty the MySQL tables mapped from it by itself. \
+                 Decide what MySQL keeps: to follow the TRUNCATE, delete the mapped rows there yourself; to keep them, do nothing. \
+                 Then copy the table again with `duplex snapshot --table {first}` (each table named) and start duplex: \
+                 it passes the TRUNCATE once a later copy holds the table",
+                names.join(", "),
+                txn.at
+            ),
+        ))
+    }
+
     /// Decode: applies one message to the reader's state; returns what is ready to hand over.
     fn decode(&mut self, message: ReplicationMessage) -> Result<Option<Handover>> {
         let data = match message {
@@ -376,26 +428,7 @@ impl Reader<'_> {
                 let full = old.0 == OldKind::Full;
                 return self.row(rel, Op::Delete, Some(&old.1), None, full);
             }
-            PgOutput::Truncate { rels, .. } => {
-                let names: Vec<String> = rels
-                    .iter()
-                    .map(|r| {
-                        self.tables
-                            .get(r)
-                            .map_or(format!("oid {r}"), |t| t.schema.name.to_string())
-                    })
-                    .collect();
-                if !self.txn.as_ref().is_some_and(|t| t.own) {
-                    return Err(Error::new(
-                        ErrorKind::SourceDefinite,
-                        format!(
-                            "TRUNCATE of {} in PostgreSQL: duplex does not replicate truncation; \
-                             remove the table from the publication or truncate the other side by hand, then resume",
-                            names.join(", ")
-                        ),
-                    ));
-                }
-            }
+            PgOutput::Truncate { rels, .. } => self.truncate(&rels)?,
             PgOutput::Message {
                 transactional: true,
                 prefix,

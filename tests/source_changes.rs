@@ -1,0 +1,422 @@
+//! The source changes under duplex: ALTER TABLE between a row's writing and its reading, the
+//! binlog's column metadata switched off, TRUNCATE on either side. Each ends in one of two ways:
+//! duplex follows it exactly, or it stops at the exact position saying what to do, and the
+//! documented way forward (`duplex snapshot --table`) gets both sides equal.
+
+mod support;
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use support::harness::{kill9, mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
+
+const ALTERED: &str = r#"
+[[table]]
+source = "reorder"
+target = "reorder"
+[table.column]
+id = "id"
+x = "x"
+y = "y"
+
+[[table]]
+source = "convert"
+target = "convert"
+[table.column]
+id = "id"
+s = "s"
+
+[[table]]
+source = "sign"
+target = "sign"
+[table.column]
+id = "id"
+n = "n"
+
+[[table]]
+source = "added"
+target = "added"
+[table.column]
+id = "id"
+a = "a"
+
+[[table]]
+source = "labels"
+target = "labels"
+[table.column]
+id = "id"
+e = "e"
+"#;
+
+type Rows = Vec<Vec<Option<String>>>;
+
+fn rows(r: &[&[&str]]) -> Rows {
+    r.iter()
+        .map(|row| row.iter().map(|v| Some(v.to_string())).collect())
+        .collect()
+}
+
+/// Rows written before an ALTER TABLE and read after it (duplex stopped during the ALTER) are
+/// decoded with the definition they were written with, which the binlog carries: a reordered
+/// column, a cp1251 → utf8mb4 conversion, a signedness change, a column added first, ENUM labels
+/// inserted before the used one. Every value lands in its own column, exactly as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_before_an_alter_keep_the_columns_they_were_written_with() {
+    let dbs = support::fresh_dbs("altered").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE reorder (id int PRIMARY KEY, x varchar(20), y varchar(20));
+         CREATE TABLE `convert` (id int PRIMARY KEY, s varchar(40) CHARACTER SET cp1251);
+         CREATE TABLE sign (id int PRIMARY KEY, n int);
+         CREATE TABLE added (id int PRIMARY KEY, a varchar(20));
+         CREATE TABLE labels (id int PRIMARY KEY, e enum('new','paid'))",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE reorder (id integer PRIMARY KEY, x text, y text);
+         CREATE TABLE \"convert\" (id integer PRIMARY KEY, s text);
+         CREATE TABLE sign (id integer PRIMARY KEY, n bigint);
+         CREATE TABLE added (id integer PRIMARY KEY, a text);
+         CREATE TABLE labels (id integer PRIMARY KEY, e text)",
+    )
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("altered", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", ALTERED)]);
+    // The rows are streamed, not copied: the copy would read them as they are now.
+    work.append_config("[snapshot]\non_start = false\n");
+    work.setup();
+
+    // Before the ALTERs, with duplex stopped.
+    my.query_drop(
+        "INSERT INTO reorder VALUES (1, 'a', 'b');
+         INSERT INTO `convert` VALUES (1, 'Букет роз');
+         INSERT INTO sign VALUES (1, -1), (2, 7);
+         INSERT INTO added VALUES (1, 'before');
+         INSERT INTO labels VALUES (1, 'paid'), (2, 'new')",
+    )
+    .await
+    .unwrap();
+    my.query_drop(
+        "ALTER TABLE reorder MODIFY y varchar(10) AFTER id;
+         ALTER TABLE `convert` CONVERT TO CHARACTER SET utf8mb4;
+         ALTER TABLE sign MODIFY n int unsigned;
+         ALTER TABLE added ADD COLUMN z int NOT NULL DEFAULT 9 FIRST;
+         ALTER TABLE labels MODIFY e enum('draft','new','paid')",
+    )
+    .await
+    .unwrap();
+    // After them.
+    my.query_drop(
+        "INSERT INTO reorder (id, x, y) VALUES (2, 'c', 'd');
+         INSERT INTO `convert` VALUES (2, 'Тюльпаны 🌷');
+         INSERT INTO sign VALUES (3, 4000000000);
+         INSERT INTO added (z, id, a) VALUES (5, 2, 'after');
+         INSERT INTO labels VALUES (3, 'draft'), (4, 'paid')",
+    )
+    .await
+    .unwrap();
+
+    let mut child = work.start();
+    let all = || async {
+        [
+            pg_rows(&pg, "SELECT id::text, x, y FROM reorder ORDER BY id").await,
+            pg_rows(&pg, "SELECT id::text, s FROM \"convert\" ORDER BY id").await,
+            pg_rows(&pg, "SELECT id::text, n::text FROM sign ORDER BY id").await,
+            pg_rows(&pg, "SELECT id::text, a FROM added ORDER BY id").await,
+            pg_rows(&pg, "SELECT id::text, e FROM labels ORDER BY id").await,
+        ]
+    };
+    // The signed -1 was written as -1; the ALTER made MySQL's copy of it 0 without a row
+    // event (a definition change is not a row change), so the value as written is what arrives.
+    let expected = [
+        rows(&[&["1", "a", "b"], &["2", "c", "d"]]),
+        rows(&[&["1", "Букет роз"], &["2", "Тюльпаны 🌷"]]),
+        rows(&[&["1", "-1"], &["2", "7"], &["3", "4000000000"]]),
+        rows(&[&["1", "before"], &["2", "after"]]),
+        rows(&[
+            &["1", "paid"],
+            &["2", "new"],
+            &["3", "draft"],
+            &["4", "paid"],
+        ]),
+    ];
+    wait_for(Duration::from_secs(30), "every table", &work, || async {
+        all().await == expected
+    })
+    .await;
+    let log = work.log();
+    assert!(
+        log.contains("reading rows written with another definition of the table"),
+        "{log}"
+    );
+    assert!(!log.contains("dead letter"), "{log}");
+    // After the ALTERs the live definition is the binlog's: the rows that follow are read as
+    // usual, and MySQL and PostgreSQL agree on everything written since.
+    my.query_drop(
+        "UPDATE reorder SET y = 'e' WHERE id = 1; UPDATE sign SET n = 3000000000 WHERE id = 1",
+    )
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the later updates",
+        &work,
+        || async {
+            let now = all().await;
+            now[0] == rows(&[&["1", "a", "e"], &["2", "c", "d"]])
+                && now[2] == rows(&[&["1", "3000000000"], &["2", "7"], &["3", "4000000000"]])
+        },
+    )
+    .await;
+    assert_eq!(
+        mysql_rows(&mut my, "SELECT id, x, y FROM reorder ORDER BY id").await,
+        all().await[0]
+    );
+    stop_cleanly(&mut child, &work);
+}
+
+/// `binlog_row_metadata` switched off while duplex runs: the next row event of a mapped table
+/// carries no column names, and duplex stops there (a restart stops again) instead of guessing
+/// the definition. With FULL back and the table copied again (`duplex snapshot --table`), it
+/// passes the events the copy holds and both sides end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn rows_without_column_names_stop_until_the_table_is_copied_again() {
+    let _serial = support::exclusive();
+    let dbs = support::fresh_dbs("nonames").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+    let pipeline = support::harness::pipeline_name("nonames", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let child = work.start();
+    my.query_drop("INSERT INTO t VALUES (1, 'named')")
+        .await
+        .unwrap();
+    let pg_t = || async { pg_rows(&pg, "SELECT id::text, v FROM t ORDER BY id").await };
+    wait_for(Duration::from_secs(30), "row 1", &work, || async {
+        pg_t().await == rows(&[&["1", "named"]])
+    })
+    .await;
+    my.query_drop("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+        .await
+        .unwrap();
+    // A new session: the setting is read when a session starts logging.
+    let mut other = dbs.mysql().await;
+    let written = other
+        .query_drop("INSERT INTO t VALUES (2, 'nameless'); UPDATE t SET v = 'renamed' WHERE id = 1")
+        .await;
+    my.query_drop("SET GLOBAL binlog_row_metadata = 'FULL'")
+        .await
+        .unwrap();
+    written.unwrap();
+    let said = "carries no column names for";
+    wait_for(Duration::from_secs(30), "the stop", &work, || async {
+        work.log().contains(said)
+    })
+    .await;
+    assert!(
+        work.log()
+            .contains("SET GLOBAL binlog_row_metadata = 'FULL'")
+            && work.log().contains("duplex snapshot --table t"),
+        "{}",
+        work.log()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pg_t().await, rows(&[&["1", "named"]]));
+    // A restart stops at the same place; the copy is the way past it.
+    kill9_restart_stops_again_then_copy(&work, child, said, "t").await;
+    let mut child = work.start();
+    let mut third = dbs.mysql().await;
+    third
+        .query_drop("INSERT INTO t VALUES (3, 'named again')")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            pg_t().await == rows(&[&["1", "renamed"], &["2", "nameless"], &["3", "named again"]])
+        },
+    )
+    .await;
+    assert_eq!(
+        mysql_rows(&mut my, "SELECT id, v FROM t ORDER BY id").await,
+        pg_t().await
+    );
+    stop_cleanly(&mut child, &work);
+}
+
+const TRUNCATED: &str = r#"
+[[table]]
+source = "f"
+target = "f"
+columns = "all"
+
+[[table]]
+source = "r"
+target = "r"
+direction = "reverse"
+
+[table.column]
+id = "id"
+v = "v"
+"#;
+
+/// TRUNCATE on either side stops the direction that reads it, before its checkpoint passes it,
+/// saying what to do; the other side keeps its rows until the operator decides. Here the
+/// operator follows the TRUNCATE (deletes the mapped rows on the other side) and copies the
+/// table again: duplex passes the TRUNCATE and both sides end equal, with the rows written after
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
+    let dbs = support::fresh_dbs("truncate").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE f (id int PRIMARY KEY, v varchar(20));
+         CREATE TABLE r (id int PRIMARY KEY, v varchar(20))",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE f (id integer PRIMARY KEY, v text);
+         CREATE TABLE r (id integer PRIMARY KEY, v text)",
+    )
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("trunc", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", TRUNCATED)]);
+    work.setup();
+    let child = work.start();
+    my.query_drop("INSERT INTO f VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    pg.batch_execute("INSERT INTO r VALUES (1, 'x'), (2, 'y')")
+        .await
+        .unwrap();
+    let pg_f = || async { pg_rows(&pg, "SELECT id::text, v FROM f ORDER BY id").await };
+    const MY_R: &str = "SELECT id, v FROM r ORDER BY id";
+    wait_for(Duration::from_secs(30), "both tables", &work, || async {
+        let mut c = dbs.mysql().await;
+        pg_f().await == rows(&[&["1", "a"], &["2", "b"]])
+            && mysql_rows(&mut c, MY_R).await == rows(&[&["1", "x"], &["2", "y"]])
+    })
+    .await;
+
+    // MySQL: TRUNCATE, then new rows.
+    my.query_drop("TRUNCATE TABLE f; INSERT INTO f VALUES (3, 'c')")
+        .await
+        .unwrap();
+    let said = "TRUNCATE of";
+    wait_for(
+        Duration::from_secs(30),
+        "the forward stop",
+        &work,
+        || async {
+            work.log()
+                .contains("duplex does not empty the PostgreSQL tables")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(pg_f().await, rows(&[&["1", "a"], &["2", "b"]]));
+    kill9_restart_stops_again_then_copy(&work, child, said, "f").await;
+    // The operator follows the TRUNCATE on the PostgreSQL side (the rows duplex copied before
+    // are gone from MySQL); the copy then brings what MySQL has now.
+    pg.batch_execute("DELETE FROM f WHERE id IN (1, 2)")
+        .await
+        .unwrap();
+    let child = work.start();
+    wait_for(Duration::from_secs(30), "f equal", &work, || async {
+        pg_f().await == rows(&[&["3", "c"]])
+    })
+    .await;
+
+    // PostgreSQL: TRUNCATE, then new rows.
+    pg.batch_execute("TRUNCATE r; INSERT INTO r VALUES (4, 'z')")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "the reverse stop",
+        &work,
+        || async {
+            work.log()
+                .contains("duplex does not empty the MySQL tables")
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        mysql_rows(&mut my, MY_R).await,
+        rows(&[&["1", "x"], &["2", "y"]])
+    );
+    let stops = work.log().matches(said).count();
+    let mut child = child;
+    kill9(&mut child);
+    let mut again = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the second reverse stop",
+        &work,
+        || async { work.log().matches(said).count() > stops },
+    )
+    .await;
+    kill9(&mut again);
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", "r"]);
+    assert!(ok, "{out}");
+    my.query_drop("DELETE FROM r WHERE id IN (1, 2)")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    my.query_drop("INSERT INTO f VALUES (5, 'e')")
+        .await
+        .unwrap();
+    pg.batch_execute("INSERT INTO r VALUES (6, 'w')")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            pg_f().await == rows(&[&["3", "c"], &["5", "e"]])
+                && mysql_rows(&mut c, MY_R).await == rows(&[&["4", "z"], &["6", "w"]])
+        },
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+}
+
+/// After a stop whose log line holds `said`: duplex (`child`) is killed, a restart stops at the
+/// same place again, and `table` is copied again (`duplex snapshot --table`), the fix.
+async fn kill9_restart_stops_again_then_copy(
+    work: &Workdir,
+    mut child: support::harness::Duplex,
+    said: &str,
+    table: &str,
+) {
+    let before = work.log().matches(said).count();
+    kill9(&mut child);
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "the second stop", work, || async {
+        work.log().matches(said).count() > before
+    })
+    .await;
+    kill9(&mut child);
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", table]);
+    assert!(ok, "{out}");
+}

@@ -2,9 +2,13 @@
 //! binlog's column metadata switched off, TRUNCATE on either side. Each ends in one of two ways:
 //! duplex follows it exactly, or it stops at the exact position saying what to do, and the
 //! documented way forward (`duplex snapshot --table`) gets both sides equal.
+//!
+//! Some tests switch global server settings, so every test here holds [`support::exclusive`].
 
 mod support;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
@@ -61,7 +65,9 @@ fn rows(r: &[&[&str]]) -> Rows {
 /// column, a cp1251 → utf8mb4 conversion, a signedness change, a column added first, ENUM labels
 /// inserted before the used one. Every value lands in its own column, exactly as written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
 async fn rows_written_before_an_alter_keep_the_columns_they_were_written_with() {
+    let _serial = support::exclusive();
     let dbs = support::fresh_dbs("altered").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
@@ -276,11 +282,13 @@ v = "v"
 
 /// TRUNCATE on either side stops the direction that reads it, before its checkpoint passes it,
 /// saying what to do; the other side keeps its rows until the operator decides. Here the
-/// operator follows the TRUNCATE (deletes the mapped rows on the other side) and copies the
-/// table again: duplex passes the TRUNCATE and both sides end equal, with the rows written after
-/// it.
+/// operator follows the TRUNCATE with a resync (`duplex snapshot --table`): the copy removes the
+/// rows the source no longer has, duplex passes the TRUNCATE, and both sides end equal, with the
+/// rows written after it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
 async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
+    let _serial = support::exclusive();
     let dbs = support::fresh_dbs("truncate").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
@@ -333,11 +341,8 @@ async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pg_f().await, rows(&[&["1", "a"], &["2", "b"]]));
     kill9_restart_stops_again_then_copy(&work, child, said, "f").await;
-    // The operator follows the TRUNCATE on the PostgreSQL side (the rows duplex copied before
-    // are gone from MySQL); the copy then brings what MySQL has now.
-    pg.batch_execute("DELETE FROM f WHERE id IN (1, 2)")
-        .await
-        .unwrap();
+    // The resync removed the rows MySQL no longer has and copied the one it has.
+    assert_eq!(pg_f().await, rows(&[&["3", "c"]]));
     let child = work.start();
     wait_for(Duration::from_secs(30), "f equal", &work, || async {
         pg_f().await == rows(&[&["3", "c"]])
@@ -377,9 +382,7 @@ async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
     kill9(&mut again);
     let (ok, out) = work.run_cmd(&["snapshot", "--table", "r"]);
     assert!(ok, "{out}");
-    my.query_drop("DELETE FROM r WHERE id IN (1, 2)")
-        .await
-        .unwrap();
+    assert_eq!(mysql_rows(&mut my, MY_R).await, rows(&[&["4", "z"]]));
     let mut child = work.start();
     my.query_drop("INSERT INTO f VALUES (5, 'e')")
         .await
@@ -397,6 +400,95 @@ async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
                 && mysql_rows(&mut c, MY_R).await == rows(&[&["4", "z"], &["6", "w"]])
         },
     )
+    .await;
+    stop_cleanly(&mut child, &work);
+}
+
+/// A writer that changes rows 1..=200 of `t` at random (inserts, updates, deletes), each
+/// transaction on a new session so it takes the global settings as they are then, until `stop`.
+async fn random_writer(db: String, stop: Arc<AtomicBool>) -> usize {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    let mut done = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let mut c = support::mysql_conn(Some(&db)).await;
+        let id = rng.gen_range(1..=200);
+        let q = match rng.gen_range(0..3) {
+            0 => format!("INSERT INTO t VALUES ({id}, 'v{done}', {done}) ON DUPLICATE KEY UPDATE v = 'i{done}', n = n + 1"),
+            1 => format!("UPDATE t SET v = 'u{done}', n = n + 1 WHERE id = {id}"),
+            _ => format!("DELETE FROM t WHERE id = {id}"),
+        };
+        c.query_drop(q).await.unwrap();
+        let _ = c.disconnect().await;
+        done += 1;
+    }
+    done
+}
+
+/// `binlog_format` switched to STATEMENT and back, then `binlog_row_image` to MINIMAL and back,
+/// globally, while a writer changes the rows: each time duplex stops before the first change it
+/// cannot replicate, stops there again on a restart, and after `duplex snapshot --table t` both
+/// sides are equal row by row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::await_holding_lock)]
+async fn format_and_image_switched_under_load_stop_and_resync_without_loss() {
+    let _serial = support::exclusive();
+    let dbs = support::fresh_dbs("switch").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20), n int)")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text, n integer)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+    let pipeline = support::harness::pipeline_name("switch", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let mut child = work.start();
+    for (on, off, said) in [
+        (
+            "SET GLOBAL binlog_format = 'STATEMENT'",
+            "SET GLOBAL binlog_format = 'ROW'",
+            "is logged as a statement, not as rows",
+        ),
+        (
+            "SET GLOBAL binlog_row_image = 'MINIMAL'",
+            "SET GLOBAL binlog_row_image = 'FULL'",
+            "binlog_row_image must be FULL",
+        ),
+    ] {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(random_writer(dbs.mysql_db.clone(), stop.clone()));
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        my.query_drop(on).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        my.query_drop(off).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        stop.store(true, Ordering::Relaxed);
+        let written = writer.await.unwrap();
+        assert!(written > 50, "only {written} transactions written");
+        wait_for(Duration::from_secs(30), "the stop", &work, || async {
+            work.log().contains(said)
+        })
+        .await;
+        kill9_restart_stops_again_then_copy(&work, child, said, "t").await;
+        child = work.start();
+        let source = mysql_rows(&mut my, "SELECT id, v, n FROM t ORDER BY id").await;
+        let what = format!("both sides equal after the stop on \"{said}\"");
+        wait_for(Duration::from_secs(30), &what, &work, || async {
+            pg_rows(&pg, "SELECT id::text, v, n::text FROM t ORDER BY t.id").await == source
+        })
+        .await;
+    }
+    // The stream goes on after both resyncs.
+    my.query_drop("INSERT INTO t VALUES (1000, 'last', 1) ON DUPLICATE KEY UPDATE v = 'last'")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "the last row", &work, || async {
+        pg_rows(&pg, "SELECT v FROM t WHERE id = 1000").await == rows(&[&["last"]])
+    })
     .await;
     stop_cleanly(&mut child, &work);
 }

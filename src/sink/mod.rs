@@ -99,6 +99,19 @@ pub trait Sink {
         change: <Self::Encoder as Encoder>::Change,
     ) -> impl std::future::Future<Output = Result<()>> + Send;
 
+    /// A resync's removal of rows the source no longer has, in the open transaction (begun if
+    /// none is): the target rows mapped from the copied source table `source` whose source key lies in
+    /// `(after, upto]` (`None`: that end open) and is none of `keep`. Only entries that map the
+    /// source's single integer key unchanged to the target's key, go one way and delete on
+    /// delete are pruned; others are left alone. Returns the rows removed.
+    fn prune(
+        &mut self,
+        source: &crate::model::TableSchema,
+        after: Option<i64>,
+        upto: Option<i64>,
+        keep: &[i64],
+    ) -> impl std::future::Future<Output = Result<u64>> + Send;
+
     /// Records a dead letter, written with the next commit.
     fn dead_letter(&mut self, letter: DeadLetter);
 

@@ -177,6 +177,7 @@ mod tests {
     #[test]
     fn rows_follow_the_segment_of_their_key() {
         let p = Progress {
+            prune: false,
             table: "shop.t".into(),
             state: crate::state::progress::State::Copying,
             key_columns: vec!["id".into()],

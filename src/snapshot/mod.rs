@@ -325,7 +325,10 @@ async fn copy_direction<S: Sink + ProgressStore>(
     let mut starts = Vec::new();
     for (name, previous) in todo {
         let schema = reader.schema_of(plan, &name).await?;
-        let progress = start(&name, &schema, previous, &at);
+        let mut progress = start(&name, &schema, previous, &at);
+        // Copying a named table again is a resync: the target ends holding what the source
+        // holds, so rows the source no longer has go too (where the key allows it).
+        progress.prune |= request.table.is_some();
         starts.push((schema, progress));
     }
     let rows: Vec<&Progress> = starts.iter().map(|(_, p)| p).collect();
@@ -466,6 +469,8 @@ struct Open {
     started: Instant,
     /// The error that stopped the fast path; the rows are then written one by one.
     failed: Option<Error>,
+    /// See [`Chunk::keys`].
+    keys: Vec<i64>,
 }
 
 /// Commits a filled transaction with the table's progress; when the target rejected something,
@@ -483,9 +488,20 @@ async fn finish_txn<S: Sink>(
 ) -> Result<()> {
     let failed = match txn.failed {
         Some(e) => Some(e),
-        None => commit_chunk(sink, txn.rows, txn.dead, &txn.last_key, progress)
-            .await
-            .err(),
+        None => async {
+            prune_range(
+                sink,
+                schema,
+                progress,
+                txn.after.as_deref(),
+                Some(&txn.last_key),
+                &txn.keys,
+            )
+            .await?;
+            commit_chunk(sink, txn.rows, txn.dead, &txn.last_key, progress).await
+        }
+        .await
+        .err(),
     };
     let dead = match failed {
         None => txn.dead,
@@ -510,7 +526,9 @@ async fn finish_txn<S: Sink>(
                     ),
                 ));
             }
-            write_chunk_carefully(sink, schema, rows, &txn.last_key, progress, txn_id).await?
+            let range = (txn.after.as_deref(), txn.keys.as_slice());
+            write_chunk_carefully(sink, schema, rows, &txn.last_key, progress, txn_id, range)
+                .await?
         }
         Some(e) => {
             sink.rollback().await;
@@ -540,6 +558,9 @@ struct Chunk<C> {
     /// Per source row: its encoded changes, or why it cannot be copied.
     items: Vec<Item<C>>,
     last_key: Vec<KeyValue>,
+    /// The integer keys of the rows the target keeps (written or set aside; not those no entry
+    /// writes), for a resync's pruning.
+    keys: Vec<i64>,
 }
 
 async fn read_chunk(
@@ -571,12 +592,14 @@ fn encode_chunk<E: Encoder>(
     read: Read,
     txn_id: &str,
 ) -> Chunk<E::Change> {
+    let mut keys = Vec::new();
     let items = read
         .rows
         .into_iter()
         .map(|r| {
+            let key = int_key_of(schema, &r.values);
             let change = insert_of(schema, r.values);
-            match r.unreadable {
+            let item = match r.unreadable {
                 Some(why) => Err(Box::new(DeadLetter::new(
                     &change,
                     String::new(),
@@ -586,14 +609,64 @@ fn encode_chunk<E: Encoder>(
                 None => encoder.prepare(&change).map_err(|(target, e)| {
                     Box::new(DeadLetter::new(&change, target, txn_id, e.to_string()))
                 }),
+            };
+            if let Some(k) = key.filter(|_| item.as_ref().map_or(true, |c| !c.is_empty())) {
+                keys.push(k);
             }
+            item
         })
         .collect();
     Chunk {
         after: read.after,
         items,
         last_key: read.last_key,
+        keys,
     }
+}
+
+/// The single integer key of a key or row, when the table has one (a resync prunes by it).
+fn int_key(key: &[KeyValue]) -> Option<i64> {
+    match key {
+        [KeyValue::I(i)] => Some(*i),
+        [KeyValue::U(u)] => i64::try_from(*u).ok(),
+        _ => None,
+    }
+}
+
+fn int_key_of(schema: &TableSchema, values: &[Value]) -> Option<i64> {
+    let [pk] = schema.primary_key.as_slice() else {
+        return None;
+    };
+    int_key(&[KeyValue::of(values.get(*pk)?).ok()?])
+}
+
+/// A resync's pruning of the key range a chunk covers, `(after, last]`, in its transaction:
+/// the target rows whose key the source no longer has go (see [`Sink::prune`]).
+async fn prune_range<S: Sink>(
+    sink: &mut S,
+    schema: &TableSchema,
+    progress: &Progress,
+    after: Option<&[KeyValue]>,
+    last: Option<&[KeyValue]>,
+    keep: &[i64],
+) -> Result<()> {
+    if !progress.prune {
+        return Ok(());
+    }
+    let bound = |k: Option<&[KeyValue]>| match k {
+        None => Ok(None),
+        Some(k) => int_key(k).map(Some).ok_or(()),
+    };
+    let (Ok(after), Ok(upto)) = (bound(after), bound(last)) else {
+        return Ok(());
+    };
+    let removed = sink.prune(schema, after, upto, keep).await?;
+    if removed > 0 {
+        tracing::info!(table = %progress.table, removed, "removed target rows the source no longer has");
+        metrics::counter!(telemetry::SNAPSHOT_ROWS_REMOVED, "table" => progress.table.clone())
+            .increment(removed);
+    }
+    Ok(())
 }
 
 /// A copied row as the insert a sink applies.
@@ -687,8 +760,15 @@ async fn copy_table<S: Sink>(
     };
     let result = match result {
         Ok(true) => {
-            progress.state = State::Done;
-            sink.commit_progress(&progress).await.map(|()| true)
+            // A resync's last range: past the last row copied (every row, for an empty table).
+            let last = progress.last_key.clone();
+            match prune_range(sink, &schema, &progress, last.as_deref(), None, &[]).await {
+                Ok(()) => {
+                    progress.state = State::Done;
+                    sink.commit_progress(&progress).await.map(|()| true)
+                }
+                Err(e) => Err(e),
+            }
         }
         other => other,
     };
@@ -790,11 +870,13 @@ async fn add_chunk<S: Sink>(
                 last_key: Vec::new(),
                 started: Instant::now(),
                 failed: None,
+                keys: Vec::new(),
             })
         }
     };
     txn.rows += chunk.items.len();
     txn.last_key = chunk.last_key;
+    txn.keys.extend(chunk.keys);
     if txn.failed.is_none() {
         for item in chunk.items {
             match item {
@@ -848,6 +930,7 @@ async fn write_chunk_carefully<S: Sink>(
     last_key: &[KeyValue],
     progress: &mut Progress,
     txn_id: &str,
+    (after, keep): (Option<&[KeyValue]>, &[i64]),
 ) -> Result<usize> {
     let mut encoder = sink.encoder();
     sink.begin().await?;
@@ -886,6 +969,7 @@ async fn write_chunk_carefully<S: Sink>(
             }
         }
     }
+    prune_range(sink, schema, progress, after, Some(last_key), keep).await?;
     commit_chunk(sink, n, dead, last_key, progress).await?;
     Ok(dead)
 }

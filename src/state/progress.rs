@@ -123,6 +123,9 @@ pub struct Progress {
     pub rows_copied: i64,
     pub rows_dead: i64,
     pub segments: Vec<Segment>,
+    /// A resync (`duplex snapshot --table`): the copy also removes the target rows the source no
+    /// longer has, chunk by chunk.
+    pub prune: bool,
 }
 
 impl Progress {
@@ -139,6 +142,7 @@ impl Progress {
                 from_key: None,
                 upto: at.to_string(),
             }],
+            prune: false,
         }
     }
 
@@ -167,6 +171,7 @@ impl Progress {
         let segments = serde_json::to_string(&Stored {
             key_columns: self.key_columns.clone(),
             segments: self.segments.clone(),
+            prune: self.prune,
         })
         .expect("segments serialize");
         (key, segments)
@@ -201,6 +206,7 @@ impl Progress {
             rows_dead,
             key_columns: stored.key_columns,
             segments: stored.segments,
+            prune: stored.prune,
             table,
         })
     }
@@ -211,6 +217,8 @@ impl Progress {
 struct Stored {
     key_columns: Vec<String>,
     segments: Vec<Segment>,
+    #[serde(default)]
+    prune: bool,
 }
 
 /// DDL of the progress table on PostgreSQL.

@@ -41,6 +41,7 @@ pub const BINLOG_FILES_BEHIND: &str = "duplex_binlog_files_behind";
 pub const BINLOG_EXPIRY_REMAINING_SECONDS: &str = "duplex_binlog_expiry_remaining_seconds";
 pub const SNAPSHOT_ROWS: &str = "duplex_snapshot_rows_copied_total";
 pub const SNAPSHOT_DEAD_LETTERS: &str = "duplex_snapshot_dead_letters_total";
+pub const SNAPSHOT_ROWS_REMOVED: &str = "duplex_snapshot_rows_removed_total";
 pub const SNAPSHOT_ROWS_ESTIMATED: &str = "duplex_snapshot_rows_estimated";
 pub const SNAPSHOT_TABLES_PENDING: &str = "duplex_snapshot_tables_pending";
 pub const SNAPSHOT_CHUNK_SECONDS: &str = "duplex_snapshot_chunk_duration_seconds";
@@ -122,6 +123,10 @@ fn describe() {
     metrics::describe_counter!(
         SNAPSHOT_ROWS,
         "Rows copied by the initial snapshot, by table"
+    );
+    metrics::describe_counter!(
+        SNAPSHOT_ROWS_REMOVED,
+        "Target rows a resync (duplex snapshot --table) removed because the source no longer has them, by table"
     );
     metrics::describe_counter!(
         SNAPSHOT_DEAD_LETTERS,

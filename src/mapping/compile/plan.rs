@@ -176,6 +176,38 @@ impl TablePlan {
             .collect()
     }
 
+    /// The target key column a resync prunes by (rows the source no longer has are deleted):
+    /// only for an entry going one way that deletes on delete, has no pivot, and maps the
+    /// source's single integer primary key unchanged to an integer target key.
+    pub fn prune_key(&self) -> Option<&str> {
+        use crate::model::{SourceType, TargetKind};
+        if self.direction != Direction::Forward
+            || self.on_delete != OnDelete::Delete
+            || self.pivot.is_some()
+        {
+            return None;
+        }
+        let [k] = self.key.as_slice() else {
+            return None;
+        };
+        let c = &self.columns[*k];
+        let ColumnSource::Column(slot) = c.from else {
+            return None;
+        };
+        let [pk] = self.source_schema.primary_key.as_slice() else {
+            return None;
+        };
+        let source = &self.source_schema.columns[*pk];
+        let fits = c.transform.is_identity()
+            && source.name.eq_ignore_ascii_case(&self.slots[slot])
+            && matches!(source.ty, SourceType::Int { .. })
+            && matches!(
+                c.target.kind,
+                TargetKind::Int2 | TargetKind::Int4 | TargetKind::Int8
+            );
+        fits.then_some(c.target.name.as_str())
+    }
+
     /// Whether a source row image passes the row filter.
     pub fn passes(&self, row: &[Value], idx: &[usize]) -> bool {
         self.filters.iter().all(|f| f.holds(row, idx))
@@ -280,6 +312,35 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The MySQL key column a resync of reverse entry `r` prunes by: as
+    /// [`TablePlan::prune_key`], for an entry mapped `reverse` that upserts, keyed by the
+    /// PostgreSQL table's single integer primary key unchanged.
+    pub fn reverse_prune_key<'p>(
+        &self,
+        r: &'p crate::mapping::ReversePlan,
+        pg_primary_key: &[String],
+    ) -> Option<&'p str> {
+        use crate::model::{SourceType, TargetKind};
+        let reverse_only = self.tables.iter().any(|t| {
+            t.source == r.target && t.target == r.source && t.direction == Direction::Reverse
+        });
+        let [k] = r.key.as_slice() else {
+            return None;
+        };
+        let c = &r.columns[*k];
+        let fits = reverse_only
+            && r.write == ReverseWrite::Upsert
+            && c.transform.is_identity()
+            && pg_primary_key.len() == 1
+            && pg_primary_key[0] == c.pg_name
+            && matches!(
+                c.pg_kind,
+                TargetKind::Int2 | TargetKind::Int4 | TargetKind::Int8
+            )
+            && matches!(c.my.ty, SourceType::Int { .. });
+        fits.then_some(c.my.name.as_str())
+    }
+
     pub fn new(tables: Vec<Arc<TablePlan>>) -> Plan {
         let mut by_source: HashMap<TableName, Vec<usize>> = HashMap::new();
         for (i, t) in tables.iter().enumerate() {

@@ -732,6 +732,56 @@ impl Sink for MySqlSink {
         }
     }
 
+    async fn prune(
+        &mut self,
+        source: &crate::model::TableSchema,
+        after: Option<i64>,
+        upto: Option<i64>,
+        keep: &[i64],
+    ) -> Result<u64> {
+        let plan = self.plan.clone();
+        let pk: Vec<String> = source
+            .primary_key
+            .iter()
+            .map(|&i| source.columns[i].name.clone())
+            .collect();
+        let mut removed = 0;
+        for r in plan.reverse.iter().filter(|r| r.source == source.name) {
+            let Some(key) = plan.reverse_prune_key(r, &pk) else {
+                continue;
+            };
+            self.begin().await?;
+            let k = crate::model::my_ident(key);
+            let mut conds = Vec::new();
+            if let Some(a) = after {
+                conds.push(format!("{k} > {a}"));
+            }
+            if let Some(u) = upto {
+                conds.push(format!("{k} <= {u}"));
+            }
+            if !keep.is_empty() {
+                let list: Vec<String> = keep.iter().map(i64::to_string).collect();
+                conds.push(format!("{k} NOT IN ({})", list.join(",")));
+            }
+            if conds.is_empty() {
+                conds.push("TRUE".into());
+            }
+            let sql = format!(
+                "DELETE FROM {} WHERE {}",
+                r.target.my_quoted(),
+                conds.join(" AND ")
+            );
+            self.conn.query_drop(&sql).await.map_err(|e| {
+                my_err(
+                    e,
+                    &format!("removing rows of {} the source no longer has", r.target),
+                )
+            })?;
+            removed += self.conn.affected_rows();
+        }
+        Ok(removed)
+    }
+
     async fn checkpoint(&mut self) -> Result<Option<Position>> {
         let row: Option<String> = self
             .conn

@@ -322,6 +322,39 @@ impl Sink for PgSink {
         self.letters.push(letter);
     }
 
+    async fn prune(
+        &mut self,
+        source: &crate::model::TableSchema,
+        after: Option<i64>,
+        upto: Option<i64>,
+        keep: &[i64],
+    ) -> Result<u64> {
+        let plan = self.plan.clone();
+        let mut removed = 0;
+        for t in plan.forward_for(&source.name) {
+            let Some(key) = t.prune_key() else { continue };
+            self.begin().await?;
+            let k = crate::model::pg_ident(key);
+            let sql = format!(
+                "DELETE FROM {} WHERE ($1::int8 IS NULL OR {k} > $1) AND ($2::int8 IS NULL OR {k} <= $2) AND NOT ({k} = ANY($3::int8[]))",
+                t.target.pg_quoted()
+            );
+            let keep: Vec<i64> = keep.to_vec();
+            removed += self
+                .client
+                .execute(&sql, &[&after, &upto, &keep])
+                .await
+                .map_err(|e| {
+                    Error::from_pg(
+                        e,
+                        true,
+                        &format!("removing rows of {} the source no longer has", t.target),
+                    )
+                })?;
+        }
+        Ok(removed)
+    }
+
     async fn finish(&mut self, mark: Mark<'_>) -> Result<()> {
         self.begin().await?;
         self.flush().await?;

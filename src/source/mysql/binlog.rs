@@ -454,10 +454,10 @@ impl<'a> Reader<'a> {
         Err(Error::new(
             ErrorKind::SourceDefinite,
             format!(
-                "TRUNCATE of {} at {}:{log_pos}: duplex does not empty the PostgreSQL tables mapped from it by itself. \
-                 Decide what PostgreSQL keeps: to follow the TRUNCATE, delete the mapped rows there yourself; to keep them, do nothing. \
-                 Then copy the table again with `duplex snapshot --table {first}` (each table named) and start duplex: \
-                 it passes the TRUNCATE once a later copy holds the table. The statement: {}",
+                "TRUNCATE of {} at {}:{log_pos}: duplex does not empty the PostgreSQL tables mapped from it on its own. \
+                 To follow it, resync the table: `duplex snapshot --table {first}` (each table named) copies it again and removes the rows MySQL no longer has, \
+                 then start duplex: it passes the TRUNCATE once a later copy holds the table. \
+                 To keep PostgreSQL's rows instead, take the table out of the mappings before starting duplex. The statement: {}",
                 tables.join(", "),
                 self.current_file,
                 q.chars().take(200).collect::<String>()

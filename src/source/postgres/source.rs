@@ -366,10 +366,10 @@ impl Reader<'_> {
         Err(Error::new(
             ErrorKind::SourceDefinite,
             format!(
-                "TRUNCATE of {} in PostgreSQL (transaction committed at {}): duplex does not empty the MySQL tables mapped from it by itself. \
-                 Decide what MySQL keeps: to follow the TRUNCATE, delete the mapped rows there yourself; to keep them, do nothing. \
-                 Then copy the table again with `duplex snapshot --table {first}` (each table named) and start duplex: \
-                 it passes the TRUNCATE once a later copy holds the table",
+                "TRUNCATE of {} in PostgreSQL (transaction committed at {}): duplex does not empty the MySQL tables mapped from it on its own. \
+                 To follow it, resync the table: `duplex snapshot --table {first}` (each table named) copies it again and removes the rows PostgreSQL no longer has, \
+                 then start duplex: it passes the TRUNCATE once a later copy holds the table. \
+                 To keep MySQL's rows instead, take the table out of the mappings before starting duplex",
                 names.join(", "),
                 txn.at
             ),

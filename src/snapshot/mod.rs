@@ -591,13 +591,18 @@ fn encode_chunk<E: Encoder>(
     schema: &Arc<TableSchema>,
     read: Read,
     txn_id: &str,
+    with_keys: bool,
 ) -> Chunk<E::Change> {
     let mut keys = Vec::new();
     let items = read
         .rows
         .into_iter()
         .map(|r| {
-            let key = int_key_of(schema, &r.values);
+            let key = if with_keys {
+                int_key_of(schema, &r.values)
+            } else {
+                None
+            };
             let change = insert_of(schema, r.values);
             let item = match r.unreadable {
                 Some(why) => Err(Box::new(DeadLetter::new(
@@ -712,7 +717,8 @@ async fn copy_table<S: Sink>(
     let (etx, mut erx) = mpsc::channel::<Result<Chunk<<S::Encoder as Encoder>::Change>>>(1);
     let encoder = sink.encoder();
     let txn_id = progress.label();
-    let encode_task = spawn_encoder::<S>(encoder, schema.clone(), txn_id.clone(), rrx, etx);
+    let keys = progress.prune;
+    let encode_task = spawn_encoder::<S>(encoder, schema.clone(), (txn_id.clone(), keys), rrx, etx);
     let mut open: Option<Open> = None;
     let mut left_out = 0i64;
     let result = async {
@@ -832,17 +838,18 @@ fn spawn_reader(
 }
 
 /// Starts the encoder task of [`copy_table`]: maps and encodes each piece read, until the
-/// reader is done or the writer gone.
+/// reader is done or the writer gone; with `keys` (a resync) it gathers each chunk's keys.
 fn spawn_encoder<S: Sink>(
     mut encoder: S::Encoder,
     enc_schema: Arc<TableSchema>,
-    enc_txn: String,
+    (enc_txn, keys): (String, bool),
     mut rrx: mpsc::Receiver<Result<Read>>,
     etx: mpsc::Sender<Result<Chunk<<S::Encoder as Encoder>::Change>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(read) = rrx.recv().await {
-            let out = read.map(|read| encode_chunk(&mut encoder, &enc_schema, read, &enc_txn));
+            let out =
+                read.map(|read| encode_chunk(&mut encoder, &enc_schema, read, &enc_txn, keys));
             if etx.send(out).await.is_err() {
                 break;
             }

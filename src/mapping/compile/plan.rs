@@ -177,14 +177,19 @@ impl TablePlan {
     }
 
     /// The target key column a resync prunes by (rows the source no longer has are deleted):
-    /// only for an entry going one way that deletes on delete, has no pivot, and maps the
-    /// source's single integer primary key unchanged to an integer target key.
+    /// only for an entry whose target rows all come from its source — mapped `forward`, or
+    /// `both` with `reverse_write = "update"` (the CRM never creates shop rows) — that deletes on
+    /// delete, has no pivot, and maps the source's single integer primary key unchanged to an
+    /// integer target key. A `both` entry that upserts back may hold CRM rows on their way to
+    /// MySQL: never pruned.
     pub fn prune_key(&self) -> Option<&str> {
         use crate::model::{SourceType, TargetKind};
-        if self.direction != Direction::Forward
-            || self.on_delete != OnDelete::Delete
-            || self.pivot.is_some()
-        {
+        let one_source = match self.direction {
+            Direction::Forward => true,
+            Direction::Both => self.reverse_write == ReverseWrite::Update,
+            Direction::Reverse => false,
+        };
+        if !one_source || self.on_delete != OnDelete::Delete || self.pivot.is_some() {
             return None;
         }
         let [k] = self.key.as_slice() else {

@@ -95,6 +95,25 @@ fn good_mapping_compiles() {
     );
 }
 
+/// A resync prunes only entries whose target rows all come from their source, keyed by the
+/// source's integer key unchanged.
+#[test]
+fn prune_keys() {
+    let base = "[[table]]\nsource = \"b_sale_order\"\ntarget = \"orders\"\n";
+    let cols = "[table.column]\nID = \"bitrix_order_id\"\nPRICE = \"total\"\n";
+    let key = |extra: &str| {
+        let plan = run(&format!("{base}{extra}{cols}")).unwrap();
+        plan.tables[0].prune_key().map(str::to_string)
+    };
+    assert_eq!(key(""), Some("bitrix_order_id".into()));
+    assert_eq!(
+        key("direction = \"both\"\nreverse_write = \"update\"\n"),
+        Some("bitrix_order_id".into())
+    );
+    assert_eq!(key("direction = \"both\"\n"), None);
+    assert_eq!(key("on_delete = \"ignore\"\n"), None);
+}
+
 #[test]
 fn errors_name_file_line_key() {
     let e = run("[[table]]\nsource = \"b_sale_order\"\ntarget = \"orders\"\n[table.column]\nID = \"bitrix_order_id\"\nPRCE = \"total\"\nLID = \"lid\"\n").unwrap_err();

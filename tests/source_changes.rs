@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::harness::{kill9, mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
+use support::harness::{
+    mysql_rows, pg_rows, restart_stops_again_then_resync, stop_cleanly, wait_for, Workdir,
+};
 
 const ALTERED: &str = r#"
 [[table]]
@@ -241,7 +243,7 @@ async fn rows_without_column_names_stop_until_the_table_is_copied_again() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pg_t().await, rows(&[&["1", "named"]]));
     // A restart stops at the same place; the copy is the way past it.
-    kill9_restart_stops_again_then_copy(&work, child, said, "t").await;
+    restart_stops_again_then_resync(&work, child, said, "t").await;
     let mut child = work.start();
     let mut third = dbs.mysql().await;
     third
@@ -340,7 +342,7 @@ async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pg_f().await, rows(&[&["1", "a"], &["2", "b"]]));
-    kill9_restart_stops_again_then_copy(&work, child, said, "f").await;
+    restart_stops_again_then_resync(&work, child, said, "f").await;
     // The resync removed the rows MySQL no longer has and copied the one it has.
     assert_eq!(pg_f().await, rows(&[&["3", "c"]]));
     let child = work.start();
@@ -368,20 +370,7 @@ async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
         mysql_rows(&mut my, MY_R).await,
         rows(&[&["1", "x"], &["2", "y"]])
     );
-    let stops = work.log().matches(said).count();
-    let mut child = child;
-    kill9(&mut child);
-    let mut again = work.start();
-    wait_for(
-        Duration::from_secs(30),
-        "the second reverse stop",
-        &work,
-        || async { work.log().matches(said).count() > stops },
-    )
-    .await;
-    kill9(&mut again);
-    let (ok, out) = work.run_cmd(&["snapshot", "--table", "r"]);
-    assert!(ok, "{out}");
+    restart_stops_again_then_resync(&work, child, said, "r").await;
     assert_eq!(mysql_rows(&mut my, MY_R).await, rows(&[&["4", "z"]]));
     let mut child = work.start();
     my.query_drop("INSERT INTO f VALUES (5, 'e')")
@@ -473,7 +462,7 @@ async fn format_and_image_switched_under_load_stop_and_resync_without_loss() {
             work.log().contains(said)
         })
         .await;
-        kill9_restart_stops_again_then_copy(&work, child, said, "t").await;
+        restart_stops_again_then_resync(&work, child, said, "t").await;
         child = work.start();
         let source = mysql_rows(&mut my, "SELECT id, v, n FROM t ORDER BY id").await;
         let what = format!("both sides equal after the stop on \"{said}\"");
@@ -491,24 +480,4 @@ async fn format_and_image_switched_under_load_stop_and_resync_without_loss() {
     })
     .await;
     stop_cleanly(&mut child, &work);
-}
-
-/// After a stop whose log line holds `said`: duplex (`child`) is killed, a restart stops at the
-/// same place again, and `table` is copied again (`duplex snapshot --table`), the fix.
-async fn kill9_restart_stops_again_then_copy(
-    work: &Workdir,
-    mut child: support::harness::Duplex,
-    said: &str,
-    table: &str,
-) {
-    let before = work.log().matches(said).count();
-    kill9(&mut child);
-    let mut child = work.start();
-    wait_for(Duration::from_secs(30), "the second stop", work, || async {
-        work.log().matches(said).count() > before
-    })
-    .await;
-    kill9(&mut child);
-    let (ok, out) = work.run_cmd(&["snapshot", "--table", table]);
-    assert!(ok, "{out}");
 }

@@ -464,7 +464,7 @@ async fn a_statement_logged_change_of_a_mapped_table_stops_until_the_table_is_co
     assert_eq!(pg_t().await, vec![row("1", "row")]);
     // A restart stops at the same place; the fix: copy the table again. Then the statement is
     // passed and the stream goes on.
-    restart_stops_again_then_copy(&work, child, said).await;
+    support::harness::restart_stops_again_then_resync(&work, child, said, "t").await;
     let mut child = work.start();
     my.query_drop("INSERT INTO t VALUES (4, 'row later')")
         .await
@@ -484,7 +484,7 @@ async fn a_statement_logged_change_of_a_mapped_table_stops_until_the_table_is_co
         },
     )
     .await;
-    assert_eq!(work.log().matches(said).count(), 2);
+    assert_eq!(support::harness::stops(&work, said), 2);
     stop_cleanly(&mut child, &work);
 }
 
@@ -540,7 +540,7 @@ async fn a_minimal_row_image_stops_until_the_table_is_copied_again() {
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(pg_t().await, vec![row("1", "a", "1"), row("2", "b", "2")]);
-    restart_stops_again_then_copy(&work, child, said).await;
+    support::harness::restart_stops_again_then_resync(&work, child, said, "t").await;
     let mut child = work.start();
     my.query_drop("INSERT INTO t VALUES (3, 'c', 3)")
         .await
@@ -560,22 +560,4 @@ async fn a_minimal_row_image_stops_until_the_table_is_copied_again() {
     )
     .await;
     stop_cleanly(&mut child, &work);
-}
-
-/// After a stop whose log line holds `said`: duplex (`child`) is killed, a restart stops at the
-/// same place again, and table `t` is copied again (`duplex snapshot --table t`), the fix.
-async fn restart_stops_again_then_copy(
-    work: &Workdir,
-    mut child: support::harness::Duplex,
-    said: &str,
-) {
-    support::harness::kill9(&mut child);
-    let mut child = work.start();
-    wait_for(Duration::from_secs(30), "the second stop", work, || async {
-        work.log().matches(said).count() >= 2
-    })
-    .await;
-    support::harness::kill9(&mut child);
-    let (ok, out) = work.run_cmd(&["snapshot", "--table", "t"]);
-    assert!(ok, "{out}");
 }

@@ -765,17 +765,7 @@ async fn copy_table<S: Sink>(
         Err(e) => panic!("the snapshot reader task failed: {e}"),
     };
     let result = match result {
-        Ok(true) => {
-            // A resync's last range: past the last row copied (every row, for an empty table).
-            let last = progress.last_key.clone();
-            match prune_range(sink, &schema, &progress, last.as_deref(), None, &[]).await {
-                Ok(()) => {
-                    progress.state = State::Done;
-                    sink.commit_progress(&progress).await.map(|()| true)
-                }
-                Err(e) => Err(e),
-            }
-        }
+        Ok(true) => mark_done(sink, &schema, &mut progress).await.map(|()| true),
         other => other,
     };
     bar.finish();
@@ -789,6 +779,19 @@ async fn copy_table<S: Sink>(
         seconds: started.elapsed().as_secs_f64(),
     });
     (reader, result)
+}
+
+/// Marks a table's copy done, in one transaction with a resync's last range: past the last row
+/// copied (every row, for an empty table).
+async fn mark_done<S: Sink>(
+    sink: &mut S,
+    schema: &TableSchema,
+    progress: &mut Progress,
+) -> Result<()> {
+    let last = progress.last_key.clone();
+    prune_range(sink, schema, progress, last.as_deref(), None, &[]).await?;
+    progress.state = State::Done;
+    sink.commit_progress(progress).await
 }
 
 /// Starts the reader task of [`copy_table`]: reads the rows after `first` in pieces of `piece`

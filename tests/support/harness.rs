@@ -507,3 +507,36 @@ pub async fn pg_count(client: &tokio_postgres::Client, table: &str) -> i64 {
         .map(|r| r.get(0))
         .unwrap_or(0)
 }
+
+/// How many times duplex stopped with an error holding `said` (its "duplex stopped" log lines).
+pub fn stops(work: &Workdir, said: &str) -> usize {
+    work.log()
+        .lines()
+        .filter(|l| l.contains("duplex stopped") && l.contains(said))
+        .count()
+}
+
+/// After a stop whose log line holds `said`: duplex (`child`) is killed, a restart stops at the
+/// same place again, and `table` is resynced (`duplex snapshot --table`), the documented way
+/// past such a stop.
+pub async fn restart_stops_again_then_resync(
+    work: &Workdir,
+    mut child: Duplex,
+    said: &str,
+    table: &str,
+) {
+    kill9(&mut child);
+    let before = stops(work, said);
+    assert!(before > 0, "no stop on {said:?} yet:\n{}", work.log());
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the stop again after a restart",
+        work,
+        || async { stops(work, said) > before },
+    )
+    .await;
+    kill9(&mut child);
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", table]);
+    assert!(ok, "{out}");
+}

@@ -141,70 +141,21 @@ pub fn version_of(
     if f.names.len() != n {
         return Err(format!("{} column names for {n} columns", f.names.len()));
     }
-    let nulls = tme.null_bitmask();
-    let (mut numeric, mut text, mut enums, mut sets) = (0, 0, 0, 0);
-    let mut columns = Vec::with_capacity(n);
-    for (i, name) in f.names.iter().enumerate() {
-        let raw = tme
-            .get_raw_column_type(i)
-            .ok()
-            .flatten()
-            .ok_or_else(|| format!("column {name} has an unknown binlog type"))?;
-        let real = tme
-            .get_column_type(i)
-            .ok()
-            .flatten()
-            .ok_or_else(|| format!("column {name} has an unknown binlog type"))?;
-        let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-        let unsigned = if raw.is_numeric_type() {
-            numeric += 1;
-            f.unsigned.get(numeric - 1).copied().unwrap_or(false)
-        } else {
-            false
-        };
-        let charset = if real.is_character_type() {
-            text += 1;
-            let id = f.charsets.get(text - 1).copied();
-            match id {
-                Some(id) => Some(
-                    collations
-                        .charset(id)
-                        .ok_or_else(|| {
-                            format!(
-                                "column {name} has collation {id}, which the server does not list"
-                            )
-                        })?
-                        .to_string(),
-                ),
-                None => None,
-            }
-        } else {
-            None
-        };
-        let labels = match real {
-            ColumnType::MYSQL_TYPE_ENUM => {
-                enums += 1;
-                f.enums.get(enums - 1).cloned()
-            }
-            ColumnType::MYSQL_TYPE_SET => {
-                sets += 1;
-                f.sets.get(sets - 1).cloned()
-            }
-            _ => None,
-        };
-        let ty = source_type(real, meta, unsigned, charset, labels)
-            .ok_or_else(|| format!("column {name}: binlog type {real:?} is not supported"))?;
-        let nullable = nulls.get(i).map(|b| *b).unwrap_or(true);
-        columns.push(lend(
-            ColumnSchema {
-                name: name.clone(),
-                column_type: ty.describe(),
-                ty,
-                nullable,
-            },
-            live,
-        ));
-    }
+    let mut per_type = PerType {
+        unsigned: f.unsigned.iter().copied(),
+        charsets: f.charsets.iter().copied(),
+        enums: f.enums.iter(),
+        sets: f.sets.iter(),
+    };
+    let columns = f
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let col = column(tme, i, name, &mut per_type, collations)?;
+            Ok(lend(col, live))
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
     let primary_key = if f.primary_key.is_empty() {
         live.map(|l| {
             l.primary_key
@@ -224,6 +175,63 @@ pub fn version_of(
         columns,
         primary_key,
     }))
+}
+
+/// The optional metadata that comes one entry per column of a kind, in column order.
+struct PerType<'f> {
+    unsigned: std::iter::Copied<std::slice::Iter<'f, bool>>,
+    charsets: std::iter::Copied<std::slice::Iter<'f, u16>>,
+    enums: std::slice::Iter<'f, Vec<String>>,
+    sets: std::slice::Iter<'f, Vec<String>>,
+}
+
+/// Column `i` (`name`) as the table map describes it, taking its entries of `per_type`.
+fn column(
+    tme: &TableMapEvent<'_>,
+    i: usize,
+    name: &str,
+    per_type: &mut PerType<'_>,
+    collations: &Collations,
+) -> std::result::Result<ColumnSchema, String> {
+    let unknown = || format!("column {name} has an unknown binlog type");
+    let raw = tme
+        .get_raw_column_type(i)
+        .ok()
+        .flatten()
+        .ok_or_else(unknown)?;
+    let real = tme.get_column_type(i).ok().flatten().ok_or_else(unknown)?;
+    let meta = tme.get_column_metadata(i).unwrap_or(&[]);
+    // Signedness comes for every numeric binlog type (YEAR too), charsets for every character
+    // type (not ENUM/SET, whose labels come apart).
+    let unsigned = raw.is_numeric_type() && per_type.unsigned.next().unwrap_or(false);
+    let charset = match real
+        .is_character_type()
+        .then(|| per_type.charsets.next())
+        .flatten()
+    {
+        Some(id) => Some(
+            collations
+                .charset(id)
+                .ok_or_else(|| {
+                    format!("column {name} has collation {id}, which the server does not list")
+                })?
+                .to_string(),
+        ),
+        None => None,
+    };
+    let labels = match real {
+        ColumnType::MYSQL_TYPE_ENUM => per_type.enums.next().cloned(),
+        ColumnType::MYSQL_TYPE_SET => per_type.sets.next().cloned(),
+        _ => None,
+    };
+    let ty = source_type(real, meta, unsigned, charset, labels)
+        .ok_or_else(|| format!("column {name}: binlog type {real:?} is not supported"))?;
+    Ok(ColumnSchema {
+        name: name.to_string(),
+        column_type: ty.describe(),
+        ty,
+        nullable: tme.null_bitmask().get(i).map(|b| *b).unwrap_or(true),
+    })
 }
 
 /// The live column of the same name where it has the same type (its JSON-ness and `COLUMN_TYPE`

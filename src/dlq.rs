@@ -159,11 +159,13 @@ pub async fn retry(cfg: &Config, select: &Select) -> Result<Vec<Outcome>> {
         }
         let outcomes = match way {
             Way::Forward => {
-                let sink = PgSink::connect(
+                // Its own origin: the running stream's writer holds the stream's.
+                let sink = PgSink::connect_writer(
                     &cfg.postgres,
                     plan.clone(),
                     &cfg.pipeline,
                     cfg.source_time_zone,
+                    crate::model::DLQ_WRITER,
                 )
                 .await?;
                 retry_way(way, cfg, &plan, sink, &mine).await?

@@ -264,9 +264,10 @@ pub async fn run(
                     _ = shutdown.changed() => return Ok(()),
                 }
                 // A schema may have changed under the plan (a target column's type, say, which
-                // makes every write fail the same way): check the mapping against the live
-                // schemas again before the next attempt. Unreachable servers keep the old plan.
-                match crate::mapping::load_plan(cfg).await {
+                // makes every write fail the same way): check the running mapping set against
+                // the live schemas again before the next attempt. Unreachable servers keep the
+                // old plan; the files on disk are adopted only by SIGHUP.
+                match crate::mapping::recheck_plan(cfg, &plans.load_full()).await {
                     Ok(fresh) => plans.store(Arc::new(fresh)),
                     Err(e) if e.is_transient() => {}
                     Err(e) => {

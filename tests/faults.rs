@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use support::harness::{
-    free_port, http_get, kill9, metric, mysql_rows, pg_rows, pipeline_name, stop_cleanly, wait_for,
-    Workdir,
+    free_port, http_get, kill9, metric, mysql_rows, pg_count, pg_rows, pipeline_name, stop_cleanly,
+    wait_for, Workdir,
 };
 use support::proxy::Proxy;
 use support::Stop;
@@ -434,4 +434,71 @@ async fn kill_9_again_and_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn burst_of_50k_rows_while_the_target_is_down_20_s() {
     exercise(Fault::BurstWhileTargetDown).await;
+}
+
+/// A mapping file left broken on disk (an edit never reloaded) and a MariaDB restart: the retry
+/// checks the running mapping set against the live schemas, not the files on disk, so duplex
+/// goes on with its set instead of exiting on the broken file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[allow(clippy::await_holding_lock)]
+async fn a_retry_keeps_the_running_mappings_when_the_files_on_disk_are_broken() {
+    let _serial = support::exclusive();
+    tokio::task::spawn_blocking(|| {
+        support::start_mysql();
+        support::start_postgres();
+    })
+    .await
+    .unwrap();
+    let dbs = support::fresh_dbs("brokenmap").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let pipeline = support::harness::pipeline_name("brokenmap", &dbs);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[(
+            "t.toml",
+            "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n",
+        )],
+    );
+    work.setup();
+    let mut child = work.start();
+    my.query_drop("INSERT INTO t VALUES (1, 'before')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "row 1", &work, || async {
+        pg_count(&pg, "t").await == 1
+    })
+    .await;
+    drop(my);
+    std::fs::write(
+        work.path().join("mappings/t.toml"),
+        "[[table]]\nsource = \"t\"\ntarget = ",
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(|| {
+        support::stop_mysql(Stop::Clean);
+        support::start_mysql();
+    })
+    .await
+    .unwrap();
+    let mut my = dbs.mysql().await;
+    my.query_drop("INSERT INTO t VALUES (2, 'after the restart')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "row 2", &work, || async {
+        pg_count(&pg, "t").await == 2
+    })
+    .await;
+    let log = work.log();
+    assert!(log.contains("transient error"), "no retry happened:\n{log}");
+    assert!(!log.contains("no longer fit"), "{log}");
+    stop_cleanly(&mut child, &work);
 }

@@ -370,7 +370,10 @@ async fn dead_letters_have_defined_outcomes_and_dlq_retries_them_after_a_fix() {
     .await
     .unwrap();
     let (ok, out) = work.run_cmd(&["dlq", "retry"]);
-    assert!(ok, "{out}");
+    assert!(
+        !ok,
+        "a retry that leaves a letter failing exits non-zero:\n{out}"
+    );
     assert!(
         out.contains("2 of 3 letter(s) applied and resolved; 1 still failing"),
         "{out}"
@@ -439,4 +442,146 @@ async fn dead_letters_have_defined_outcomes_and_dlq_retries_them_after_a_fix() {
     assert!(out.contains("the row is gone from the source"), "{out}");
     assert_eq!(pg_count(&pg, "t").await, 5);
     stop_cleanly(&mut child, &work);
+}
+
+/// Dead letters on both sides: `dlq list`, `show` and `retry` read MySQL's letters too (its
+/// TIMESTAMP columns once made them panic), a retry that leaves letters failing exits non-zero,
+/// and copying a table again does not double its letters (the earlier ones are resolved as
+/// superseded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_on_both_sides_are_listed_retried_and_not_doubled_by_recopies() {
+    let dbs = support::fresh_dbs("dlqboth").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE t (id int PRIMARY KEY, a bigint NOT NULL);
+         INSERT INTO t VALUES (1, 1), (2, 40000);
+         CREATE TABLE r (id int PRIMARY KEY, d datetime)",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE t (id integer PRIMARY KEY, a smallint NOT NULL);
+         CREATE TABLE r (id integer PRIMARY KEY, d timestamp);
+         INSERT INTO r VALUES (1, '2026-01-02 03:04:05'), (2, 'infinity')",
+    )
+    .await
+    .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n\n\
+                   [[table]]\nsource = \"r\"\ntarget = \"r\"\ndirection = \"reverse\"\n[table.column]\nid = \"id\"\nd = \"d\"\n";
+    let work = Workdir::new(
+        &dbs,
+        &pipeline_name("dlqboth", &dbs),
+        "UTC",
+        &[("t.toml", mapping)],
+    );
+    work.setup();
+    // The copies set aside one row each way.
+    let (ok, out) = work.run_cmd(&["snapshot"]);
+    assert!(ok, "{out}");
+    let unresolved = |work: &Workdir| {
+        let (ok, out) = work.run_cmd(&["dlq", "list", "--json"]);
+        assert!(ok, "{out}");
+        let v: serde_json::Value =
+            serde_json::from_str(&out[out.find('[').unwrap()..=out.rfind(']').unwrap()]).unwrap();
+        v.as_array().unwrap().clone()
+    };
+    let letters = unresolved(&work);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let of = |way: &str| {
+        letters
+            .iter()
+            .find(|l| l["direction"] == way)
+            .unwrap_or_else(|| panic!("no {way} letter: {letters:?}"))
+            .clone()
+    };
+    let (forward, reverse) = (of("mysql_to_pg"), of("pg_to_mysql"));
+    assert_eq!(forward["row"]["id"], "2");
+    assert_eq!(reverse["row"]["id"], "2");
+    assert!(!reverse["first_attempt"].as_str().unwrap().is_empty());
+    let (ok, out) = work.run_cmd(&["dlq", "list"]);
+    assert!(
+        ok && out.contains("pg_to_mysql") && out.contains("mysql_to_pg"),
+        "{out}"
+    );
+    let id = reverse["id"].as_i64().unwrap().to_string();
+    let (ok, out) = work.run_cmd(&["dlq", "show", &id, "--direction", "pg_to_mysql"]);
+    assert!(ok && out.contains("infinity"), "{out}");
+
+    // Nothing fixed yet: the retry applies neither and says so with its exit status.
+    let (ok, out) = work.run_cmd(&["dlq", "retry"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("0 of 2 letter(s) applied and resolved; 2 still failing"),
+        "{out}"
+    );
+
+    // Copying both tables again, twice: still one unresolved letter each way.
+    for _ in 0..2 {
+        for table in ["t", "r"] {
+            let (ok, out) = work.run_cmd(&["snapshot", "--table", table]);
+            assert!(ok, "{out}");
+        }
+    }
+    let letters = unresolved(&work);
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    let (ok, out) = work.run_cmd(&["dlq", "list", "--all", "--json"]);
+    assert!(ok && out.contains("superseded"), "{out}");
+
+    // The fix on each side; the retry applies both and exits 0.
+    pg.batch_execute("ALTER TABLE t ALTER COLUMN a TYPE integer; UPDATE r SET d = '2026-05-06 07:08:09' WHERE id = 2")
+        .await
+        .unwrap();
+    let (ok, out) = work.run_cmd(&["dlq", "retry"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("2 of 2 letter(s) applied"), "{out}");
+    assert_eq!(
+        pg_rows(&pg, "SELECT a::text FROM t WHERE id = 2").await,
+        vec![vec![Some("40000".to_string())]]
+    );
+    let d: Option<String> = my
+        .query_first("SELECT CAST(d AS CHAR) FROM r WHERE id = 2")
+        .await
+        .unwrap();
+    assert_eq!(d.as_deref(), Some("2026-05-06 07:08:09"));
+}
+
+/// SIGTERM while duplex waits for an unreachable MySQL at start-up: it exits 0 within 2 s
+/// (the retry loop watches the stop signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_the_start_up_retry_loop_exits_at_once() {
+    let dbs = support::fresh_dbs("termwait").await;
+    let work = Workdir::new(
+        &dbs,
+        &pipeline_name("termwait", &dbs),
+        "UTC",
+        &[(
+            "t.toml",
+            "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n",
+        )],
+    );
+    // MySQL on a port nothing listens on.
+    let text = std::fs::read_to_string(&work.config).unwrap();
+    let mysql = text.find("[mysql]").unwrap();
+    let port_at = mysql + text[mysql..].find("port = ").unwrap();
+    let end = port_at + text[port_at..].find('\n').unwrap();
+    let text = format!("{}port = {}{}", &text[..port_at], free_port(), &text[end..]);
+    std::fs::write(&work.config, text).unwrap();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(20), "the retry loop", &work, || async {
+        work.log().contains("MySQL not reachable yet")
+    })
+    .await;
+    let sent = Instant::now();
+    let status = support::harness::terminate(&mut child, Duration::from_secs(10));
+    let took = sent.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit status {status:?}:\n{}",
+        work.log()
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "SIGTERM took {took:?} to stop duplex"
+    );
 }

@@ -66,11 +66,16 @@ pub enum Action {
 }
 
 /// Runs a `duplex dlq` action and prints its outcome.
+/// Exit status 1 when a retry left letters failing (scripts see it), as for an error.
 pub async fn main(cfg: &Config, action: Action) -> ExitCode {
     match act(cfg, action).await {
-        Ok(text) => {
+        Ok((text, all_done)) => {
             super::print(&text);
-            ExitCode::SUCCESS
+            if all_done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
         Err(e) => super::failed(&e),
     }
@@ -88,7 +93,8 @@ fn select(filter: &Filter) -> Result<Select> {
     })
 }
 
-async fn act(cfg: &Config, action: Action) -> Result<String> {
+/// The text to print, and whether everything asked for was done (a retry: every letter applied).
+async fn act(cfg: &Config, action: Action) -> Result<(String, bool)> {
     match action {
         Action::List {
             filter,
@@ -103,9 +109,12 @@ async fn act(cfg: &Config, action: Action) -> Result<String> {
             };
             let letters = dlq::list(cfg, &s).await?;
             if json {
-                return Ok(serde_json::to_string_pretty(&letters).unwrap_or_default() + "\n");
+                return Ok((
+                    serde_json::to_string_pretty(&letters).unwrap_or_default() + "\n",
+                    true,
+                ));
             }
-            Ok(render_letters(&letters))
+            Ok((render_letters(&letters), true))
         }
         Action::Show { id, filter, json } => {
             let s = Select {
@@ -114,16 +123,23 @@ async fn act(cfg: &Config, action: Action) -> Result<String> {
             };
             let letters = dlq::list(cfg, &s).await?;
             if json {
-                return Ok(serde_json::to_string_pretty(&letters[0]).unwrap_or_default() + "\n");
+                return Ok((
+                    serde_json::to_string_pretty(&letters[0]).unwrap_or_default() + "\n",
+                    true,
+                ));
             }
-            Ok(render_letter(&letters[0]))
+            Ok((render_letter(&letters[0]), true))
         }
         Action::Retry { ids, filter } => {
             let s = Select {
                 ids,
                 ..select(&filter)?
             };
-            Ok(render_outcomes(&dlq::retry(cfg, &s).await?))
+            let outcomes = dlq::retry(cfg, &s).await?;
+            Ok((
+                render_outcomes(&outcomes),
+                outcomes.iter().all(|o| o.applied),
+            ))
         }
         Action::Drop {
             ids,
@@ -146,7 +162,7 @@ async fn act(cfg: &Config, action: Action) -> Result<String> {
                 ..select(&filter)?
             };
             let n = dlq::drop(cfg, &s).await?;
-            Ok(format!("dropped {n} dead letter(s)\n"))
+            Ok((format!("dropped {n} dead letter(s)\n"), true))
         }
     }
 }

@@ -38,7 +38,9 @@ pub async fn run(cfg: &Config) -> Result<()> {
     );
     crate::telemetry::install(cfg.metrics_listen, cfg.ready_max_lag).await?;
     crate::telemetry::live().set_pipeline(&cfg.pipeline);
-    refuse_unsafe_source(cfg).await?;
+    if !refuse_unsafe_source(cfg, &mut stop_rx).await? {
+        return Ok(());
+    }
     let mut backoff = Backoff::default();
     let plan = loop {
         if *stop_rx.borrow() {
@@ -117,15 +119,26 @@ pub async fn run(cfg: &Config) -> Result<()> {
 }
 
 /// Stops before replicating from a server whose settings would lose or corrupt changes.
-async fn refuse_unsafe_source(cfg: &Config) -> Result<()> {
+/// `Ok(false)`: a stop signal came while MySQL was still unreachable.
+async fn refuse_unsafe_source(cfg: &Config, stop: &mut watch::Receiver<bool>) -> Result<bool> {
     let mut backoff = Backoff::default();
     let mut conn = loop {
-        match crate::connect::mysql(&cfg.mysql, None, false).await {
+        if *stop.borrow() {
+            return Ok(false);
+        }
+        let attempt = tokio::select! {
+            c = crate::connect::mysql(&cfg.mysql, None, false) => c,
+            _ = stop.changed() => return Ok(false),
+        };
+        match attempt {
             Ok(c) => break c,
             Err(e) if e.is_transient() => {
                 let d = backoff.next_delay();
                 tracing::warn!(error = %e, retry_in_ms = d.as_millis() as u64, "MySQL not reachable yet");
-                tokio::time::sleep(d).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(d) => {}
+                    _ = stop.changed() => return Ok(false),
+                }
             }
             Err(e) => return Err(e),
         }
@@ -138,7 +151,7 @@ async fn refuse_unsafe_source(cfg: &Config) -> Result<()> {
         .map(|f| format!("{} — fix: {}", f.what, f.fix))
         .collect();
     if bad.is_empty() {
-        Ok(())
+        Ok(true)
     } else {
         Err(Error::new(
             ErrorKind::ServerSetting,

@@ -37,7 +37,10 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     if plan.has_reverse() {
         let mode = crate::origin::echo_mode(&client).await?;
         if mode == crate::origin::Echo::Origin {
-            crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, 1)).await?;
+            for writer in [crate::model::STREAM_WRITER, crate::model::DLQ_WRITER] {
+                crate::origin::create(&client, &crate::origin::origin_name(&cfg.pipeline, writer))
+                    .await?;
+            }
         }
         setup_publication_and_slot(cfg, &client, &plan, mode).await?;
     }

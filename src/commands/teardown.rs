@@ -71,12 +71,14 @@ pub async fn teardown(cfg: &Config) -> Result<Vec<String>> {
             .map_err(|e| Error::from_pg(e, true, "dropping the publication"))?;
         done.push(format!("dropped publication {name}"));
     }
-    let origin = crate::origin::origin_name(&cfg.pipeline, 1);
     if crate::origin::echo_mode(&client).await? == crate::origin::Echo::Origin {
-        crate::origin::drop(&client, &origin).await?;
-        done.push(format!(
-            "dropped replication origin {origin} (if it existed)"
-        ));
+        for writer in [crate::model::STREAM_WRITER, crate::model::DLQ_WRITER] {
+            let origin = crate::origin::origin_name(&cfg.pipeline, writer);
+            crate::origin::drop(&client, &origin).await?;
+            done.push(format!(
+                "dropped replication origin {origin} (if it existed)"
+            ));
+        }
     } else {
         done.push("no replication origin to drop (this role uses the marker rule)".to_string());
     }

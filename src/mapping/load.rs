@@ -13,7 +13,20 @@ use super::Plan;
 
 /// Loads the mapping set and compiles it against the live schemas of both databases.
 pub async fn load_plan(cfg: &Config) -> Result<Plan> {
-    let set = super::load_dir(&cfg.mappings)?;
+    compile_live(cfg, Arc::new(super::load_dir(&cfg.mappings)?)).await
+}
+
+/// The running plan's own mapping files compiled again against the live schemas (after a
+/// transient error a schema may have changed under the plan). The files on disk are not read:
+/// a file half-edited there, or a set never reloaded, is not adopted behind the operator's back.
+pub async fn recheck_plan(cfg: &Config, running: &Plan) -> Result<Plan> {
+    match &running.files {
+        Some(set) => compile_live(cfg, set.clone()).await,
+        None => load_plan(cfg).await,
+    }
+}
+
+async fn compile_live(cfg: &Config, set: Arc<super::MappingSet>) -> Result<Plan> {
     let (sources, targets) = referenced_tables(&set, &cfg.mysql.database, &cfg.postgres.schema);
     let mut conn = crate::connect::mysql(&cfg.mysql, None, false).await?;
     let mut source_schemas = HashMap::new();
@@ -30,11 +43,13 @@ pub async fn load_plan(cfg: &Config) -> Result<Plan> {
             target_tables.insert(name, t);
         }
     }
-    super::compile(
+    let mut plan = super::compile(
         &set,
         &cfg.mysql.database,
         &cfg.postgres.schema,
         &source_schemas,
         &target_tables,
-    )
+    )?;
+    plan.files = Some(set);
+    Ok(plan)
 }

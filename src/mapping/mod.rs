@@ -19,7 +19,7 @@ pub use compile::{
     compile, convertible, ColumnPlan, ColumnSource, LookupPlan, PivotPlan, Plan, TablePlan,
     TargetTable,
 };
-pub use load::load_plan;
+pub use load::{load_plan, recheck_plan};
 pub use reverse::{ReversePlan, SetColumn};
 pub use spec::{load_dir, ColumnsMode, Direction, MappingSet, OnDelete, ReverseWrite};
 

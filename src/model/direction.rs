@@ -50,7 +50,35 @@ pub fn origin_name(pipeline: &str, n: u32) -> String {
     format!("{}{n}", own_prefix(pipeline))
 }
 
+/// The writer that applies the stream (and copies).
+pub const STREAM_WRITER: u32 = 1;
+/// The writer of `duplex dlq retry`, which runs beside the stream's (an origin is active in one
+/// session at a time).
+pub const DLQ_WRITER: u32 = 2;
+
+/// Whether an origin is one of `pipeline`'s writers: `duplex_<pipeline>_<n>` exactly, so that
+/// pipeline `shop` does not take `duplex_shop_eu_1` (pipeline `shop_eu`) for its own.
+pub fn is_own_origin(pipeline_prefix: &str, name: &str) -> bool {
+    name.strip_prefix(pipeline_prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The prefix of every origin of a pipeline: what its readers drop.
 pub fn own_prefix(pipeline: &str) -> String {
     format!("duplex_{pipeline}_")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_origins_are_exact() {
+        let p = own_prefix("shop");
+        assert!(is_own_origin(&p, "duplex_shop_1"));
+        assert!(is_own_origin(&p, "duplex_shop_2"));
+        assert!(!is_own_origin(&p, "duplex_shop_eu_1"));
+        assert!(!is_own_origin(&p, "duplex_shop_"));
+        assert!(!is_own_origin(&p, "duplex_sho_1"));
+    }
 }

@@ -13,7 +13,10 @@ pub mod schema;
 pub mod value;
 
 pub use change::{Image, Op, RowChange, SourceEvent, TxnBegin, TxnCommit};
-pub use direction::{origin_name, own_prefix, slot_name, Way, FORWARD, REVERSE};
+pub use direction::{
+    is_own_origin, origin_name, own_prefix, slot_name, Way, DLQ_WRITER, FORWARD, REVERSE,
+    STREAM_WRITER,
+};
 pub use position::{
     BinlogFile, GtidState, Lsn, MariaGtidList, MysqlGtidSet, MysqlPosition, Position,
 };

@@ -8,8 +8,8 @@ use crate::error::{Error, Result};
 use crate::model::{pg_ident, Position, FORWARD, REVERSE};
 use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
-use crate::state::checkpoint;
 use crate::state::progress::{my_ddl, my_load, my_store, pg_ddl, pg_load, pg_store, Progress};
+use crate::state::{checkpoint, dead_letter};
 
 /// Where a direction keeps its snapshot progress: the target database, through the sink's own
 /// connection (chunks store their progress there too, see `Sink::commit_progress`).
@@ -86,6 +86,9 @@ impl ProgressStore for PgSink {
                 .map_err(|e| Error::from_pg(e, true, "starting a transaction"))?;
             for p in starts {
                 pg_store(client, schema, &cfg.pipeline, FORWARD, p).await?;
+                if p.is_fresh() {
+                    dead_letter::pg_supersede(client, schema, &cfg.pipeline, &p.table).await?;
+                }
             }
             if checkpoint::load(client, schema, &cfg.pipeline, FORWARD)
                 .await?
@@ -159,6 +162,15 @@ impl ProgressStore for MySqlSink {
                 p,
             )
             .await?;
+            if p.is_fresh() {
+                dead_letter::my_supersede(
+                    self.conn(),
+                    &cfg.mysql.duplex_database,
+                    &cfg.pipeline,
+                    &p.table,
+                )
+                .await?;
+            }
         }
         Ok(())
     }

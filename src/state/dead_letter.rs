@@ -28,8 +28,6 @@ pub struct Letter {
     pub resolved: bool,
 }
 
-const COLUMNS: &str = "id, direction, source_table, target_table, op, position, txn_id, row_data, reason, first_attempt, last_attempt, attempts, resolved";
-
 /// DDL of the dead-letter table on PostgreSQL.
 pub fn pg_ddl(schema: &str) -> String {
     let s = pg_ident(schema);
@@ -146,8 +144,12 @@ pub async fn my_read(
     database: &str,
     pipeline: &str,
 ) -> Result<Vec<Letter>> {
+    // The times as text: the binary protocol sends TIMESTAMP as a date value, which does not
+    // convert to a String (`dlq list` used to panic on the first MySQL letter).
     let sql = format!(
-        "SELECT {COLUMNS} FROM {}.dead_letter WHERE pipeline = ? AND direction = ? ORDER BY id DESC",
+        "SELECT id, direction, source_table, target_table, op, position, txn_id, row_data, reason, \
+         CAST(first_attempt AS CHAR), CAST(last_attempt AS CHAR), attempts, resolved \
+         FROM {}.dead_letter WHERE pipeline = ? AND direction = ? ORDER BY id DESC",
         my_ident(database)
     );
     let rows: Vec<mysql_async::Row> = match conn.exec(sql, (pipeline, REVERSE)).await {
@@ -218,6 +220,56 @@ pub async fn my_record(
     conn.exec_drop(&sql, (applied, applied, detail, id))
         .await
         .map_err(|e| Error::from_mysql(e, true, "updating a dead letter"))
+}
+
+/// What a fresh copy of a table notes on the letters of that table it supersedes.
+const SUPERSEDED: &str = " (superseded: the table was copied again, which set aside its rows anew)";
+
+/// A fresh copy of `source_table` reads every row again and sets the bad ones aside anew: the
+/// table's earlier unresolved letters of the forward direction are resolved with a note, so a
+/// re-copy does not double them. Returns how many.
+pub async fn pg_supersede(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    pipeline: &str,
+    source_table: &str,
+) -> Result<u64> {
+    let sql = format!(
+        "UPDATE {}.dead_letter SET resolved = true, reason = reason || $4 \
+         WHERE pipeline = $1 AND direction = $2 AND source_table = $3 AND NOT resolved",
+        pg_ident(schema)
+    );
+    client
+        .execute(&sql, &[&pipeline, &FORWARD, &source_table, &SUPERSEDED])
+        .await
+        .map_err(|e| Error::from_pg(e, true, "resolving the letters a copy supersedes"))
+}
+
+/// [`pg_supersede`] for the reverse direction's letters on MySQL.
+pub async fn my_supersede(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    pipeline: &str,
+    source_table: &str,
+) -> Result<u64> {
+    let sql = format!(
+        "UPDATE {}.dead_letter SET resolved = 1, reason = CONCAT(reason, ?) \
+         WHERE pipeline = ? AND direction = ? AND source_table = ? AND resolved = 0",
+        my_ident(database)
+    );
+    match conn
+        .exec_drop(&sql, (SUPERSEDED, pipeline, REVERSE, source_table))
+        .await
+    {
+        Ok(()) => Ok(conn.affected_rows()),
+        // No dead-letter table yet: nothing to supersede.
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 => Ok(0),
+        Err(e) => Err(Error::from_mysql(
+            e,
+            true,
+            "resolving the letters a copy supersedes",
+        )),
+    }
 }
 
 /// Deletes letters of `pipeline` on PostgreSQL by id; returns how many.

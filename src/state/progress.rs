@@ -148,6 +148,11 @@ impl Progress {
 
     /// Continues an interrupted copy from a new snapshot at `at`: rows after `last_key` will
     /// come from it.
+    /// A copy from the first row that has written nothing yet.
+    pub fn is_fresh(&self) -> bool {
+        self.last_key.is_none() && self.rows_copied == 0 && self.rows_dead == 0
+    }
+
     pub fn resume_at(&mut self, at: &Position) {
         self.segments.push(Segment {
             from_key: self.last_key.clone(),

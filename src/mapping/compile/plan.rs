@@ -314,6 +314,9 @@ pub struct Plan {
     /// The PostgreSQL → MySQL plans of tables mapped `reverse` or `both`.
     pub reverse: Vec<Arc<crate::mapping::ReversePlan>>,
     by_source: HashMap<TableName, Vec<usize>>,
+    /// The mapping files this plan was compiled from, as they were read: a retry checks them
+    /// against the live schemas again, never the files on disk (only SIGHUP adopts those).
+    pub files: Option<Arc<crate::mapping::MappingSet>>,
 }
 
 impl Plan {
@@ -355,6 +358,7 @@ impl Plan {
             tables,
             reverse: Vec::new(),
             by_source,
+            files: None,
         }
     }
 

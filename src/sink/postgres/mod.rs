@@ -155,8 +155,19 @@ impl PgSink {
         pipeline: &str,
         tz: chrono_tz::Tz,
     ) -> Result<PgSink> {
+        Self::connect_writer(cfg, plan, pipeline, tz, crate::model::STREAM_WRITER).await
+    }
+
+    /// [`PgSink::connect`] as writer `writer` of the pipeline (its own replication origin).
+    pub async fn connect_writer(
+        cfg: &PostgresConfig,
+        plan: Arc<Plan>,
+        pipeline: &str,
+        tz: chrono_tz::Tz,
+        writer: u32,
+    ) -> Result<PgSink> {
         let client = crate::connect::postgres(cfg, &format!("duplex {pipeline}")).await?;
-        let marker = tag_writes(&client, cfg, &plan, pipeline).await?;
+        let marker = tag_writes(&client, cfg, &plan, pipeline, writer).await?;
         let Statements {
             checkpoint_stmt,
             dead_letter_stmt,
@@ -418,13 +429,19 @@ async fn tag_writes(
     cfg: &PostgresConfig,
     plan: &Plan,
     pipeline: &str,
+    writer: u32,
 ) -> Result<Option<Statement>> {
     if !plan.has_reverse() {
         return Ok(None);
     }
     match crate::origin::echo_mode(client).await? {
         crate::origin::Echo::Origin => {
-            crate::origin::bind_session(client, &crate::origin::origin_name(pipeline, 1)).await?;
+            let name = crate::origin::origin_name(pipeline, writer);
+            if writer != crate::model::STREAM_WRITER {
+                // Installations set up before this writer existed: made on first use.
+                crate::origin::create(client, &name).await?;
+            }
+            crate::origin::bind_session(client, &name).await?;
             Ok(None)
         }
         crate::origin::Echo::Marker => {

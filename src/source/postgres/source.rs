@@ -402,7 +402,7 @@ impl Reader<'_> {
             }
             PgOutput::Origin { name, .. } => {
                 if let Some(t) = self.txn.as_mut() {
-                    t.own = name.starts_with(self.own_origin_prefix);
+                    t.own = crate::model::is_own_origin(self.own_origin_prefix, &name);
                 }
             }
             PgOutput::Type {

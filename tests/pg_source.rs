@@ -40,7 +40,7 @@ async fn transactions_arrive_typed_and_own_writes_are_dropped() {
         support::harness::pg_config(&dbs.pg_db),
         slot.clone(),
         "p".into(),
-        format!("duplex_{}", dbs.pg_db),
+        duplex::model::own_prefix(&dbs.pg_db),
         1000,
         flushed_rx,
     );

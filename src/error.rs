@@ -155,11 +155,25 @@ impl Error {
     }
 }
 
-/// SQLSTATE classes and codes that a retry can cure.
+/// SQLSTATE classes and codes that a retry can cure: the connection and concurrency, and the
+/// environment a row does not choose — a missing privilege, table or column, a statement timeout,
+/// a read-only server, a full disk. Those would fail every row alike; as row errors they turned
+/// every change into a dead letter while the checkpoint moved on. Retried instead, the
+/// direction shows the reason in `duplex status` and `/ready` (503) and goes on by itself once
+/// the cause is fixed (a GRANT, say).
 pub fn sqlstate_is_transient(code: &str) -> bool {
     matches!(
         code,
-        "40001" // serialization_failure
+        "42501" // insufficient_privilege
+            | "42P01" // undefined_table
+            | "42703" // undefined_column
+            | "42883" // undefined_function
+            | "3F000" // invalid_schema_name
+            | "57014" // query_canceled (statement_timeout)
+            | "25006" // read_only_sql_transaction (a standby after a failover)
+            | "53100" // disk_full
+            | "53200" // out_of_memory
+            | "40001" // serialization_failure
             | "40P01" // deadlock_detected
             | "55P03" // lock_not_available
             | "55006" // object_in_use (replication slot active)
@@ -171,11 +185,24 @@ pub fn sqlstate_is_transient(code: &str) -> bool {
     ) || code.starts_with("08") // connection exceptions
 }
 
-/// MySQL/MariaDB error numbers that a retry can cure.
+/// MySQL/MariaDB error numbers that a retry can cure; as [`sqlstate_is_transient`], the
+/// environment's errors too (privileges, missing objects, timeouts, read-only, full).
 pub fn mysql_errno_is_transient(code: u16) -> bool {
     matches!(
         code,
-        1205 // ER_LOCK_WAIT_TIMEOUT
+        1142 // ER_TABLEACCESS_DENIED_ERROR
+            | 1143 // ER_COLUMNACCESS_DENIED_ERROR
+            | 1044 // ER_DBACCESS_DENIED_ERROR
+            | 1227 // ER_SPECIFIC_ACCESS_DENIED_ERROR
+            | 1146 // ER_NO_SUCH_TABLE
+            | 1054 // ER_BAD_FIELD_ERROR
+            | 1290 // ER_OPTION_PREVENTS_STATEMENT (read_only)
+            | 1792 // ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION
+            | 1969 // ER_STATEMENT_TIMEOUT (MariaDB max_statement_time)
+            | 3024 // ER_QUERY_TIMEOUT (MySQL max_execution_time)
+            | 1021 // ER_DISK_FULL
+            | 1114 // ER_RECORD_FILE_FULL
+            | 1205 // ER_LOCK_WAIT_TIMEOUT
             | 1213 // ER_LOCK_DEADLOCK
             | 1040 // ER_CON_COUNT_ERROR
             | 1053 // ER_SERVER_SHUTDOWN

@@ -585,3 +585,123 @@ async fn sigterm_during_the_start_up_retry_loop_exits_at_once() {
         "SIGTERM took {took:?} to stop duplex"
     );
 }
+
+/// A privilege the reverse direction lacks (UPDATE on its MySQL target) is not a row error: no
+/// dead letters, the direction retries with the reason in `/ready` (503) and its state
+/// "retrying", and after the GRANT it goes on by itself, the change applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_privilege_is_retried_with_its_reason_not_dead_lettered() {
+    let dbs = support::fresh_dbs("noupd").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE r (id int PRIMARY KEY, v varchar(20)); INSERT INTO r VALUES (1, 'a')",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE r (id integer PRIMARY KEY, v text); INSERT INTO r VALUES (1, 'a')",
+    )
+    .await
+    .unwrap();
+    let port = free_port();
+    let pipeline = pipeline_name("noupd", &dbs);
+    let work = Workdir::with_metrics(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[(
+            "r.toml",
+            "[[table]]\nsource = \"r\"\ntarget = \"r\"\ndirection = \"reverse\"\n[table.column]\nid = \"id\"\nv = \"v\"\n",
+        )],
+        &format!("127.0.0.1:{port}"),
+    );
+    work.append_config("[snapshot]\non_start = false\n");
+    work.setup();
+    // A MySQL account with everything duplex needs but UPDATE on the target.
+    let user = format!("nu{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
+    let pw = support::servers().mysql_password.clone();
+    for q in [
+        format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{pw}'"),
+        format!("GRANT REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"),
+        format!("GRANT ALL ON `duplex`.* TO '{user}'@'%'"),
+        format!(
+            "GRANT SELECT, INSERT, DELETE ON `{}`.* TO '{user}'@'%'",
+            dbs.mysql_db
+        ),
+    ] {
+        my.query_drop(q).await.unwrap();
+    }
+    let text = std::fs::read_to_string(&work.config).unwrap();
+    let at = text.find("[mysql]").unwrap();
+    let from = at + text[at..].find("user = \"").unwrap();
+    let to = from + text[from..].find('\n').unwrap();
+    std::fs::write(
+        &work.config,
+        format!("{}user = \"{user}\"{}", &text[..from], &text[to..]),
+    )
+    .unwrap();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "/ready 200", &work, || async {
+        matches!(http_get(port, "/ready"), Ok((200, _)))
+    })
+    .await;
+
+    pg.batch_execute("UPDATE r SET v = 'b' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "/ready 503 with the reason",
+        &work,
+        || async {
+            let (code, why) = get(port, "/ready");
+            code == 503 && why.contains("UPDATE command denied")
+        },
+    )
+    .await;
+    // Its state says so too (between attempts: each attempt starts as "streaming").
+    wait_for(
+        Duration::from_secs(30),
+        "the state retrying",
+        &work,
+        || async {
+            let (_, body) = get(port, "/metrics");
+            metric(
+                &body,
+                "duplex_pipeline_state",
+                &[("direction", "pg_to_mysql"), ("state", "retrying")],
+            ) == Some(1.0)
+        },
+    )
+    .await;
+    let letters = support::harness::mysql_rows(
+        &mut my,
+        &format!("SELECT count(*) FROM duplex.dead_letter WHERE pipeline = '{pipeline}'"),
+    )
+    .await;
+    assert_eq!(letters[0][0].as_deref(), Some("0"), "no dead letters");
+
+    my.query_drop(format!(
+        "GRANT UPDATE ON `{}`.* TO '{user}'@'%'",
+        dbs.mysql_db
+    ))
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the change after the GRANT",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            support::harness::mysql_rows(&mut c, "SELECT v FROM r WHERE id = 1").await
+                == vec![vec![Some("b".to_string())]]
+                && get(port, "/ready").0 == 200
+        },
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+    my.query_drop(format!("DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}

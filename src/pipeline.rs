@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::Plan;
-use crate::model::{Lsn, Position, SourceEvent, TxnBegin, TxnCommit, Way};
+use crate::model::{Lsn, Position, SourceEvent, TableName, TxnBegin, TxnCommit, Way};
 use crate::sink::mysql::MySqlSink;
 use crate::sink::postgres::PgSink;
 use crate::sink::{DeadLetter, Encoder, Sink};
@@ -375,6 +375,64 @@ async fn run_forward_once(
     .await
 }
 
+/// Refuses to stream PostgreSQL's changes when MySQL's checkpoint of this direction is behind
+/// the slot: PostgreSQL would start at the slot and the CRM's changes in between would be
+/// skipped. It happens when MySQL lost its last commits (an OS crash under
+/// `innodb_flush_log_at_trx_commit = 2` or `sync_binlog = 0`) or was restored from a backup.
+/// Copies of every table the direction streams, taken after the slot's position, hold those
+/// changes: with them the stream goes on.
+async fn refuse_a_gap(
+    cfg: &Config,
+    client: &tokio_postgres::Client,
+    checkpoint: Option<&Position>,
+    tables: &[TableName],
+    copied: &std::collections::HashMap<TableName, Position>,
+) -> Result<()> {
+    let Some(Position::Postgres(at)) = checkpoint else {
+        return Ok(());
+    };
+    let slot = crate::model::slot_name(&cfg.pipeline);
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, false, "reading the replication slot's position"))?;
+    let Some(confirmed) = row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|s| s.parse::<Lsn>().ok())
+    else {
+        return Ok(());
+    };
+    if *at >= confirmed {
+        return Ok(());
+    }
+    let slot_at = Position::Postgres(confirmed);
+    let uncovered: Vec<String> = tables
+        .iter()
+        .filter(|t| !copied.get(*t).is_some_and(|c| c.is_after(&slot_at)))
+        .map(|t| t.to_string())
+        .collect();
+    if uncovered.is_empty() {
+        tracing::warn!(checkpoint = %at, slot = %confirmed, "MySQL's checkpoint is behind the slot; copies taken after it hold the changes in between");
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Invariant,
+        format!(
+            "MySQL's checkpoint of {} ({at}) is behind the replication slot {slot} ({confirmed}): MySQL lost its last commits (an OS crash under innodb_flush_log_at_trx_commit = 2 or sync_binlog = 0) or was restored from a backup, \
+             and the CRM's changes in between are no longer in the slot. Fix: resync the tables replicated from PostgreSQL — {} — with `duplex snapshot --table <table>` for each, then start duplex",
+            crate::model::REVERSE,
+            uncovered
+                .iter()
+                .map(|t| format!("`duplex snapshot --table {t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
+}
+
 async fn run_reverse_once(
     cfg: &Config,
     plan: Arc<Plan>,
@@ -399,6 +457,15 @@ async fn run_reverse_once(
     // mapped them): added now, with the set already in place.
     let client =
         crate::connect::postgres(&cfg.postgres, &format!("duplex {}", cfg.pipeline)).await?;
+    let streamed: Vec<TableName> = plan.reverse.iter().map(|r| r.source.clone()).collect();
+    refuse_a_gap(
+        cfg,
+        &client,
+        from.as_ref(),
+        &streamed,
+        &filter.oldest_positions(),
+    )
+    .await?;
     let added = crate::source::postgres::publication::extend(cfg, &client, &plan).await?;
     if !added.is_empty() {
         let names: Vec<String> = added.iter().map(ToString::to_string).collect();

@@ -147,3 +147,117 @@ async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms()
         expected.len()
     );
 }
+
+/// MySQL restored from a backup (its checkpoint of the reverse direction back at an older
+/// position, the rows after it gone) while the slot has moved on: duplex refuses to stream, since
+/// PostgreSQL would start at the slot and skip the CRM's changes in between, and says how to
+/// recover. After the resync it names, both sides are equal row by row and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
+    let dbs = support::fresh_dbs("behind").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE r (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE r (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let pipeline = support::harness::pipeline_name("behind", &dbs);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[(
+            "r.toml",
+            "[[table]]\nsource = \"r\"\ntarget = \"r\"\ndirection = \"reverse\"\n[table.column]\nid = \"id\"\nv = \"v\"\n",
+        )],
+    );
+    work.setup();
+    let mut child = work.start();
+    const MY_R: &str = "SELECT id, v FROM r ORDER BY id";
+    let pg_r = || async { pg_rows(&pg, "SELECT id::text, v FROM r ORDER BY r.id").await };
+    pg.batch_execute("INSERT INTO r VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "rows 1, 2", &work, || async {
+        let mut c = dbs.mysql().await;
+        mysql_rows(&mut c, MY_R).await == pg_r().await
+    })
+    .await;
+    let checkpoint = format!(
+        "SELECT position, ord_major, ord_minor FROM duplex.checkpoint WHERE pipeline = '{pipeline}' AND direction = 'pg_to_mysql'"
+    );
+    // The backup: taken once the stream (not only the copy) has stored a checkpoint.
+    wait_for(
+        Duration::from_secs(30),
+        "a stored checkpoint",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            mysql_rows(&mut c, &checkpoint)
+                .await
+                .first()
+                .and_then(|r| r[0].clone())
+                .is_some_and(|p| p.starts_with("pg:"))
+        },
+    )
+    .await;
+    let backup = mysql_rows(&mut my, &checkpoint).await;
+    pg.batch_execute("INSERT INTO r VALUES (3, 'c'); UPDATE r SET v = 'a2' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "row 3", &work, || async {
+        let mut c = dbs.mysql().await;
+        mysql_rows(&mut c, MY_R).await == pg_r().await
+    })
+    .await;
+    stop_cleanly(&mut child, &work);
+
+    // The restore: the checkpoint and the rows as they were at the backup.
+    let b = |i: usize| backup[0][i].clone().unwrap();
+    my.query_drop(format!(
+        "UPDATE duplex.checkpoint SET position = '{}', ord_major = {}, ord_minor = {} WHERE pipeline = '{pipeline}' AND direction = 'pg_to_mysql';
+         DELETE FROM r WHERE id = 3; UPDATE r SET v = 'a' WHERE id = 1",
+        b(0),
+        b(1),
+        b(2)
+    ))
+    .await
+    .unwrap();
+    let mut refused = work.start();
+    wait_for(Duration::from_secs(30), "the refusal", &work, || async {
+        work.log().contains("is behind the replication slot")
+    })
+    .await;
+    let log = work.log();
+    assert!(log.contains("duplex snapshot --table public.r"), "{log}");
+    support::harness::kill9(&mut refused);
+    assert_eq!(
+        mysql_rows(&mut my, MY_R).await,
+        vec![
+            vec![Some("1".into()), Some("a".into())],
+            vec![Some("2".into()), Some("b".into())]
+        ]
+    );
+
+    // The recovery the message names.
+    let (ok, out) = work.run_cmd(&["snapshot", "--table", "public.r"]);
+    assert!(ok, "{out}");
+    let mut child = work.start();
+    pg.batch_execute("INSERT INTO r VALUES (4, 'd')")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            let now = pg_r().await;
+            now.len() == 4 && mysql_rows(&mut c, MY_R).await == now
+        },
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+}

@@ -339,10 +339,13 @@ impl<'a> Reader<'a> {
                     Some(TxnGtid::Mysql(u, n)) => format!("{u}:{n}"),
                     _ => format!("{}:{log_pos}", self.current_file),
                 };
+                // Standalone until a BEGIN query says otherwise: MySQL logs a DDL statement as
+                // GTID + QUERY with no XID, and such a transaction must end at its query (else its
+                // GTID never enters the stored set, and a purge of the hole fails the resume).
                 self.txn = Some(OpenTxn::new(
                     id,
                     gtid,
-                    false,
+                    true,
                     header.timestamp(),
                     MysqlPosition::new(self.current_file.clone(), log_pos),
                 ));
@@ -391,7 +394,10 @@ impl<'a> Reader<'a> {
             self.truncate(q, &db, log_pos)?;
         }
         if q.eq_ignore_ascii_case("BEGIN") {
-            if self.txn.is_none() {
+            if let Some(t) = self.txn.as_mut() {
+                // A MySQL GTID's transaction of data changes: it ends at XID or COMMIT.
+                t.standalone = false;
+            } else {
                 self.txn = Some(OpenTxn::new(
                     format!("{}:{log_pos}", self.current_file),
                     None,

@@ -194,19 +194,14 @@ async fn rows_written_before_an_alter_keep_the_columns_they_were_written_with() 
 #[allow(clippy::await_holding_lock)]
 async fn rows_without_column_names_stop_until_the_table_is_copied_again() {
     let _serial = support::exclusive();
-    let dbs = support::fresh_dbs("nonames").await;
+    let (dbs, work) = support::harness::one_mapped_table(
+        "nonames",
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+        "CREATE TABLE t (id integer PRIMARY KEY, v text)",
+    )
+    .await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
-    let pipeline = support::harness::pipeline_name("nonames", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
-    work.setup();
     let child = work.start();
     my.query_drop("INSERT INTO t VALUES (1, 'named')")
         .await
@@ -422,19 +417,14 @@ async fn random_writer(db: String, stop: Arc<AtomicBool>) -> usize {
 #[allow(clippy::await_holding_lock)]
 async fn format_and_image_switched_under_load_stop_and_resync_without_loss() {
     let _serial = support::exclusive();
-    let dbs = support::fresh_dbs("switch").await;
+    let (dbs, work) = support::harness::one_mapped_table(
+        "switch",
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20), n int)",
+        "CREATE TABLE t (id integer PRIMARY KEY, v text, n integer)",
+    )
+    .await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20), n int)")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text, n integer)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
-    let pipeline = support::harness::pipeline_name("switch", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
-    work.setup();
     let mut child = work.start();
     for (on, off, said) in [
         (

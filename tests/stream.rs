@@ -412,22 +412,15 @@ async fn sigterm_finishes_the_transaction_in_flight_and_exits_0() {
 /// copies the table again) it passes the statement and both sides end equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_logged_change_of_a_mapped_table_stops_until_the_table_is_copied_again() {
-    let dbs = support::fresh_dbs("stmt").await;
-    let mut my = dbs.mysql().await;
-    let pg = dbs.pg().await;
-    my.query_drop(
+    let (dbs, work) = support::harness::one_mapped_table(
+        "stmt",
         "CREATE TABLE t (id int PRIMARY KEY, v varchar(20));
          CREATE TABLE u (id int PRIMARY KEY)",
+        "CREATE TABLE t (id integer PRIMARY KEY, v text)",
     )
-    .await
-    .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
-    let pipeline = support::harness::pipeline_name("stmt", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
-    work.setup();
+    .await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
     let child = work.start();
     my.query_drop("INSERT INTO t VALUES (1, 'row')")
         .await
@@ -493,19 +486,14 @@ async fn a_statement_logged_change_of_a_mapped_table_stops_until_the_table_is_co
 /// `duplex snapshot --table` copied the table again; both sides end equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minimal_row_image_stops_until_the_table_is_copied_again() {
-    let dbs = support::fresh_dbs("minimal").await;
+    let (dbs, work) = support::harness::one_mapped_table(
+        "minimal",
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20), w int)",
+        "CREATE TABLE t (id integer PRIMARY KEY, v text, w integer)",
+    )
+    .await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20), w int)")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text, w integer)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
-    let pipeline = support::harness::pipeline_name("minimal", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
-    work.setup();
     let child = work.start();
     my.query_drop("INSERT INTO t VALUES (1, 'a', 1), (2, 'b', 2)")
         .await

@@ -18,16 +18,20 @@ use crate::model::{Position, SourceEvent, TableName};
 
 /// Whether copies taken after `at` hold every table of `tables` (`copied`: the oldest position
 /// each copied table's copy was taken at). A source event duplex cannot replicate (a statement,
-/// a partial row image, rows without column names, a TRUNCATE) is passed when this holds: the
-/// copy already has its effect, as far as duplex can carry it.
-pub fn copied_after(
+/// a partial row image, rows without column names, a TRUNCATE) is passed when this holds — the
+/// copy already has its effect, as far as duplex can carry it — and counted as passed.
+pub fn held_by_copies(
     tables: &[&TableName],
     at: &Position,
     copied: &HashMap<TableName, Position>,
 ) -> bool {
-    tables
+    let held = tables
         .iter()
-        .all(|t| copied.get(*t).is_some_and(|c| c.is_after(at)))
+        .all(|t| copied.get(*t).is_some_and(|c| c.is_after(at)));
+    if held {
+        metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+    }
+    held
 }
 
 /// A change stream. `run` returns only on shutdown (`Ok`) or on an error the caller classifies;

@@ -540,3 +540,21 @@ pub async fn restart_stops_again_then_resync(
     let (ok, out) = work.run_cmd(&["snapshot", "--table", table]);
     assert!(ok, "{out}");
 }
+
+/// Fresh databases with table `t` on both sides (`mysql_ddl` / `pg_ddl`: whatever each side
+/// creates, `t` among it), mapped MySQL → PostgreSQL with `columns = "all"`, and `duplex setup`
+/// run: the start of the tests of one mapped table.
+pub async fn one_mapped_table(prefix: &str, mysql_ddl: &str, pg_ddl: &str) -> (TestDbs, Workdir) {
+    let dbs = super::fresh_dbs(prefix).await;
+    dbs.mysql().await.query_drop(mysql_ddl).await.unwrap();
+    dbs.pg().await.batch_execute(pg_ddl).await.unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+    let work = Workdir::new(
+        &dbs,
+        &pipeline_name(prefix, &dbs),
+        "UTC",
+        &[("t.toml", mapping)],
+    );
+    work.setup();
+    (dbs, work)
+}

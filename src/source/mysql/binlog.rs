@@ -426,9 +426,11 @@ impl<'a> Reader<'a> {
     /// the checkpoint passes it, saying what to do.
     fn statement_dml(&mut self, q: &str, db: &str, log_pos: u64) -> Result<()> {
         let named = statement::watched_in(q, db, self.watched);
-        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
-        if named.is_empty() || crate::source::copied_after(&named, &at, self.copied) {
+        if named.is_empty() {
             metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+            return Ok(());
+        }
+        if self.held_by_copies(&named, log_pos) {
             return Ok(());
         }
         let tables: Vec<String> = named.iter().map(|t| t.to_string()).collect();
@@ -451,8 +453,7 @@ impl<'a> Reader<'a> {
     /// changes under duplex").
     fn truncate(&mut self, q: &str, db: &str, log_pos: u64) -> Result<()> {
         let named = statement::watched_in(q, db, self.watched);
-        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
-        if named.is_empty() || crate::source::copied_after(&named, &at, self.copied) {
+        if named.is_empty() || self.held_by_copies(&named, log_pos) {
             return Ok(());
         }
         let first = named.first().map(|t| t.name.clone()).unwrap_or_default();
@@ -469,6 +470,13 @@ impl<'a> Reader<'a> {
                 q.chars().take(200).collect::<String>()
             ),
         ))
+    }
+
+    /// Whether copies taken after the event at `log_pos` of the current file hold `tables`
+    /// (the event is passed then, and counted).
+    fn held_by_copies(&self, tables: &[&TableName], log_pos: u64) -> bool {
+        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
+        crate::source::held_by_copies(tables, &at, self.copied)
     }
 
     /// Ends the open transaction (if any) at `log_pos`: it goes to the pipeline whole.
@@ -504,9 +512,7 @@ impl<'a> Reader<'a> {
             self.table_ids.insert(tme.table_id(), Some(v));
             return Ok(());
         }
-        let at = Position::Mysql(MysqlPosition::new(self.current_file.clone(), log_pos));
-        if crate::source::copied_after(&[&name], &at, self.copied) {
-            metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+        if self.held_by_copies(&[&name], log_pos) {
             self.table_ids.insert(tme.table_id(), None);
             return Ok(());
         }
@@ -554,9 +560,7 @@ impl<'a> Reader<'a> {
             // A partial row image (binlog_row_image not FULL): passed when a copy taken after it
             // holds the table, like a statement (see `statement_dml`).
             Err(e) if e.kind() == ErrorKind::ServerSetting => {
-                let at = Position::Mysql(MysqlPosition::new(current_file.clone(), log_pos));
-                if crate::source::copied_after(&[&schema.name], &at, self.copied) {
-                    metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+                if self.held_by_copies(&[&schema.name], log_pos) {
                     return Ok(None);
                 }
                 return Err(e.context(format!(

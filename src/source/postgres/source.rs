@@ -350,8 +350,7 @@ impl Reader<'_> {
             .filter_map(|r| self.tables.get(r).map(|t| &t.schema.name))
             .collect();
         let at = Position::Postgres(txn.at);
-        if tables.len() == rels.len() && crate::source::copied_after(&tables, &at, self.copied) {
-            metrics::counter!(crate::telemetry::EVENTS_PASSED).increment(1);
+        if tables.len() == rels.len() && crate::source::held_by_copies(&tables, &at, self.copied) {
             return Ok(());
         }
         let names: Vec<String> = rels

@@ -111,14 +111,31 @@ async fn wait_agree(dbs: &support::TestDbs, work: &Workdir, within: Duration) {
                 .take(10)
                 .map(|(x, y)| format!("bitrix {x:?}\n   crm {y:?}"))
                 .collect();
-            let log = work.log();
-            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            // Every conflict logged for the orders that differ, on both sides.
+            let keys: Vec<String> = b
+                .iter()
+                .zip(&c)
+                .filter(|(x, y)| x != y)
+                .filter_map(|(x, _)| x[0].clone())
+                .collect();
+            let mut my = dbs.mysql().await;
+            let q = |from: &str| {
+                format!(
+                    "SELECT row_key, col, winner, before_value, incoming_value, current_value, txn_id \
+                     FROM {from}.conflict WHERE row_key IN ('{}') ORDER BY id",
+                    keys.join("','")
+                )
+            };
+            let on_pg = pg_rows(&pg, &q("duplex")).await;
+            let on_my = mysql_rows(&mut my, &q("duplex")).await;
+            let kept = work.keep_log(&format!("conflicts-{}", std::process::id()));
             panic!(
-                "the sides differ ({} vs {} orders):\n{}\nduplex log tail:\n{}",
+                "the sides differ ({} vs {} orders):\n{}\nconflicts applying Bitrix's changes: {on_pg:?}\n\
+                 conflicts applying the CRM's: {on_my:?}\nduplex log: {}",
                 b.len(),
                 c.len(),
                 diff.join("\n"),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                kept.display()
             );
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -710,5 +727,167 @@ async fn a_status_changed_and_changed_back_meets_the_crm_change_and_ends_equal()
     .await;
     let (on_pg, _) = conflicts(&dbs, &pipeline).await;
     assert!(!on_pg.is_empty(), "Bitrix's B met the CRM's C");
+    stop_cleanly(&mut child, &work);
+}
+
+/// How one table of a stale-value test is reached: its names on each side and how a status is
+/// written there.
+struct StaleCase {
+    /// `UPDATE` of row `{id}` to status `{s}` on MariaDB (`{s}` a Bitrix value).
+    my_set: &'static str,
+    /// The same on PostgreSQL (`{s}` a CRM value).
+    pg_set: &'static str,
+    /// `SELECT … FOR UPDATE` of row `{id}` on MariaDB.
+    my_lock: &'static str,
+    /// The CRM's status of row `{id}`.
+    pg_get: &'static str,
+    /// A status in Bitrix's terms, by the CRM's name for it.
+    code: fn(&str) -> &'static str,
+}
+
+/// A Bitrix value the CRM already has gets forwarded late (a conflict Bitrix wins) while duplex's
+/// own write of the CRM's newer value waits in the binlog, and the CRM changes the row again
+/// meanwhile. The sequence, with the way back held up by a Bitrix row lock on another row:
+/// the CRM sets row 1 to `confirmed`, then `in_transit`; Bitrix sets it to `confirmed`
+/// itself, which reaches the CRM as a conflict won by Bitrix (`confirmed`); the CRM sets
+/// `paid`; then the lock goes. The way back finds `confirmed` for `in_transit` (written:
+/// duplex's own write) and `in_transit` for `paid` (a conflict Bitrix wins: kept). duplex's own
+/// write read back must then still bring `in_transit` to the CRM, which moved on to `paid`, or
+/// the sides stay apart for good.
+async fn a_stale_value_and_a_crm_change_meet(
+    dbs: &support::TestDbs,
+    work: &Workdir,
+    case: &StaleCase,
+    agree: impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>,
+) {
+    let pg = dbs.pg().await;
+    let mut my = dbs.mysql().await;
+    let sub = |sql: &str, id: u32, s: &str| sql.replace("{id}", &id.to_string()).replace("{s}", s);
+    let mut lock = dbs.mysql().await;
+    lock.query_drop("BEGIN").await.unwrap();
+    lock.query_drop(sub(case.my_lock, 2, "")).await.unwrap();
+    pg.batch_execute(&sub(case.pg_set, 2, "assembled"))
+        .await
+        .unwrap();
+    support::harness::wait_for(
+        Duration::from_secs(30),
+        "duplex's way back waiting on the lock",
+        work,
+        || {
+            let dbs = dbs.clone();
+            async move {
+                // duplex's conflict check of row 2, waiting (the lock holder's own query is done).
+                let n = mysql_rows(
+                    &mut dbs.mysql().await,
+                    "SELECT count(*) FROM information_schema.processlist \
+                     WHERE command = 'Query' AND info LIKE CONCAT('SELECT %', DATABASE(), '%FOR UPDATE') AND id <> CONNECTION_ID()",
+                )
+                .await;
+                n[0][0].as_deref() != Some("0")
+            }
+        },
+    )
+    .await;
+    pg.batch_execute(&sub(case.pg_set, 1, "confirmed"))
+        .await
+        .unwrap();
+    pg.batch_execute(&sub(case.pg_set, 1, "in_transit"))
+        .await
+        .unwrap();
+    my.query_drop(sub(case.my_set, 1, (case.code)("confirmed")))
+        .await
+        .unwrap();
+    let status_1 = || {
+        let pg = &pg;
+        async move { pg_rows(pg, &sub(case.pg_get, 1, "")).await[0][0].as_deref() == Some("confirmed") }
+    };
+    support::harness::wait_for(
+        Duration::from_secs(30),
+        "Bitrix's confirmed at the CRM",
+        work,
+        status_1,
+    )
+    .await;
+    pg.batch_execute(&sub(case.pg_set, 1, "paid"))
+        .await
+        .unwrap();
+    lock.query_drop("ROLLBACK").await.unwrap();
+    support::harness::wait_for(Duration::from_secs(30), "both sides equal", work, agree).await;
+}
+
+/// [`a_stale_value_and_a_crm_change_meet`] on the shipped orders mapping (mirrors: each change
+/// decided row by row) under `conflict = "bitrix"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_bitrix_value_then_a_crm_change_end_equal_on_orders() {
+    let (dbs, work, mut child) = shop_with_policy("stale", "bitrix", 2).await;
+    let case = StaleCase {
+        my_set: "UPDATE b_sale_order SET STATUS_ID = '{s}', DATE_STATUS = NOW(), DATE_UPDATE = NOW() WHERE ID = {id}",
+        pg_set: "UPDATE orders SET status = '{s}' WHERE bitrix_order_id = {id}",
+        my_lock: "SELECT * FROM b_sale_order WHERE ID = {id} FOR UPDATE",
+        pg_get: "SELECT status FROM orders WHERE bitrix_order_id = {id}",
+        code: |s| match s {
+            "confirmed" => "AP",
+            other => panic!("{other} is not used here"),
+        },
+    };
+    let agree = || -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+        let dbs = dbs.clone();
+        Box::pin(async move {
+            let pg = dbs.pg().await;
+            bitrix_side(&dbs).await == crm_side(&pg).await
+        })
+    };
+    a_stale_value_and_a_crm_change_meet(&dbs, &work, &case, agree).await;
+    let row = one(&dbs, "SELECT STATUS_ID FROM b_sale_order WHERE ID = 1").await;
+    assert_eq!(
+        row[0].as_deref(),
+        Some("DE"),
+        "the CRM's in_transit, which Bitrix took"
+    );
+    stop_cleanly(&mut child, &work);
+}
+
+/// The same on a table whose every column goes both ways (duplex's own writes read back take
+/// one conditional UPDATE there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_bitrix_value_then_a_crm_change_end_equal_without_mirrors() {
+    let dbs = support::fresh_dbs("stale_t").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20)); INSERT INTO t VALUES (1, 'new'), (2, 'new')")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"bitrix\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n";
+    let pipeline = support::harness::pipeline_name("stale_t", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let mut child = work.start();
+    let agree = || -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+        let dbs = dbs.clone();
+        Box::pin(async move {
+            let mut my = dbs.mysql().await;
+            let pg = dbs.pg().await;
+            let m = mysql_rows(&mut my, "SELECT id, status FROM t ORDER BY id").await;
+            let p = pg_rows(&pg, "SELECT id::text, status FROM t ORDER BY t.id").await;
+            m == p && m.len() == 2
+        })
+    };
+    support::harness::wait_for(Duration::from_secs(30), "the copy", &work, &agree).await;
+    let case = StaleCase {
+        my_set: "UPDATE t SET status = '{s}' WHERE id = {id}",
+        pg_set: "UPDATE t SET status = '{s}' WHERE id = {id}",
+        my_lock: "SELECT * FROM t WHERE id = {id} FOR UPDATE",
+        pg_get: "SELECT status FROM t WHERE id = {id}",
+        code: |s| match s {
+            "confirmed" => "confirmed",
+            other => panic!("{other} is not used here"),
+        },
+    };
+    a_stale_value_and_a_crm_change_meet(&dbs, &work, &case, agree).await;
+    let row = mysql_rows(&mut my, "SELECT status FROM t WHERE id = 1").await;
+    assert_eq!(row[0][0].as_deref(), Some("in_transit"));
     stop_cleanly(&mut child, &work);
 }

@@ -280,6 +280,20 @@ listen = "{metrics}"
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("duplex.log")).unwrap_or_default()
     }
+
+    /// Copies the whole duplex log out of the work dir (which a failing test removes) to
+    /// `target/test-logs/<name>.log`, for a failure message to point at; returns the path.
+    pub fn keep_log(&self, name: &str) -> PathBuf {
+        let dir = duplex_bin()
+            .parent()
+            .and_then(|d| d.parent())
+            .map(|t| t.join("test-logs"))
+            .unwrap_or_else(std::env::temp_dir);
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join(format!("{name}.log"));
+        let _ = std::fs::write(&path, self.log());
+        path
+    }
 }
 
 /// A running `duplex run`; killed on drop.

@@ -3,8 +3,17 @@
 //! change's before value; where it holds something else the CRM changed the column within the
 //! lag, and the column's policy decides (`bitrix`: MySQL's new value is written; `crm`: the
 //! CRM's value stays). Each such conflict is logged. duplex's own writes read back from MySQL
-//! (the reverse direction's) refresh the forward-only columns and never overwrite a value the
-//! CRM changed since.
+//! (the reverse direction's) refresh the forward-only columns; a `both` column takes their
+//! value where it still holds the before value, or, where Bitrix wins, wherever it does not
+//! hold it already.
+//!
+//! Why Bitrix's side takes duplex's own values even over a CRM change made since: MySQL may
+//! refuse that change (it met this very value there: a conflict Bitrix wins), and then nothing
+//! else brings MySQL's value back here. Taking every MySQL change of the column in binlog
+//! order, the CRM ends with MySQL's last value, and a CRM change made after that finds it as its
+//! before value on both sides and goes through. A CRM change MySQL does take comes back right
+//! behind. (Where the CRM wins, MySQL takes every CRM change, so the CRM's newer value always
+//! comes back.) `tests/conflicts.rs` has the sequence that drifted apart for good before.
 //!
 //! How: the guarded changes of a batch are held back until something else must be written (or
 //! the commit); then the runs buffered before them are written, each guarded change's row is
@@ -171,7 +180,8 @@ impl PgSink {
 
     /// Whether a guarded change is duplex's own update of a table whose every non-key column
     /// goes both ways: all it can do is put a `both` column where PostgreSQL still holds its
-    /// before value, which one conditional UPDATE does without reading the row first.
+    /// before value (where Bitrix wins: where it does not hold the new one), which one
+    /// conditional UPDATE does without reading the row first.
     fn own_cas(&self, c: &PgChange) -> bool {
         let t = &self.plan.tables[c.table];
         c.guard
@@ -181,8 +191,9 @@ impl PgSink {
     }
 
     /// Writes duplex's own updates of tables without mirrors (see [`PgSink::own_cas`]), back
-    /// to back: per column, the new value where the row still holds the before value; a row
-    /// holding none of them is not touched.
+    /// to back: per column, the new value where the row still holds the before value (where
+    /// Bitrix wins: where it does not hold the new value); a row where no column takes it is
+    /// not touched.
     async fn write_own_cas(&mut self, changes: Vec<PgChange>) -> Result<()> {
         for c in &changes {
             self.prepare_own_cas(c.table).await?;
@@ -216,7 +227,7 @@ impl PgSink {
 
     /// Prepares (once per table, kept in `own_cas_stmts`) the `UPDATE` of a table's `both`
     /// columns for one key: column j set to `$k+3j+3` where `$k+3j+1` (carried) and it holds
-    /// `$k+3j+2`; only rows holding one of them.
+    /// `$k+3j+2` (where Bitrix wins: and it does not hold `$k+3j+3`); only rows where one is set.
     async fn prepare_own_cas(&mut self, table: usize) -> Result<()> {
         if self.own_cas_stmts.contains_key(&table) {
             return Ok(());
@@ -227,7 +238,15 @@ impl PgSink {
         for (j, &c) in t.guarded().iter().enumerate() {
             let n = pg_ident(&t.columns[c].target.name);
             let (carried, b, a) = (nk + 3 * j + 1, nk + 3 * j + 2, nk + 3 * j + 3);
-            let holds = format!("(${carried}::boolean AND {n} IS NOT DISTINCT FROM ${b})");
+            // Where Bitrix wins, the row follows MySQL (see `decide_column`): it takes the new
+            // value unless it holds it (the before value is named too, only for its type).
+            let holds = if t.columns[c].conflict == Some(Policy::Bitrix) {
+                format!(
+                    "(${carried}::boolean AND ({n} IS DISTINCT FROM ${a} OR {n} IS NOT DISTINCT FROM ${b}))"
+                )
+            } else {
+                format!("(${carried}::boolean AND {n} IS NOT DISTINCT FROM ${b})")
+            };
             sets.push(format!("{n} = CASE WHEN {holds} THEN ${a} ELSE {n} END"));
             any.push(holds);
         }
@@ -482,11 +501,14 @@ fn decide_column(
     if is_before {
         return write(true);
     }
-    if guard.own {
-        // The CRM changed it again since: its newer value is on its way to MySQL.
-        return write(false);
-    }
     let wins = policy == Policy::Bitrix;
+    if guard.own {
+        // The CRM changed it again since: its newer value is on its way to MySQL. Where the CRM
+        // wins it is taken there. Where Bitrix wins it may meet this very value there and
+        // lose, and nothing else would bring the value back here: the row follows MySQL, and
+        // the CRM's change, if MySQL takes it, comes back right behind (see the module docs).
+        return write(wins);
+    }
     Some(Take {
         write: wins,
         settle: None,

@@ -471,3 +471,138 @@ async fn format_and_image_switched_under_load_stop_and_resync_without_loss() {
     .await;
     stop_cleanly(&mut child, &work);
 }
+
+/// Numbers the binlog anew with the GTID state `state` carried over, as a promoted replica
+/// holding exactly that history, or `RESET MASTER` followed by `SET GLOBAL gtid_binlog_state`,
+/// do: the files start at 000001 again, the GTIDs go on.
+async fn renumber_the_binlog(my: &mut mysql_async::Conn, state: &str) {
+    my.query_drop(format!(
+        "RESET MASTER; SET GLOBAL gtid_binlog_state = '{state}'"
+    ))
+    .await
+    .unwrap();
+    let now = mysql_rows(my, "SHOW MASTER STATUS").await;
+    assert_eq!(now[0][0].as_deref(), Some("binlog.000001"), "{now:?}");
+}
+
+/// The GTID state of the forward checkpoint.
+async fn checkpoint_gtids(pg: &tokio_postgres::Client) -> String {
+    let at = pg_rows(
+        pg,
+        "SELECT position FROM duplex.checkpoint WHERE direction = 'mysql_to_pg'",
+    )
+    .await;
+    let text = at[0][0].clone().expect("a forward checkpoint");
+    text.split_once('@')
+        .unwrap_or_else(|| panic!("a GTID state in {text}"))
+        .1
+        .to_string()
+}
+
+/// The binlog numbered anew with its GTIDs carried over (failover to a promoted replica,
+/// `RESET MASTER` with the state set again, a new `log_bin` name): duplex resumes by GTID and
+/// its checkpoint goes on from the lower file numbers (it refused them as "moving backward"
+/// before); both sides end equal. Then `RESET MASTER` alone, which loses the binlog duplex has
+/// not read: duplex stops and says how to start over, rather than read on from the wrong place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(clippy::await_holding_lock)]
+async fn a_binlog_numbered_anew_with_its_gtids_is_followed() {
+    let _serial = support::exclusive();
+    let (dbs, work) = support::harness::one_mapped_table(
+        "renumber",
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+        "CREATE TABLE t (id integer PRIMARY KEY, v text)",
+    )
+    .await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let mut child = work.start();
+    let equal = |n: usize| {
+        let dbs = dbs.clone();
+        let pg = &pg;
+        async move {
+            let m = mysql_rows(&mut dbs.mysql().await, "SELECT id, v FROM t ORDER BY id").await;
+            let p = pg_rows(pg, "SELECT id::text, v FROM t ORDER BY t.id").await;
+            m == p && m.len() == n
+        }
+    };
+    my.query_drop("INSERT INTO t VALUES (1, 'a'), (2, 'b'); FLUSH BINARY LOGS; FLUSH BINARY LOGS; FLUSH BINARY LOGS; INSERT INTO t VALUES (3, 'c')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "rows 1-3", &work, || equal(3)).await;
+    // The heartbeat held up, so that duplex reads the binlog to its end: the binlog numbered
+    // anew holds everything after duplex's position, as a promoted replica does.
+    let mut hold = support::mysql_conn(None).await;
+    hold.query_drop("LOCK TABLES duplex.heartbeat READ")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "duplex at the binlog's end",
+        &work,
+        || async {
+            let server = mysql_rows(
+                &mut support::mysql_conn(None).await,
+                "SELECT @@GLOBAL.gtid_binlog_state",
+            )
+            .await;
+            server[0][0].as_deref() == Some(checkpoint_gtids(&pg).await.as_str())
+        },
+    )
+    .await;
+    stop_cleanly(&mut child, &work);
+    renumber_the_binlog(&mut my, &checkpoint_gtids(&pg).await).await;
+    hold.query_drop("UNLOCK TABLES").await.unwrap();
+    my.query_drop("INSERT INTO t VALUES (4, 'd'); UPDATE t SET v = 'a2' WHERE id = 1; DELETE FROM t WHERE id = 2")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "rows after the renumbering",
+        &work,
+        || async {
+            equal(3).await
+                && pg_rows(&pg, "SELECT id::text, v FROM t ORDER BY t.id").await
+                    == rows(&[&["1", "a2"], &["3", "c"], &["4", "d"]])
+        },
+    )
+    .await;
+    support::harness::wait_for(
+        Duration::from_secs(30),
+        "the checkpoint on the new numbering",
+        &work,
+        || async {
+            pg_rows(
+                &pg,
+                "SELECT position FROM duplex.checkpoint WHERE direction = 'mysql_to_pg'",
+            )
+            .await[0][0]
+                .as_deref()
+                .is_some_and(|p| p.starts_with("mysql:binlog.000001:"))
+        },
+    )
+    .await;
+    assert!(
+        matches!(child.0.try_wait(), Ok(None)),
+        "duplex stopped:\n{}",
+        work.log()
+    );
+    // RESET MASTER alone: the GTIDs start again, duplex's position is nowhere in the binlog.
+    stop_cleanly(&mut child, &work);
+    my.query_drop("RESET MASTER; INSERT INTO t VALUES (5, 'e')")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    let said = "the binlog no longer holds duplex's position";
+    wait_for(Duration::from_secs(30), "the stop", &work, || async {
+        work.log().contains(said)
+    })
+    .await;
+    let status = support::harness::terminate(&mut child, Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| !s.success()) && work.log().contains("duplex teardown"),
+        "{status:?}\n{}",
+        work.log()
+    );
+}

@@ -3,8 +3,10 @@
 //! Ordering rules (a checkpoint never moves backward, so they matter):
 //! - [`MysqlPosition`] orders by binlog file sequence number (the numeric suffix of
 //!   `binlog.000042`), then by byte offset. That is the total order of one server's binlog.
-//!   The GTID list rides along for resuming but does not take part in the order: GTID lists
-//!   of several replication domains are only partially ordered.
+//!   Where both positions carry GTID states and one holds the other, that decides instead
+//!   ([`MysqlPosition::is_after`]): file numbers start anew on a promoted replica, after
+//!   `RESET MASTER` or with a new `log_bin` name, GTIDs go on. GTID lists of several
+//!   replication domains are only partially ordered, hence the fallback.
 //! - [`MariaGtidList`] is a set of `domain-server-sequence` triples, one per domain; it is
 //!   ordered per domain by sequence number ([`MariaGtidList::covers`]).
 //! - [`MysqlGtidSet`] is MySQL's executed GTID set: per server UUID, the transaction numbers
@@ -153,6 +155,25 @@ impl MysqlGtidSet {
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
     }
+
+    /// True when every transaction of `other` is in `self`.
+    pub fn covers(&self, other: &MysqlGtidSet) -> bool {
+        other.sets.iter().all(|(source, theirs)| {
+            let mine = self.sets.get(source).map(Vec::as_slice).unwrap_or(&[]);
+            theirs
+                .iter()
+                .all(|(x, y)| mine.iter().any(|(a, b)| a <= x && y <= b))
+        })
+    }
+
+    /// How many transactions the set holds.
+    pub fn count(&self) -> u64 {
+        self.sets
+            .values()
+            .flatten()
+            .map(|(a, b)| b.saturating_sub(*a) + 1)
+            .sum()
+    }
 }
 
 impl fmt::Display for MysqlGtidSet {
@@ -241,6 +262,31 @@ impl GtidState {
             GtidState::Mysql(m) => m.is_empty(),
         }
     }
+
+    /// The order of two states of the same kind by inclusion (MariaDB: every domain at or
+    /// past); `None` when neither holds the other (or the kinds differ).
+    pub fn compare(&self, other: &GtidState) -> Option<Ordering> {
+        let (ge, le) = match (self, other) {
+            (GtidState::Maria(a), GtidState::Maria(b)) => (a.covers(b), b.covers(a)),
+            (GtidState::Mysql(a), GtidState::Mysql(b)) => (a.covers(b), b.covers(a)),
+            _ => return None,
+        };
+        match (ge, le) {
+            (true, true) => Some(Ordering::Equal),
+            (true, false) => Some(Ordering::Greater),
+            (false, true) => Some(Ordering::Less),
+            (false, false) => None,
+        }
+    }
+
+    /// A number that grows with every transaction the state takes in: MariaDB's sequence
+    /// numbers summed over the domains, MySQL's transactions counted.
+    pub fn weight(&self) -> u64 {
+        match self {
+            GtidState::Maria(m) => m.domains.values().map(|(_, seq)| *seq).sum(),
+            GtidState::Mysql(m) => m.count(),
+        }
+    }
 }
 
 impl fmt::Display for GtidState {
@@ -281,6 +327,20 @@ impl MysqlPosition {
             pos,
             gtid: None,
         }
+    }
+
+    /// Strictly after `other`: by the GTID states where both carry one and one holds the other
+    /// (a promoted replica, `RESET MASTER` with the state carried over or a new `log_bin` name
+    /// number their files anew, GTIDs go on); otherwise by file and offset.
+    pub fn is_after(&self, other: &MysqlPosition) -> bool {
+        if let (Some(a), Some(b)) = (&self.gtid, &other.gtid) {
+            match a.compare(b) {
+                Some(Ordering::Greater) => return true,
+                Some(Ordering::Less) => return false,
+                _ => {}
+            }
+        }
+        self > other
     }
 }
 
@@ -372,7 +432,7 @@ impl Position {
     /// Whether `self` is strictly after `other` in the same source; `false` across sources.
     pub fn is_after(&self, other: &Position) -> bool {
         match (self, other) {
-            (Position::Mysql(a), Position::Mysql(b)) => a > b,
+            (Position::Mysql(a), Position::Mysql(b)) => a.is_after(b),
             (Position::Postgres(a), Position::Postgres(b)) => a > b,
             _ => false,
         }
@@ -428,6 +488,36 @@ mod tests {
         assert!(":1".parse::<MysqlPosition>().is_err());
         assert!("0-1".parse::<MariaGtidList>().is_err());
         assert!("0-1-2,0-1-3".parse::<MariaGtidList>().is_err());
+    }
+
+    #[test]
+    fn gtids_order_positions_across_new_file_numbering() {
+        let p = |s: &str| s.parse::<MysqlPosition>().unwrap();
+        // A promoted replica (or RESET MASTER with the state carried over): files start again.
+        let old = p("binlog.000006:751@0-1-14356");
+        let new = p("binlog.000001:342@0-1-14357");
+        assert!(new.is_after(&old) && !old.is_after(&new));
+        // The same state on another file (idle): neither is after by GTID; file order decides.
+        let idle = p("binlog.000001:900@0-1-14356");
+        assert!(!idle.is_after(&old));
+        // Domains that moved apart: no GTID order, file order decides.
+        let a = p("binlog.000002:4@0-1-10,1-1-5");
+        let b = p("binlog.000003:4@0-1-9,1-1-6");
+        assert!(b.is_after(&a) && !a.is_after(&b));
+        // Without GTIDs: file order.
+        assert!(p("binlog.000002:4").is_after(&p("binlog.000001:900")));
+        // MySQL sets by inclusion.
+        let u = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        let x = p(&format!("binlog.000009:4@{u}:1-41"));
+        let y = p(&format!("binlog.000001:4@{u}:1-42"));
+        assert!(y.is_after(&x) && !x.is_after(&y));
+        let GtidState::Mysql(set) = y.gtid.clone().unwrap() else {
+            panic!()
+        };
+        assert_eq!(set.count(), 42);
+        let holed: MysqlGtidSet = format!("{u}:1-41:43").parse().unwrap();
+        assert!(!holed.covers(&set) && !set.covers(&holed));
+        assert_eq!(holed.count(), 42);
     }
 
     #[test]

@@ -48,13 +48,24 @@ pub fn my_ddl(database: &str) -> String {
     )
 }
 
-/// The totally ordered key stored next to a position, for the never-backward guard.
+/// The totally ordered key stored next to a position, for the never-backward guard. A MySQL
+/// position with a GTID state is keyed by the state's weight (it grows with every transaction)
+/// above every file-numbered key, so a promoted replica, `RESET MASTER` with the state carried
+/// over, or a new `log_bin` name, which number their files anew, do not read as going
+/// backward; positions of one state (idle between two transactions) share a key, whatever
+/// their file.
 pub fn order_key(p: &Position) -> (i64, i64) {
     match p {
-        Position::Mysql(m) => (m.file.sequence() as i64, m.pos as i64),
+        Position::Mysql(m) => match &m.gtid {
+            Some(g) => (GTID_KEYS + g.weight().min(GTID_KEYS as u64 - 1) as i64, 0),
+            None => (m.file.sequence() as i64, m.pos as i64),
+        },
         Position::Postgres(l) => (0, l.0 as i64),
     }
 }
+
+/// Where the keys of positions with a GTID state begin (file sequence numbers stay far below).
+const GTID_KEYS: i64 = 1 << 50;
 
 /// Reads the stored position of a pipeline direction.
 pub async fn load(
@@ -155,4 +166,25 @@ pub fn my_store_sql(database: &str) -> String {
          WHERE pipeline = ? AND direction = ? AND (ord_major, ord_minor) <= (?, ?)",
         my_ident(database)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_keys_go_on_with_gtids_when_files_are_numbered_anew() {
+        let k = |s: &str| order_key(&s.parse::<Position>().unwrap());
+        let old = k("mysql:binlog.000006:751@0-1-14356");
+        assert!(k("mysql:binlog.000001:342@0-1-14357") > old);
+        assert_eq!(
+            k("mysql:binlog.000001:900@0-1-14356"),
+            old,
+            "idle: one key per state"
+        );
+        assert!(k("mysql:binlog.000001:342@0-1-14355") < old);
+        // A checkpoint stored before GTID keys (file:pos) is behind any GTID key.
+        assert!(k("mysql:binlog.000006:751") < k("mysql:binlog.000001:4@0-1-1"));
+        assert!(k("pg:0/16B374D8") < k("pg:1/0"));
+    }
 }

@@ -242,8 +242,28 @@ async fn receive(stream: &mut BinlogStream) -> Result<Event> {
             ))
         }
     };
-    next.map_err(|e| Error::from_mysql(e, false, "reading the binlog"))
+    next.map_err(|e| match &e {
+        mysql_async::Error::Server(s) if s.code == ER_MASTER_FATAL_ERROR_READING_BINLOG => {
+            Error::new(
+                ErrorKind::SourceDefinite,
+                format!(
+                    "the binlog no longer holds duplex's position (the server says: {}): its files \
+                     were purged, RESET MASTER ran, or a replica was promoted without this history, \
+                     so the changes since cannot be read and duplex does not read on from \
+                     elsewhere. If another server still has them (the old primary, a replica), \
+                     point [mysql] at it and start duplex; otherwise start over: `duplex teardown`, \
+                     then `duplex setup` and start duplex (it copies every table again)",
+                    s.message
+                ),
+            )
+        }
+        _ => Error::from_mysql(e, false, "reading the binlog"),
+    })
 }
+
+/// The server cannot send the binlog asked for (MySQL and MariaDB error 1236): the position is
+/// not in its binlog (purged, reset, another server's).
+const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
 
 /// What decoding one event leaves to hand over to the pipeline.
 enum Handover {

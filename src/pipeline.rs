@@ -359,8 +359,13 @@ async fn run_forward_once(
         watched.insert(relays.clone());
         sink.read_relays(relays);
     }
-    let source = MysqlSource::new(cfg.mysql.clone(), watched, cfg.apply.chunk_rows)
-        .with_copies(filter.oldest_positions());
+    let source = MysqlSource::new(
+        cfg.mysql.clone(),
+        cfg.pipeline.clone(),
+        watched,
+        cfg.apply.chunk_rows,
+    )
+    .with_copies(filter.oldest_positions());
     drive(
         Way::Forward,
         cfg,
@@ -478,7 +483,7 @@ async fn run_reverse_once(
         cfg.postgres.clone(),
         slot.clone(),
         slot,
-        crate::origin::own_prefix(&cfg.pipeline),
+        cfg.pipeline.clone(),
         cfg.apply.chunk_rows,
         flushed_rx,
     )

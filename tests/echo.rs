@@ -54,7 +54,7 @@ async fn duplex_writes_to_postgres_do_not_come_back() {
         support::harness::pg_config(&dbs.pg_db),
         slot.clone(),
         "p".into(),
-        duplex::origin::own_prefix(&pipeline),
+        pipeline.clone(),
         1000,
         flushed_rx,
     );
@@ -151,16 +151,30 @@ async fn mysql_transactions_marked_with_the_checkpoint_row_are_not_replicated() 
     work.setup();
     let mut child = work.start();
 
-    // What the MySQL writer does: checkpoint row first, then the rows (an echo if replicated).
+    // What the MySQL writer does: its pipeline's checkpoint row first, then the rows (an echo
+    // if replicated).
     let mut tx = my.start_transaction(Default::default()).await.unwrap();
     tx.query_drop(
         "INSERT INTO duplex.checkpoint (pipeline, direction, position, ord_major, ord_minor) \
-         VALUES ('echomy_test', 'pg_to_mysql', 'pg:0/1', 0, 1) \
+         VALUES ('echomy', 'pg_to_mysql', 'pg:0/1', 0, 1) \
          ON DUPLICATE KEY UPDATE ord_minor = ord_minor + 1",
     )
     .await
     .unwrap();
     tx.query_drop("INSERT INTO t VALUES (10, 'echo')")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    // Another pipeline's writer: its rows are changes like any other for this pipeline.
+    let mut tx = my.start_transaction(Default::default()).await.unwrap();
+    tx.query_drop(
+        "INSERT INTO duplex.checkpoint (pipeline, direction, position, ord_major, ord_minor) \
+         VALUES ('echomy_eu', 'pg_to_mysql', 'pg:0/1', 0, 1) \
+         ON DUPLICATE KEY UPDATE ord_minor = ord_minor + 1",
+    )
+    .await
+    .unwrap();
+    tx.query_drop("INSERT INTO t VALUES (12, 'another pipeline')")
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -170,19 +184,19 @@ async fn mysql_transactions_marked_with_the_checkpoint_row_are_not_replicated() 
         .await
         .unwrap();
     tx.query_drop(
-        "UPDATE duplex.checkpoint SET ord_minor = ord_minor + 1 WHERE pipeline = 'echomy_test'",
+        "UPDATE duplex.checkpoint SET ord_minor = ord_minor + 1 WHERE pipeline = 'echomy'",
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
 
-    wait_for(Duration::from_secs(30), "row 11", &work, || async {
-        pg_count(&pg, "t").await >= 1
+    wait_for(Duration::from_secs(30), "rows 11 and 12", &work, || async {
+        pg_count(&pg, "t").await >= 2
     })
     .await;
     assert_eq!(
-        pg_rows(&pg, "SELECT id::text FROM t").await,
-        vec![vec![Some("11".to_string())]]
+        pg_rows(&pg, "SELECT id::text FROM t ORDER BY t.id").await,
+        vec![vec![Some("11".to_string())], vec![Some("12".to_string())]]
     );
     stop_cleanly(&mut child, &work);
 }
@@ -285,4 +299,168 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
     stop_cleanly(&mut child, &work);
     let (ok, out) = work.run_cmd(&["teardown"]);
     assert!(ok, "{out}");
+}
+
+/// Two pipelines on the same two servers, one chained after the other: pipeline A copies
+/// MySQL `m1` to PostgreSQL `p1` and PostgreSQL `p2` to MySQL `m2`; pipeline B copies MySQL
+/// `m2` to PostgreSQL `p3` and PostgreSQL `p1` to MySQL `m3`. What A writes (marked as A's:
+/// its origin, or its checkpoint row) is a change like any other for B, so it travels on: rows
+/// inserted into `m1` end in `m3`, rows inserted into `p2` end in `p3`. Each pipeline drops only
+/// its own writes (before, B dropped every transaction that wrote any pipeline's checkpoint row
+/// first). Runs in both echo modes: origins, and under least privilege the marker rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chained_pipelines_each_replicate_what_the_other_wrote() {
+    let dbs = support::fresh_dbs("chain").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    for t in ["m1", "m2", "m3"] {
+        my.query_drop(format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, v varchar(20))"
+        ))
+        .await
+        .unwrap();
+    }
+    for t in ["p1", "p2", "p3"] {
+        pg.batch_execute(&format!(
+            "CREATE TABLE {t} (id integer PRIMARY KEY, v text)"
+        ))
+        .await
+        .unwrap();
+    }
+    let forward = |m: &str, p: &str| {
+        format!("[[table]]\nsource = \"{m}\"\ntarget = \"{p}\"\ncolumns = \"all\"\n")
+    };
+    let reverse = |m: &str, p: &str| {
+        format!("[[table]]\nsource = \"{m}\"\ntarget = \"{p}\"\ndirection = \"reverse\"\n[table.column]\nid = \"id\"\nv = \"v\"\n")
+    };
+    let (a_name, b_name) = (
+        support::harness::pipeline_name("chain_a", &dbs),
+        support::harness::pipeline_name("chain_b", &dbs),
+    );
+    let a = Workdir::new(
+        &dbs,
+        &a_name,
+        "UTC",
+        &[
+            ("f.toml", &forward("m1", "p1")),
+            ("r.toml", &reverse("m2", "p2")),
+        ],
+    );
+    let b = a.sibling(
+        &b_name,
+        &[
+            ("f.toml", &forward("m2", "p3")),
+            ("r.toml", &reverse("m3", "p1")),
+        ],
+    );
+    a.setup();
+    b.setup();
+    let mut run_a = a.start();
+    let mut run_b = b.start();
+    for i in 1..=20 {
+        my.query_drop(format!("INSERT INTO m1 VALUES ({i}, 'bitrix {i}')"))
+            .await
+            .unwrap();
+        pg.batch_execute(&format!("INSERT INTO p2 VALUES ({i}, 'crm {i}')"))
+            .await
+            .unwrap();
+    }
+    my.query_drop("UPDATE m1 SET v = 'bitrix changed' WHERE id = 3; DELETE FROM m1 WHERE id = 4")
+        .await
+        .unwrap();
+    let m_rows = |t: &'static str| {
+        let dbs = dbs.clone();
+        async move {
+            support::harness::mysql_rows(
+                &mut dbs.mysql().await,
+                &format!("SELECT id, v FROM {t} ORDER BY id"),
+            )
+            .await
+        }
+    };
+    let p_rows = |t: &'static str| {
+        let pg = &pg;
+        async move { pg_rows(pg, &format!("SELECT id::text, v FROM {t} ORDER BY {t}.id")).await }
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "m1 through p1 into m3",
+        &b,
+        || async {
+            let m1 = m_rows("m1").await;
+            m1.len() == 19 && p_rows("p1").await == m1 && m_rows("m3").await == m1
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(60),
+        "p2 through m2 into p3",
+        &a,
+        || async {
+            let p2 = p_rows("p2").await;
+            p2.len() == 20 && m_rows("m2").await == p2 && p_rows("p3").await == p2
+        },
+    )
+    .await;
+    // Nothing went where no mapping sends it: each table holds its own rows only.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(m_rows("m1").await.len(), 19);
+    assert_eq!(p_rows("p2").await.len(), 20);
+    assert_eq!(m_rows("m3").await, m_rows("m1").await);
+    assert_eq!(p_rows("p3").await, p_rows("p2").await);
+    stop_cleanly(&mut run_a, &a);
+    stop_cleanly(&mut run_b, &b);
+}
+
+/// `duplex setup` ran with the replication origin functions (origins made, the checkpoint
+/// table kept out of the publication), then `duplex run` logs in as a role without them: its
+/// writes would carry the marker row, which the stream does not carry, and would come back as
+/// changes. duplex refuses at start, naming the two ways out, instead of echoing silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_echo_mode_other_than_setup_s_is_refused() {
+    let dbs = support::fresh_dbs("echo_mismatch").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let role = support::harness::pipeline_name("weak2_", &dbs);
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute(&format!(
+        "CREATE ROLE {role} LOGIN REPLICATION PASSWORD 'weak-pw';
+         GRANT CREATE ON DATABASE {db} TO {role};
+         CREATE TABLE t (id integer PRIMARY KEY, v text);
+         GRANT ALL ON t TO {role}",
+        db = dbs.pg_db
+    ))
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("mm", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", BOTH)]);
+    // Setup as the servers' superuser: origins.
+    let s = support::servers();
+    std::fs::write(work.path().join("super.pw"), format!("{}\n", s.pg_password)).unwrap();
+    work.set_login("postgres", &s.pg_user, "super.pw");
+    work.setup();
+    // Run as the role without the origin functions (with every right on duplex's own tables).
+    pg.batch_execute(&format!(
+        "GRANT USAGE, CREATE ON SCHEMA duplex TO {role}; GRANT ALL ON ALL TABLES IN SCHEMA duplex TO {role}"
+    ))
+    .await
+    .unwrap();
+    std::fs::write(work.path().join("weak.pw"), "weak-pw\n").unwrap();
+    work.set_login("postgres", &role, "weak.pw");
+    let mut child = work.start();
+    let said = "would come back to MySQL as changes";
+    wait_for(Duration::from_secs(30), "the refusal", &work, || async {
+        work.log().contains(said)
+    })
+    .await;
+    let status = support::harness::terminate(&mut child, Duration::from_secs(30));
+    let log = work.log();
+    assert!(
+        status.is_some_and(|s| !s.success())
+            && log.contains("GRANT EXECUTE ON FUNCTION pg_replication_origin_session_setup(text)")
+            && log.contains("run `duplex setup` again as this account"),
+        "{status:?}\n{log}"
+    );
 }

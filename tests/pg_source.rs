@@ -40,7 +40,7 @@ async fn transactions_arrive_typed_and_own_writes_are_dropped() {
         support::harness::pg_config(&dbs.pg_db),
         slot.clone(),
         "p".into(),
-        duplex::model::own_prefix(&dbs.pg_db),
+        dbs.pg_db.clone(),
         1000,
         flushed_rx,
     );

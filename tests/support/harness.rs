@@ -170,6 +170,37 @@ listen = "{metrics}"
         self.dir.path()
     }
 
+    /// A second pipeline on the same two databases and accounts: this config with another
+    /// pipeline name, binlog server id and mapping set.
+    pub fn sibling(&self, pipeline: &str, mappings: &[(&str, &str)]) -> Workdir {
+        let dir = tempfile::tempdir().expect("create a temporary work dir");
+        let mdir = dir.path().join("mappings");
+        std::fs::create_dir_all(&mdir).expect("create the mapping dir");
+        for (name, text) in mappings {
+            std::fs::write(mdir.join(name), text).expect("write a mapping file");
+        }
+        let text = std::fs::read_to_string(&self.config).expect("read duplex.toml");
+        let lines: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("pipeline = ") {
+                    format!("pipeline = \"{pipeline}\"")
+                } else if l.starts_with("server_id = ") {
+                    format!("server_id = {}", super::next_server_id())
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        let config = dir.path().join("duplex.toml");
+        std::fs::write(&config, lines.join("\n") + "\n").expect("write duplex.toml");
+        Workdir {
+            dir,
+            config,
+            least_pg_db: self.least_pg_db.clone(),
+        }
+    }
+
     /// Makes duplex log in to `section` (`mysql` or `postgres`) as `user` with the password in
     /// `password_file` (relative to the work dir), whatever login the config had.
     pub fn set_login(&self, section: &str, user: &str, password_file: &str) {
@@ -184,7 +215,9 @@ listen = "{metrics}"
                 }
                 if inside && l.starts_with("user = ") {
                     format!("user = \"{user}\"")
-                } else if inside && l.starts_with("password_env = ") {
+                } else if inside
+                    && (l.starts_with("password_env = ") || l.starts_with("password_file = "))
+                {
                     format!("password_file = \"{password_file}\"")
                 } else {
                     l.to_string()

@@ -46,7 +46,7 @@ use self::encode::EncodedRow;
 use self::run::Run;
 use super::{DeadLetter, Mark, Sink};
 use crate::config::PostgresConfig;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::mapping::Plan;
 use crate::model::{pg_ident, Position};
 use crate::state::checkpoint;
@@ -445,6 +445,7 @@ async fn tag_writes(
             Ok(None)
         }
         crate::origin::Echo::Marker => {
+            refuse_an_echo(client, cfg, pipeline).await?;
             let sql = checkpoint::marker_sql(&cfg.duplex_schema);
             let stmt = client
                 .prepare(&sql)
@@ -453,6 +454,39 @@ async fn tag_writes(
             Ok(Some(stmt))
         }
     }
+}
+
+/// Refuses to write when the marker would not reach the pipeline's reader: `duplex setup` chose
+/// replication origins (the publication lacks the checkpoint table) and this account may not
+/// use them, so the writes would come back to MySQL as changes. (The other way round, marker
+/// at setup and origins now, the origins are missing and binding one fails naming `duplex
+/// setup`.)
+async fn refuse_an_echo(client: &Client, cfg: &PostgresConfig, pipeline: &str) -> Result<()> {
+    let publication = crate::model::slot_name(pipeline);
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE schemaname = $2 AND tablename = $3), count(*) \
+             FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication, &cfg.duplex_schema, &checkpoint::TABLE],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "reading the publication's tables"))?;
+    let (marked, all): (i64, i64) = (row.get(0), row.get(1));
+    if marked > 0 || all == 0 {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::ServerSetting,
+        format!(
+            "duplex's writes to PostgreSQL would come back to MySQL as changes: `duplex setup` ran with \
+             the replication origin functions (echo suppression by origin), but account {user} may not \
+             execute them, so its writes are marked by the checkpoint row, which publication \
+             {publication} does not carry. Fix: GRANT EXECUTE ON FUNCTION \
+             pg_replication_origin_session_setup(text), pg_replication_origin_create(text) TO {user}; \
+             or run `duplex setup` again as this account (it switches the pipeline to the marker rule)",
+            user = cfg.user
+        ),
+    ))
 }
 
 /// The statements writing duplex's own rows, prepared once per session.

@@ -18,9 +18,10 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{Event, EventData};
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use mysql_common::binlog::value::BinlogValue;
 use tokio::sync::mpsc;
 
 use super::rows::decode_rows;
@@ -56,6 +57,9 @@ const FL_STANDALONE: u8 = 1;
 
 pub struct MysqlSource {
     cfg: MysqlConfig,
+    /// The pipeline: transactions its MySQL sink wrote (marked with its checkpoint row) are
+    /// dropped; other pipelines' are read like any.
+    pipeline: String,
     watched: HashSet<TableName>,
     chunk_rows: usize,
     /// Per copied table, the oldest position its copy was taken at (see [`super::statement`]).
@@ -63,9 +67,15 @@ pub struct MysqlSource {
 }
 
 impl MysqlSource {
-    pub fn new(cfg: MysqlConfig, watched: HashSet<TableName>, chunk_rows: usize) -> Self {
+    pub fn new(
+        cfg: MysqlConfig,
+        pipeline: String,
+        watched: HashSet<TableName>,
+        chunk_rows: usize,
+    ) -> Self {
         MysqlSource {
             cfg,
+            pipeline,
             watched,
             chunk_rows: chunk_rows.max(1),
             copied: HashMap::new(),
@@ -261,6 +271,20 @@ async fn receive(stream: &mut BinlogStream) -> Result<Event> {
     })
 }
 
+/// Whether a rows event of the checkpoint table writes pipeline `pipeline`'s row (its first
+/// column, `pipeline`: see [`crate::state::checkpoint::my_ddl`]).
+fn marks_pipeline(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>, pipeline: &str) -> bool {
+    let Some(Ok((before, after))) = rows.rows(tme).next() else {
+        return false;
+    };
+    after.or(before).is_some_and(|row| {
+        matches!(
+            row.as_ref(0),
+            Some(BinlogValue::Value(mysql_async::Value::Bytes(b))) if b == pipeline.as_bytes()
+        )
+    })
+}
+
 /// The server cannot send the binlog asked for (MySQL and MariaDB error 1236): the position is
 /// not in its binlog (purged, reset, another server's).
 const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
@@ -284,11 +308,12 @@ struct Reader<'a> {
     meta: Conn,
     cache: SchemaCache,
     table_ids: HashMap<u64, Option<Version>>,
-    /// duplex's checkpoint table and its binlog table ids: a transaction that writes it first is
-    /// duplex's own (the MySQL sink writes the checkpoint first in every transaction) and is
-    /// dropped.
+    /// duplex's checkpoint table and its binlog table maps by id: a transaction that writes
+    /// this pipeline's row of it first is this pipeline's own (the MySQL sink writes the
+    /// checkpoint first in every transaction) and is dropped.
     marker: TableName,
-    marker_ids: HashSet<u64>,
+    marker_ids: HashMap<u64, TableMapEvent<'static>>,
+    pipeline: &'a str,
     current_file: String,
     gtid_state: GtidState,
     txn: Option<OpenTxn>,
@@ -314,7 +339,8 @@ impl<'a> Reader<'a> {
                 source.cfg.duplex_database.clone(),
                 crate::state::checkpoint::TABLE,
             ),
-            marker_ids: HashSet::new(),
+            marker_ids: HashMap::new(),
+            pipeline: &source.pipeline,
             current_file: start.file.0.clone(),
             gtid_state: start.gtid.clone().unwrap_or(if mariadb {
                 GtidState::Maria(MariaGtidList::default())
@@ -516,7 +542,8 @@ impl<'a> Reader<'a> {
         };
         let name = TableName::new(tme.database_name(), tme.table_name());
         if name == self.marker {
-            self.marker_ids.insert(tme.table_id());
+            self.marker_ids
+                .insert(tme.table_id(), tme.clone().into_owned());
         } else {
             self.marker_ids.remove(&tme.table_id());
         }
@@ -559,7 +586,10 @@ impl<'a> Reader<'a> {
         if let Some(open) = self.txn.as_mut() {
             if !open.seen_rows {
                 open.seen_rows = true;
-                open.own = self.marker_ids.contains(&table_id);
+                open.own = self
+                    .marker_ids
+                    .get(&table_id)
+                    .is_some_and(|tme| marks_pipeline(&rows, tme, self.pipeline));
             }
         }
         let Some(Some((schema, layout))) = self.table_ids.get(&table_id) else {

@@ -47,6 +47,9 @@ pub struct PgSource {
     cfg: PostgresConfig,
     slot: String,
     publication: String,
+    /// The pipeline: transactions of its origins, or marked with its checkpoint row, are
+    /// duplex's own and dropped.
+    pipeline: String,
     /// Transactions whose origin name starts with this are duplex's own: dropped.
     own_origin_prefix: String,
     chunk_rows: usize,
@@ -60,7 +63,7 @@ impl PgSource {
         cfg: PostgresConfig,
         slot: String,
         publication: String,
-        own_origin_prefix: String,
+        pipeline: String,
         chunk_rows: usize,
         flushed: watch::Receiver<Lsn>,
     ) -> Self {
@@ -68,7 +71,8 @@ impl PgSource {
             cfg,
             slot,
             publication,
-            own_origin_prefix,
+            own_origin_prefix: crate::model::own_prefix(&pipeline),
+            pipeline,
             chunk_rows: chunk_rows.max(1),
             flushed,
             copied: HashMap::new(),
@@ -209,6 +213,7 @@ impl Source for PgSource {
         let mut reader = Reader {
             cfg: &self.cfg,
             own_origin_prefix: &self.own_origin_prefix,
+            pipeline: &self.pipeline,
             chunk_rows: self.chunk_rows,
             copied: &self.copied,
             tables: HashMap::new(),
@@ -330,6 +335,8 @@ struct Reader<'a> {
     cfg: &'a PostgresConfig,
     /// Transactions whose origin name starts with this are duplex's own: dropped.
     own_origin_prefix: &'a str,
+    /// Transactions whose first change is this pipeline's checkpoint row are its own.
+    pipeline: &'a str,
     chunk_rows: usize,
     copied: &'a HashMap<TableName, Position>,
     tables: HashMap<u32, Table>,
@@ -482,13 +489,14 @@ impl Reader<'_> {
                 format!("a row change for relation {rel} before its Relation message"),
             )
         })?;
-        // The marker rule: a transaction whose first change is duplex's checkpoint row is
-        // duplex's own; the checkpoint table's changes are never passed on.
+        // The marker rule: a transaction whose first change is this pipeline's checkpoint row
+        // is its own (another pipeline's row marks that pipeline's writes, which this one
+        // replicates like any other); the checkpoint table's changes are never passed on.
         let is_marker = table.schema.name.schema == self.cfg.duplex_schema
             && table.schema.name.name == crate::state::checkpoint::TABLE;
         if !t.seen {
             t.seen = true;
-            t.own = is_marker;
+            t.own = is_marker && marks_pipeline(table, new, self.pipeline);
         }
         if t.own || is_marker {
             return Ok(None);
@@ -622,4 +630,18 @@ async fn finish(
         commit_time_us: commit_time_us + PG_EPOCH_OFFSET_US,
     };
     tx.send(SourceEvent::Commit(commit)).await.is_ok()
+}
+/// Whether a checkpoint row (its new image) is pipeline `pipeline`'s.
+fn marks_pipeline(table: &Table, new: Option<&Tuple>, pipeline: &str) -> bool {
+    let Some(at) = table
+        .schema
+        .columns
+        .iter()
+        .position(|c| c.name == "pipeline")
+    else {
+        return false;
+    };
+    new.and_then(|n| values(table, n).ok())
+        .and_then(|row| row.into_iter().nth(at))
+        .is_some_and(|v| matches!(v, Value::Text(ref p) if p == pipeline))
 }

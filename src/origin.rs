@@ -8,10 +8,11 @@
 //!   Fallback, chosen automatically when this role may not execute those functions (managed
 //!   PostgreSQL): the marker rule as on MySQL — duplex's checkpoint table is in the publication,
 //!   every transaction duplex writes touches its checkpoint row first, and the reader drops
-//!   transactions whose first change is that table.
-//! - MySQL/MariaDB: every applied transaction writes duplex's checkpoint row first; the binlog
-//!   source drops transactions whose first row event is that table. No privilege beyond writing
-//!   duplex's own table is needed.
+//!   transactions whose first change is its own pipeline's row of that table (another
+//!   pipeline's writes are changes like any other).
+//! - MySQL/MariaDB: every applied transaction writes the pipeline's checkpoint row first; the
+//!   binlog source drops transactions whose first row event writes its own pipeline's row of
+//!   that table. No privilege beyond writing duplex's own table is needed.
 //!
 //! May use: the model (origin names) and the error type; the PostgreSQL sink and the commands use
 //! it.

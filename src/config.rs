@@ -95,6 +95,8 @@ struct RawMysql {
     start_position: Option<String>,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_s: u64,
+    #[serde(default = "default_read_timeout")]
+    read_timeout_s: u64,
     sslmode: Option<crate::tls::SslMode>,
     sslrootcert: Option<PathBuf>,
     sslcert: Option<PathBuf>,
@@ -126,6 +128,12 @@ fn default_server_id() -> u32 {
 fn default_duplex_db() -> String {
     DEFAULT_DUPLEX_DATABASE.into()
 }
+/// A silent server (a dead connection, a failover that blackholes the old address) is noticed
+/// within this many seconds.
+fn default_read_timeout() -> u64 {
+    15
+}
+
 fn default_connect_timeout() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_S
 }
@@ -146,6 +154,8 @@ struct RawPostgres {
     duplex_schema: String,
     #[serde(default = "default_connect_timeout")]
     connect_timeout_s: u64,
+    #[serde(default = "default_read_timeout")]
+    read_timeout_s: u64,
     #[serde(default)]
     skip_all_origins: bool,
     sslmode: Option<crate::tls::SslMode>,
@@ -262,6 +272,9 @@ pub struct MysqlConfig {
     pub duplex_database: String,
     pub start_position: Option<String>,
     pub connect_timeout_s: u64,
+    /// A connection that brings nothing for this long while duplex waits on it is dead:
+    /// dropped and made again (binlog: the server's heartbeat comes every third of it).
+    pub read_timeout_s: u64,
     pub tls: crate::tls::Tls,
 }
 
@@ -275,6 +288,10 @@ pub struct PostgresConfig {
     pub schema: String,
     pub duplex_schema: String,
     pub connect_timeout_s: u64,
+    /// A connection that brings nothing for this long while duplex waits on it is dead:
+    /// dropped and made again (the replication stream asks the server for a reply every few
+    /// seconds).
+    pub read_timeout_s: u64,
     /// On PostgreSQL 16+, ask the server not to send any origin-tagged transaction
     /// (`origin 'none'`): cheaper than dropping duplex's own on our side, but it also drops
     /// every other tool's replicated writes. Off by default.
@@ -445,6 +462,17 @@ impl Config {
                 return Err(err(key, "must be at least 1 (a number of rows)".into()));
             }
         }
+        for (key, v) in [
+            ("mysql.read_timeout_s", raw.mysql.read_timeout_s),
+            ("postgres.read_timeout_s", raw.postgres.read_timeout_s),
+        ] {
+            if v < 3 {
+                return Err(err(
+                    key,
+                    format!("{v} is too short: at least 3 seconds (the default is 15)"),
+                ));
+            }
+        }
         if raw.mysql.server_id == 0 {
             return Err(err(
                 "mysql.server_id",
@@ -480,6 +508,7 @@ impl Config {
             duplex_database: raw.duplex_database,
             start_position: raw.start_position,
             connect_timeout_s: raw.connect_timeout_s,
+            read_timeout_s: raw.read_timeout_s,
         }
     }
 
@@ -500,6 +529,7 @@ impl Config {
             schema: raw.schema,
             duplex_schema: raw.duplex_schema,
             connect_timeout_s: raw.connect_timeout_s,
+            read_timeout_s: raw.read_timeout_s,
             skip_all_origins: raw.skip_all_origins,
         }
     }

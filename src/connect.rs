@@ -23,8 +23,16 @@ fn mysql_opts(cfg: &MysqlConfig, db: Option<&str>, ssl: Option<mysql_async::SslO
         .db_name(db.map(str::to_string))
         .prefer_socket(false)
         .wait_timeout(Some(28_800))
+        // A peer gone without a reset (a blackholed address) is noticed by TCP too while the
+        // connection is idle; a wait on a silent peer is bounded by `read_timeout_s` above it.
+        .tcp_keepalive(Some(keepalive_idle(cfg.read_timeout_s)))
         .ssl_opts(ssl)
         .into()
+}
+
+/// TCP keepalive's idle time for a read timeout: probes start at a third of it.
+fn keepalive_idle(read_timeout_s: u64) -> std::time::Duration {
+    std::time::Duration::from_secs((read_timeout_s / 3).max(1))
 }
 
 /// Connects with a timeout, over TLS as `[mysql] sslmode` says (queries, writes and the binlog
@@ -114,7 +122,14 @@ pub async fn postgres(cfg: &PostgresConfig, application: &str) -> Result<Client>
         .user(&cfg.user)
         .dbname(&cfg.dbname)
         .application_name(application)
-        .connect_timeout(std::time::Duration::from_secs(cfg.connect_timeout_s));
+        .connect_timeout(std::time::Duration::from_secs(cfg.connect_timeout_s))
+        // A peer gone without a reset: keepalive probes while idle, and data unacknowledged
+        // for the read timeout closes the connection (Linux TCP_USER_TIMEOUT).
+        .keepalives(true)
+        .keepalives_idle(keepalive_idle(cfg.read_timeout_s))
+        .keepalives_interval(keepalive_idle(cfg.read_timeout_s))
+        .keepalives_retries(3)
+        .tcp_user_timeout(std::time::Duration::from_secs(cfg.read_timeout_s));
     if !cfg.password.expose().is_empty() {
         pg.password(cfg.password.expose());
     }

@@ -81,6 +81,7 @@ pub async fn bind_session(client: &Client, name: &str) -> Result<()> {
                 .map(|d| d.message().to_string())
                 .unwrap_or_default();
             if text.contains("is already active") {
+                end_stale_holder(client, name, &text).await;
                 Err(Error::new(
                     ErrorKind::SinkTransient,
                     format!("replication origin {name}: {text}"),
@@ -97,6 +98,40 @@ pub async fn bind_session(client: &Client, name: &str) -> Result<()> {
                     &format!("binding replication origin {name}"),
                 ))
             }
+        }
+    }
+}
+
+/// The origin is held by another session (`… is already active for PID n`): with the pipeline
+/// lock held by this process, a session of the same application name (`duplex <pipeline>`) is
+/// one of this pipeline's writers that went silent (a dead connection the server has not
+/// noticed) or a crashed process's, and it is ended so that the retry can bind the origin.
+async fn end_stale_holder(client: &Client, name: &str, text: &str) {
+    let Some(pid) = text
+        .rsplit("PID ")
+        .next()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let ended = client
+        .query_opt(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE pid = $1 AND application_name = current_setting('application_name')",
+            &[&pid],
+        )
+        .await;
+    match ended {
+        Ok(Some(_)) => {
+            tracing::warn!(
+                origin = name,
+                pid,
+                "the origin was held by a session of this pipeline that went silent: ended it"
+            )
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(origin = name, pid, error = %e, "could not end the origin's holder")
         }
     }
 }

@@ -541,6 +541,10 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
         sink,
         batch_max_rows: cfg.apply.batch_max_rows,
         batch_max_delay: Duration::from_millis(cfg.apply.batch_max_delay_ms),
+        answer_limit: Duration::from_secs(match way {
+            Way::Forward => cfg.postgres.read_timeout_s,
+            Way::Reverse => cfg.mysql.read_timeout_s,
+        }),
         committed: from.clone(),
         last_seen: from,
         careful_until,
@@ -568,11 +572,35 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
     }
 }
 
+/// One target round trip (or a few) within `limit` (the target's `read_timeout_s`): a target
+/// that does not answer (a connection dead without a reset, a blackholed address) fails the
+/// batch like a lost connection, and the direction connects anew. A server that is only slow,
+/// or waits on a lock, that long is retried the same way.
+async fn within_limit<T>(
+    limit: Duration,
+    what: &str,
+    work: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(done) => done,
+        Err(_) => Err(Error::new(
+            ErrorKind::SinkTransient,
+            format!(
+                "the target did not answer {what} within {} s (read_timeout_s): its connection is taken for dead",
+                limit.as_secs()
+            ),
+        )),
+    }
+}
+
 struct Applier<'a, S: Sink> {
     way: Way,
     sink: &'a mut S,
     batch_max_rows: usize,
     batch_max_delay: Duration,
+    /// A target round trip without an answer for this long: the connection is taken for dead
+    /// (the target's `read_timeout_s`).
+    answer_limit: Duration,
     /// The position of the last committed target transaction.
     committed: Option<Position>,
     /// The position of the last source transaction received (committed or not).
@@ -596,6 +624,31 @@ struct Batch {
 }
 
 impl<S: Sink> Applier<'_, S> {
+    async fn begin(&mut self) -> Result<()> {
+        let limit = self.answer_limit;
+        within_limit(limit, "BEGIN", self.sink.begin()).await
+    }
+
+    async fn push(&mut self, c: <S::Encoder as Encoder>::Change) -> Result<()> {
+        let limit = self.answer_limit;
+        within_limit(limit, "a write", self.sink.push(c)).await
+    }
+
+    async fn push_careful(&mut self, c: <S::Encoder as Encoder>::Change) -> Result<()> {
+        let limit = self.answer_limit;
+        within_limit(limit, "a write", self.sink.push_careful(c)).await
+    }
+
+    async fn commit_at(&mut self, at: &Position) -> Result<()> {
+        let limit = self.answer_limit;
+        within_limit(limit, "COMMIT", self.sink.commit(at)).await
+    }
+
+    /// Rolls back; a target that does not answer is left (its connection goes with the sink).
+    async fn rollback(&mut self) {
+        let _ = tokio::time::timeout(self.answer_limit, self.sink.rollback()).await;
+    }
+
     fn careful(&self) -> bool {
         self.careful_until.is_some()
     }
@@ -717,14 +770,14 @@ impl<S: Sink> Applier<'_, S> {
                     return self.rejected(e).await.map(Some);
                 }
             }
-            self.sink.rollback().await;
+            self.rollback().await;
             return Ok(Some(Stop::Shutdown));
         }
         if since.elapsed() > SHUTDOWN_GRACE {
             tracing::warn!(
                 "the transaction in flight did not finish in time; leaving it for the next start"
             );
-            self.sink.rollback().await;
+            self.rollback().await;
             return Ok(Some(Stop::Shutdown));
         }
         Ok(None)
@@ -742,14 +795,14 @@ impl<S: Sink> Applier<'_, S> {
                 return self.rejected(e).await;
             }
         }
-        self.sink.rollback().await;
+        self.rollback().await;
         Err(Error::new(ErrorKind::SourceTransient, "source stopped"))
     }
 
     /// A source transaction begins: opens a target transaction unless a batch is open.
     async fn begin_txn(&mut self, batch: &mut Option<Batch>) -> Result<()> {
         if batch.is_none() {
-            self.sink.begin().await?;
+            self.begin().await?;
             *batch = Some(Batch {
                 started: Instant::now(),
                 rows: 0,
@@ -781,7 +834,7 @@ impl<S: Sink> Applier<'_, S> {
             match item {
                 Item::Apply(changes) => {
                     for c in changes {
-                        if let Err(e) = self.sink.push(c).await {
+                        if let Err(e) = self.push(c).await {
                             return self.rejected(e).await.map(Some);
                         }
                     }
@@ -789,12 +842,12 @@ impl<S: Sink> Applier<'_, S> {
                 Item::Careful(changes) => {
                     for (c, mut letter) in changes {
                         if !self.careful() {
-                            if let Err(e) = self.sink.push(c).await {
+                            if let Err(e) = self.push(c).await {
                                 return self.rejected(e).await.map(Some);
                             }
                             continue;
                         }
-                        match self.sink.push_careful(c).await {
+                        match self.push_careful(c).await {
                             Ok(()) => {}
                             Err(e) if !e.is_transient() => {
                                 tracing::warn!(table = %letter.target_table, txn = %letter.txn_id, error = %e, "row rejected by the target; set aside into the dead-letter table");
@@ -859,8 +912,8 @@ impl<S: Sink> Applier<'_, S> {
         let ahead = self.committed.as_ref().is_none_or(|c| pos.is_after(c));
         if batch.is_none() && ahead && last_idle_checkpoint.elapsed() >= IDLE_CHECKPOINT_EVERY {
             *last_idle_checkpoint = Instant::now();
-            self.sink.begin().await?;
-            self.sink.commit(&pos).await?;
+            self.begin().await?;
+            self.commit_at(&pos).await?;
             self.acknowledge(&pos);
             self.committed = Some(pos);
         }
@@ -869,7 +922,7 @@ impl<S: Sink> Applier<'_, S> {
 
     /// Handles an error of the fast path: definite target errors restart in careful mode.
     async fn rejected(&mut self, e: Error) -> Result<Stop> {
-        self.sink.rollback().await;
+        self.rollback().await;
         if e.kind() == ErrorKind::SinkDefinite && !self.careful() {
             // Carefully up to the newest transaction received, and the one after it (which may
             // have been arriving when the batch failed).
@@ -882,11 +935,11 @@ impl<S: Sink> Applier<'_, S> {
     async fn commit(&mut self, batch: &mut Option<Batch>) -> Result<()> {
         let Some(b) = batch.take() else { return Ok(()) };
         let Some((position, commit_time_us)) = b.last else {
-            self.sink.rollback().await;
+            self.rollback().await;
             return Ok(());
         };
         let t0 = Instant::now();
-        self.sink.commit(&position).await?;
+        self.commit_at(&position).await?;
         tracing::debug!(position = %position, txns = b.txns, rows = b.rows, "committed");
         let way = self.way.as_str();
         metrics::histogram!(telemetry::APPLY_BATCH_SECONDS, "direction" => way)

@@ -191,6 +191,13 @@ const CONFIG_CASES: &[ConfigCase] = &[
         words: &["must be at least 1"],
     },
     ConfigCase {
+        name: "read_timeout_s = 1",
+        edits: &[("dbname = \"crm\"", "dbname = \"crm\"\nread_timeout_s = 1")],
+        line: None,
+        key: "postgres.read_timeout_s",
+        words: &["too short", "at least 3 seconds"],
+    },
+    ConfigCase {
         name: "snapshot chunk_rows = 0",
         edits: &[("chunk_rows = 5000", "chunk_rows = 0")],
         line: None,

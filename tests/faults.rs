@@ -52,6 +52,9 @@ enum Fault {
     Reset,
     Kill9,
     BurstWhileTargetDown,
+    /// Every open connection goes silent for good, no reset; new ones get through (a failover
+    /// that blackholes the old address).
+    SilentDrop,
 }
 
 fn lags(port: u16) -> Option<(f64, f64)> {
@@ -203,7 +206,7 @@ async fn exercise(fault: Fault) -> Duration {
         &format!("127.0.0.1:{port}"),
     );
     // The network scenarios put a proxy between duplex and each server.
-    let proxies = if matches!(fault, Fault::Blackhole | Fault::Reset) {
+    let proxies = if matches!(fault, Fault::Blackhole | Fault::Reset | Fault::SilentDrop) {
         let s = support::servers();
         let (pm, pp) = (
             Proxy::start(s.mysql_port).await,
@@ -219,6 +222,14 @@ async fn exercise(fault: Fault) -> Duration {
                 &format!("port = {}\n", s.pg_port),
                 &format!("port = {}\n", pp.port()),
             );
+        // A silent peer is noticed within 3 s.
+        let config = if fault == Fault::SilentDrop {
+            config
+                .replace("[mysql]\n", "[mysql]\nread_timeout_s = 3\n")
+                .replace("[postgres]\n", "[postgres]\nread_timeout_s = 3\n")
+        } else {
+            config
+        };
         std::fs::write(&work.config, config).unwrap();
         Some((pm, pp))
     } else {
@@ -277,6 +288,36 @@ async fn exercise(fault: Fault) -> Duration {
             pp.pass();
             let back = Instant::now();
             recoveries.push(time_to_fresh(port, back, &work, &name).await);
+        }
+        Fault::SilentDrop => {
+            let (pm, pp) = proxies.as_ref().unwrap();
+            let (before_m, before_p) = (pm.connections(), pp.connections());
+            pm.freeze_existing();
+            pp.freeze_existing();
+            let frozen = Instant::now();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (f, r) = lags(port).unwrap();
+            assert!(
+                f > 1.0 && r > 1.0,
+                "the lag does not show the drop: {f} / {r}"
+            );
+            recoveries.push(time_to_fresh(port, frozen, &work, &name).await);
+            // Each side was reached anew: the old connections never came back.
+            assert!(
+                pm.connections() > before_m && pp.connections() > before_p,
+                "no new connections: {before_m} -> {}, {before_p} -> {}",
+                pm.connections(),
+                pp.connections()
+            );
+            // Noticed by the silence, and the sessions the frozen connections left holding the
+            // slot and the origin ended (the server would keep them for a minute or for good).
+            let log = work.log();
+            assert!(
+                (log.contains("taken for dead") || log.contains("no binlog event or heartbeat"))
+                    && log.contains("went silent: ended it"),
+                "{}",
+                tail(&log)
+            );
         }
         Fault::Kill9 => {
             for _ in 0..6 {
@@ -391,12 +432,19 @@ async fn exercise(fault: Fault) -> Duration {
     );
 
     let worst = recoveries.iter().max().copied().unwrap();
+    // A silent drop is noticed within the read timeout (3 s), and the dead writers' open
+    // transactions, with their locks, end on the servers within four of it.
+    let bound = if fault == Fault::SilentDrop {
+        Duration::from_secs(30)
+    } else {
+        RECOVERY_BOUND
+    };
     eprintln!(
         "fault {name}: time from the fault's end to lag < 1 s both ways: {}; {txns} writer transactions, {count} rows in fwd",
         recoveries.iter().map(|d| format!("{:.2} s", d.as_secs_f64())).collect::<Vec<_>>().join(", ")
     );
     assert!(
-        worst < RECOVERY_BOUND,
+        worst < bound,
         "{name}: recovery took {worst:?}; log tail:\n{}",
         tail(&work.log())
     );
@@ -424,6 +472,14 @@ async fn network_blackholed_for_10_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn network_reset_for_10_s() {
     exercise(Fault::Reset).await;
+}
+
+/// Every connection through the proxies goes silent for good, without a reset, while new ones
+/// get through: each direction notices within its read timeout, connects anew, and both sides
+/// end equal, nothing doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connections_silently_dropped_for_good() {
+    exercise(Fault::SilentDrop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

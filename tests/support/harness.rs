@@ -359,6 +359,7 @@ pub fn pg_config(db: &str) -> duplex::config::PostgresConfig {
         schema: "public".into(),
         duplex_schema: "duplex".into(),
         connect_timeout_s: 10,
+        read_timeout_s: 15,
         skip_all_origins: false,
         tls: duplex::tls::Tls::disabled(),
     }

@@ -16,6 +16,11 @@
 //!   (`SO_LINGER` 0, then close); new connections are accepted and reset at once, so the
 //!   client's connect succeeds and its first read or write fails with "connection reset".
 //!
+//! Besides the modes, [`Proxy::freeze_existing`] fakes a peer gone for good without a reset (a
+//! failover that blackholes the old address while new connections reach the new server): every
+//! connection open at that moment stops moving bytes forever, both sockets held open (no FIN,
+//! no RST); connections accepted later pass as the mode says.
+//!
 //! If the upstream refuses the connection (its server is stopped), the client gets a
 //! reset too, not a refusal: it has already been accepted. Dropping the [`Proxy`] closes
 //! its listener and every connection (plain close, no RST). Everything runs as tasks on
@@ -43,6 +48,8 @@ pub struct Proxy {
     port: u16,
     upstream_port: u16,
     mode: watch::Sender<Mode>,
+    /// Bumped by [`Proxy::freeze_existing`]: connections accepted before are frozen.
+    generation: watch::Sender<u64>,
     accepted: Arc<AtomicU64>,
     task: JoinHandle<()>,
 }
@@ -59,17 +66,20 @@ impl Proxy {
             .unwrap_or_else(|e| panic!("proxy: cannot read the listening address: {e}"))
             .port();
         let (mode, watcher) = watch::channel(Mode::Pass);
+        let (generation, generations) = watch::channel(0);
         let accepted = Arc::new(AtomicU64::new(0));
         let task = tokio::spawn(accept_loop(
             listener,
             upstream_port,
             watcher,
+            generations,
             Arc::clone(&accepted),
         ));
         Proxy {
             port,
             upstream_port,
             mode,
+            generation,
             accepted,
             task,
         }
@@ -105,6 +115,11 @@ impl Proxy {
         self.mode.send_replace(mode);
     }
 
+    /// Freezes every connection open now, for good (see the module doc).
+    pub fn freeze_existing(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+
     /// The current mode.
     pub fn mode(&self) -> Mode {
         *self.mode.borrow()
@@ -127,6 +142,7 @@ async fn accept_loop(
     listener: TcpListener,
     upstream_port: u16,
     mode: watch::Receiver<Mode>,
+    generations: watch::Receiver<u64>,
     accepted: Arc<AtomicU64>,
 ) {
     let mut connections = JoinSet::new();
@@ -142,7 +158,14 @@ async fn accept_loop(
         };
         accepted.fetch_add(1, Ordering::Relaxed);
         while connections.try_join_next().is_some() {}
-        connections.spawn(serve(client, upstream_port, mode.clone()));
+        let born = *generations.borrow();
+        connections.spawn(serve(
+            client,
+            upstream_port,
+            mode.clone(),
+            generations.clone(),
+            born,
+        ));
     }
 }
 
@@ -155,7 +178,13 @@ enum End {
     Reset,
 }
 
-async fn serve(client: TcpStream, upstream_port: u16, mut mode: watch::Receiver<Mode>) {
+async fn serve(
+    client: TcpStream,
+    upstream_port: u16,
+    mut mode: watch::Receiver<Mode>,
+    mut generations: watch::Receiver<u64>,
+    born: u64,
+) {
     // In blackhole the client stays connected to us only, its bytes unread.
     if !until_not_blackholed(&mut mode).await {
         abort(client);
@@ -181,6 +210,11 @@ async fn serve(client: TcpStream, upstream_port: u16, mut mode: watch::Receiver<
         let (mut up_done, mut down_done) = (false, false);
         loop {
             let end = tokio::select! {
+                _ = frozen(&mut generations, born) => {
+                    // Frozen: the relays stop where they are, both sockets stay open.
+                    std::future::pending::<()>().await;
+                    End::Reset
+                }
                 end = &mut to_upstream, if !up_done => {
                     up_done = true;
                     end
@@ -256,6 +290,18 @@ async fn until_not_blackholed(mode: &mut watch::Receiver<Mode>) -> bool {
         mode.wait_for(|m| *m != Mode::Blackhole).await.as_deref(),
         Ok(Mode::Pass)
     )
+}
+
+/// Returns once the connection born in generation `born` is frozen; never if the proxy goes.
+async fn frozen(generations: &mut watch::Receiver<u64>, born: u64) {
+    loop {
+        if *generations.borrow_and_update() > born {
+            return;
+        }
+        if generations.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Closes `stream` with a TCP RST rather than a FIN.

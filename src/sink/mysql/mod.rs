@@ -432,6 +432,18 @@ impl MySqlSink {
         conn.query_drop("SET time_zone = '+00:00', NAMES utf8mb4")
             .await
             .map_err(|e| my_err(e, "preparing the MySQL writer session"))?;
+        // A writer that died without a reset leaves its transaction open on the server, with
+        // its row locks, until this ends it (MariaDB; MySQL has no such setting and waits for
+        // TCP to give up).
+        if let Err(e) = conn
+            .query_drop(format!(
+                "SET SESSION idle_write_transaction_timeout = {}",
+                4 * cfg.read_timeout_s
+            ))
+            .await
+        {
+            tracing::debug!(error = %e, "no idle_write_transaction_timeout on this server");
+        }
         let modes: Option<String> = conn
             .query_first("SELECT @@SESSION.sql_mode")
             .await

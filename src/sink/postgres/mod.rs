@@ -167,6 +167,16 @@ impl PgSink {
         writer: u32,
     ) -> Result<PgSink> {
         let client = crate::connect::postgres(cfg, &format!("duplex {pipeline}")).await?;
+        // A writer that died without a reset leaves its transaction open on the server, with
+        // its row locks, until this ends it (duplex never idles in a transaction that long:
+        // a silent source fails the batch within the read timeout).
+        client
+            .batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = '{}s'",
+                4 * cfg.read_timeout_s
+            ))
+            .await
+            .map_err(|e| Error::from_pg(e, true, "preparing the writer session"))?;
         let marker = tag_writes(&client, cfg, &plan, pipeline, writer).await?;
         let Statements {
             checkpoint_stmt,

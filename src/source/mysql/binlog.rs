@@ -35,10 +35,9 @@ use crate::model::{
 };
 use crate::source::Source;
 
-/// The server sends a heartbeat after this much idle time; no event for [`IDLE_TIMEOUT`] means the
-/// connection is dead.
+/// The server sends a heartbeat after this much idle time; no event for `[mysql] read_timeout_s`
+/// means the connection is dead.
 const HEARTBEAT_PERIOD_NS: u64 = 1_000_000_000;
-const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 // Binlog event type codes (MySQL `log_event.h`, MariaDB `log_event.h`).
 const QUERY_EVENT: u8 = 2;
@@ -184,8 +183,9 @@ impl Source for MysqlSource {
 
         let collations = Collations::read(&mut meta).await?;
         let mut reader = Reader::new(self, meta, collations, &start, mariadb);
+        let read_timeout = Duration::from_secs(self.cfg.read_timeout_s);
         loop {
-            let event = receive(&mut stream).await?;
+            let event = receive(&mut stream, read_timeout).await?;
             let Some(out) = reader.decode(&event).await? else {
                 continue;
             };
@@ -232,9 +232,9 @@ impl MysqlSource {
 }
 
 /// Receive: the next binlog event. The server sends a heartbeat when it has nothing else, so a
-/// silence of [`IDLE_TIMEOUT`] is an error, as is the end of the stream.
-async fn receive(stream: &mut BinlogStream) -> Result<Event> {
-    let next = match tokio::time::timeout(IDLE_TIMEOUT, stream.next()).await {
+/// silence of `limit` is an error, as is the end of the stream.
+async fn receive(stream: &mut BinlogStream, limit: Duration) -> Result<Event> {
+    let next = match tokio::time::timeout(limit, stream.next()).await {
         Ok(Some(ev)) => ev,
         Ok(None) => {
             return Err(Error::new(
@@ -245,10 +245,7 @@ async fn receive(stream: &mut BinlogStream) -> Result<Event> {
         Err(_) => {
             return Err(Error::new(
                 ErrorKind::SourceTransient,
-                format!(
-                    "no binlog event or heartbeat for {} s",
-                    IDLE_TIMEOUT.as_secs()
-                ),
+                format!("no binlog event or heartbeat for {} s", limit.as_secs()),
             ))
         }
     };

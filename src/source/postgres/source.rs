@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
@@ -220,7 +220,8 @@ impl Source for PgSource {
             custom_types: HashMap::new(),
             txn: None,
         };
-        let mut status = Status::new(&mut self.flushed);
+        let limit = Duration::from_secs(self.cfg.read_timeout_s);
+        let mut status = Status::new(&mut self.flushed, limit);
         loop {
             let Some(message) = status.receive(&mut stream).await? else {
                 return Ok(());
@@ -253,47 +254,106 @@ impl PgSource {
             ],
         )
         .await
+        .inspect_err(|e| {
+            if e.message().contains("(SQLSTATE 55006)") {
+                self.stale_reader_found();
+            }
+        })
+    }
+
+    /// The slot is held by another connection: with the pipeline lock held by this process,
+    /// that is a reader of this pipeline gone silent (its server side waits for
+    /// `wal_sender_timeout`, 60 s by default). It is ended in the background, so the retry
+    /// finds the slot free.
+    fn stale_reader_found(&self) {
+        let (cfg, slot) = (self.cfg.clone(), self.slot.clone());
+        tokio::spawn(async move {
+            let Ok(client) = crate::connect::postgres(&cfg, "duplex reader cleanup").await else {
+                return;
+            };
+            let ended = client
+                .query(
+                    "SELECT active_pid, pg_terminate_backend(active_pid) FROM pg_replication_slots \
+                     WHERE slot_name = $1 AND active_pid IS NOT NULL AND active_pid <> pg_backend_pid()",
+                    &[&slot],
+                )
+                .await;
+            match ended {
+                Ok(rows) => {
+                    for r in rows {
+                        tracing::warn!(slot = %slot, pid = r.get::<_, i32>(0), "the slot was held by a connection of this pipeline that went silent: ended it");
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(slot = %slot, error = %e, "could not end the slot's stale reader")
+                }
+            }
+        });
     }
 }
 
-/// The standby status updates: the LSN the target has flushed, and the last one reported.
+/// The standby status updates: the LSN the target has flushed, and the last one reported; and
+/// the watch on a silent server.
 struct Status<'a> {
     flushed: &'a mut watch::Receiver<Lsn>,
     every: tokio::time::Interval,
     reported: Lsn,
+    /// A server that sends nothing for this long while duplex waits is taken for dead.
+    limit: Duration,
+    /// When the server last sent something.
+    heard: Instant,
 }
 
 impl<'a> Status<'a> {
-    fn new(flushed: &'a mut watch::Receiver<Lsn>) -> Self {
-        let mut every = tokio::time::interval(STATUS_EVERY);
+    fn new(flushed: &'a mut watch::Receiver<Lsn>, limit: Duration) -> Self {
+        // Often enough that a reply comes well within the limit.
+        let mut every = tokio::time::interval(STATUS_EVERY.min(limit / 3));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         Status {
             flushed,
             every,
             reported: Lsn(0),
+            limit,
+            heard: Instant::now(),
         }
     }
 
     /// Receive: the next replication message. Meanwhile a status update goes out every
-    /// [`STATUS_EVERY`] and whenever the flushed LSN moves past the one reported, and a keepalive
-    /// that asks for a reply gets one. `None`: the pipeline is gone.
+    /// [`STATUS_EVERY`] (or a third of the read timeout) asking the server for a reply, and
+    /// whenever the flushed LSN moves past the one reported, and a keepalive that asks for a
+    /// reply gets one. A server silent for the read timeout while this waits (a dead
+    /// connection: no reset came) is an error, so the direction connects anew. `None`: the
+    /// pipeline is gone.
     async fn receive(
         &mut self,
         stream: &mut ReplicationStream,
     ) -> Result<Option<ReplicationMessage>> {
+        let waiting = Instant::now();
         loop {
             tokio::select! {
                 m = stream.next() => {
                     let m = m?;
+                    self.heard = Instant::now();
                     if let ReplicationMessage::Keepalive { reply: true, .. } = m {
                         let f = *self.flushed.borrow();
-                        self.report(stream, f).await?;
+                        self.report(stream, f, false).await?;
                     }
                     return Ok(Some(m));
                 }
                 _ = self.every.tick() => {
+                    let quiet = self.heard.max(waiting).elapsed();
+                    if quiet > self.limit {
+                        return Err(Error::new(
+                            ErrorKind::SourceTransient,
+                            format!(
+                                "PostgreSQL sent nothing on the replication connection for {} s though asked to reply: taken for dead (read_timeout_s = {})",
+                                quiet.as_secs(),
+                                self.limit.as_secs()
+                            ),
+                        ));
+                    }
                     let f = *self.flushed.borrow();
-                    self.report(stream, f).await?;
+                    self.report(stream, f, true).await?;
                 }
                 changed = self.flushed.changed() => {
                     if changed.is_err() {
@@ -301,16 +361,29 @@ impl<'a> Status<'a> {
                     }
                     let f = *self.flushed.borrow();
                     if f > self.reported {
-                        self.report(stream, f).await?;
+                        self.report(stream, f, false).await?;
                     }
                 }
             }
         }
     }
 
-    /// Reports `f` as written, flushed and applied.
-    async fn report(&mut self, stream: &mut ReplicationStream, f: Lsn) -> Result<()> {
-        stream.send_status(f, f, f, false).await?;
+    /// Reports `f` as written, flushed and applied (`reply`: asking the server to answer at
+    /// once). A send that cannot go out within the read timeout (the peer reads nothing) is an
+    /// error too.
+    async fn report(&mut self, stream: &mut ReplicationStream, f: Lsn, reply: bool) -> Result<()> {
+        match tokio::time::timeout(self.limit, stream.send_status(f, f, f, reply)).await {
+            Ok(sent) => sent?,
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::SourceTransient,
+                    format!(
+                        "a status update to PostgreSQL did not go out within {} s: the replication connection is taken for dead",
+                        self.limit.as_secs()
+                    ),
+                ))
+            }
+        }
         self.reported = f;
         Ok(())
     }

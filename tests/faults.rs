@@ -558,3 +558,122 @@ async fn a_retry_keeps_the_running_mappings_when_the_files_on_disk_are_broken() 
     assert!(!log.contains("no longer fit"), "{log}");
     stop_cleanly(&mut child, &work);
 }
+
+/// PostgreSQL restarts while duplex runs and a second duplex of the same pipeline waits for
+/// the pipeline lock (a standby). The restart ends the lock's session and frees the lock; the
+/// running process notices and either takes it again (the standby keeps waiting) or, when the
+/// standby was quicker, stops with the reason. Never do both run the pipeline (before, the
+/// first ran on without the lock while the standby took it). Rows keep arriving either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pipeline_lock_is_held_again_or_given_up_after_a_postgres_restart() {
+    let _serial = support::exclusive();
+    tokio::task::spawn_blocking(|| {
+        support::start_mysql();
+        support::start_postgres();
+    })
+    .await
+    .unwrap();
+    let dbs = support::fresh_dbs("lock").await;
+    let mut my = dbs.mysql().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    dbs.pg()
+        .await
+        .batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+    let name = pipeline_name("lock", &dbs);
+    let work = Workdir::new(&dbs, &name, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let mut first = work.start();
+    my.query_drop("INSERT INTO t VALUES (1, 'before')")
+        .await
+        .unwrap();
+    let arrived = |n: i64| {
+        let dbs = dbs.clone();
+        async move { pg_count(&dbs.pg().await, "t").await == n }
+    };
+    wait_for(Duration::from_secs(30), "row 1", &work, || arrived(1)).await;
+    // The standby: the same pipeline (its own replica id and log).
+    let standby_work = work.sibling(&name, &[("t.toml", mapping)]);
+    let mut standby = standby_work.start();
+    wait_for(
+        Duration::from_secs(30),
+        "the standby waiting",
+        &standby_work,
+        || async {
+            standby_work
+                .log()
+                .contains("another duplex process holds this pipeline")
+        },
+    )
+    .await;
+    tokio::task::spawn_blocking(|| {
+        support::stop_postgres(Stop::Clean);
+        std::thread::sleep(Duration::from_secs(2));
+        support::start_postgres();
+    })
+    .await
+    .unwrap();
+    let settled = Instant::now();
+    let kept = loop {
+        if work.log().contains("pipeline lock taken again") {
+            break true;
+        }
+        if !matches!(first.0.try_wait(), Ok(None)) {
+            break false;
+        }
+        assert!(
+            settled.elapsed() < Duration::from_secs(60),
+            "neither kept nor gave up the lock:\n{}",
+            tail(&work.log())
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if kept {
+        // The standby still waits: it never starts its pipelines.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(
+            !standby_work.log().contains("pipeline starting"),
+            "both run the pipeline:\n{}",
+            tail(&standby_work.log())
+        );
+        assert!(
+            matches!(first.0.try_wait(), Ok(None)),
+            "{}",
+            tail(&work.log())
+        );
+    } else {
+        let status = first.0.wait().unwrap();
+        assert!(
+            !status.success() && work.log().contains("was lost"),
+            "{status:?}\n{}",
+            tail(&work.log())
+        );
+        wait_for(
+            Duration::from_secs(60),
+            "the standby taking over",
+            &standby_work,
+            || async { standby_work.log().contains("pipeline starting") },
+        )
+        .await;
+    }
+    my.query_drop("INSERT INTO t VALUES (2, 'after')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "row 2", &work, || arrived(2)).await;
+    eprintln!(
+        "after the restart the running process {}",
+        if kept {
+            "kept the lock"
+        } else {
+            "gave it up to the standby"
+        }
+    );
+    if kept {
+        stop_cleanly(&mut first, &work);
+    }
+    stop_cleanly(&mut standby, &standby_work);
+}

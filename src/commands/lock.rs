@@ -78,3 +78,89 @@ pub(super) async fn pipeline_lock(
         }
     }
 }
+
+/// Keeps the pipeline lock for the life of `run`: the lock lives on one PostgreSQL session, and
+/// a PostgreSQL restart (or a dead connection) ends that session and frees the lock, which a
+/// standby then takes while this process runs on. So the session is checked every few seconds;
+/// once it is gone the lock is taken again on a new session, and if another process holds it
+/// by then, this one stops (the task returns the error `run` ends with). Ends when `stop` is
+/// set.
+pub(super) fn keep(
+    cfg: &Config,
+    client: tokio_postgres::Client,
+    stop: std::sync::Arc<watch::Sender<bool>>,
+) -> tokio::task::JoinHandle<Option<Error>> {
+    let cfg = cfg.clone();
+    let mut stopped = stop.subscribe();
+    tokio::spawn(async move {
+        let limit = std::time::Duration::from_secs(cfg.postgres.read_timeout_s);
+        let every = (limit / 3).max(std::time::Duration::from_secs(1));
+        let mut client = client;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stopped.changed() => return None,
+            }
+            let alive = tokio::time::timeout(limit, client.simple_query("SELECT 1")).await;
+            if matches!(alive, Ok(Ok(_))) {
+                continue;
+            }
+            tracing::warn!(pipeline = %cfg.pipeline, "the pipeline lock's PostgreSQL session is gone; taking the lock again");
+            match retake(&cfg, &mut stopped).await {
+                Ok(Some(c)) => {
+                    tracing::info!(pipeline = %cfg.pipeline, "pipeline lock taken again");
+                    client = c;
+                }
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(error = %e, "stopping");
+                    let _ = stop.send(true);
+                    return Some(e);
+                }
+            }
+        }
+    })
+}
+
+/// Takes the lock again on a new session after its old one ended, retrying while PostgreSQL
+/// is unreachable. `Ok(None)`: stopped meanwhile; an error: another process holds it now.
+async fn retake(
+    cfg: &Config,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<Option<tokio_postgres::Client>> {
+    let mut backoff = Backoff::default();
+    loop {
+        let attempt = async {
+            let client =
+                crate::connect::postgres(&cfg.postgres, &format!("duplex {} lock", cfg.pipeline))
+                    .await?;
+            let row = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
+                    &[&cfg.pipeline],
+                )
+                .await
+                .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock again"))?;
+            Ok::<_, Error>((row.get::<_, bool>(0), client))
+        }
+        .await;
+        let delay = match attempt {
+            Ok((true, client)) => return Ok(Some(client)),
+            Ok((false, _)) => {
+                return Err(Error::new(
+                    ErrorKind::Invariant,
+                    format!(
+                        "the pipeline lock of {} was lost (its PostgreSQL session ended: a restart or a dead connection) and another duplex process holds it now: this one stops, so that only one runs the pipeline",
+                        cfg.pipeline
+                    ),
+                ))
+            }
+            Err(e) if e.is_transient() => backoff.next_delay(),
+            Err(e) => return Err(e),
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stopped.changed() => return Ok(None),
+        }
+    }
+}

@@ -65,11 +65,29 @@ pub async fn run(cfg: &Config) -> Result<()> {
         metrics = %cfg.metrics_listen,
         "mappings compiled"
     );
-    let _lock = match pipeline_lock(cfg, None, stop_rx.clone()).await {
+    let lock = match pipeline_lock(cfg, None, stop_rx.clone()).await {
         Ok(l) => l,
         Err(_) if *stop_rx.borrow() => return Ok(()),
         Err(e) => return Err(e),
     };
+    let kept = super::lock::keep(cfg, lock, stop_tx.clone());
+    let result = run_pipelines(cfg, plan, stop_tx.clone(), stop_rx).await;
+    let _ = stop_tx.send(true);
+    match kept.await {
+        // The lock went to another process: that is why the pipelines stopped.
+        Ok(Some(lost)) => Err(lost),
+        _ => result,
+    }
+}
+
+/// The pipelines of `run`, with the lock held: heartbeats, telemetry, reloads, the copies of
+/// new tables, then both directions at once.
+async fn run_pipelines(
+    cfg: &Config,
+    plan: Arc<Plan>,
+    stop_tx: Arc<watch::Sender<bool>>,
+    stop_rx: watch::Receiver<bool>,
+) -> Result<()> {
     let live = crate::telemetry::live();
     live.activate(Way::Forward);
     crate::heartbeat::spawn(Way::Forward, cfg, stop_rx.clone());

@@ -127,10 +127,13 @@ async fn encode_stage<E: Encoder>(
 ) {
     let mut txn_id = String::new();
     let mut txn_at: Option<Position> = None;
+    // The whole budget: one event never asks for more (a rows event of a multi-row INSERT can
+    // hold more rows than `chunk_rows`, and would wait for permits that cannot exist).
+    let most = budget.available_permits().max(1);
     while let Some(event) = rx.recv().await {
         // The writer returns the permits when it has applied the event.
         let weight = match &event {
-            SourceEvent::Rows(rows) => rows.len().max(1),
+            SourceEvent::Rows(rows) => rows.len().clamp(1, most),
             _ => 1,
         };
         let Ok(permit) = budget

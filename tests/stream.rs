@@ -549,3 +549,124 @@ async fn a_minimal_row_image_stops_until_the_table_is_copied_again() {
     .await;
     stop_cleanly(&mut child, &work);
 }
+
+/// `[apply] chunk_rows = 1` and one INSERT of 500 rows: the binlog's rows event holds more rows
+/// than a chunk, and the encoder's budget (sized from `chunk_rows`) could never let it in: the
+/// direction waited forever. Now one event asks for at most the whole budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_rows_1_and_a_multi_row_insert_do_not_wait_forever() {
+    let (dbs, work) = support::harness::one_mapped_table(
+        "chunk1",
+        "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))",
+        "CREATE TABLE t (id integer PRIMARY KEY, v text)",
+    )
+    .await;
+    work.append_config("[apply]\nchunk_rows = 1\n");
+    let mut my = dbs.mysql().await;
+    my.query_drop("INSERT INTO t VALUES (0, 'copied')")
+        .await
+        .unwrap();
+    let mut child = work.start();
+    let pg = dbs.pg().await;
+    // The copy is done: what follows is streamed.
+    support::harness::wait_for(Duration::from_secs(30), "the copy", &work, || async {
+        support::harness::pg_count(&pg, "t").await == 1
+    })
+    .await;
+    let values: Vec<String> = (1..=500).map(|i| format!("({i}, 'row {i}')")).collect();
+    my.query_drop(format!("INSERT INTO t VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    support::harness::wait_for(Duration::from_secs(30), "501 rows", &work, || async {
+        support::harness::pg_count(&pg, "t").await == 501
+    })
+    .await;
+    support::harness::stop_cleanly(&mut child, &work);
+}
+
+/// One source transaction of 60,000 orders and their 100 users, the orders first: the look-ups
+/// are resolved within the open target transaction every 50,000 keys (the key lists stay
+/// bounded), and the orders written before their users get them once the users come. Every
+/// order ends with its user's CRM id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookups_of_a_huge_transaction_are_resolved_in_bounded_steps() {
+    let dbs = support::fresh_dbs("biglookup").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE u (id int PRIMARY KEY, login varchar(20));
+         CREATE TABLE o (id int PRIMARY KEY, uid int)",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE users (id serial PRIMARY KEY, bitrix_user_id integer UNIQUE, login text);
+         CREATE TABLE orders (id integer PRIMARY KEY, bitrix_user_id integer, user_id integer)",
+    )
+    .await
+    .unwrap();
+    let mapping = r#"
+[[table]]
+source = "u"
+target = "users"
+[table.column]
+id = "bitrix_user_id"
+login = "login"
+
+[[table]]
+source = "o"
+target = "orders"
+[table.column]
+id = "id"
+uid = "bitrix_user_id"
+
+[table.lookup.user_id]
+from = "bitrix_user_id"
+table = "users"
+match = "bitrix_user_id"
+take = "id"
+"#;
+    let work = Workdir::new(
+        &dbs,
+        &support::harness::pipeline_name("biglookup", &dbs),
+        "UTC",
+        &[("m.toml", mapping)],
+    );
+    work.setup();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "the stream", &work, || async {
+        work.log().contains("binlog stream started")
+    })
+    .await;
+    let mut tx = my.start_transaction(Default::default()).await.unwrap();
+    for chunk in 0..12 {
+        let values: Vec<String> = (1..=5000)
+            .map(|i| chunk * 5000 + i)
+            .map(|i| format!("({i}, {})", i % 100 + 1))
+            .collect();
+        tx.query_drop(format!("INSERT INTO o VALUES {}", values.join(", ")))
+            .await
+            .unwrap();
+    }
+    let users: Vec<String> = (1..=100).map(|i| format!("({i}, 'user {i}')")).collect();
+    tx.query_drop(format!("INSERT INTO u VALUES {}", users.join(", ")))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    wait_for(Duration::from_secs(120), "60,000 orders", &work, || async {
+        pg_count(&pg, "orders").await == 60_000
+    })
+    .await;
+    let wrong = pg_rows(
+        &pg,
+        "SELECT count(*)::text FROM orders o LEFT JOIN users u ON u.id = o.user_id \
+         WHERE u.bitrix_user_id IS DISTINCT FROM o.bitrix_user_id",
+    )
+    .await;
+    assert_eq!(
+        wrong[0][0].as_deref(),
+        Some("0"),
+        "orders without their user"
+    );
+    stop_cleanly(&mut child, &work);
+}

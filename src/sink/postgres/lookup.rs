@@ -9,24 +9,74 @@ use std::collections::HashMap;
 
 use super::{Kind, PgChange, PgSink};
 use crate::error::{Error, Result};
+use crate::mapping::Plan;
 use crate::model::pg_ident;
+
+/// Keys noted at most before the look-ups and pivoted values are resolved within the open
+/// transaction (a source transaction of millions of rows keeps one target transaction open).
+pub(super) const KEYS_AT_ONCE: usize = 50_000;
+
+/// Per plan table: whether the keys it writes matter (a look-up reads from its target, or its
+/// target's rows have look-up columns) and whether the keys it deletes do (a pivot entry
+/// writes its target).
+pub(super) fn key_uses(plan: &Plan) -> Vec<(bool, bool)> {
+    plan.tables
+        .iter()
+        .map(|t| {
+            let looked_up = plan
+                .tables
+                .iter()
+                .any(|o| o.lookups.iter().any(|l| l.table == t.target));
+            let has_lookups = plan
+                .tables
+                .iter()
+                .any(|o| o.target == t.target && !o.lookups.is_empty());
+            let pivoted = plan
+                .tables
+                .iter()
+                .any(|o| o.is_pivot() && o.target == t.target);
+            (looked_up || has_lookups, pivoted)
+        })
+        .collect()
+}
 
 impl PgSink {
     /// Remembers the key of a change written in the open transaction, for the look-ups and the
-    /// pivoted values resolved before the commit.
+    /// pivoted values resolved before the commit (only where they need it).
     pub(super) fn note_key(&mut self, change: &PgChange) {
-        if let Some(k) = &change.key_text {
-            if change.kind == Kind::Delete {
-                self.deleted
-                    .entry(change.table)
-                    .or_default()
-                    .push(k.clone());
-            }
+        let Some(k) = &change.key_text else { return };
+        let (written, deleted) = self
+            .key_uses
+            .get(change.table)
+            .copied()
+            .unwrap_or((true, true));
+        if deleted && change.kind == Kind::Delete {
+            self.deleted
+                .entry(change.table)
+                .or_default()
+                .push(k.clone());
+            self.noted += 1;
+        }
+        if written {
             self.touched
                 .entry(change.table)
                 .or_default()
                 .push(k.clone());
+            self.noted += 1;
         }
+    }
+
+    /// Past [`KEYS_AT_ONCE`] noted keys, with every buffered row written: resolves the look-ups
+    /// and drops the pivoted values of deleted rows now, inside the open transaction, so that
+    /// the key lists stay bounded.
+    pub(super) async fn resolve_if_many(&mut self) -> Result<()> {
+        if self.noted < KEYS_AT_ONCE || !self.runs.is_empty() {
+            return Ok(());
+        }
+        self.resolve_lookups().await?;
+        self.forget_deleted().await?;
+        self.noted = 0;
+        Ok(())
     }
 
     /// Fills look-up columns for the rows written in this transaction: a child's column from its

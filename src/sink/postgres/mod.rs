@@ -121,6 +121,11 @@ pub struct PgSink {
     /// Keys (as text) of rows deleted in the open transaction, per plan table: their values in
     /// `duplex.pivot` go with them.
     deleted: HashMap<usize, Vec<String>>,
+    /// How many keys `touched` and `deleted` hold (see [`lookup`]'s bound).
+    noted: usize,
+    /// Per plan table: whether its written keys matter (look-ups) and whether its deleted keys
+    /// do (pivoted values); other tables' keys are not kept.
+    key_uses: Vec<(bool, bool)>,
     /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
     pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
     /// Changes of tables with `both` columns, held back until they are checked (`guard`).
@@ -178,6 +183,7 @@ impl PgSink {
             .await
             .map_err(|e| Error::from_pg(e, true, "preparing the writer session"))?;
         let marker = tag_writes(&client, cfg, &plan, pipeline, writer).await?;
+        let key_uses = lookup::key_uses(&plan);
         let Statements {
             checkpoint_stmt,
             dead_letter_stmt,
@@ -234,6 +240,8 @@ impl PgSink {
             marker,
             touched: HashMap::new(),
             deleted: HashMap::new(),
+            noted: 0,
+            key_uses,
             pivot_stmts: HashMap::new(),
             guarded: Vec::new(),
             guard_stmts: HashMap::new(),
@@ -381,6 +389,7 @@ impl Sink for PgSink {
         self.flush().await?;
         self.resolve_lookups().await?;
         self.forget_deleted().await?;
+        self.noted = 0;
         self.write_letters(&mark).await?;
         let conflicts = self.write_conflicts(&mark).await?;
         match mark {
@@ -422,6 +431,7 @@ impl Sink for PgSink {
         self.conflicts.clear();
         self.touched.clear();
         self.deleted.clear();
+        self.noted = 0;
         self.buffered = 0;
         self.letters.clear();
         if self.in_txn {

@@ -69,6 +69,7 @@ impl PgSink {
         }
         if self.buffered >= FLUSH_ROWS {
             self.write_runs().await?;
+            self.resolve_if_many().await?;
         }
         Ok(())
     }

@@ -282,6 +282,10 @@ fn marks_pipeline(rows: &RowsEventData<'_>, tme: &TableMapEvent<'_>, pipeline: &
     })
 }
 
+/// Table ids remembered at most; past this many they are forgotten at the next transaction's
+/// end (see [`Reader::end`]).
+const MAX_TABLE_IDS: usize = 4096;
+
 /// The server cannot send the binlog asked for (MySQL and MariaDB error 1236): the position is
 /// not in its binlog (purged, reset, another server's).
 const ER_MASTER_FATAL_ERROR_READING_BINLOG: u16 = 1236;
@@ -525,6 +529,12 @@ impl<'a> Reader<'a> {
     /// Ends the open transaction (if any) at `log_pos`: it goes to the pipeline whole.
     fn end(&mut self, log_pos: u64) -> Option<Handover> {
         let t = self.txn.take()?;
+        // Every transaction maps the tables it uses again, so between two the ids can go: a
+        // server that churns its table cache hands out new ids without end.
+        if self.table_ids.len() > MAX_TABLE_IDS {
+            self.table_ids.clear();
+            self.marker_ids.clear();
+        }
         let pos = end_position(&t, &mut self.gtid_state, &self.current_file, log_pos);
         Some(Handover::End(t, pos))
     }

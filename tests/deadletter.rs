@@ -98,3 +98,64 @@ async fn bad_rows_are_set_aside_with_their_reason_and_the_stream_goes_on() {
         "careful mode was not used"
     );
 }
+
+/// A target whose foreign key is `DEFERRABLE INITIALLY DEFERRED`: a row without its parent
+/// fails at COMMIT, not at its statement. The fast path's commit fails, careful mode checks the
+/// constraints at each row (`SET CONSTRAINTS ALL IMMEDIATE`), so that row becomes a dead letter
+/// and the rest goes on; before, the careful commit failed the same way and duplex exited and
+/// failed again at every start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_failing_a_deferred_constraint_at_commit_is_a_dead_letter() {
+    let dbs = support::fresh_dbs("dlq_deferred").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE c (id int PRIMARY KEY, pid int NOT NULL)")
+        .await
+        .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE p (id integer PRIMARY KEY); INSERT INTO p VALUES (1);
+         CREATE TABLE c (id integer PRIMARY KEY,
+                         pid integer NOT NULL REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)",
+    )
+    .await
+    .unwrap();
+    let work = Workdir::new(
+        &dbs,
+        &support::harness::pipeline_name("deferred", &dbs),
+        "UTC",
+        &[(
+            "c.toml",
+            "[[table]]\nsource = \"c\"\ntarget = \"c\"\ncolumns = \"all\"\n",
+        )],
+    );
+    work.append_config("[snapshot]\non_start = false\n");
+    work.setup();
+    let mut child = work.start();
+    for q in [
+        "INSERT INTO c VALUES (1, 1)",
+        "INSERT INTO c VALUES (2, 99), (3, 1)",
+        "INSERT INTO c VALUES (4, 1)",
+    ] {
+        my.query_drop(q).await.unwrap();
+    }
+    wait_for(
+        Duration::from_secs(30),
+        "rows 1, 3, 4 and one dead letter",
+        &work,
+        || async {
+            pg_count(&pg, "c").await == 3 && pg_count(&pg, "duplex.dead_letter").await == 1
+        },
+    )
+    .await;
+    let ids = pg_rows(&pg, "SELECT string_agg(id::text, ',' ORDER BY id) FROM c").await;
+    assert_eq!(ids[0][0].as_deref(), Some("1,3,4"));
+    let reason = pg_rows(&pg, "SELECT reason FROM duplex.dead_letter").await;
+    assert!(
+        reason[0][0]
+            .as_deref()
+            .is_some_and(|r| r.contains("foreign key")),
+        "{reason:?}"
+    );
+    assert!(matches!(child.0.try_wait(), Ok(None)), "{}", work.log());
+    stop_cleanly(&mut child, &work);
+}

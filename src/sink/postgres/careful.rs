@@ -26,8 +26,10 @@ impl PgSink {
         } else {
             (change, Vec::new())
         };
+        // Deferred constraints are checked at the row, not at the commit: a violation found
+        // at COMMIT would fail the whole careful transaction again and again.
         self.client
-            .batch_execute("SAVEPOINT duplex_row")
+            .batch_execute("SET CONSTRAINTS ALL IMMEDIATE; SAVEPOINT duplex_row")
             .await
             .map_err(|e| Error::from_pg(e, true, "setting a savepoint"))?;
         let table = change.table;

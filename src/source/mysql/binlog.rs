@@ -48,6 +48,8 @@ const HEARTBEAT_EVENT: u8 = 27;
 const MYSQL_GTID_EVENT: u8 = 33;
 const MYSQL_ANONYMOUS_GTID_EVENT: u8 = 34;
 const MARIADB_GTID_EVENT: u8 = 162;
+/// MySQL 8.0.20+: a whole transaction's events, compressed (`binlog_transaction_compression`).
+const MYSQL_TRANSACTION_PAYLOAD_EVENT: u8 = 40;
 const MARIADB_QUERY_COMPRESSED: u8 = 165;
 const MARIADB_ROWS_COMPRESSED_FIRST: u8 = 166;
 const MARIADB_ROWS_COMPRESSED_LAST: u8 = 171;
@@ -182,7 +184,7 @@ impl Source for MysqlSource {
         tracing::info!(position = %start, server_id = self.cfg.server_id, "binlog stream started");
 
         let collations = Collations::read(&mut meta).await?;
-        let mut reader = Reader::new(self, meta, collations, &start, mariadb);
+        let mut reader = Reader::new(self, Some(meta), collations, &start, mariadb);
         let read_timeout = Duration::from_secs(self.cfg.read_timeout_s);
         loop {
             let event = receive(&mut stream, read_timeout).await?;
@@ -305,8 +307,9 @@ struct Reader<'a> {
     watched: &'a HashSet<TableName>,
     copied: &'a HashMap<TableName, Position>,
     chunk_rows: usize,
-    /// The query connection, for re-reading table definitions.
-    meta: Conn,
+    /// The query connection, for re-reading table definitions (`None` only in unit tests that
+    /// feed events without a server).
+    meta: Option<Conn>,
     cache: SchemaCache,
     table_ids: HashMap<u64, Option<Version>>,
     /// duplex's checkpoint table and its binlog table maps by id: a transaction that writes
@@ -324,7 +327,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn new(
         source: &'a MysqlSource,
-        meta: Conn,
+        meta: Option<Conn>,
         collations: Collations,
         start: &MysqlPosition,
         mariadb: bool,
@@ -406,6 +409,18 @@ impl<'a> Reader<'a> {
                 return Err(Error::new(
                     ErrorKind::ServerSetting,
                     "the binlog holds compressed events (log_bin_compress = ON): SET GLOBAL log_bin_compress = OFF",
+                ));
+            }
+            MYSQL_TRANSACTION_PAYLOAD_EVENT => {
+                // Its rows are inside, compressed: passing it would lose them silently. The
+                // transaction is still open, so the checkpoint stays before it.
+                return Err(Error::new(
+                    ErrorKind::ServerSetting,
+                    format!(
+                        "the binlog at {}:{log_pos} holds a compressed transaction (binlog_transaction_compression = ON), which duplex does not read. \
+                         Fix: SET GLOBAL binlog_transaction_compression = OFF (and in the server config), then copy the mapped tables again with `duplex snapshot --table <table>` and start duplex",
+                        self.current_file
+                    ),
                 ));
             }
             HEARTBEAT_EVENT => {
@@ -560,7 +575,16 @@ impl<'a> Reader<'a> {
         }
         if let Some(v) = self
             .cache
-            .version(&mut self.meta, event.data(), &tme)
+            .version(
+                self.meta.as_mut().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Invariant,
+                        "the binlog reader has no query connection",
+                    )
+                })?,
+                event.data(),
+                &tme,
+            )
             .await?
         {
             self.table_ids.insert(tme.table_id(), Some(v));
@@ -716,5 +740,145 @@ mod tests {
         d.push(FL_STANDALONE);
         assert_eq!(parse_mariadb_gtid(&d).unwrap(), (42, 7, 1));
         assert!(parse_mariadb_gtid(&d[..5]).is_err());
+    }
+}
+
+/// MySQL 8 event sequences, built as the server sends them, fed to the reader without a server.
+#[cfg(test)]
+mod mysql8 {
+    use mysql_common::binlog::consts::{BinlogVersion, EventFlags, EventType};
+    use mysql_common::binlog::events::{BinlogEventHeader, GtidEvent, QueryEvent, XidEvent};
+    use mysql_common::binlog::EventStreamReader;
+    use mysql_common::proto::MySerialize;
+
+    use super::*;
+    use crate::config::{MysqlConfig, Secret};
+
+    const SID: [u8; 16] = [1; 16];
+    const UUID: &str = "01010101-0101-0101-0101-010101010101";
+
+    fn event(ty: EventType, log_pos: u32, payload: &impl MySerialize) -> Event {
+        let mut body = Vec::new();
+        payload.serialize(&mut body);
+        let size = (BinlogEventHeader::LEN + body.len()) as u32;
+        let header =
+            BinlogEventHeader::new(1_700_000_000, ty, 1, size, log_pos, EventFlags::empty());
+        let mut bytes = Vec::new();
+        header.serialize(&mut bytes);
+        bytes.extend(body);
+        EventStreamReader::new(BinlogVersion::Version4)
+            .read(&bytes[..])
+            .expect("a well-formed event")
+            .expect("one event")
+    }
+
+    /// An event with `body` as its payload, as is.
+    fn raw_event(ty: EventType, log_pos: u32, body: &[u8]) -> Event {
+        let size = (BinlogEventHeader::LEN + body.len()) as u32;
+        let header =
+            BinlogEventHeader::new(1_700_000_000, ty, 1, size, log_pos, EventFlags::empty());
+        let mut bytes = Vec::new();
+        header.serialize(&mut bytes);
+        bytes.extend_from_slice(body);
+        EventStreamReader::new(BinlogVersion::Version4)
+            .read(&bytes[..])
+            .expect("a well-formed event")
+            .expect("one event")
+    }
+
+    fn gtid(gno: u64, log_pos: u32) -> Event {
+        event(EventType::GTID_EVENT, log_pos, &GtidEvent::new(SID, gno))
+    }
+
+    fn query(sql: &str, log_pos: u32) -> Event {
+        let q = QueryEvent::new(Vec::new(), b"shop".to_vec()).with_query(sql.as_bytes().to_vec());
+        event(EventType::QUERY_EVENT, log_pos, &q)
+    }
+
+    fn source() -> MysqlSource {
+        let cfg = MysqlConfig {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "u".into(),
+            password: Secret::new(String::new()),
+            database: "shop".into(),
+            server_id: 7,
+            duplex_database: "duplex".into(),
+            start_position: None,
+            connect_timeout_s: 10,
+            read_timeout_s: 15,
+            tls: crate::tls::Tls::disabled(),
+        };
+        MysqlSource::new(cfg, "p".into(), HashSet::new(), 1000)
+    }
+
+    /// The GTID state a handover's position carries.
+    fn ended(out: Option<Handover>) -> MysqlPosition {
+        match out {
+            Some(Handover::End(_, pos)) => pos,
+            _ => panic!("a transaction should end here"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ddl_is_a_transaction_of_its_own_and_its_gtid_is_stored() {
+        let source = source();
+        let start: MysqlPosition = format!("binlog.000001:100@{UUID}:1-41").parse().unwrap();
+        let mut r = Reader::new(&source, None, Collations::default(), &start, false);
+        // A DDL: GTID, then the statement; no BEGIN, no XID.
+        assert!(r.decode(&gtid(42, 200)).await.unwrap().is_none());
+        let pos = ended(
+            r.decode(&query("CREATE TABLE x (id int)", 300))
+                .await
+                .unwrap(),
+        );
+        assert_eq!(pos.to_string(), format!("binlog.000001:300@{UUID}:1-42"));
+        assert!(r.txn.is_none());
+        // Data changes: GTID, BEGIN, rows, XID; the transaction ends at the XID only.
+        assert!(r.decode(&gtid(43, 400)).await.unwrap().is_none());
+        assert!(r.decode(&query("BEGIN", 480)).await.unwrap().is_none());
+        assert!(r.txn.as_ref().is_some_and(|t| !t.standalone));
+        let xid = event(EventType::XID_EVENT, 600, &XidEvent { xid: 9 });
+        let pos = ended(r.decode(&xid).await.unwrap());
+        assert_eq!(pos.to_string(), format!("binlog.000001:600@{UUID}:1-43"));
+        // Another DDL right after: no hole in the set (1-41:43 made resumes fail once purged).
+        assert!(r.decode(&gtid(44, 700)).await.unwrap().is_none());
+        let pos = ended(r.decode(&query("DROP TABLE x", 800)).await.unwrap());
+        assert_eq!(pos.to_string(), format!("binlog.000001:800@{UUID}:1-44"));
+    }
+
+    #[tokio::test]
+    async fn a_compressed_transaction_stops_before_the_checkpoint_passes_it() {
+        let source = source();
+        let start: MysqlPosition = format!("binlog.000001:100@{UUID}:1-5").parse().unwrap();
+        let mut r = Reader::new(&source, None, Collations::default(), &start, false);
+        assert!(r.decode(&gtid(6, 200)).await.unwrap().is_none());
+        let payload = raw_event(EventType::TRANSACTION_PAYLOAD_EVENT, 900, &[0; 16]);
+        let Err(e) = r.decode(&payload).await else {
+            panic!("a compressed transaction passed");
+        };
+        assert_eq!(e.kind(), ErrorKind::ServerSetting);
+        assert!(
+            e.to_string()
+                .contains("binlog_transaction_compression = OFF")
+                && e.to_string().contains("binlog.000001:900"),
+            "{e}"
+        );
+        assert!(
+            r.txn.is_some(),
+            "the transaction stays open: nothing passes it"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_transaction_ending_with_commit_ends_there() {
+        // MyISAM and other non-transactional changes: GTID, BEGIN, rows, COMMIT query.
+        let source = source();
+        let start: MysqlPosition = format!("binlog.000001:100@{UUID}:1-5").parse().unwrap();
+        let mut r = Reader::new(&source, None, Collations::default(), &start, false);
+        assert!(r.decode(&gtid(6, 200)).await.unwrap().is_none());
+        assert!(r.decode(&query("BEGIN", 280)).await.unwrap().is_none());
+        let pos = ended(r.decode(&query("COMMIT", 400)).await.unwrap());
+        assert_eq!(pos.to_string(), format!("binlog.000001:400@{UUID}:1-6"));
     }
 }

@@ -132,12 +132,23 @@ pub async fn check_server(conn: &mut Conn) -> Result<Vec<Finding>> {
                     .into(),
             });
         }
-    } else if let Some(v) = get("binlog_row_value_options") {
-        if !v.is_empty() {
+    } else {
+        if let Some(v) = get("binlog_row_value_options") {
+            if !v.is_empty() {
+                out.push(Finding {
+                    ok: false,
+                    what: format!("binlog_row_value_options = {v}"),
+                    fix:
+                        "SET GLOBAL binlog_row_value_options = '' (partial JSON updates lose data)"
+                            .into(),
+                });
+            }
+        }
+        if get("binlog_transaction_compression").is_some_and(|v| v.eq_ignore_ascii_case("ON")) {
             out.push(Finding {
                 ok: false,
-                what: format!("binlog_row_value_options = {v}"),
-                fix: "SET GLOBAL binlog_row_value_options = '' (partial JSON updates lose data)"
+                what: "binlog_transaction_compression = ON".into(),
+                fix: "SET GLOBAL binlog_transaction_compression = OFF (compressed transactions are not read)"
                     .into(),
             });
         }

@@ -88,10 +88,12 @@ impl MysqlSnapshot {
                         "LOCK INSTANCE FOR BACKUP (needs the BACKUP_ADMIN privilege)",
                     )
                 })?;
+            // The backup lock keeps DDL out but lets commits through, so the read view and the
+            // position cannot be taken at one instant: the position is read first. A commit
+            // between the two is then in the copy and in the stream, applied again as the same
+            // full row (upserts and deletes are idempotent), never in neither (it was, with the
+            // position read after the read view).
             let taken = async {
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                    .await
-                    .map_err(|e| err(e, "starting the snapshot transaction"))?;
                 let local: Option<String> = conn
                     .query_first("SELECT CAST(LOCAL AS CHAR) FROM performance_schema.log_status")
                     .await
@@ -101,6 +103,9 @@ impl MysqlSnapshot {
                             "reading performance_schema.log_status (needs BACKUP_ADMIN)",
                         )
                     })?;
+                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+                    .await
+                    .map_err(|e| err(e, "starting the snapshot transaction"))?;
                 Ok::<_, Error>(local)
             }
             .await;

@@ -400,17 +400,7 @@ async fn refuse_a_gap(
         return Ok(());
     };
     let slot = crate::model::slot_name(&cfg.pipeline);
-    let row = client
-        .query_opt(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(|e| Error::from_pg(e, false, "reading the replication slot's position"))?;
-    let Some(confirmed) = row
-        .and_then(|r| r.get::<_, Option<String>>(0))
-        .and_then(|s| s.parse::<Lsn>().ok())
-    else {
+    let Some(confirmed) = slot_confirmed(cfg, client).await? else {
         return Ok(());
     };
     if *at >= confirmed {
@@ -441,6 +431,56 @@ async fn refuse_a_gap(
     ))
 }
 
+/// The slot's confirmed position (`None`: no such slot, or none yet).
+async fn slot_confirmed(cfg: &Config, client: &tokio_postgres::Client) -> Result<Option<Lsn>> {
+    let slot = crate::model::slot_name(&cfg.pipeline);
+    let row = client
+        .query_opt(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, false, "reading the replication slot's position"))?;
+    Ok(row
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .and_then(|s| s.parse::<Lsn>().ok()))
+}
+
+/// At the reverse direction's start: MySQL's checkpoint ahead of PostgreSQL's WAL means
+/// PostgreSQL was restored from a backup (or replaced by a server without that history). The
+/// stream would start at the checkpoint and skip every CRM change written since below it, and
+/// the positions of earlier copies name another history, so none of them can be trusted to
+/// hold the gap: refused, naming the way to start the pipeline over.
+async fn refuse_a_future(
+    client: &tokio_postgres::Client,
+    checkpoint: Option<&Position>,
+) -> Result<()> {
+    let Some(Position::Postgres(at)) = checkpoint else {
+        return Ok(());
+    };
+    let now: String = client
+        .query_one(
+            "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END)::text",
+            &[],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, false, "reading PostgreSQL's WAL position"))?
+        .get(0);
+    let now: Lsn = now.parse()?;
+    if *at <= now {
+        return Ok(());
+    }
+    Err(Error::new(
+        ErrorKind::Invariant,
+        format!(
+            "MySQL's checkpoint of {} ({at}) is ahead of PostgreSQL's WAL ({now}): PostgreSQL was restored from a backup or replaced by a server without that history, \
+             so the CRM's changes written since would be skipped, and the positions of earlier copies belong to the old history. \
+             Fix: start the pipeline over: `duplex teardown`, then `duplex setup` and start duplex (it copies every table again)",
+            crate::model::REVERSE,
+        ),
+    ))
+}
+
 async fn run_reverse_once(
     cfg: &Config,
     plan: Arc<Plan>,
@@ -457,10 +497,6 @@ async fn run_reverse_once(
     let from = sink.checkpoint().await?;
     let filter =
         crate::snapshot::filter(Way::Reverse, &mut sink, cfg, &plan, from.as_ref()).await?;
-    let committed = match &from {
-        Some(Position::Postgres(l)) => *l,
-        _ => Lsn(0),
-    };
     // Tables this mapping set replicates from PostgreSQL that the publication lacks (a reload
     // mapped them): added now, with the set already in place.
     let client =
@@ -474,6 +510,11 @@ async fn run_reverse_once(
         &filter.oldest_positions(),
     )
     .await?;
+    refuse_a_future(&client, from.as_ref()).await?;
+    let committed = match &from {
+        Some(Position::Postgres(l)) => *l,
+        _ => Lsn(0),
+    };
     let added = crate::source::postgres::publication::extend(cfg, &client, &plan).await?;
     if !added.is_empty() {
         let names: Vec<String> = added.iter().map(ToString::to_string).collect();

@@ -261,3 +261,98 @@ async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
     .await;
     stop_cleanly(&mut child, &work);
 }
+
+/// PostgreSQL restored from a backup: MySQL's checkpoint of the way back is ahead of the WAL,
+/// and the stream would start there and skip every CRM change written since below it (it did).
+/// duplex refuses, naming the way to start over; after `teardown` and `setup` the copies bring
+/// the changes written since, and later ones stream: both sides end equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_ahead_of_the_wal_is_refused_and_setup_starts_the_way_back_over() {
+    let dbs = support::fresh_dbs("ahead").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE r (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE r (id integer PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let pipeline = support::harness::pipeline_name("ahead", &dbs);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "UTC",
+        &[(
+            "r.toml",
+            "[[table]]\nsource = \"r\"\ntarget = \"r\"\ndirection = \"reverse\"\n[table.column]\nid = \"id\"\nv = \"v\"\n",
+        )],
+    );
+    work.setup();
+    let mut child = work.start();
+    const MY_R: &str = "SELECT id, v FROM r ORDER BY id";
+    let pg_r = || async { pg_rows(&pg, "SELECT id::text, v FROM r ORDER BY r.id").await };
+    pg.batch_execute("INSERT INTO r VALUES (1, 'a'), (2, 'b')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "rows 1, 2", &work, || async {
+        let mut c = dbs.mysql().await;
+        mysql_rows(&mut c, MY_R).await == pg_r().await
+    })
+    .await;
+    stop_cleanly(&mut child, &work);
+    // As after a restore of PostgreSQL: MySQL's checkpoint 1 GB past the WAL's end.
+    let ahead = pg_rows(
+        &pg,
+        "SELECT (pg_current_wal_lsn() + 1073741824)::text, ((pg_current_wal_lsn() + 1073741824) - '0/0'::pg_lsn)::bigint::text",
+    )
+    .await;
+    let (lsn, n) = (ahead[0][0].clone().unwrap(), ahead[0][1].clone().unwrap());
+    my.query_drop(format!(
+        "UPDATE duplex.checkpoint SET position = 'pg:{lsn}', ord_major = 0, ord_minor = {n} \
+         WHERE pipeline = '{pipeline}' AND direction = 'pg_to_mysql'"
+    ))
+    .await
+    .unwrap();
+    // CRM changes written after the restore, below that checkpoint.
+    pg.batch_execute("INSERT INTO r VALUES (3, 'c'); UPDATE r SET v = 'a2' WHERE id = 1")
+        .await
+        .unwrap();
+    let mut refused = work.start();
+    wait_for(Duration::from_secs(30), "the refusal", &work, || async {
+        work.log().contains("is ahead of PostgreSQL's WAL")
+    })
+    .await;
+    let status = support::harness::terminate(&mut refused, Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| !s.success()) && work.log().contains("`duplex teardown`"),
+        "{status:?}\n{}",
+        work.log()
+    );
+    let (ok, out) = work.run_cmd(&["teardown"]);
+    assert!(ok, "{out}");
+    work.setup();
+    let mut child = work.start();
+    pg.batch_execute("INSERT INTO r VALUES (4, 'd'); DELETE FROM r WHERE id = 2")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(30),
+        "both sides equal",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            let now = pg_r().await;
+            now.len() == 3 && mysql_rows(&mut c, MY_R).await == now
+        },
+    )
+    .await;
+    assert_eq!(
+        pg_r().await,
+        vec![
+            vec![Some("1".into()), Some("a2".into())],
+            vec![Some("3".into()), Some("c".into())],
+            vec![Some("4".into()), Some("d".into())]
+        ]
+    );
+    stop_cleanly(&mut child, &work);
+}

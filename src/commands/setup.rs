@@ -34,6 +34,7 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     let client = crate::connect::postgres(&cfg.postgres, "duplex setup").await?;
     crate::state::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
     let plan = load_plan(cfg).await?;
+    let mut new_slot = false;
     if plan.has_reverse() {
         let mode = crate::origin::echo_mode(&client).await?;
         if mode == crate::origin::Echo::Origin {
@@ -42,10 +43,13 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
                     .await?;
             }
         }
-        setup_publication_and_slot(cfg, &client, &plan, mode).await?;
+        new_slot = setup_publication_and_slot(cfg, &client, &plan, mode).await?;
     }
     let mut my_conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
     crate::state::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
+    if new_slot {
+        forget_the_way_back(cfg, &mut my_conn).await?;
+    }
     let _ = my_conn.disconnect().await;
     let existing = checkpoint::load(
         &client,
@@ -79,13 +83,50 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     Ok(Some(position))
 }
 
-/// Creates (or updates) the publication of the tables replicated from PostgreSQL, and the slot.
+/// A new slot starts the way back over: the checkpoint and the copies of an earlier slot name
+/// positions of its history (after `teardown`, or of a PostgreSQL since restored from a
+/// backup), which would skip changes of the new one. The checkpoint is forgotten, so the stream
+/// starts at the slot, and each earlier copy becomes a pending resync: the next start copies
+/// the table again and removes the rows the CRM no longer has.
+async fn forget_the_way_back(cfg: &Config, conn: &mut mysql_async::Conn) -> Result<()> {
+    use mysql_async::prelude::Queryable;
+    let db = crate::model::my_ident(&cfg.mysql.duplex_database);
+    let what = "forgetting the way back's earlier positions";
+    conn.exec_drop(
+        format!(
+            "DELETE FROM {db}.{} WHERE pipeline = ? AND direction = ?",
+            checkpoint::TABLE
+        ),
+        (&cfg.pipeline, crate::model::REVERSE),
+    )
+    .await
+    .map_err(|e| Error::from_mysql(e, true, what))?;
+    let mut forgot = conn.affected_rows();
+    conn.exec_drop(
+        format!(
+            "UPDATE {db}.snapshot SET state = 'copying', last_key = NULL, \
+             segments = '{{\"key_columns\":[],\"segments\":[],\"prune\":true}}', finished_at = NULL \
+             WHERE pipeline = ? AND direction = ?"
+        ),
+        (&cfg.pipeline, crate::model::REVERSE),
+    )
+    .await
+    .map_err(|e| Error::from_mysql(e, true, what))?;
+    forgot += conn.affected_rows();
+    if forgot > 0 {
+        tracing::info!(pipeline = %cfg.pipeline, "a new replication slot: the way back starts from it; its earlier checkpoint is forgotten and the tables replicated from PostgreSQL are resynced at the next start");
+    }
+    Ok(())
+}
+
+/// Creates (or updates) the publication of the tables replicated from PostgreSQL, and the
+/// slot; `true` when the slot is new.
 async fn setup_publication_and_slot(
     cfg: &Config,
     client: &tokio_postgres::Client,
     plan: &Plan,
     mode: crate::origin::Echo,
-) -> Result<()> {
+) -> Result<bool> {
     let name = crate::model::slot_name(&cfg.pipeline);
     let marker = mode == crate::origin::Echo::Marker;
     crate::source::postgres::publication::set(cfg, client, plan, marker).await?;
@@ -106,5 +147,5 @@ async fn setup_publication_and_slot(
         let at = conn.create_slot(&name).await?;
         tracing::info!(slot = %name, at = %at, "replication slot created");
     }
-    Ok(())
+    Ok(!slot_exists)
 }

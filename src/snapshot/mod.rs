@@ -395,7 +395,12 @@ fn start(
             p.resume_at(at);
             p
         }
-        _ => Progress::fresh(name.to_string(), keys, at),
+        previous => {
+            let mut fresh = Progress::fresh(name.to_string(), keys, at);
+            // A copy asked for as a resync (see `duplex setup` after a new slot) stays one.
+            fresh.prune = previous.is_some_and(|p| p.prune);
+            fresh
+        }
     }
 }
 

@@ -38,6 +38,12 @@ enum Command {
     Setup {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
+        /// Start the pipeline over from the servers' current positions: after a binlog that no
+        /// longer holds the checkpoint, or a PostgreSQL restored from a backup. Drops the slot,
+        /// forgets both checkpoints and turns every copy into a pending resync, which the next
+        /// `duplex run` performs (rows the source no longer has are removed).
+        #[arg(long)]
+        start_over: bool,
     },
     /// Copy the rows that already exist (tables never copied, or an interrupted copy, which
     /// resumes after its last chunk), then exit; `duplex run` does this itself on start.
@@ -104,7 +110,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { .. } => commands::run::main(&cfg).await,
             Command::Check { .. } => commands::check::main(&cfg).await,
-            Command::Setup { .. } => commands::setup::main(&cfg).await,
+            Command::Setup { start_over, .. } => commands::setup::main(&cfg, start_over).await,
             Command::Snapshot { table, .. } => commands::snapshot::main(&cfg, table).await,
             Command::Status { json, .. } => commands::status::main(&cfg, json).await,
             Command::Dlq { action, .. } => commands::dlq::main(&cfg, action).await,
@@ -118,7 +124,7 @@ impl Command {
         match self {
             Command::Run { config }
             | Command::Check { config }
-            | Command::Setup { config }
+            | Command::Setup { config, .. }
             | Command::Snapshot { config, .. }
             | Command::Status { config, .. }
             | Command::Dlq { config, .. }

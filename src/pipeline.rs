@@ -475,7 +475,7 @@ async fn refuse_a_future(
         format!(
             "MySQL's checkpoint of {} ({at}) is ahead of PostgreSQL's WAL ({now}): PostgreSQL was restored from a backup or replaced by a server without that history, \
              so the CRM's changes written since would be skipped, and the positions of earlier copies belong to the old history. \
-             Fix: start the pipeline over: `duplex teardown`, then `duplex setup` and start duplex (it copies every table again)",
+             Fix: start the pipeline over: `duplex setup --start-over`, then start duplex (it copies every table again, removing rows the source no longer has)",
             crate::model::REVERSE,
         ),
     ))

@@ -264,8 +264,9 @@ async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
 
 /// PostgreSQL restored from a backup: MySQL's checkpoint of the way back is ahead of the WAL,
 /// and the stream would start there and skip every CRM change written since below it (it did).
-/// duplex refuses, naming the way to start over; after `teardown` and `setup` the copies bring
-/// the changes written since, and later ones stream: both sides end equal.
+/// duplex refuses, naming the way to start over; after `duplex setup --start-over` the resyncs
+/// bring the changes written since (deletes included), and later ones stream: both sides end
+/// equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_ahead_of_the_wal_is_refused_and_setup_starts_the_way_back_over() {
     let dbs = support::fresh_dbs("ahead").await;
@@ -324,13 +325,12 @@ async fn a_checkpoint_ahead_of_the_wal_is_refused_and_setup_starts_the_way_back_
     .await;
     let status = support::harness::terminate(&mut refused, Duration::from_secs(30));
     assert!(
-        status.is_some_and(|s| !s.success()) && work.log().contains("`duplex teardown`"),
+        status.is_some_and(|s| !s.success()) && work.log().contains("`duplex setup --start-over`"),
         "{status:?}\n{}",
         work.log()
     );
-    let (ok, out) = work.run_cmd(&["teardown"]);
-    assert!(ok, "{out}");
-    work.setup();
+    let (ok, out) = work.run_cmd(&["setup", "--start-over"]);
+    assert!(ok && out.contains("starts over"), "{out}");
     let mut child = work.start();
     pg.batch_execute("INSERT INTO r VALUES (4, 'd'); DELETE FROM r WHERE id = 2")
         .await

@@ -601,8 +601,29 @@ async fn a_binlog_numbered_anew_with_its_gtids_is_followed() {
     .await;
     let status = support::harness::terminate(&mut child, Duration::from_secs(30));
     assert!(
-        status.is_some_and(|s| !s.success()) && work.log().contains("duplex teardown"),
+        status.is_some_and(|s| !s.success()) && work.log().contains("duplex setup --start-over"),
         "{status:?}\n{}",
         work.log()
     );
+    // The way out the message names: the pipeline starts over, the table is resynced.
+    my.query_drop("DELETE FROM t WHERE id = 3").await.unwrap();
+    let (ok, out) = work.run_cmd(&["setup", "--start-over"]);
+    assert!(ok, "{out}");
+    let mut child = work.start();
+    // Rows 1, 4 and 5: row 5 written after the reset, row 3 deleted since.
+    wait_for(
+        Duration::from_secs(60),
+        "both sides equal after the start-over",
+        &work,
+        || async { equal(3).await },
+    )
+    .await;
+    my.query_drop("INSERT INTO t VALUES (7, 'g')")
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(30), "row 7 streamed", &work, || {
+        equal(4)
+    })
+    .await;
+    stop_cleanly(&mut child, &work);
 }

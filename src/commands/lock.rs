@@ -96,6 +96,7 @@ pub(super) fn keep(
         let limit = std::time::Duration::from_secs(cfg.postgres.read_timeout_s);
         let every = (limit / 3).max(std::time::Duration::from_secs(1));
         let mut client = client;
+        let mut pid = backend_pid(&client).await;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -106,9 +107,10 @@ pub(super) fn keep(
                 continue;
             }
             tracing::warn!(pipeline = %cfg.pipeline, "the pipeline lock's PostgreSQL session is gone; taking the lock again");
-            match retake(&cfg, &mut stopped).await {
+            match retake(&cfg, &mut stopped, pid).await {
                 Ok(Some(c)) => {
                     tracing::info!(pipeline = %cfg.pipeline, "pipeline lock taken again");
+                    pid = backend_pid(&c).await;
                     client = c;
                 }
                 Ok(None) => return None,
@@ -127,8 +129,12 @@ pub(super) fn keep(
 async fn retake(
     cfg: &Config,
     stopped: &mut watch::Receiver<bool>,
+    old_pid: Option<i32>,
 ) -> Result<Option<tokio_postgres::Client>> {
     let mut backoff = Backoff::default();
+    // The old session may still hold the lock on the server (a connection that died without
+    // a reset lingers there): ended once, then the lock is free for this process.
+    let mut ended_old = false;
     loop {
         let attempt = async {
             let client =
@@ -146,6 +152,19 @@ async fn retake(
         .await;
         let delay = match attempt {
             Ok((true, client)) => return Ok(Some(client)),
+            Ok((false, client)) if !ended_old && old_pid.is_some() => {
+                ended_old = true;
+                let ended = client
+                    .query_opt(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = $1",
+                        &[&old_pid],
+                    )
+                    .await;
+                if matches!(ended, Ok(Some(_))) {
+                    tracing::warn!(pid = old_pid, "the lock's old session still held it on the server: ended it");
+                }
+                std::time::Duration::from_millis(200)
+            }
             Ok((false, _)) => {
                 return Err(Error::new(
                     ErrorKind::Invariant,
@@ -163,4 +182,13 @@ async fn retake(
             _ = stopped.changed() => return Ok(None),
         }
     }
+}
+
+/// The server process of a session (to end it if it outlives its connection).
+async fn backend_pid(client: &tokio_postgres::Client) -> Option<i32> {
+    client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .ok()
+        .map(|r| r.get(0))
 }

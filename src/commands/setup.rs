@@ -12,8 +12,18 @@ use crate::source::mysql as my;
 use crate::state::checkpoint;
 
 /// Runs `duplex setup` and prints where the pipeline starts.
-pub async fn main(cfg: &Config) -> ExitCode {
-    match setup(cfg).await {
+pub async fn main(cfg: &Config, start_over: bool) -> ExitCode {
+    let done = async {
+        if !start_over {
+            return setup(cfg).await;
+        }
+        // Not while a `duplex run` of the pipeline holds it.
+        let (_stop, stopped) = tokio::sync::watch::channel(false);
+        let _lock = super::lock::pipeline_lock(cfg, Some(super::lock::LOCK_WAIT), stopped).await?;
+        start_the_pipeline_over(cfg).await?;
+        setup(cfg).await
+    };
+    match done.await {
         Ok(pos) => {
             println!(
                 "duplex tables ready in schema {}; pipeline {} starts at {}",
@@ -83,6 +93,50 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     Ok(Some(position))
 }
 
+/// `duplex setup --start-over`: drops the slot, the publication and the origins (setup makes
+/// them anew, and a new slot forgets the way back's checkpoint and copies, see
+/// [`forget_the_way_back`]), forgets the forward checkpoint (setup records the binlog's current
+/// end) and turns the forward copies into pending resyncs.
+async fn start_the_pipeline_over(cfg: &Config) -> Result<()> {
+    for line in super::teardown::teardown(cfg).await? {
+        println!("{line}");
+    }
+    let client = crate::connect::postgres(&cfg.postgres, "duplex setup").await?;
+    crate::state::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
+    let s = crate::model::pg_ident(&cfg.postgres.duplex_schema);
+    let what = "forgetting the forward direction's positions";
+    client
+        .execute(
+            &format!(
+                "DELETE FROM {s}.{} WHERE pipeline = $1 AND direction = $2",
+                checkpoint::TABLE
+            ),
+            &[&cfg.pipeline, &crate::model::FORWARD],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, what))?;
+    client
+        .execute(
+            &format!(
+                "UPDATE {s}.snapshot SET state = 'copying', last_key = NULL, \
+                 segments = '{RESYNC_PENDING}', finished_at = NULL \
+                 WHERE pipeline = $1 AND direction = $2"
+            ),
+            &[&cfg.pipeline, &crate::model::FORWARD],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, what))?;
+    println!(
+        "pipeline {} starts over: its checkpoints are forgotten and every table it copied is resynced at the next start",
+        cfg.pipeline
+    );
+    Ok(())
+}
+
+/// A copy's stored segments that make it a resync from the first row (see
+/// `crate::state::progress`).
+const RESYNC_PENDING: &str = r#"{"key_columns":[],"segments":[],"prune":true}"#;
+
 /// A new slot starts the way back over: the checkpoint and the copies of an earlier slot name
 /// positions of its history (after `teardown`, or of a PostgreSQL since restored from a
 /// backup), which would skip changes of the new one. The checkpoint is forgotten, so the stream
@@ -105,7 +159,7 @@ async fn forget_the_way_back(cfg: &Config, conn: &mut mysql_async::Conn) -> Resu
     conn.exec_drop(
         format!(
             "UPDATE {db}.snapshot SET state = 'copying', last_key = NULL, \
-             segments = '{{\"key_columns\":[],\"segments\":[],\"prune\":true}}', finished_at = NULL \
+             segments = '{RESYNC_PENDING}', finished_at = NULL \
              WHERE pipeline = ? AND direction = ?"
         ),
         (&cfg.pipeline, crate::model::REVERSE),

@@ -260,8 +260,9 @@ async fn receive(stream: &mut BinlogStream, limit: Duration) -> Result<Event> {
                      were purged, RESET MASTER ran, or a replica was promoted without this history, \
                      so the changes since cannot be read and duplex does not read on from \
                      elsewhere. If another server still has them (the old primary, a replica), \
-                     point [mysql] at it and start duplex; otherwise start over: `duplex teardown`, \
-                     then `duplex setup` and start duplex (it copies every table again)",
+                     point [mysql] at it and start duplex; otherwise start the pipeline over: \
+                     `duplex setup --start-over`, then start duplex (it copies every table again, \
+                     removing rows the source no longer has)",
                     s.message
                 ),
             )

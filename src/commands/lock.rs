@@ -25,27 +25,7 @@ pub(super) async fn pipeline_lock(
     // One session, kept while waiting; a new one only after an error.
     let mut session: Option<tokio_postgres::Client> = None;
     loop {
-        let attempt = async {
-            let client = match session.take() {
-                Some(c) => c,
-                None => {
-                    crate::connect::postgres(
-                        &cfg.postgres,
-                        &format!("duplex {} lock", cfg.pipeline),
-                    )
-                    .await?
-                }
-            };
-            let row = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
-                    &[&cfg.pipeline],
-                )
-                .await
-                .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock"))?;
-            Ok::<_, Error>((row.get::<_, bool>(0), client))
-        }
-        .await;
+        let attempt = try_lock(cfg, session.take()).await;
         let delay = match attempt {
             Ok((true, client)) => return Ok(client),
             Ok((false, client)) => {
@@ -136,20 +116,7 @@ async fn retake(
     // a reset lingers there): ended once, then the lock is free for this process.
     let mut ended_old = false;
     loop {
-        let attempt = async {
-            let client =
-                crate::connect::postgres(&cfg.postgres, &format!("duplex {} lock", cfg.pipeline))
-                    .await?;
-            let row = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
-                    &[&cfg.pipeline],
-                )
-                .await
-                .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock again"))?;
-            Ok::<_, Error>((row.get::<_, bool>(0), client))
-        }
-        .await;
+        let attempt = try_lock(cfg, None).await;
         let delay = match attempt {
             Ok((true, client)) => return Ok(Some(client)),
             Ok((false, client)) if !ended_old && old_pid.is_some() => {
@@ -191,4 +158,26 @@ async fn backend_pid(client: &tokio_postgres::Client) -> Option<i32> {
         .await
         .ok()
         .map(|r| r.get(0))
+}
+
+/// One try for the lock, on `session` or a new one: whether it was taken, and the session.
+async fn try_lock(
+    cfg: &Config,
+    session: Option<tokio_postgres::Client>,
+) -> Result<(bool, tokio_postgres::Client)> {
+    let client = match session {
+        Some(c) => c,
+        None => {
+            crate::connect::postgres(&cfg.postgres, &format!("duplex {} lock", cfg.pipeline))
+                .await?
+        }
+    };
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock(hashtextextended('duplex pipeline ' || $1, 0))",
+            &[&cfg.pipeline],
+        )
+        .await
+        .map_err(|e| Error::from_pg(e, true, "taking the pipeline lock"))?;
+    Ok((row.get::<_, bool>(0), client))
 }

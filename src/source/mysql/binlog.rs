@@ -761,16 +761,7 @@ mod mysql8 {
     fn event(ty: EventType, log_pos: u32, payload: &impl MySerialize) -> Event {
         let mut body = Vec::new();
         payload.serialize(&mut body);
-        let size = (BinlogEventHeader::LEN + body.len()) as u32;
-        let header =
-            BinlogEventHeader::new(1_700_000_000, ty, 1, size, log_pos, EventFlags::empty());
-        let mut bytes = Vec::new();
-        header.serialize(&mut bytes);
-        bytes.extend(body);
-        EventStreamReader::new(BinlogVersion::Version4)
-            .read(&bytes[..])
-            .expect("a well-formed event")
-            .expect("one event")
+        raw_event(ty, log_pos, &body)
     }
 
     /// An event with `body` as its payload, as is.

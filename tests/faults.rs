@@ -26,6 +26,10 @@ use support::harness::{
 use support::proxy::Proxy;
 use support::Stop;
 
+/// The table `t` of [`support::harness::one_mapped_table`] on each side.
+const T_MY: &str = "CREATE TABLE t (id int PRIMARY KEY, v varchar(20))";
+const T_PG: &str = "CREATE TABLE t (id integer PRIMARY KEY, v text)";
+
 const MAPPING: &str = r#"
 [[table]]
 source = "fwd"
@@ -505,26 +509,9 @@ async fn a_retry_keeps_the_running_mappings_when_the_files_on_disk_are_broken() 
     })
     .await
     .unwrap();
-    let dbs = support::fresh_dbs("brokenmap").await;
+    let (dbs, work) = support::harness::one_mapped_table("brokenmap", T_MY, T_PG).await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let pipeline = support::harness::pipeline_name("brokenmap", &dbs);
-    let work = Workdir::new(
-        &dbs,
-        &pipeline,
-        "UTC",
-        &[(
-            "t.toml",
-            "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n",
-        )],
-    );
-    work.setup();
     let mut child = work.start();
     my.query_drop("INSERT INTO t VALUES (1, 'before')")
         .await
@@ -573,20 +560,9 @@ async fn the_pipeline_lock_is_held_again_or_given_up_after_a_postgres_restart() 
     })
     .await
     .unwrap();
-    let dbs = support::fresh_dbs("lock").await;
+    let (dbs, work) = support::harness::one_mapped_table("lock", T_MY, T_PG).await;
     let mut my = dbs.mysql().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
-        .await
-        .unwrap();
-    dbs.pg()
-        .await
-        .batch_execute("CREATE TABLE t (id integer PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
     let name = pipeline_name("lock", &dbs);
-    let work = Workdir::new(&dbs, &name, "UTC", &[("t.toml", mapping)]);
-    work.setup();
     let mut first = work.start();
     my.query_drop("INSERT INTO t VALUES (1, 'before')")
         .await
@@ -597,7 +573,7 @@ async fn the_pipeline_lock_is_held_again_or_given_up_after_a_postgres_restart() 
     };
     wait_for(Duration::from_secs(30), "row 1", &work, || arrived(1)).await;
     // The standby: the same pipeline (its own replica id and log).
-    let standby_work = work.sibling(&name, &[("t.toml", mapping)]);
+    let standby_work = work.sibling(&name, &[("t.toml", support::harness::T_ALL)]);
     let mut standby = standby_work.start();
     wait_for(
         Duration::from_secs(30),

@@ -12,7 +12,7 @@ use std::time::Duration;
 use duplex::model::{Lsn, Position};
 use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
-use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
+use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Duplex, Workdir};
 
 const TXNS: usize = 10_000;
 
@@ -148,13 +148,10 @@ async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms()
     );
 }
 
-/// MySQL restored from a backup (its checkpoint of the reverse direction back at an older
-/// position, the rows after it gone) while the slot has moved on: duplex refuses to stream, since
-/// PostgreSQL would start at the slot and skip the CRM's changes in between, and says how to
-/// recover. After the resync it names, both sides are equal row by row and the stream goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
-    let dbs = support::fresh_dbs("behind").await;
+/// MySQL's table `r` fed from PostgreSQL's (`direction = "reverse"`), set up, duplex running,
+/// rows 1 and 2 written in the CRM and arrived: the start of the restore tests.
+async fn reverse_r_streaming(prefix: &str) -> (support::TestDbs, String, Workdir, Duplex) {
+    let dbs = support::fresh_dbs(prefix).await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
     my.query_drop("CREATE TABLE r (id int PRIMARY KEY, v varchar(20))")
@@ -163,7 +160,7 @@ async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
     pg.batch_execute("CREATE TABLE r (id integer PRIMARY KEY, v text)")
         .await
         .unwrap();
-    let pipeline = support::harness::pipeline_name("behind", &dbs);
+    let pipeline = support::harness::pipeline_name(prefix, &dbs);
     let work = Workdir::new(
         &dbs,
         &pipeline,
@@ -174,17 +171,32 @@ async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
         )],
     );
     work.setup();
-    let mut child = work.start();
-    const MY_R: &str = "SELECT id, v FROM r ORDER BY id";
-    let pg_r = || async { pg_rows(&pg, "SELECT id::text, v FROM r ORDER BY r.id").await };
+    let child = work.start();
     pg.batch_execute("INSERT INTO r VALUES (1, 'a'), (2, 'b')")
         .await
         .unwrap();
     wait_for(Duration::from_secs(30), "rows 1, 2", &work, || async {
         let mut c = dbs.mysql().await;
-        mysql_rows(&mut c, MY_R).await == pg_r().await
+        mysql_rows(&mut c, MY_R).await
+            == pg_rows(&pg, "SELECT id::text, v FROM r ORDER BY r.id").await
     })
     .await;
+    (dbs, pipeline, work, child)
+}
+
+/// MySQL's rows of `r`, in order.
+const MY_R: &str = "SELECT id, v FROM r ORDER BY id";
+
+/// MySQL restored from a backup (its checkpoint of the reverse direction back at an older
+/// position, the rows after it gone) while the slot has moved on: duplex refuses to stream, since
+/// PostgreSQL would start at the slot and skip the CRM's changes in between, and says how to
+/// recover. After the resync it names, both sides are equal row by row and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
+    let (dbs, pipeline, work, mut child) = reverse_r_streaming("behind").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    let pg_r = || async { pg_rows(&pg, "SELECT id::text, v FROM r ORDER BY r.id").await };
     let checkpoint = format!(
         "SELECT position, ord_major, ord_minor FROM duplex.checkpoint WHERE pipeline = '{pipeline}' AND direction = 'pg_to_mysql'"
     );
@@ -269,37 +281,10 @@ async fn a_checkpoint_behind_the_slot_is_refused_until_a_resync() {
 /// equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkpoint_ahead_of_the_wal_is_refused_and_setup_starts_the_way_back_over() {
-    let dbs = support::fresh_dbs("ahead").await;
+    let (dbs, pipeline, work, mut child) = reverse_r_streaming("ahead").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE r (id int PRIMARY KEY, v varchar(20))")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE r (id integer PRIMARY KEY, v text)")
-        .await
-        .unwrap();
-    let pipeline = support::harness::pipeline_name("ahead", &dbs);
-    let work = Workdir::new(
-        &dbs,
-        &pipeline,
-        "UTC",
-        &[(
-            "r.toml",
-            "[[table]]\nsource = \"r\"\ntarget = \"r\"\ndirection = \"reverse\"\n[table.column]\nid = \"id\"\nv = \"v\"\n",
-        )],
-    );
-    work.setup();
-    let mut child = work.start();
-    const MY_R: &str = "SELECT id, v FROM r ORDER BY id";
     let pg_r = || async { pg_rows(&pg, "SELECT id::text, v FROM r ORDER BY r.id").await };
-    pg.batch_execute("INSERT INTO r VALUES (1, 'a'), (2, 'b')")
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(30), "rows 1, 2", &work, || async {
-        let mut c = dbs.mysql().await;
-        mysql_rows(&mut c, MY_R).await == pg_r().await
-    })
-    .await;
     stop_cleanly(&mut child, &work);
     // As after a restore of PostgreSQL: MySQL's checkpoint 1 GB past the WAL's end.
     let ahead = pg_rows(

@@ -589,6 +589,9 @@ pub async fn restart_stops_again_then_resync(
     assert!(ok, "{out}");
 }
 
+/// The mapping of [`one_mapped_table`]: `t` to `t`, every column.
+pub const T_ALL: &str = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
+
 /// Fresh databases with table `t` on both sides (`mysql_ddl` / `pg_ddl`: whatever each side
 /// creates, `t` among it), mapped MySQL → PostgreSQL with `columns = "all"`, and `duplex setup`
 /// run: the start of the tests of one mapped table.
@@ -596,12 +599,11 @@ pub async fn one_mapped_table(prefix: &str, mysql_ddl: &str, pg_ddl: &str) -> (T
     let dbs = super::fresh_dbs(prefix).await;
     dbs.mysql().await.query_drop(mysql_ddl).await.unwrap();
     dbs.pg().await.batch_execute(pg_ddl).await.unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ncolumns = \"all\"\n";
     let work = Workdir::new(
         &dbs,
         &pipeline_name(prefix, &dbs),
         "UTC",
-        &[("t.toml", mapping)],
+        &[("t.toml", T_ALL)],
     );
     work.setup();
     (dbs, work)

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::mapping::{load_plan, Plan};
 use crate::model::Position;
 use crate::source::mysql as my;
-use crate::state::checkpoint;
+use crate::state::{checkpoint, progress};
 
 /// Runs `duplex setup` and prints where the pipeline starts.
 pub async fn main(cfg: &Config, start_over: bool) -> ExitCode {
@@ -105,37 +105,21 @@ async fn start_the_pipeline_over(cfg: &Config) -> Result<()> {
     crate::state::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
     let s = crate::model::pg_ident(&cfg.postgres.duplex_schema);
     let what = "forgetting the forward direction's positions";
-    client
-        .execute(
-            &format!(
-                "DELETE FROM {s}.{} WHERE pipeline = $1 AND direction = $2",
-                checkpoint::TABLE
-            ),
-            &[&cfg.pipeline, &crate::model::FORWARD],
-        )
-        .await
-        .map_err(|e| Error::from_pg(e, true, what))?;
-    client
-        .execute(
-            &format!(
-                "UPDATE {s}.snapshot SET state = 'copying', last_key = NULL, \
-                 segments = '{RESYNC_PENDING}', finished_at = NULL \
-                 WHERE pipeline = $1 AND direction = $2"
-            ),
-            &[&cfg.pipeline, &crate::model::FORWARD],
-        )
-        .await
-        .map_err(|e| Error::from_pg(e, true, what))?;
+    for sql in [
+        checkpoint::forget_sql(&format!("{s}.{}", checkpoint::TABLE), true),
+        progress::resync_pending_sql(&format!("{s}.snapshot"), true),
+    ] {
+        client
+            .execute(&sql, &[&cfg.pipeline, &crate::model::FORWARD])
+            .await
+            .map_err(|e| Error::from_pg(e, true, what))?;
+    }
     println!(
         "pipeline {} starts over: its checkpoints are forgotten and every table it copied is resynced at the next start",
         cfg.pipeline
     );
     Ok(())
 }
-
-/// A copy's stored segments that make it a resync from the first row (see
-/// `crate::state::progress`).
-const RESYNC_PENDING: &str = r#"{"key_columns":[],"segments":[],"prune":true}"#;
 
 /// A new slot starts the way back over: the checkpoint and the copies of an earlier slot name
 /// positions of its history (after `teardown`, or of a PostgreSQL since restored from a
@@ -146,27 +130,16 @@ async fn forget_the_way_back(cfg: &Config, conn: &mut mysql_async::Conn) -> Resu
     use mysql_async::prelude::Queryable;
     let db = crate::model::my_ident(&cfg.mysql.duplex_database);
     let what = "forgetting the way back's earlier positions";
-    conn.exec_drop(
-        format!(
-            "DELETE FROM {db}.{} WHERE pipeline = ? AND direction = ?",
-            checkpoint::TABLE
-        ),
-        (&cfg.pipeline, crate::model::REVERSE),
-    )
-    .await
-    .map_err(|e| Error::from_mysql(e, true, what))?;
-    let mut forgot = conn.affected_rows();
-    conn.exec_drop(
-        format!(
-            "UPDATE {db}.snapshot SET state = 'copying', last_key = NULL, \
-             segments = '{RESYNC_PENDING}', finished_at = NULL \
-             WHERE pipeline = ? AND direction = ?"
-        ),
-        (&cfg.pipeline, crate::model::REVERSE),
-    )
-    .await
-    .map_err(|e| Error::from_mysql(e, true, what))?;
-    forgot += conn.affected_rows();
+    let mut forgot = 0;
+    for sql in [
+        checkpoint::forget_sql(&format!("{db}.{}", checkpoint::TABLE), false),
+        progress::resync_pending_sql(&format!("{db}.snapshot"), false),
+    ] {
+        conn.exec_drop(sql, (&cfg.pipeline, crate::model::REVERSE))
+            .await
+            .map_err(|e| Error::from_mysql(e, true, what))?;
+        forgot += conn.affected_rows();
+    }
     if forgot > 0 {
         tracing::info!(pipeline = %cfg.pipeline, "a new replication slot: the way back starts from it; its earlier checkpoint is forgotten and the tables replicated from PostgreSQL are resynced at the next start");
     }

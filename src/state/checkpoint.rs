@@ -168,6 +168,13 @@ pub fn my_store_sql(database: &str) -> String {
     )
 }
 
+/// The statement that forgets a pipeline direction's checkpoint (`duplex setup --start-over`,
+/// a new slot). Parameters: pipeline, direction; `$n` placeholders for PostgreSQL, `?` for MySQL.
+pub fn forget_sql(table: &str, pg: bool) -> String {
+    let (p1, p2) = if pg { ("$1", "$2") } else { ("?", "?") };
+    format!("DELETE FROM {table} WHERE pipeline = {p1} AND direction = {p2}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -226,6 +226,24 @@ struct Stored {
     prune: bool,
 }
 
+/// The statement that turns a pipeline direction's copies into pending resyncs: each is copied
+/// again from its first row at the next start, removing the rows its source no longer has
+/// (`duplex setup --start-over`, a new slot). Parameters: pipeline, direction; `$n` placeholders
+/// for PostgreSQL, `?` for MySQL.
+pub fn resync_pending_sql(table: &str, pg: bool) -> String {
+    let segments = serde_json::to_string(&Stored {
+        key_columns: Vec::new(),
+        segments: Vec::new(),
+        prune: true,
+    })
+    .expect("segments serialize");
+    let (p1, p2) = if pg { ("$1", "$2") } else { ("?", "?") };
+    format!(
+        "UPDATE {table} SET state = 'copying', last_key = NULL, segments = '{segments}', finished_at = NULL \
+         WHERE pipeline = {p1} AND direction = {p2}"
+    )
+}
+
 /// DDL of the progress table on PostgreSQL.
 pub fn pg_ddl(schema: &str) -> String {
     format!(
@@ -407,6 +425,22 @@ pub async fn my_load(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pending_resync_reads_as_a_fresh_pruning_copy() {
+        let sql = resync_pending_sql("duplex.snapshot", false);
+        let json = r#"{"key_columns":[],"segments":[],"prune":true}"#;
+        assert!(sql.contains(&format!("segments = '{json}'")), "{sql}");
+        assert!(
+            sql.ends_with("WHERE pipeline = ? AND direction = ?"),
+            "{sql}"
+        );
+        let p = Progress::decode("t".into(), "copying", None, 0, 0, json).unwrap();
+        assert!(p.prune && p.state == State::Copying && p.last_key.is_none());
+        assert!(
+            resync_pending_sql("s.snapshot", true).ends_with("pipeline = $1 AND direction = $2")
+        );
+    }
 
     #[test]
     fn keys_order_like_the_database_or_not_at_all() {

@@ -72,6 +72,40 @@ struct RawConfig {
     apply: ApplyConfig,
     #[serde(default)]
     snapshot: SnapshotConfig,
+    #[serde(default)]
+    verify: RawVerify,
+}
+
+/// `[verify]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerify {
+    interval: Option<String>,
+    max_rows_per_second: Option<u64>,
+}
+
+/// `[verify]`: the verify `duplex run` does on its own.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyConfig {
+    /// How often (`None`: never, the default).
+    pub interval: Option<std::time::Duration>,
+    /// Source rows read per second at most.
+    pub max_rows_per_second: Option<u64>,
+}
+
+/// A duration as `90s`, `15m`, `6h` or `1d`.
+fn parse_interval(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let unit = text.chars().last()?;
+    let n: u64 = text[..text.len() - unit.len_utf8()].trim().parse().ok()?;
+    let secs = match unit {
+        's' => n,
+        'm' => n.checked_mul(60)?,
+        'h' => n.checked_mul(3600)?,
+        'd' => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    (secs > 0).then(|| std::time::Duration::from_secs(secs))
 }
 
 fn default_tz() -> String {
@@ -314,6 +348,7 @@ pub struct Config {
     pub ready_max_lag: std::time::Duration,
     pub apply: ApplyConfig,
     pub snapshot: SnapshotConfig,
+    pub verify: VerifyConfig,
 }
 
 impl Config {
@@ -342,6 +377,19 @@ impl Config {
         let source_time_zone = Self::parse_time_zone(&raw.source_time_zone, &err)?;
         let (metrics_listen, ready_max_lag) = Self::parse_metrics(&raw.metrics, &err)?;
         Self::check_rows_and_mysql(&raw, &err)?;
+        let interval = match &raw.verify.interval {
+            None => None,
+            Some(t) => Some(parse_interval(t).ok_or_else(|| {
+                err(
+                    "verify.interval",
+                    format!("{t:?} is not a duration such as \"90s\", \"15m\", \"6h\" or \"1d\""),
+                )
+            })?),
+        };
+        let verify = VerifyConfig {
+            interval,
+            max_rows_per_second: raw.verify.max_rows_per_second,
+        };
         let mysql_password = secret(
             "mysql",
             raw.mysql.password_env.as_deref(),
@@ -367,6 +415,7 @@ impl Config {
             ready_max_lag,
             apply: raw.apply,
             snapshot: raw.snapshot,
+            verify,
         })
     }
 

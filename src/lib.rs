@@ -47,5 +47,6 @@ pub mod source;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod verify;
 
 pub use error::{Error, ErrorKind, Result};

@@ -71,12 +71,68 @@ enum Command {
         #[command(subcommand)]
         action: duplex::commands::dlq::Action,
     },
+    /// Compare both sides through the mapping, column by column, while `duplex run` streams:
+    /// a difference is reported only after it survived a re-check past the stream's
+    /// position. Exit 0 when everything is equal, 1 when something differs, 2 on an error.
+    Verify {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        opts: VerifyOpts,
+    },
+    /// Verify, send the rows that differ again through the sink (rows the source does not have
+    /// are deleted or cleared), log each repair in duplex's `repair_log`, and verify again.
+    Repair {
+        #[arg(short, long, default_value = "duplex.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        opts: VerifyOpts,
+        /// Only this key (the target key's values, `a, b` for a composite key); repeatable.
+        #[arg(long = "key")]
+        keys: Vec<String>,
+        /// Print what would be repaired, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
     /// an abandoned slot makes PostgreSQL keep WAL forever.
     Teardown {
         #[arg(short, long, default_value = "duplex.toml")]
         config: PathBuf,
     },
+}
+
+#[derive(clap::Args)]
+struct VerifyOpts {
+    /// Only this table (source or target name); repeatable.
+    #[arg(long = "table")]
+    tables: Vec<String>,
+    /// Print JSON instead of the report.
+    #[arg(long)]
+    json: bool,
+    /// Read at most this many source rows per second (spare the shop).
+    #[arg(long)]
+    max_rows_per_second: Option<u64>,
+    /// Differences listed per table (all are counted).
+    #[arg(long, default_value_t = 100)]
+    show: usize,
+    /// How long a re-check waits for the stream to pass a position, in seconds.
+    #[arg(long, default_value_t = 60)]
+    settle_timeout: u64,
+}
+
+impl VerifyOpts {
+    fn args(self) -> duplex::commands::verify::Args {
+        duplex::commands::verify::Args {
+            tables: self.tables,
+            json: self.json,
+            max_rows_per_second: self.max_rows_per_second,
+            show: self.show,
+            settle_timeout_s: self.settle_timeout,
+            keys: Vec::new(),
+            dry_run: false,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -115,6 +171,18 @@ fn main() -> ExitCode {
             Command::Status { json, .. } => commands::status::main(&cfg, json).await,
             Command::Dlq { action, .. } => commands::dlq::main(&cfg, action).await,
             Command::Teardown { .. } => commands::teardown::main(&cfg).await,
+            Command::Verify { opts, .. } => commands::verify::main(&cfg, opts.args()).await,
+            Command::Repair {
+                opts,
+                keys,
+                dry_run,
+                ..
+            } => {
+                let mut args = opts.args();
+                args.keys = keys;
+                args.dry_run = dry_run;
+                commands::verify::repair_main(&cfg, args).await
+            }
         }
     })
 }
@@ -128,6 +196,8 @@ impl Command {
             | Command::Snapshot { config, .. }
             | Command::Status { config, .. }
             | Command::Dlq { config, .. }
+            | Command::Verify { config, .. }
+            | Command::Repair { config, .. }
             | Command::Teardown { config } => config,
         }
     }

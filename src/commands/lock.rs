@@ -161,7 +161,7 @@ async fn backend_pid(client: &tokio_postgres::Client) -> Option<i32> {
 }
 
 /// One try for the lock, on `session` or a new one: whether it was taken, and the session.
-async fn try_lock(
+pub(super) async fn try_lock(
     cfg: &Config,
     session: Option<tokio_postgres::Client>,
 ) -> Result<(bool, tokio_postgres::Client)> {

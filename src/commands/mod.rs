@@ -16,6 +16,7 @@ mod signals;
 pub mod snapshot;
 pub mod status;
 pub mod teardown;
+pub mod verify;
 
 use std::process::ExitCode;
 

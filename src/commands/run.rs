@@ -105,6 +105,7 @@ async fn run_pipelines(
             }
         }
     }
+    super::verify::schedule(cfg, plans.clone(), stop_rx.clone());
     if plan.reverse.is_empty() {
         return run_way(Way::Forward, cfg, plans, stop_rx, reload_rx).await;
     }

@@ -224,6 +224,23 @@ pub fn render_status(r: &StatusReport) -> String {
             _ => format!("slot     {slot}: missing (run `duplex setup`)\n"),
         });
     }
+    match &rec.verify_last {
+        Some(v) => out.push_str(&format!(
+            "verify   last run {} ({}): {} keys, {}\n",
+            v.finished_at,
+            if v.online { "online" } else { "offline" },
+            v.rows_checked,
+            if v.mismatches == 0 && v.unsettled == 0 {
+                "both sides agree".to_string()
+            } else {
+                format!(
+                    "{} differences, {} unsettled (`duplex verify` lists them)",
+                    v.mismatches, v.unsettled
+                )
+            }
+        )),
+        None => out.push_str("verify   never run (`duplex verify`, or `[verify] interval`)\n"),
+    }
     for why in &rec.unreadable {
         out.push_str(&format!("cannot read {why}\n"));
     }

@@ -196,6 +196,77 @@ impl MysqlSnapshot {
         Ok(row.map(|r| read_row(r, table)))
     }
 
+    /// The rows of `table` whose `columns` hold one of `keys` (a tuple per key), in key order
+    /// of the table (`duplex verify` reads rows by a target's key).
+    pub async fn rows_where(
+        &mut self,
+        table: &TableSchema,
+        columns: &[String],
+        keys: &[Vec<KeyValue>],
+    ) -> Result<Vec<ReadRow>> {
+        let mut out = Vec::new();
+        if keys.is_empty() || columns.is_empty() {
+            return Ok(out);
+        }
+        let (select, pk) = select_sql(table)?;
+        let cols: Vec<String> = columns.iter().map(|c| my_ident(c)).collect();
+        let one = format!("({})", vec!["?"; cols.len()].join(", "));
+        for part in keys.chunks(500) {
+            let sql = format!(
+                "{select} WHERE ({}) IN ({}) ORDER BY {}",
+                cols.join(", "),
+                vec![one.as_str(); part.len()].join(", "),
+                pk.join(", ")
+            );
+            let params: Vec<mysql_async::Value> = part.iter().flatten().map(param).collect();
+            let what = format!("reading rows of {} by key", table.name);
+            let mut result = self
+                .conn
+                .exec_iter(sql, params)
+                .await
+                .map_err(|e| err(e, &what))?;
+            while let Some(row) = result.next().await.map_err(|e| err(e, &what))? {
+                out.push(read_row(row, table));
+            }
+        }
+        Ok(out)
+    }
+
+    /// At most `limit` rows of `table` ordered by `column` (then the primary key) whose
+    /// `column` is above `after` (`duplex verify` of a pivot entry reads its rows grouped by
+    /// the target's key).
+    pub async fn chunk_by(
+        &mut self,
+        table: &TableSchema,
+        column: &str,
+        after: Option<&KeyValue>,
+        limit: usize,
+    ) -> Result<Vec<ReadRow>> {
+        let (select, pk) = select_sql(table)?;
+        let col = my_ident(column);
+        let sql = format!(
+            "{select} WHERE {col} IS NOT NULL{} ORDER BY {col}, {} LIMIT {limit}",
+            if after.is_some() {
+                format!(" AND {col} > ?")
+            } else {
+                String::new()
+            },
+            pk.join(", ")
+        );
+        let params: Vec<mysql_async::Value> = after.into_iter().map(param).collect();
+        let what = format!("reading rows of {} in {column} order", table.name);
+        let mut result = self
+            .conn
+            .exec_iter(sql, params)
+            .await
+            .map_err(|e| err(e, &what))?;
+        let mut rows = Vec::new();
+        while let Some(row) = result.next().await.map_err(|e| err(e, &what))? {
+            rows.push(read_row(row, table));
+        }
+        Ok(rows)
+    }
+
     /// Ends the read view.
     pub async fn close(mut self) {
         let _ = self.conn.query_drop("COMMIT").await;

@@ -11,6 +11,7 @@
 //! - [`conflict`]: conflicts on `both` columns, how they were resolved.
 //! - [`newest`]: per column under the `newest` policy, each source's last change and its time.
 //! - `pivot` (PostgreSQL): the values of pivoted EAV properties by priority.
+//! - [`verify`] (PostgreSQL): verify runs and the repair log.
 //!
 //! This module may use the model, the config and the error type only; sources, sinks, the
 //! snapshot, telemetry and the commands use it.
@@ -21,6 +22,7 @@ pub mod dead_letter;
 pub mod heartbeat;
 pub mod newest;
 pub mod progress;
+pub mod verify;
 
 use tokio_postgres::Client;
 
@@ -75,13 +77,15 @@ pub async fn setup_postgres(client: &Client, schema: &str) -> Result<()> {
          {};
          {};
          {};
+         {};
          {}",
         checkpoint::pg_ddl(schema),
         conflict::pg_ddl(schema),
         newest::pg_ddl(schema),
         dead_letter::pg_ddl(schema),
         heartbeat::pg_ddl(schema),
-        progress::pg_ddl(schema)
+        progress::pg_ddl(schema),
+        verify::pg_ddl(schema)
     );
     client.batch_execute(&ddl).await.map_err(|e| {
         Error::from_pg(

@@ -45,6 +45,10 @@ pub const SNAPSHOT_ROWS_REMOVED: &str = "duplex_snapshot_rows_removed_total";
 pub const SNAPSHOT_ROWS_ESTIMATED: &str = "duplex_snapshot_rows_estimated";
 pub const SNAPSHOT_TABLES_PENDING: &str = "duplex_snapshot_tables_pending";
 pub const SNAPSHOT_CHUNK_SECONDS: &str = "duplex_snapshot_chunk_duration_seconds";
+pub const VERIFY_ROWS_CHECKED: &str = "duplex_verify_rows_checked_total";
+/// Per target table, the differences (and unsettled rows) of the last verify run.
+pub const VERIFY_MISMATCHES: &str = "duplex_verify_mismatches";
+pub const VERIFY_LAST_SUCCESS: &str = "duplex_verify_last_success_timestamp_seconds";
 
 /// Buckets of the duration histograms, in seconds: 1 ms to 30 s.
 const DURATION_BUCKETS: &[f64] = &[
@@ -143,6 +147,18 @@ fn describe() {
     metrics::describe_histogram!(
         SNAPSHOT_CHUNK_SECONDS,
         "Time to write and commit one snapshot chunk"
+    );
+    metrics::describe_counter!(
+        VERIFY_ROWS_CHECKED,
+        "Rows compared by verify runs (`[verify] interval` or `duplex verify`)"
+    );
+    metrics::describe_gauge!(
+        VERIFY_MISMATCHES,
+        "Per target table, the rows the last verify run proved different, missing or extra (and those that never settled)"
+    );
+    metrics::describe_gauge!(
+        VERIFY_LAST_SUCCESS,
+        "Unix time of the last verify run that found both sides equal"
     );
 }
 

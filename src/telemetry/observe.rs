@@ -43,6 +43,8 @@ pub struct Record {
     /// The server's binlog expiry in seconds (0: never).
     pub binlog_expiry_seconds: Option<i64>,
     pub binlog_expiry_remaining_seconds: Option<f64>,
+    /// The last finished verify run.
+    pub verify_last: Option<crate::state::verify::Run>,
     /// What could not be read, and why.
     pub unreadable: Vec<String>,
 }
@@ -111,7 +113,15 @@ async fn record_postgres(cfg: &Config, reverse: bool, sessions: &mut Sessions, r
                 Ok::<_, tokio_postgres::Error>(())
             };
             match q.await {
-                Ok(()) => sessions.pg = Some(pg),
+                Ok(()) => {
+                    // Before the first `duplex setup` of this version the table is missing.
+                    r.verify_last =
+                        crate::state::verify::last(&pg, &cfg.postgres.duplex_schema, &cfg.pipeline)
+                            .await
+                            .ok()
+                            .flatten();
+                    sessions.pg = Some(pg)
+                }
                 Err(e) => r.unreadable.push(format!("PostgreSQL: {e}")),
             }
         }

@@ -258,6 +258,16 @@ listen = "{metrics}"
         (out.status.success(), text)
     }
 
+    /// Runs a duplex command to its end: its exit code, standard output and standard error.
+    pub fn run_split(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let out = self.command(args).output().expect("run duplex");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn setup(&self) {
         if let Some(pg_db) = &self.least_pg_db {
             // The tables exist by now: duplex's PostgreSQL role (the least-privilege one, or

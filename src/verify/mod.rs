@@ -358,10 +358,10 @@ impl Ctx<'_> {
             }
             bar.advance(n as u64);
             self.pace(n).await;
+            after = Some(last);
             if n < CHUNK {
                 break;
             }
-            after = Some(last);
         }
         // Rows the source does not have: past the last key read, or not among the keys seen.
         for (k, &i) in plain.iter().enumerate() {
@@ -701,6 +701,40 @@ async fn dead_letter_keys(
         .collect())
 }
 
+/// Dead letters listed per entry.
+const DEAD_SHOWN: usize = 20;
+
+/// An encoded key as text (integer and text keys; others as bytes).
+fn held_key_text(e: &Entry, id: &[u8]) -> String {
+    let mut row = EncodedRow::default();
+    let mut rest = id;
+    while rest.len() >= 4 {
+        let n = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        rest = &rest[4..];
+        if n < 0 {
+            row.push_encoded(None);
+        } else {
+            let n = (n as usize).min(rest.len());
+            row.push_encoded(Some(&rest[..n]));
+            rest = &rest[n..];
+        }
+    }
+    let mut full = EncodedRow::default();
+    let mut k = 0;
+    for i in 0..e.shape.cols.len() {
+        if e.shape.key.contains(&i) {
+            full.push_encoded(row.cell(k));
+            k += 1;
+        } else {
+            full.push_encoded(None);
+        }
+    }
+    match e.shape.key_values(&full) {
+        Some(v) => key_text(&v),
+        None => String::from_utf8_lossy(id).into_owned(),
+    }
+}
+
 /// Target rows by key.
 fn by_id(e: &Entry, held: Vec<Held>) -> HashMap<Vec<u8>, Held> {
     held.into_iter()
@@ -712,8 +746,12 @@ fn by_id(e: &Entry, held: Vec<Held>) -> HashMap<Vec<u8>, Held> {
 fn judge(e: &mut Entry, exp: Expected, held: Vec<Held>, suspects: &mut Suspects) {
     let mut held = by_id(e, held);
     e.report.rows_checked += (exp.rows.len() + exp.dead.len()) as u64;
-    for id in exp.dead.keys() {
+    for (id, why) in &exp.dead {
         held.remove(id);
+        if e.report.dead_letters.len() < DEAD_SHOWN {
+            let key = held_key_text(e, id);
+            e.report.dead_letters.push(format!("{key}: {why}"));
+        }
     }
     e.report.dead_lettered += exp.dead.len() as u64;
     for (id, (rows, key)) in exp.rows {

@@ -68,6 +68,8 @@ pub struct EntryReport {
     pub extra: u64,
     /// Rows the mapping cannot write (they are, or will be, dead letters).
     pub dead_lettered: u64,
+    /// Some of them: the key and why (at most `show`).
+    pub dead_letters: Vec<String>,
     /// Rows that kept changing during every re-check (neither equal nor proved different).
     pub unsettled: u64,
     /// Why the entry was not compared, when it was not.

@@ -43,6 +43,9 @@
 //!    of the same rows (medians of 3 interleaved runs each), and pg_chameleon's `init_replica`
 //!    (installed from PyPI by `benches/pg_chameleon/run.sh`; `BENCH_CHAMELEON=0` skips it).
 //!
+//! 8. **Verify**, unless `BENCH_VERIFY=0` (see `throughput/verify.rs`): `duplex verify` of the
+//!    copied rows, next to a raw `SELECT *` of them on each side.
+//!
 //! Last, unless `BENCH_SHOP=0`, the mapping set (see `throughput/shop.rs`): `duplex snapshot` of
 //! a generated cvety.kz shop (`BENCH_SHOP_ORDERS`, default 30,000 orders) through
 //! `mappings/bitrix/`, against the raw read and write of the same rows.
@@ -78,6 +81,8 @@ mod shop;
 mod snapshot;
 #[path = "throughput/tls.rs"]
 mod tls;
+#[path = "throughput/verify.rs"]
+mod verify;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -1063,6 +1068,9 @@ fn render(facts: &str, r: &Results) -> String {
     }
     if let Some(snap) = &r.snapshot {
         lines.extend(snapshot::lines(snap));
+        if let Some(v) = &snap.verify {
+            lines.extend(verify::lines(v));
+        }
     }
     if let Some(rev) = &r.reverse {
         lines.extend(reverse::lines(rev));
@@ -1081,6 +1089,9 @@ fn render(facts: &str, r: &Results) -> String {
     }
     if let Some(snap) = &r.snapshot {
         out.push_str(&snapshot::notes(snap));
+        if let Some(v) = &snap.verify {
+            out.push_str(&verify::notes(v));
+        }
     }
     if let Some(rev) = &r.reverse {
         out.push_str(&reverse::notes(rev));

@@ -527,15 +527,18 @@ async fn a_cp1251_shop_with_hostile_values_verifies_clean_and_dead_letters_are_n
         "SET SESSION innodb_strict_mode = 0; ALTER DATABASE `{}` CHARACTER SET cp1251",
         dbs.mysql_db
     ))
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     shop::create_bitrix(&mut my).await;
     let charset = mysql_rows(&mut my, "SELECT CHARACTER_SET_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'b_sale_order' AND COLUMN_NAME = 'COMMENTS'").await;
     assert_eq!(charset[0][0].as_deref(), Some("cp1251"));
     let pg = dbs.pg().await;
     pg.batch_execute(shop::CRM_DDL).await.unwrap();
     let files = shop::mapping_files();
-    let refs: Vec<(&str, &str)> = files.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
     let pipeline = support::harness::pipeline_name("verifycp", &dbs);
     let work = Workdir::new(&dbs, &pipeline, "Asia/Almaty", &refs);
     shop::generate(&mut my, 13, 20, 120).await;
@@ -552,22 +555,37 @@ async fn a_cp1251_shop_with_hostile_values_verifies_clean_and_dead_letters_are_n
     .unwrap();
     work.setup();
     let mut child = work.start();
-    wait_for(Duration::from_secs(120), "the initial copy", &work, || async {
-        work.log().contains("b_sale_order_props_value: copied")
-            && work.log().contains("b_sale_basket: copied")
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "the initial copy",
+        &work,
+        || async {
+            work.log().contains("b_sale_order_props_value: copied")
+                && work.log().contains("b_sale_basket: copied")
+        },
+    )
     .await;
     assert_eq!(
-        one(&pg, "SELECT courier_comment FROM orders WHERE bitrix_order_id = 5").await,
+        one(
+            &pg,
+            "SELECT courier_comment FROM orders WHERE bitrix_order_id = 5"
+        )
+        .await,
         "&quot;Розы&quot; &amp; тюльпаны — №5 «к 9:00»"
     );
-    let letters: i64 = one(&pg, "SELECT count(*)::text FROM duplex.dead_letter").await.parse().unwrap();
+    let letters: i64 = one(&pg, "SELECT count(*)::text FROM duplex.dead_letter")
+        .await
+        .parse()
+        .unwrap();
     assert_eq!(letters, 2, "the two rows with NUL bytes are dead letters");
     let (code, report) = verify(&work, &[]);
     assert!(found(&report).is_empty(), "{report:#}");
     assert_eq!(total(&report, "dead_lettered"), 2, "{report:#}");
     let listed = report.to_string();
-    assert!(listed.contains("до\\\\0ставка") || listed.contains("до\\0ставка"), "the dead letters are listed readable: {report:#}");
+    assert!(
+        listed.contains("до\\\\0ставка") || listed.contains("до\\0ставка"),
+        "the dead letters are listed readable: {report:#}"
+    );
     assert_eq!(code, 0, "{report:#}");
     // A change to a cp1251 value after the copy still compares equal once streamed, and a
     // planted one on the CRM side is found with both values readable.
@@ -578,8 +596,14 @@ async fn a_cp1251_shop_with_hostile_values_verifies_clean_and_dead_letters_are_n
         .await
         .unwrap();
     let (code, report) = verify(&work, &[]);
-    let want: BTreeSet<Found> =
-        [diff("orders", "different", "bitrix_order_id=10".into(), &["courier_comment"])].into_iter().collect();
+    let want: BTreeSet<Found> = [diff(
+        "orders",
+        "different",
+        "bitrix_order_id=10".into(),
+        &["courier_comment"],
+    )]
+    .into_iter()
+    .collect();
     assert_eq!(found(&report), want, "{report:#}");
     assert_eq!(code, 1);
     assert!(report.to_string().contains("Ёлки"));

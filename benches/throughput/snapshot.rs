@@ -48,6 +48,8 @@ pub struct Snapshot {
     chameleon: Result<(i64, f64), String>,
     /// pg_chameleon on the rows as they are, zero dates included (`BENCH_CHAMELEON_RAW=1`).
     chameleon_raw: Option<Result<(i64, f64), String>>,
+    /// `duplex verify` of the copied rows (unless `BENCH_VERIFY=0`).
+    pub verify: Option<super::verify::Verify>,
 }
 
 pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
@@ -119,6 +121,20 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         .expect("count copied rows")
         .get(0);
     let mismatches = compare_with_reference(&pg, rows).await;
+    let verify = if super::env_flag("BENCH_VERIFY", true) {
+        Some(
+            super::verify::run(
+                "the copied b_sale_order rows (76 cols)",
+                &work,
+                &dbs2,
+                rows,
+                (&["b_sale_order"], &["b_sale_order"]),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
 
     let chameleon = if super::env_flag("BENCH_CHAMELEON", true) {
         // pg_chameleon turns MariaDB's zero dates in NOT NULL columns into NULL, its COPY of
@@ -163,6 +179,7 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         report,
         chameleon,
         chameleon_raw,
+        verify,
     }
 }
 

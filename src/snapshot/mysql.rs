@@ -196,6 +196,59 @@ impl MysqlSnapshot {
         Ok(row.map(|r| read_row(r, table)))
     }
 
+    /// Every row of `table` in key order, in one streamed query (the server reads its index
+    /// without stopping between chunks), sent on in chunks of `chunk` rows; stops early when
+    /// the receiver is gone. `duplex verify` reads with it.
+    pub async fn scan(
+        &mut self,
+        table: &TableSchema,
+        chunk: usize,
+        tx: tokio::sync::mpsc::Sender<Result<Vec<ReadRow>>>,
+    ) {
+        let sql = match select_sql(table) {
+            Ok((select, keys)) => format!("{select} ORDER BY {}", keys.join(", ")),
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let what = format!("reading {}", table.name);
+        let mut result = match self.conn.exec_iter(sql, ()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(err(e, &what))).await;
+                return;
+            }
+        };
+        let mut rows = Vec::with_capacity(chunk);
+        loop {
+            match result.next().await {
+                Ok(Some(row)) => {
+                    rows.push(read_row(row, table));
+                    if rows.len() == chunk {
+                        let full = std::mem::replace(&mut rows, Vec::with_capacity(chunk));
+                        if tx.send(Ok(full)).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if !rows.is_empty() {
+                        let _ = tx.send(Ok(rows)).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(err(e, &what))).await;
+                    return;
+                }
+            }
+        }
+        // The receiver is gone: the rest of the result set is read and dropped, so that the
+        // session is usable again.
+        drop(result);
+    }
+
     /// The rows of `table` whose `columns` hold one of `keys` (a tuple per key), in key order
     /// of the table (`duplex verify` reads rows by a target's key).
     pub async fn rows_where(

@@ -160,6 +160,34 @@ pub fn normal_decimal(text: &str, scale: Option<u32>) -> String {
     }
 }
 
+/// FNV-1a: the keys hashed here are a few bytes of encoded key cells, read from our own
+/// databases (no adversary picks them), and SipHash was a visible part of verify's time.
+#[derive(Default, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+/// Maps and sets keyed by encoded keys.
+pub type KeyMap<V> = std::collections::HashMap<Vec<u8>, V, std::hash::BuildHasherDefault<Fnv>>;
+pub type KeySet = std::collections::HashSet<Vec<u8>, std::hash::BuildHasherDefault<Fnv>>;
+
 /// A value for a report: at most `MAX_SHOWN` characters, control characters escaped.
 pub fn shown(text: &str) -> String {
     const MAX_SHOWN: usize = 120;

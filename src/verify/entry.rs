@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::cells::same;
+use super::cells::{same, KeyMap};
 use super::report::{EntryReport, Kind};
 use super::target::{Held, Shape};
 use crate::mapping::spec::OnDelete;
@@ -33,13 +33,14 @@ pub enum Holds {
 pub struct Expected {
     /// Per target key: the candidate rows (more than one when several source rows map to one
     /// key; the target may hold any of them) and the key's values.
-    pub rows: HashMap<Vec<u8>, (Vec<EncodedRow>, Vec<KeyValue>)>,
+    pub rows: KeyMap<(Vec<EncodedRow>, Vec<KeyValue>)>,
     /// Per target key of a source row the mapping cannot write: why (it is a dead letter).
-    pub dead: HashMap<Vec<u8>, String>,
+    pub dead: KeyMap<String>,
     /// Per target key, when asked for: each column's expected value as text (for a report).
-    pub texts: HashMap<Vec<u8>, Vec<Option<String>>>,
+    pub texts: KeyMap<Vec<Option<String>>>,
 }
 
+#[derive(Clone)]
 pub struct Entry {
     /// Index into `Plan::tables`.
     pub index: usize,
@@ -187,26 +188,44 @@ impl Entry {
         held: Option<&Held>,
     ) -> Option<(Kind, Vec<usize>)> {
         let cols = &self.shape.cols;
-        let values = || (0..cols.len()).filter(|i| !self.shape.key.contains(i));
+        let key = &self.shape.key;
+        // Positions of the non-key cells that hold a value (cells are walked once, in order).
+        let set = |row: &EncodedRow| -> Vec<usize> {
+            row.cells()
+                .enumerate()
+                .filter(|(i, c)| c.is_some() && !key.contains(i))
+                .map(|(i, _)| i)
+                .collect()
+        };
         match (expected, held) {
             (None, None) => None,
             (Some(x), None) => {
-                let empty = x.iter().any(|r| values().all(|i| r.cell(i).is_none()));
+                let empty = x.iter().any(|r| set(r).is_empty());
                 (self.holds == Holds::Rows || !empty).then(|| (Kind::Missing, Vec::new()))
             }
             (None, Some(h)) => match self.holds {
                 Holds::Rows => Some((Kind::Extra, Vec::new())),
                 Holds::Columns => {
-                    let set: Vec<usize> = values().filter(|&i| h.row.cell(i).is_some()).collect();
+                    let set = set(&h.row);
                     (!set.is_empty()).then_some((Kind::Extra, set))
                 }
                 Holds::Nothing => None,
             },
             (Some(x), Some(h)) => {
+                // Equal bytes are equal rows: one comparison for the usual case.
+                let lookups_ok = h.lookups_ok.iter().all(|ok| *ok);
+                if lookups_ok && x.iter().any(|r| r.as_copy_bytes() == h.row.as_copy_bytes()) {
+                    return None;
+                }
                 let mut best: Option<Vec<usize>> = None;
                 for r in x {
-                    let mut diff: Vec<usize> = (0..cols.len())
-                        .filter(|&i| !same(&cols[i], r.cell(i), h.row.cell(i)))
+                    let mut diff: Vec<usize> = r
+                        .cells()
+                        .zip(h.row.cells())
+                        .zip(cols)
+                        .enumerate()
+                        .filter(|(_, ((e, a), c))| !same(c, *e, *a))
+                        .map(|(i, _)| i)
                         .collect();
                     diff.extend(
                         h.lookups_ok
@@ -358,7 +377,15 @@ pub fn expect_rows(
     (tz, texts): (chrono_tz::Tz, bool),
 ) -> Vec<Expected> {
     let mut out: Vec<Expected> = entries.iter().map(|_| Expected::default()).collect();
-    let mut keys: Vec<Option<(Vec<u8>, Vec<KeyValue>)>> = vec![None; entries.len()];
+    let mut keys: Vec<Option<Vec<KeyValue>>> = vec![None; entries.len()];
+    // A key as the target's key cells (the identity rows are found by).
+    let id_of = |e: &Entry, key: &[KeyValue]| match e.shape.encode_key(key, tz) {
+        Ok(cells) => Ok(cells.into_identity()),
+        Err(err) => Err((
+            key_text(key).into_bytes(),
+            format!("its key cannot be stored in the target: {err}"),
+        )),
+    };
     for r in rows {
         let mut any = false;
         for (n, e) in entries.iter().enumerate() {
@@ -369,27 +396,24 @@ pub fn expect_rows(
             let Some(key) = e.source_key(&r.values, &idx[n]) else {
                 continue;
             };
-            let id = match e.shape.encode_key(&key, tz) {
-                Ok(cells) => cells.into_identity(),
-                Err(err) => {
-                    out[n].dead.insert(
-                        key_text(&key).into_bytes(),
-                        format!("its key cannot be stored in the target: {err}"),
-                    );
+            if r.unreadable.is_some() || texts {
+                let id = match id_of(e, &key) {
+                    Ok(id) => id,
+                    Err((id, why)) => {
+                        out[n].dead.insert(id, why);
+                        continue;
+                    }
+                };
+                if let Some(why) = &r.unreadable {
+                    out[n].dead.insert(id, why.clone());
                     continue;
                 }
-            };
-            if let Some(why) = &r.unreadable {
-                out[n].dead.insert(id, why.clone());
-                continue;
-            }
-            if texts {
                 let t: Vec<Option<String>> = (0..e.plan.columns.len())
                     .map(|i| e.expected_text(i, &r.values, &idx[n], tz))
                     .collect();
-                out[n].texts.insert(id.clone(), t);
+                out[n].texts.insert(id, t);
             }
-            keys[n] = Some((id, key));
+            keys[n] = Some(key);
             any = true;
         }
         if !any {
@@ -405,7 +429,8 @@ pub fn expect_rows(
         match encoder.prepare(&change) {
             Err((_, err)) => {
                 for (n, k) in keys.iter_mut().enumerate() {
-                    if let Some((id, _)) = k.take() {
+                    if let Some(key) = k.take() {
+                        let id = id_of(entries[n], &key).unwrap_or_else(|(id, _)| id);
                         out[n].dead.insert(id, err.to_string());
                     }
                 }
@@ -418,7 +443,7 @@ pub fn expect_rows(
                     let Some(n) = entries.iter().position(|e| e.index == c.table) else {
                         continue;
                     };
-                    let Some((_, key)) = &keys[n] else { continue };
+                    let Some(key) = &keys[n] else { continue };
                     let slot = out[n]
                         .rows
                         .entry(c.key)

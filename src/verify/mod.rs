@@ -33,7 +33,7 @@ pub mod report;
 pub mod settle;
 pub mod target;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -85,7 +85,7 @@ impl Default for Options {
 }
 
 /// Source rows per chunk.
-const CHUNK: usize = 2000;
+const CHUNK: usize = 500;
 /// Re-check rounds before a key that keeps changing is "unsettled" (a difference needs two).
 const ROUNDS: usize = 7;
 /// Suspects re-checked per entry; beyond, they count as unsettled.
@@ -104,6 +104,7 @@ pub async fn verify(
     let client = crate::connect::postgres(&cfg.postgres, "duplex verify").await?;
     let mut ctx = Ctx {
         cfg,
+        plan: plan.clone(),
         target: TargetReader::new(client),
         encoder: PgEncoder::new(plan.clone(), cfg.source_time_zone),
         streams: Streams::open(cfg, opts.online, plan.has_reverse(), opts.settle_timeout).await?,
@@ -207,6 +208,7 @@ fn entries(plan: &Arc<Plan>, opts: &Options) -> Result<(Groups, Vec<EntryReport>
 /// A run's sessions and state.
 struct Ctx<'a> {
     cfg: &'a Config,
+    plan: Arc<Plan>,
     target: TargetReader,
     encoder: PgEncoder,
     streams: Streams,
@@ -251,8 +253,9 @@ impl Ctx<'_> {
     async fn verify_source(&mut self, source: &TableName, group: &mut [Entry]) -> Result<()> {
         let schema = group[0].plan.source_schema.clone();
         let mut suspects: Vec<Suspects> = vec![Vec::new(); group.len()];
-        let mut snap = MysqlSnapshot::open(&self.cfg.mysql).await?;
-        let estimate = snap.estimate(&schema).await;
+        let mut opened = MysqlSnapshot::open(&self.cfg.mysql).await?;
+        let estimate = opened.estimate(&schema).await;
+        let mut snap = Some(opened);
         let mut bar = crate::snapshot::progress::Bar::new(
             "verify",
             &source.to_string(),
@@ -264,15 +267,18 @@ impl Ctx<'_> {
                 .filter(|&i| !group[i].plan.is_pivot())
                 .collect();
             if !plain.is_empty() {
-                self.scan_plain(&mut snap, &schema, group, &plain, &mut suspects, &mut bar)
-                    .await?;
+                let taken = snap.take().expect("the read view");
+                snap = Some(
+                    self.scan_plain(taken, &schema, group, &plain, &mut suspects, &mut bar)
+                        .await?,
+                );
             }
             let pivots: Vec<usize> = (0..group.len())
                 .filter(|&i| group[i].plan.is_pivot())
                 .collect();
             for i in pivots {
                 self.scan_pivot(
-                    &mut snap,
+                    snap.as_mut().expect("the read view"),
                     &schema,
                     &mut group[i],
                     &mut suspects[i],
@@ -283,7 +289,9 @@ impl Ctx<'_> {
             Ok::<_, Error>(())
         }
         .await;
-        snap.close().await;
+        if let Some(s) = snap {
+            s.close().await;
+        }
         bar.finish();
         scanned?;
         for (e, s) in group.iter_mut().zip(suspects) {
@@ -292,16 +300,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The plain entries of a source table: one primary-key scan.
+    /// The plain entries of a source table: one primary-key scan. The source is read on its
+    /// own task and the target's ranges on their own session and task, ahead of the encoding
+    /// and comparing done here; the read view is handed back.
     async fn scan_plain(
         &mut self,
-        snap: &mut MysqlSnapshot,
+        snap: MysqlSnapshot,
         schema: &Arc<TableSchema>,
         group: &mut [Entry],
         plain: &[usize],
         suspects: &mut [Suspects],
         bar: &mut crate::snapshot::progress::Bar,
-    ) -> Result<()> {
+    ) -> Result<MysqlSnapshot> {
         let idx: Vec<Arc<Vec<usize>>> = plain
             .iter()
             .map(|&i| {
@@ -312,57 +322,64 @@ impl Ctx<'_> {
                     .map_err(Error::mapping)
             })
             .collect::<Result<_>>()?;
+        let shapes: Vec<(usize, target::Shape)> = plain
+            .iter()
+            .map(|&i| (group[i].index, group[i].shape.clone()))
+            .collect();
+        let fetcher = Arc::new(Fetcher::start(self.cfg, shapes).await?);
+        let ranged: Vec<(usize, target::Shape)> = plain
+            .iter()
+            .filter(|&&i| group[i].ranged)
+            .map(|&i| (group[i].index, group[i].shape.clone()))
+            .collect();
+        let (reader, chunks) = read_ahead(snap, schema.clone(), ranged, fetcher.clone(), self.tz());
         // Keys seen per entry read by key lists (for the scan of rows the source lacks).
-        let mut seen: Vec<HashSet<Vec<u8>>> = plain.iter().map(|_| HashSet::new()).collect();
+        let mut seen: Vec<cells::KeySet> = plain.iter().map(|_| cells::KeySet::default()).collect();
         let mut after: Option<Vec<KeyValue>> = None;
-        loop {
-            self.stopped()?;
-            let rows = snap.chunk(schema, after.as_deref(), CHUNK).await?;
-            if rows.is_empty() {
-                break;
+        let tz = self.tz();
+        let entries: Vec<Entry> = plain.iter().map(|&i| group[i].clone()).collect();
+        let encoder = PgEncoder::new(self.plan.clone(), tz);
+        let mut encoded = encode_ahead(chunks, entries, encoder, schema.clone(), idx, tz);
+        let scanned = async {
+            while let Some(chunk) = encoded.recv().await {
+                self.stopped()?;
+                let (expected, answers, n, last) = chunk?;
+                let mut answers = answers.into_iter();
+                for (k, exp) in expected.into_iter().enumerate() {
+                    let e = &mut group[plain[k]];
+                    let held = if e.ranged {
+                        Fetcher::answer(answers.next().expect("an answer per ranged entry")).await?
+                    } else {
+                        let keys = exp
+                            .rows
+                            .values()
+                            .map(|(_, k)| e.shape.encode_key(k, tz))
+                            .collect::<Result<Vec<_>>>()?;
+                        if e.holds != Holds::Nothing {
+                            seen[k].extend(exp.rows.keys().cloned());
+                            seen[k].extend(exp.dead.keys().cloned());
+                        }
+                        Fetcher::answer(fetcher.ask(Fetch::Keys(e.index, keys)).await?).await?
+                    };
+                    judge(e, exp, held, &mut suspects[plain[k]]);
+                }
+                bar.advance(n as u64);
+                self.pace(n).await;
+                after = Some(last);
             }
-            let n = rows.len();
-            let last: Vec<KeyValue> = schema
-                .primary_key
-                .iter()
-                .map(|&i| KeyValue::of(&rows[n - 1].values[i]))
-                .collect::<Result<_>>()?;
-            let entries: Vec<&Entry> = plain.iter().map(|&i| &group[i]).collect();
-            let tz = self.tz();
-            let expected =
-                entry::expect_rows(&entries, &mut self.encoder, schema, &idx, rows, (tz, false));
-            for (k, exp) in expected.into_iter().enumerate() {
-                let e = &mut group[plain[k]];
-                let held = if e.ranged {
-                    let lo = after
-                        .as_ref()
-                        .map(|a| e.shape.encode_key(a, self.cfg.source_time_zone))
-                        .transpose()?;
-                    let hi = e.shape.encode_key(&last, self.cfg.source_time_zone)?;
-                    self.target
-                        .by_range(e.index, &e.shape, lo.as_ref(), Some(&hi))
-                        .await?
-                } else {
-                    let keys = exp
-                        .rows
-                        .values()
-                        .map(|(_, k)| e.shape.encode_key(k, self.cfg.source_time_zone))
-                        .collect::<Result<Vec<_>>>()?;
-                    if e.holds != Holds::Nothing {
-                        seen[k].extend(exp.rows.keys().cloned());
-                        seen[k].extend(exp.dead.keys().cloned());
-                    }
-                    self.target.by_keys(e.index, &e.shape, &keys).await?
-                };
-                judge(e, exp, held, &mut suspects[plain[k]]);
-            }
-            bar.advance(n as u64);
-            self.pace(n).await;
-            after = Some(last);
-            if n < CHUNK {
-                break;
-            }
+            Ok::<_, Error>(())
         }
+        .await;
+        drop(encoded);
+        let snap = reader.await.map_err(|e| {
+            Error::new(
+                ErrorKind::Invariant,
+                format!("the verify reader failed: {e}"),
+            )
+        })?;
+        let fetcher = Arc::into_inner(fetcher).expect("the reader is done with the fetcher");
+        fetcher.stop().await;
+        scanned?;
         // Rows the source does not have: past the last key read, or not among the keys seen.
         for (k, &i) in plain.iter().enumerate() {
             let e = &mut group[i];
@@ -380,14 +397,14 @@ impl Ctx<'_> {
                 self.extras(e, &seen[k], &mut suspects[i]).await?;
             }
         }
-        Ok(())
+        Ok(snap)
     }
 
     /// The target rows an entry read by key lists holds whose key the source did not have.
     async fn extras(
         &mut self,
         e: &mut Entry,
-        seen: &HashSet<Vec<u8>>,
+        seen: &cells::KeySet,
         suspects: &mut Suspects,
     ) -> Result<()> {
         let mut after: Option<EncodedRow> = None;
@@ -427,7 +444,7 @@ impl Ctx<'_> {
         let col = schema.column_index(&column).expect("a bound key column");
         let mut after: Option<KeyValue> = None;
         // Keys seen, when the key is not an integer (target rows are then read by key lists).
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        let mut seen = cells::KeySet::default();
         loop {
             self.stopped()?;
             let mut rows = snap
@@ -521,7 +538,7 @@ impl Ctx<'_> {
         let idx = Arc::new(e.plan.bind(schema).map_err(Error::mapping)?);
         let mut dead_letters: Option<HashSet<String>> = None;
         // Per open key, what the last round saw differ: (expected rows, target row).
-        let mut last: HashMap<Vec<u8>, Seen> = HashMap::new();
+        let mut last: cells::KeyMap<Seen> = cells::KeyMap::default();
         for _ in 0..ROUNDS {
             if open.is_empty() {
                 break;
@@ -701,6 +718,177 @@ async fn dead_letter_keys(
         .collect())
 }
 
+/// A source chunk as read ahead: its rows, the key of the last, and per ranged entry the
+/// target read of the chunk's key range (asked for as the chunk was read).
+type Chunk = Result<(Vec<crate::snapshot::ReadRow>, Vec<KeyValue>, Vec<Answer>)>;
+
+/// The last key of a chunk read, and the target reads of its range for the ranged entries.
+async fn ranges(
+    schema: &TableSchema,
+    rows: Vec<crate::snapshot::ReadRow>,
+    after: Option<&[KeyValue]>,
+    ranged: &[(usize, target::Shape)],
+    fetcher: &Fetcher,
+    tz: chrono_tz::Tz,
+) -> Result<(Vec<crate::snapshot::ReadRow>, Vec<KeyValue>, Vec<Answer>)> {
+    let Some(r) = rows.last() else {
+        return Ok((rows, Vec::new(), Vec::new()));
+    };
+    let last = schema
+        .primary_key
+        .iter()
+        .map(|&i| KeyValue::of(&r.values[i]))
+        .collect::<Result<Vec<_>>>()?;
+    let mut answers = Vec::with_capacity(ranged.len());
+    for (index, shape) in ranged {
+        let lo = after.map(|a| shape.encode_key(a, tz)).transpose()?;
+        let hi = shape.encode_key(&last, tz)?;
+        answers.push(fetcher.ask(Fetch::Range(*index, lo, Some(hi))).await?);
+    }
+    Ok((rows, last, answers))
+}
+
+/// Reads the source table in key chunks on its own task, a chunk or two ahead; the read view
+/// comes back from the task once the chunks are read (or the receiver is gone).
+fn read_ahead(
+    mut snap: MysqlSnapshot,
+    schema: Arc<TableSchema>,
+    ranged: Vec<(usize, target::Shape)>,
+    fetcher: Arc<Fetcher>,
+    tz: chrono_tz::Tz,
+) -> (
+    tokio::task::JoinHandle<MysqlSnapshot>,
+    tokio::sync::mpsc::Receiver<Chunk>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(2);
+    let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel(2);
+    let scan_schema = schema.clone();
+    let scan = tokio::spawn(async move {
+        snap.scan(&scan_schema, CHUNK, raw_tx).await;
+        snap
+    });
+    let task = tokio::spawn(async move {
+        let mut after: Option<Vec<KeyValue>> = None;
+        while let Some(read) = raw_rx.recv().await {
+            let chunk = match read {
+                Ok(rows) => ranges(&schema, rows, after.as_deref(), &ranged, &fetcher, tz).await,
+                Err(e) => Err(e),
+            };
+            let next = chunk.as_ref().ok().map(|(_, last, _)| last.clone());
+            let failed = chunk.is_err();
+            if tx.send(chunk).await.is_err() || failed {
+                break;
+            }
+            after = next;
+        }
+        drop(raw_rx);
+        match scan.await {
+            Ok(snap) => snap,
+            Err(e) => panic!("the verify scan failed: {e}"),
+        }
+    });
+    (task, rx)
+}
+
+/// A chunk as encoded ahead: per entry what the mapping makes of it, the target reads of its
+/// range, its size and its last key.
+type Encoded = Result<(Vec<Expected>, Vec<Answer>, usize, Vec<KeyValue>)>;
+
+/// Maps and encodes the chunks read on its own task, a chunk ahead of the comparing.
+fn encode_ahead(
+    mut chunks: tokio::sync::mpsc::Receiver<Chunk>,
+    entries: Vec<Entry>,
+    mut encoder: PgEncoder,
+    schema: Arc<TableSchema>,
+    idx: Vec<Arc<Vec<usize>>>,
+    tz: chrono_tz::Tz,
+) -> tokio::sync::mpsc::Receiver<Encoded> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Encoded>(1);
+    tokio::spawn(async move {
+        let refs: Vec<&Entry> = entries.iter().collect();
+        while let Some(chunk) = chunks.recv().await {
+            let out = chunk.map(|(rows, last, answers)| {
+                let n = rows.len();
+                let expected =
+                    entry::expect_rows(&refs, &mut encoder, &schema, &idx, rows, (tz, false));
+                (expected, answers, n, last)
+            });
+            if tx.send(out).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// A target read a scan asks for.
+enum Fetch {
+    /// Entry (plan index), rows in the key range `(lo, hi]`.
+    Range(usize, Option<EncodedRow>, Option<EncodedRow>),
+    /// Entry (plan index), rows with these keys.
+    Keys(usize, Vec<EncodedRow>),
+}
+
+type Answer = tokio::sync::oneshot::Receiver<Result<Vec<Held>>>;
+
+/// The target reads of a scan, on their own session and task, so that they overlap with the
+/// encoding of the source rows.
+struct Fetcher {
+    tx: tokio::sync::mpsc::Sender<(Fetch, tokio::sync::oneshot::Sender<Result<Vec<Held>>>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Fetcher {
+    async fn start(cfg: &Config, shapes: Vec<(usize, target::Shape)>) -> Result<Fetcher> {
+        let client = crate::connect::postgres(&cfg.postgres, "duplex verify").await?;
+        let mut reader = TargetReader::new(client);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+            Fetch,
+            tokio::sync::oneshot::Sender<Result<Vec<Held>>>,
+        )>(4);
+        let task = tokio::spawn(async move {
+            while let Some((fetch, answer)) = rx.recv().await {
+                let index = match &fetch {
+                    Fetch::Range(i, ..) | Fetch::Keys(i, _) => *i,
+                };
+                let shape = &shapes
+                    .iter()
+                    .find(|(i, _)| *i == index)
+                    .expect("a shape per entry")
+                    .1;
+                let held = match fetch {
+                    Fetch::Range(i, lo, hi) => {
+                        reader.by_range(i, shape, lo.as_ref(), hi.as_ref()).await
+                    }
+                    Fetch::Keys(i, keys) => reader.by_keys(i, shape, &keys).await,
+                };
+                let _ = answer.send(held);
+            }
+        });
+        Ok(Fetcher { tx, task })
+    }
+
+    /// Sends a read; its rows come with [`Fetcher::answer`].
+    async fn ask(&self, fetch: Fetch) -> Result<Answer> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((fetch, tx))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Invariant, "the verify target reader stopped"))?;
+        Ok(rx)
+    }
+
+    async fn answer(rx: Answer) -> Result<Vec<Held>> {
+        rx.await
+            .map_err(|_| Error::new(ErrorKind::Invariant, "the verify target reader stopped"))?
+    }
+
+    async fn stop(self) {
+        drop(self.tx);
+        let _ = self.task.await;
+    }
+}
+
 /// Dead letters listed per entry.
 const DEAD_SHOWN: usize = 20;
 
@@ -736,7 +924,7 @@ fn held_key_text(e: &Entry, id: &[u8]) -> String {
 }
 
 /// Target rows by key.
-fn by_id(e: &Entry, held: Vec<Held>) -> HashMap<Vec<u8>, Held> {
+fn by_id(e: &Entry, held: Vec<Held>) -> cells::KeyMap<Held> {
     held.into_iter()
         .map(|h| (e.shape.key_of(&h.row), h))
         .collect()

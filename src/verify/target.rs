@@ -34,12 +34,15 @@ pub struct Shape {
 }
 
 impl Shape {
+    /// The compared columns as one record (one cell to take apart instead of one per column),
+    /// then the look-up checks.
     fn select(&self) -> String {
-        let mut out: Vec<String> = self
+        let cols: Vec<String> = self
             .cols
             .iter()
             .map(|c| format!("t.{}", pg_ident(&c.name)))
             .collect();
+        let mut out = vec![format!("ROW({})", cols.join(", "))];
         for (name, pick) in &self.lookups {
             out.push(format!("t.{} IS NOT DISTINCT FROM {pick}", pg_ident(name)));
         }
@@ -107,6 +110,31 @@ impl Shape {
 pub struct Held {
     pub row: EncodedRow,
     pub lookups_ok: Vec<bool>,
+}
+
+/// The fields of a record in binary (`int4` count, then per field its type oid, `int4` length
+/// or -1, and the bytes) as cells; `None` unless it has `n` well-formed fields.
+fn cells_of_record(record: &[u8], n: usize) -> Option<EncodedRow> {
+    let word = |at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(record.get(at..at + 4)?.try_into().ok()?))
+    };
+    if word(0)? as usize != n {
+        return None;
+    }
+    let mut row = EncodedRow::with_bytes(record.len());
+    let mut at = 4;
+    for _ in 0..n {
+        let len = word(at + 4)?;
+        at += 8;
+        if len < 0 {
+            row.push_encoded(None);
+        } else {
+            let end = at + len as usize;
+            row.push_encoded(Some(record.get(at..end)?));
+            at = end;
+        }
+    }
+    Some(row)
 }
 
 /// A cell as the server sent it.
@@ -246,20 +274,21 @@ impl TargetReader {
         let rows = self.client.query(st, &refs).await.map_err(|e| {
             Error::from_pg(e, true, &format!("reading {} to verify it", shape.table))
         })?;
-        let cells = shape.cols.len();
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
-                let mut row = EncodedRow::with_capacity(cells);
-                for i in 0..cells {
-                    row.push_encoded(r.get::<_, Raw>(i).0);
-                }
-                let lookups_ok = (cells..r.len())
+                let record = r.get::<_, Raw>(0).0.unwrap_or_default();
+                let row = cells_of_record(record, shape.cols.len()).ok_or_else(|| {
+                    Error::new(
+                        crate::error::ErrorKind::Invariant,
+                        format!("a row of {} came back malformed", shape.table),
+                    )
+                })?;
+                let lookups_ok = (1..r.len())
                     .map(|i| r.get::<_, Option<bool>>(i).unwrap_or(false))
                     .collect();
-                Held { row, lookups_ok }
+                Ok(Held { row, lookups_ok })
             })
-            .collect())
+            .collect()
     }
 
     /// The rows with these keys (key values encoded for the target, see [`Shape::encode_key`]).

@@ -320,6 +320,23 @@ listen = "{metrics}"
         )
     }
 
+    /// Like [`Workdir::start_cmd`], with standard output written to `stdout`.
+    pub fn start_cmd_to(&self, args: &[&str], stdout: &Path) -> Duplex {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("duplex.log"))
+            .expect("open the duplex log");
+        let out = std::fs::File::create(stdout).expect("create the output file");
+        Duplex(
+            self.command(args)
+                .stdout(out)
+                .stderr(log)
+                .spawn()
+                .expect("start duplex"),
+        )
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("duplex.log")).unwrap_or_default()
     }

@@ -1080,6 +1080,9 @@ fn render(facts: &str, r: &Results) -> String {
     }
     if let Some(s) = &r.shop {
         lines.extend(shop::lines(s));
+        if let Some(v) = &s.verify {
+            lines.extend(verify::lines(v));
+        }
     }
     for line in lines {
         let _ = writeln!(out, "| {} |", line.join(" | "));
@@ -1098,6 +1101,9 @@ fn render(facts: &str, r: &Results) -> String {
     }
     if let Some(s) = &r.shop {
         out.push_str(&shop::notes(s));
+        if let Some(v) = &s.verify {
+            out.push_str(&verify::notes(v));
+        }
     }
     out
 }

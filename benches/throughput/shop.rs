@@ -59,6 +59,8 @@ pub struct Shop {
     stream_dead: i64,
     /// Order items left without their order after the stream (0 expected).
     stream_items: i64,
+    /// `duplex verify` of the whole shop after the stream (unless `BENCH_VERIFY=0`).
+    pub verify: Option<super::verify::Verify>,
 }
 
 impl Shop {
@@ -260,7 +262,39 @@ pub async fn run(orders: usize) -> Shop {
     let stream_dead = one("SELECT count(*) FROM duplex.dead_letter").await;
     let stream_items = one("SELECT count(*) FROM order_items WHERE order_id IS NULL").await;
     progress(&format!("shop: caught up in {:.1} s", stream.as_secs_f64()));
+    let verify = if super::env_flag("BENCH_VERIFY", true) {
+        let sources: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+        let total: i64 = rows.iter().map(|(_, n)| n).sum::<i64>() + stream_rows;
+        let what = format!(
+            "the mapping-set shop ({} source rows, 12 entries)",
+            super::thousands(total as f64)
+        );
+        Some(
+            super::verify::run(
+                (&what, false),
+                &work,
+                &dbs,
+                total,
+                (
+                    &sources,
+                    &[
+                        "orders",
+                        "order_items",
+                        "products",
+                        "sellers",
+                        "users",
+                        "cities",
+                        "order_statuses",
+                    ],
+                ),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
     Shop {
+        verify,
         stream_orders,
         stream_rows,
         stream_write,

@@ -124,7 +124,7 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
     let verify = if super::env_flag("BENCH_VERIFY", true) {
         Some(
             super::verify::run(
-                "the copied b_sale_order rows (76 cols)",
+                ("the copied b_sale_order rows (76 cols)", true),
                 &work,
                 &dbs2,
                 rows,

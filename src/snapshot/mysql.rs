@@ -249,6 +249,76 @@ impl MysqlSnapshot {
         drop(result);
     }
 
+    /// The rows of `table` whose `column` is not NULL, ordered by it (then the primary key),
+    /// in one streamed query, sent on in chunks of at least `chunk` rows that end where the
+    /// column's value changes (a value's rows are never split); stops early when the receiver
+    /// is gone. `duplex verify` reads a pivot's rows grouped by its key with it.
+    pub async fn scan_by(
+        &mut self,
+        table: &TableSchema,
+        column: &str,
+        chunk: usize,
+        tx: tokio::sync::mpsc::Sender<Result<Vec<ReadRow>>>,
+    ) {
+        let Some(at) = table.column_index(column) else {
+            let _ = tx
+                .send(Err(Error::new(
+                    ErrorKind::Mapping,
+                    format!("{} has no column {column}", table.name),
+                )))
+                .await;
+            return;
+        };
+        let sql = match select_sql(table) {
+            Ok((select, keys)) => {
+                let col = my_ident(column);
+                format!(
+                    "{select} WHERE {col} IS NOT NULL ORDER BY {col}, {}",
+                    keys.join(", ")
+                )
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let what = format!("reading {} in {column} order", table.name);
+        let mut result = match self.conn.exec_iter(sql, ()).await {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(err(e, &what))).await;
+                return;
+            }
+        };
+        let mut rows: Vec<ReadRow> = Vec::with_capacity(chunk);
+        loop {
+            match result.next().await {
+                Ok(Some(row)) => {
+                    let row = read_row(row, table);
+                    let boundary = rows.len() >= chunk
+                        && rows.last().map(|r| &r.values[at]) != Some(&row.values[at]);
+                    if boundary {
+                        let full = std::mem::replace(&mut rows, Vec::with_capacity(chunk));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return;
+                        }
+                    }
+                    rows.push(row);
+                }
+                Ok(None) => {
+                    if !rows.is_empty() {
+                        let _ = tx.send(Ok(rows)).await;
+                    }
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(err(e, &what))).await;
+                    return;
+                }
+            }
+        }
+    }
+
     /// The rows of `table` whose `columns` hold one of `keys` (a tuple per key), in key order
     /// of the table (`duplex verify` reads rows by a target's key).
     pub async fn rows_where(
@@ -283,41 +353,6 @@ impl MysqlSnapshot {
             }
         }
         Ok(out)
-    }
-
-    /// At most `limit` rows of `table` ordered by `column` (then the primary key) whose
-    /// `column` is above `after` (`duplex verify` of a pivot entry reads its rows grouped by
-    /// the target's key).
-    pub async fn chunk_by(
-        &mut self,
-        table: &TableSchema,
-        column: &str,
-        after: Option<&KeyValue>,
-        limit: usize,
-    ) -> Result<Vec<ReadRow>> {
-        let (select, pk) = select_sql(table)?;
-        let col = my_ident(column);
-        let sql = format!(
-            "{select} WHERE {col} IS NOT NULL{} ORDER BY {col}, {} LIMIT {limit}",
-            if after.is_some() {
-                format!(" AND {col} > ?")
-            } else {
-                String::new()
-            },
-            pk.join(", ")
-        );
-        let params: Vec<mysql_async::Value> = after.into_iter().map(param).collect();
-        let what = format!("reading rows of {} in {column} order", table.name);
-        let mut result = self
-            .conn
-            .exec_iter(sql, params)
-            .await
-            .map_err(|e| err(e, &what))?;
-        let mut rows = Vec::new();
-        while let Some(row) = result.next().await.map_err(|e| err(e, &what))? {
-            rows.push(read_row(row, table));
-        }
-        Ok(rows)
     }
 
     /// Ends the read view.

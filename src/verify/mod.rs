@@ -102,7 +102,14 @@ pub async fn verify(
     let started_at = chrono::Utc::now().to_rfc3339();
     let (groups, skipped) = entries(&plan, opts)?;
     let client = crate::connect::postgres(&cfg.postgres, "duplex verify").await?;
+    let shapes: Vec<(usize, target::Shape)> = groups
+        .values()
+        .flatten()
+        .map(|e| (e.index, e.shape.clone()))
+        .collect();
+    let fetcher = Arc::new(Fetcher::start(cfg, shapes).await?);
     let mut ctx = Ctx {
+        fetcher,
         cfg,
         plan: plan.clone(),
         target: TargetReader::new(client),
@@ -119,6 +126,9 @@ pub async fn verify(
         reports.extend(group.into_iter().map(|e| e.report));
     }
     ctx.streams.close().await;
+    if let Some(f) = Arc::into_inner(ctx.fetcher) {
+        f.stop().await;
+    }
     let report = Report {
         pipeline: cfg.pipeline.clone(),
         online: opts.online,
@@ -208,6 +218,8 @@ fn entries(plan: &Arc<Plan>, opts: &Options) -> Result<(Groups, Vec<EntryReport>
 /// A run's sessions and state.
 struct Ctx<'a> {
     cfg: &'a Config,
+    /// The target reads of scans, on their own session.
+    fetcher: Arc<Fetcher>,
     plan: Arc<Plan>,
     target: TargetReader,
     encoder: PgEncoder,
@@ -251,10 +263,16 @@ impl Ctx<'_> {
 
     /// Scans one source table for all its entries, then re-checks what differed.
     async fn verify_source(&mut self, source: &TableName, group: &mut [Entry]) -> Result<()> {
+        let started = Instant::now();
         let schema = group[0].plan.source_schema.clone();
         let mut suspects: Vec<Suspects> = vec![Vec::new(); group.len()];
         let mut opened = MysqlSnapshot::open(&self.cfg.mysql).await?;
-        let estimate = opened.estimate(&schema).await;
+        // The statistics' estimate is only for the progress bar (it can take a while).
+        let estimate = if self.opts.progress {
+            opened.estimate(&schema).await
+        } else {
+            0
+        };
         let mut snap = Some(opened);
         let mut bar = crate::snapshot::progress::Bar::new(
             "verify",
@@ -294,8 +312,21 @@ impl Ctx<'_> {
         }
         bar.finish();
         scanned?;
+        let scanned_in = started.elapsed();
         for (e, s) in group.iter_mut().zip(suspects) {
+            let n = s.len();
+            let t = Instant::now();
             self.recheck(&schema, e, s).await?;
+            tracing::info!(
+                source = %source,
+                target = %e.report.target,
+                keys = e.report.rows_checked,
+                suspects = n,
+                differences = e.report.mismatches(),
+                scan_seconds = scanned_in.as_secs_f64(),
+                recheck_seconds = t.elapsed().as_secs_f64(),
+                "verified"
+            );
         }
         Ok(())
     }
@@ -322,11 +353,7 @@ impl Ctx<'_> {
                     .map_err(Error::mapping)
             })
             .collect::<Result<_>>()?;
-        let shapes: Vec<(usize, target::Shape)> = plain
-            .iter()
-            .map(|&i| (group[i].index, group[i].shape.clone()))
-            .collect();
-        let fetcher = Arc::new(Fetcher::start(self.cfg, shapes).await?);
+        let fetcher = self.fetcher.clone();
         let ranged: Vec<(usize, target::Shape)> = plain
             .iter()
             .filter(|&&i| group[i].ranged)
@@ -377,8 +404,6 @@ impl Ctx<'_> {
                 format!("the verify reader failed: {e}"),
             )
         })?;
-        let fetcher = Arc::into_inner(fetcher).expect("the reader is done with the fetcher");
-        fetcher.stop().await;
         scanned?;
         // Rows the source does not have: past the last key read, or not among the keys seen.
         for (k, &i) in plain.iter().enumerate() {
@@ -445,63 +470,45 @@ impl Ctx<'_> {
         let mut after: Option<KeyValue> = None;
         // Keys seen, when the key is not an integer (target rows are then read by key lists).
         let mut seen = cells::KeySet::default();
-        loop {
-            self.stopped()?;
-            let mut rows = snap
-                .chunk_by(schema, &column, after.as_ref(), CHUNK)
-                .await?;
-            if rows.is_empty() {
-                break;
-            }
-            let full = rows.len() == CHUNK;
-            let n = rows.len();
-            let key_at =
-                |rows: &[crate::snapshot::ReadRow], i: usize| KeyValue::of(&rows[i].values[col]);
-            let mut upto = key_at(&rows, n - 1)?;
-            if full {
-                // The last key may go on in the next chunk: read it whole there.
-                while rows
-                    .last()
-                    .is_some_and(|r| KeyValue::of(&r.values[col]).ok().as_ref() == Some(&upto))
-                {
-                    rows.pop();
-                }
-                if rows.is_empty() {
-                    rows = snap
-                        .rows_where(schema, std::slice::from_ref(&column), &[vec![upto.clone()]])
-                        .await?;
+        let (tx, chunks) = tokio::sync::mpsc::channel(2);
+        let read = snap.scan_by(schema, &column, CHUNK, tx);
+        let compared = async {
+            // Owned here, so that a comparison that fails ends the reading too.
+            let mut chunks = chunks;
+            while let Some(rows) = chunks.recv().await {
+                self.stopped()?;
+                let rows: Vec<crate::snapshot::ReadRow> = rows?;
+                let n = rows.len();
+                let upto = KeyValue::of(&rows[n - 1].values[col])?;
+                let exp = e.expect_pivot(&idx, rows, (self.tz(), false));
+                let held = if e.ranged {
+                    let lo = after
+                        .as_ref()
+                        .map(|a| e.shape.encode_key(std::slice::from_ref(a), self.tz()))
+                        .transpose()?;
+                    let hi = e.shape.encode_key(std::slice::from_ref(&upto), self.tz())?;
+                    self.target
+                        .by_range(e.index, &e.shape, lo.as_ref(), Some(&hi))
+                        .await?
                 } else {
-                    upto = key_at(&rows, rows.len() - 1)?;
-                }
+                    seen.extend(exp.rows.keys().cloned());
+                    seen.extend(exp.dead.keys().cloned());
+                    let keys = exp
+                        .rows
+                        .values()
+                        .map(|(_, k)| e.shape.encode_key(k, self.tz()))
+                        .collect::<Result<Vec<_>>>()?;
+                    self.target.by_keys(e.index, &e.shape, &keys).await?
+                };
+                judge(e, exp, held, suspects);
+                bar.advance(n as u64);
+                self.pace(n).await;
+                after = Some(upto);
             }
-            let exp = e.expect_pivot(&idx, rows, (self.tz(), false));
-            let held = if e.ranged {
-                let lo = after
-                    .as_ref()
-                    .map(|a| e.shape.encode_key(std::slice::from_ref(a), self.tz()))
-                    .transpose()?;
-                let hi = e.shape.encode_key(std::slice::from_ref(&upto), self.tz())?;
-                self.target
-                    .by_range(e.index, &e.shape, lo.as_ref(), Some(&hi))
-                    .await?
-            } else {
-                seen.extend(exp.rows.keys().cloned());
-                seen.extend(exp.dead.keys().cloned());
-                let keys = exp
-                    .rows
-                    .values()
-                    .map(|(_, k)| e.shape.encode_key(k, self.tz()))
-                    .collect::<Result<Vec<_>>>()?;
-                self.target.by_keys(e.index, &e.shape, &keys).await?
-            };
-            judge(e, exp, held, suspects);
-            bar.advance(n as u64);
-            self.pace(n).await;
-            after = Some(upto);
-            if !full {
-                break;
-            }
-        }
+            Ok::<_, Error>(())
+        };
+        let ((), compared) = tokio::join!(read, compared);
+        compared?;
         if !e.ranged {
             return self.extras(e, &seen, suspects).await;
         }

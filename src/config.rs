@@ -687,6 +687,49 @@ dbname = "crm"
     }
 
     #[test]
+    fn verify_interval_is_a_duration_with_a_unit() {
+        assert_eq!(
+            parse_interval("6h"),
+            Some(std::time::Duration::from_secs(21_600))
+        );
+        assert_eq!(
+            parse_interval("90s"),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_interval(" 15m "),
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse_interval("1d"),
+            Some(std::time::Duration::from_secs(86_400))
+        );
+        for bad in ["6", "0h", "h", "6x", "-1h", "6 hours"] {
+            assert_eq!(parse_interval(bad), None, "{bad}");
+        }
+        let text = GOOD.replace("password_env = \"DUPLEX_TEST_NEVER_SET_PW\"", "")
+            + "\n[verify]\ninterval = \"6 hours\"\n";
+        let e = Config::parse(&text, Path::new("d.toml")).unwrap_err();
+        assert!(e.to_string().contains("verify.interval"), "{e}");
+        let text = GOOD.replace("password_env = \"DUPLEX_TEST_NEVER_SET_PW\"", "")
+            + "\n[verify]\ninterval = \"30m\"\nmax_rows_per_second = 500\n";
+        let c = Config::parse(&text, Path::new("d.toml")).unwrap();
+        assert_eq!(
+            c.verify.interval,
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(c.verify.max_rows_per_second, Some(500));
+        assert!(Config::parse(
+            &GOOD.replace("password_env = \"DUPLEX_TEST_NEVER_SET_PW\"", ""),
+            Path::new("d.toml")
+        )
+        .unwrap()
+        .verify
+        .interval
+        .is_none());
+    }
+
+    #[test]
     fn missing_env_is_named_and_secret_not_printed() {
         let e = Config::parse(GOOD, Path::new("d.toml")).unwrap_err();
         assert!(

@@ -680,7 +680,7 @@ async fn prune_range<S: Sink>(
 }
 
 /// A copied row as the insert a sink applies.
-fn insert_of(schema: &Arc<TableSchema>, values: Vec<Value>) -> RowChange {
+pub fn insert_of(schema: &Arc<TableSchema>, values: Vec<Value>) -> RowChange {
     RowChange {
         table: schema.clone(),
         op: Op::Insert,

@@ -205,48 +205,9 @@ impl MysqlSnapshot {
         chunk: usize,
         tx: tokio::sync::mpsc::Sender<Result<Vec<ReadRow>>>,
     ) {
-        let sql = match select_sql(table) {
-            Ok((select, keys)) => format!("{select} ORDER BY {}", keys.join(", ")),
-            Err(e) => {
-                let _ = tx.send(Err(e)).await;
-                return;
-            }
-        };
-        let what = format!("reading {}", table.name);
-        let mut result = match self.conn.exec_iter(sql, ()).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = tx.send(Err(err(e, &what))).await;
-                return;
-            }
-        };
-        let mut rows = Vec::with_capacity(chunk);
-        loop {
-            match result.next().await {
-                Ok(Some(row)) => {
-                    rows.push(read_row(row, table));
-                    if rows.len() == chunk {
-                        let full = std::mem::replace(&mut rows, Vec::with_capacity(chunk));
-                        if tx.send(Ok(full)).await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                Ok(None) => {
-                    if !rows.is_empty() {
-                        let _ = tx.send(Ok(rows)).await;
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(err(e, &what))).await;
-                    return;
-                }
-            }
-        }
-        // The receiver is gone: the rest of the result set is read and dropped, so that the
-        // session is usable again.
-        drop(result);
+        let sql = select_sql(table)
+            .map(|(select, keys)| format!("{select} ORDER BY {}", keys.join(", ")));
+        self.stream(table, sql, (chunk, None), tx).await
     }
 
     /// The rows of `table` whose `column` is not NULL, ordered by it (then the primary key),
@@ -261,28 +222,40 @@ impl MysqlSnapshot {
         tx: tokio::sync::mpsc::Sender<Result<Vec<ReadRow>>>,
     ) {
         let Some(at) = table.column_index(column) else {
-            let _ = tx
-                .send(Err(Error::new(
-                    ErrorKind::Mapping,
-                    format!("{} has no column {column}", table.name),
-                )))
-                .await;
+            let e = Error::new(
+                ErrorKind::Mapping,
+                format!("{} has no column {column}", table.name),
+            );
+            let _ = tx.send(Err(e)).await;
             return;
         };
-        let sql = match select_sql(table) {
-            Ok((select, keys)) => {
-                let col = my_ident(column);
-                format!(
-                    "{select} WHERE {col} IS NOT NULL ORDER BY {col}, {}",
-                    keys.join(", ")
-                )
-            }
+        let sql = select_sql(table).map(|(select, keys)| {
+            let col = my_ident(column);
+            format!(
+                "{select} WHERE {col} IS NOT NULL ORDER BY {col}, {}",
+                keys.join(", ")
+            )
+        });
+        self.stream(table, sql, (chunk, Some(at)), tx).await
+    }
+
+    /// Runs `sql` and sends its rows on in chunks of `chunk` rows (with `split_at`: of at least
+    /// `chunk` rows, cut only where that column's value changes), or the error.
+    async fn stream(
+        &mut self,
+        table: &TableSchema,
+        sql: Result<String>,
+        (chunk, split_at): (usize, Option<usize>),
+        tx: tokio::sync::mpsc::Sender<Result<Vec<ReadRow>>>,
+    ) {
+        let what = format!("reading {}", table.name);
+        let sql = match sql {
+            Ok(sql) => sql,
             Err(e) => {
                 let _ = tx.send(Err(e)).await;
                 return;
             }
         };
-        let what = format!("reading {} in {column} order", table.name);
         let mut result = match self.conn.exec_iter(sql, ()).await {
             Ok(r) => r,
             Err(e) => {
@@ -295,9 +268,11 @@ impl MysqlSnapshot {
             match result.next().await {
                 Ok(Some(row)) => {
                     let row = read_row(row, table);
-                    let boundary = rows.len() >= chunk
-                        && rows.last().map(|r| &r.values[at]) != Some(&row.values[at]);
-                    if boundary {
+                    let cut = rows.len() >= chunk
+                        && split_at.is_none_or(|at| {
+                            rows.last().map(|r| &r.values[at]) != Some(&row.values[at])
+                        });
+                    if cut {
                         let full = std::mem::replace(&mut rows, Vec::with_capacity(chunk));
                         if tx.send(Ok(full)).await.is_err() {
                             return;

@@ -10,7 +10,7 @@ use super::report::{EntryReport, Kind};
 use super::target::{Held, Shape};
 use crate::mapping::spec::OnDelete;
 use crate::mapping::{ColumnSource, TablePlan};
-use crate::model::{pg_ident, Image, Op, RowChange, SourceType, TableSchema, TargetKind, Value};
+use crate::model::{pg_ident, SourceType, TableSchema, TargetKind, Value};
 use crate::sink::postgres::encode::EncodedRow;
 use crate::sink::postgres::{Kind as ChangeKind, PgEncoder};
 use crate::sink::Encoder;
@@ -419,13 +419,7 @@ pub fn expect_rows(
         if !any {
             continue;
         }
-        let change = RowChange {
-            table: schema.clone(),
-            op: Op::Insert,
-            before: None,
-            after: Some(r.values),
-            image: Image::Full,
-        };
+        let change = crate::snapshot::insert_of(schema, r.values);
         match encoder.prepare(&change) {
             Err((_, err)) => {
                 for (n, k) in keys.iter_mut().enumerate() {

@@ -25,9 +25,9 @@ use super::settle::Streams;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mapping::Plan;
-use crate::model::{my_ident, pg_ident, Image, Op, Position, RowChange};
+use crate::model::{my_ident, pg_ident, Position};
 use crate::sink::postgres::encode::EncodedRow;
-use crate::sink::postgres::{Kind as ChangeKind, PgChange, PgSink, PivotCell};
+use crate::sink::postgres::{Kind as ChangeKind, PgChange, PgSink};
 use crate::sink::{Encoder, Sink};
 use crate::snapshot::mysql::MysqlSnapshot;
 use crate::state::progress::KeyValue;
@@ -197,13 +197,7 @@ async fn write(
             skipped.insert(id, why.clone());
             continue;
         }
-        let change = RowChange {
-            table: schema.clone(),
-            op: Op::Insert,
-            before: None,
-            after: Some(r.values),
-            image: Image::Full,
-        };
+        let change = crate::snapshot::insert_of(&schema, r.values);
         match encoder.prepare(&change) {
             Ok(cs) => changes.extend(
                 cs.into_iter()
@@ -233,29 +227,25 @@ async fn write(
                     action: "skip",
                     detail: format!("the mapping cannot write the source row: {why}"),
                 }
-            } else if e.plan.is_pivot() {
-                // Every code's value of the key cleared, then the source's set again.
-                for c in clear_pivot(e, &text) {
-                    sink.push(c).await?;
-                }
-                for c in mine {
-                    sink.push(c).await?;
-                }
-                Action {
-                    target: e.report.target.clone(),
-                    key: text,
-                    action: "write",
-                    detail: "pivoted values recomputed from the source".into(),
-                }
-            } else if !mine.is_empty() {
-                for c in mine {
+            } else if e.plan.is_pivot() || !mine.is_empty() {
+                // A pivot: every code's value of the key cleared, then the source's set again.
+                let clear = if e.plan.is_pivot() {
+                    clear_pivot(e, &text)
+                } else {
+                    Vec::new()
+                };
+                for c in clear.into_iter().chain(mine) {
                     sink.push(c).await?;
                 }
                 Action {
                     target: e.report.target.clone(),
                     key: text,
                     action: "write",
-                    detail: "source row sent again".into(),
+                    detail: if e.plan.is_pivot() {
+                        "pivoted values recomputed from the source".into()
+                    } else {
+                        "source row sent again".into()
+                    },
                 }
             } else {
                 match removal(e, cells, &text) {
@@ -323,26 +313,13 @@ fn clear_pivot(e: &Entry, text: &str) -> Vec<PgChange> {
             if !seen.insert((pt.column, pt.priority)) {
                 continue;
             }
-            let mut dedup = text.as_bytes().to_vec();
-            dedup.push(0);
-            dedup.extend_from_slice(&(pt.column as u32).to_be_bytes());
-            dedup.extend_from_slice(&pt.priority.to_be_bytes());
-            out.push(PgChange {
-                table: e.index,
-                kind: ChangeKind::Pivot,
-                row: EncodedRow::default(),
-                key: dedup,
-                from_insert: false,
-                key_text: Some(text.to_string()),
-                pivot: Some(Box::new(PivotCell {
-                    key: text.to_string(),
-                    column: pt.column,
-                    priority: pt.priority,
-                    value: None,
-                })),
-                guard: None,
-                relay: None,
-            });
+            out.push(PgChange::pivot(
+                e.index,
+                text.to_string(),
+                pt.column,
+                pt.priority,
+                None,
+            ));
         }
     }
     out

@@ -192,13 +192,14 @@ impl Report {
     }
 }
 
-/// Lines of cells as a left-aligned table.
-fn table(rows: &[Vec<String>]) -> String {
+/// Lines of cells as a left-aligned table; a row shorter than the longest (a note that spans
+/// the rest) does not widen the columns.
+pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|i| {
             rows.iter()
-                .filter(|r| r.len() > 2)
+                .filter(|r| r.len() == cols)
                 .filter_map(|r| r.get(i))
                 .map(|c| c.chars().count())
                 .max()

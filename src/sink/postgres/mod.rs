@@ -99,6 +99,39 @@ pub struct PgChange {
     pub relay: Option<Box<crate::state::newest::Relay>>,
 }
 
+impl PgChange {
+    /// One property value of pivot entry `table` for the row with key `key` (text), or its
+    /// removal (`value` None); changes of the same key, column and priority replace each other.
+    pub fn pivot(
+        table: usize,
+        key: String,
+        column: usize,
+        priority: i32,
+        value: Option<String>,
+    ) -> PgChange {
+        let mut dedup = key.clone().into_bytes();
+        dedup.push(0);
+        dedup.extend_from_slice(&(column as u32).to_be_bytes());
+        dedup.extend_from_slice(&priority.to_be_bytes());
+        PgChange {
+            table,
+            kind: Kind::Pivot,
+            row: EncodedRow::default(),
+            key: dedup,
+            from_insert: false,
+            key_text: Some(key.clone()),
+            pivot: Some(Box::new(PivotCell {
+                key,
+                column,
+                priority,
+                value,
+            })),
+            guard: None,
+            relay: None,
+        }
+    }
+}
+
 pub struct PgSink {
     client: Client,
     plan: Arc<Plan>,

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 
 use super::encode::EncodedRow;
-use super::{Guard, Kind, PgChange, PivotCell};
+use super::{Guard, Kind, PgChange};
 use crate::error::{Error, Result};
 use crate::mapping::{Bindings, ColumnSource, OnDelete, Plan, TablePlan};
 use crate::model::{Op, RowChange, TableSchema, TargetKind, Value};
@@ -333,26 +333,13 @@ impl PgEncoder {
             } else {
                 None
             };
-            let mut dedup = key.clone().into_bytes();
-            dedup.push(0);
-            dedup.extend_from_slice(&(pt.column as u32).to_be_bytes());
-            dedup.extend_from_slice(&pt.priority.to_be_bytes());
-            out.push(PgChange {
-                table: i,
-                kind: Kind::Pivot,
-                row: EncodedRow::default(),
-                key: dedup,
-                from_insert: false,
-                key_text: Some(key.clone()),
-                pivot: Some(Box::new(PivotCell {
-                    key: key.clone(),
-                    column: pt.column,
-                    priority: pt.priority,
-                    value,
-                })),
-                guard: None,
-                relay: None,
-            });
+            out.push(PgChange::pivot(
+                i,
+                key.clone(),
+                pt.column,
+                pt.priority,
+                value,
+            ));
         }
         Ok(())
     }

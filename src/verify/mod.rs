@@ -266,7 +266,7 @@ impl Ctx<'_> {
         let started = Instant::now();
         let schema = group[0].plan.source_schema.clone();
         let mut suspects: Vec<Suspects> = vec![Vec::new(); group.len()];
-        let mut opened = MysqlSnapshot::open(&self.cfg.mysql).await?;
+        let mut opened = MysqlSnapshot::open_light(&self.cfg.mysql).await?;
         // The statistics' estimate is only for the progress bar (it can take a while).
         let estimate = if self.opts.progress {
             opened.estimate(&schema).await
@@ -556,7 +556,7 @@ impl Ctx<'_> {
                 .map(|k| e.shape.encode_key(k, self.tz()))
                 .collect::<Result<_>>()?;
             self.streams.reverse_caught_up().await?;
-            let mut snap = MysqlSnapshot::open(&self.cfg.mysql).await?;
+            let mut snap = MysqlSnapshot::open_light(&self.cfg.mysql).await?;
             let at = Position::Mysql(snap.position.clone());
             let rows = snap.rows_where(schema, &e.key_sources, &open).await;
             snap.close().await;

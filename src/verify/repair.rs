@@ -127,7 +127,7 @@ async fn repair_batch(
     let locked = lock_rows(&mut lock, e, keys).await;
     let result = async {
         locked?;
-        let mut snap = MysqlSnapshot::open(&cfg.mysql).await?;
+        let mut snap = MysqlSnapshot::open_light(&cfg.mysql).await?;
         let at = Position::Mysql(snap.position.clone());
         let rows = snap.rows_where(&schema, &e.key_sources, keys).await;
         snap.close().await;

@@ -69,6 +69,14 @@ fn diff(target: &str, kind: &str, key: String, cols: &[&str]) -> Found {
     )
 }
 
+/// Runs verify and checks that it finds exactly `want` (and exits 1); returns the report.
+fn finds_only(work: &Workdir, want: Found) -> serde_json::Value {
+    let (code, report) = verify(work, &[]);
+    assert_eq!(found(&report), BTreeSet::from([want]), "{report:#}");
+    assert_eq!(code, 1);
+    report
+}
+
 async fn one(pg: &tokio_postgres::Client, sql: &str) -> String {
     pg_rows(pg, sql).await[0][0].clone().unwrap_or_default()
 }
@@ -421,17 +429,15 @@ async fn under_load_nothing_in_flight_is_reported_and_a_planted_difference_still
     )
     .await
     .unwrap();
-    let (code, report) = verify(&work, &[]);
-    let want: BTreeSet<Found> = [diff(
-        "orders",
-        "different",
-        "bitrix_order_id=280".into(),
-        &["delivery_fee"],
-    )]
-    .into_iter()
-    .collect();
-    assert_eq!(found(&report), want, "{report:#}");
-    assert_eq!(code, 1);
+    finds_only(
+        &work,
+        diff(
+            "orders",
+            "different",
+            "bitrix_order_id=280".into(),
+            &["delivery_fee"],
+        ),
+    );
     stop.store(true, Ordering::Relaxed);
     let (written, changed) = (bitrix.await.unwrap(), crm.await.unwrap());
     eprintln!("under load: {written} Bitrix transactions, {changed} CRM status changes, {checked} keys compared in 5 runs");
@@ -595,17 +601,15 @@ async fn a_cp1251_shop_with_hostile_values_verifies_clean_and_dead_letters_are_n
     pg.batch_execute("UPDATE orders SET courier_comment = 'Ёлки' WHERE bitrix_order_id = 10")
         .await
         .unwrap();
-    let (code, report) = verify(&work, &[]);
-    let want: BTreeSet<Found> = [diff(
-        "orders",
-        "different",
-        "bitrix_order_id=10".into(),
-        &["courier_comment"],
-    )]
-    .into_iter()
-    .collect();
-    assert_eq!(found(&report), want, "{report:#}");
-    assert_eq!(code, 1);
+    let report = finds_only(
+        &work,
+        diff(
+            "orders",
+            "different",
+            "bitrix_order_id=10".into(),
+            &["courier_comment"],
+        ),
+    );
     assert!(report.to_string().contains("Ёлки"));
     stop_cleanly(&mut child, &work);
 }

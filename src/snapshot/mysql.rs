@@ -202,17 +202,13 @@ impl MysqlSnapshot {
 
     /// The row of `table` with primary key `key`, if there is one (`duplex dlq retry`).
     pub async fn row(&mut self, table: &TableSchema, key: &[KeyValue]) -> Result<Option<ReadRow>> {
-        let (select, keys) = select_sql(table)?;
-        let cond: Vec<String> = keys.iter().map(|k| format!("{k} = ?")).collect();
-        let sql = format!("{select} WHERE {}", cond.join(" AND "));
-        let params: Vec<mysql_async::Value> = key.iter().map(param).collect();
-        let what = format!("reading a row of {}", table.name);
-        let row: Option<mysql_async::Row> = self
-            .conn
-            .exec_first(sql, params)
-            .await
-            .map_err(|e| err(e, &what))?;
-        Ok(row.map(|r| read_row(r, table)))
+        let columns: Vec<String> = table
+            .primary_key
+            .iter()
+            .map(|&i| table.columns[i].name.clone())
+            .collect();
+        let mut rows = self.rows_where(table, &columns, &[key.to_vec()]).await?;
+        Ok(rows.pop())
     }
 
     /// Every row of `table` in key order, in one streamed query (the server reads its index
@@ -321,11 +317,11 @@ impl MysqlSnapshot {
         columns: &[String],
         keys: &[Vec<KeyValue>],
     ) -> Result<Vec<ReadRow>> {
+        let (select, pk) = select_sql(table)?;
         let mut out = Vec::new();
         if keys.is_empty() || columns.is_empty() {
             return Ok(out);
         }
-        let (select, pk) = select_sql(table)?;
         let cols: Vec<String> = columns.iter().map(|c| my_ident(c)).collect();
         let one = format!("({})", vec!["?"; cols.len()].join(", "));
         for part in keys.chunks(500) {
@@ -372,7 +368,8 @@ fn read_row(row: mysql_async::Row, table: &TableSchema) -> ReadRow {
     ReadRow { values, unreadable }
 }
 
-fn param(k: &KeyValue) -> mysql_async::Value {
+/// A key value as a statement parameter.
+pub fn param(k: &KeyValue) -> mysql_async::Value {
     match k {
         KeyValue::I(i) => (*i).into(),
         KeyValue::U(u) => (*u).into(),

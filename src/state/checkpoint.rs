@@ -145,6 +145,28 @@ pub fn my_load_sql(database: &str) -> String {
     )
 }
 
+/// Reads the stored position of a pipeline direction on MySQL (the marker row of a pipeline
+/// without one yet has an empty position: `None`).
+pub async fn my_load(
+    conn: &mut mysql_async::Conn,
+    database: &str,
+    pipeline: &str,
+    direction: &str,
+) -> Result<Option<Position>> {
+    use mysql_async::prelude::Queryable;
+    let row: Option<String> = conn
+        .exec_first(my_load_sql(database), (pipeline, direction))
+        .await
+        .map_err(|e| {
+            Error::from_mysql(
+                e,
+                true,
+                "reading the MySQL checkpoint (did `duplex setup` run?)",
+            )
+        })?;
+    row.filter(|p| !p.is_empty()).map(|p| p.parse()).transpose()
+}
+
 /// The echo marker on MySQL, sent with the transaction start in one round trip: the first row
 /// event of every transaction duplex applies there. `pipeline` is a-z, 0-9 and _ only (checked
 /// with the configuration), so it is written into the text.

@@ -34,7 +34,8 @@ pub struct Expected {
     /// Per target key: the candidate rows (more than one when several source rows map to one
     /// key; the target may hold any of them) and the key's values.
     pub rows: KeyMap<(Vec<EncodedRow>, Vec<KeyValue>)>,
-    /// Per target key of a source row the mapping cannot write: why (it is a dead letter).
+    /// Per target key of a source row the mapping cannot write (it is a dead letter): the key
+    /// and why, as the report lists it.
     pub dead: KeyMap<String>,
     /// Per target key, when asked for: each column's expected value as text (for a report).
     pub texts: KeyMap<Vec<Option<String>>>,
@@ -276,7 +277,7 @@ impl Entry {
                 .entry(id.clone())
                 .or_insert_with(|| (key.clone(), vec![None; p.columns.len()]));
             if let Some(why) = r.unreadable {
-                out.dead.insert(id, why);
+                out.dead.insert(id, dead(&key, &why));
                 continue;
             }
             let code = match r.values.get(idx[p.name_slot]) {
@@ -297,7 +298,8 @@ impl Entry {
                         }
                     }
                     Err(e) => {
-                        out.dead.insert(id.clone(), format!("property {code}: {e}"));
+                        out.dead
+                            .insert(id.clone(), dead(&key, &format!("property {code}: {e}")));
                     }
                 }
             }
@@ -324,7 +326,7 @@ impl Entry {
             }
             match bad {
                 Some(why) => {
-                    out.dead.insert(id, why);
+                    out.dead.insert(id, dead(&key, &why));
                 }
                 None => {
                     out.rows.insert(id, (vec![row], key));
@@ -350,6 +352,11 @@ impl Entry {
             .flatten()
             .or_else(|| (!v.is_null()).then(|| v.to_string()))
     }
+}
+
+/// A dead letter as the report lists it: its key, and why.
+fn dead(key: &[KeyValue], why: &str) -> String {
+    format!("{}: {why}", key_text(key))
 }
 
 /// Key values as `a, b` text.
@@ -400,12 +407,12 @@ pub fn expect_rows(
                 let id = match id_of(e, &key) {
                     Ok(id) => id,
                     Err((id, why)) => {
-                        out[n].dead.insert(id, why);
+                        out[n].dead.insert(id, dead(&key, &why));
                         continue;
                     }
                 };
                 if let Some(why) = &r.unreadable {
-                    out[n].dead.insert(id, why.clone());
+                    out[n].dead.insert(id, dead(&key, why));
                     continue;
                 }
                 let t: Vec<Option<String>> = (0..e.plan.columns.len())
@@ -425,7 +432,7 @@ pub fn expect_rows(
                 for (n, k) in keys.iter_mut().enumerate() {
                     if let Some(key) = k.take() {
                         let id = id_of(entries[n], &key).unwrap_or_else(|(id, _)| id);
-                        out[n].dead.insert(id, err.to_string());
+                        out[n].dead.insert(id, dead(&key, &err.to_string()));
                     }
                 }
             }

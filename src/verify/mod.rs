@@ -899,37 +899,6 @@ impl Fetcher {
 /// Dead letters listed per entry.
 const DEAD_SHOWN: usize = 20;
 
-/// An encoded key as text (integer and text keys; others as bytes).
-fn held_key_text(e: &Entry, id: &[u8]) -> String {
-    let mut row = EncodedRow::default();
-    let mut rest = id;
-    while rest.len() >= 4 {
-        let n = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        rest = &rest[4..];
-        if n < 0 {
-            row.push_encoded(None);
-        } else {
-            let n = (n as usize).min(rest.len());
-            row.push_encoded(Some(&rest[..n]));
-            rest = &rest[n..];
-        }
-    }
-    let mut full = EncodedRow::default();
-    let mut k = 0;
-    for i in 0..e.shape.cols.len() {
-        if e.shape.key.contains(&i) {
-            full.push_encoded(row.cell(k));
-            k += 1;
-        } else {
-            full.push_encoded(None);
-        }
-    }
-    match e.shape.key_values(&full) {
-        Some(v) => key_text(&v),
-        None => String::from_utf8_lossy(id).into_owned(),
-    }
-}
-
 /// Target rows by key.
 fn by_id(e: &Entry, held: Vec<Held>) -> cells::KeyMap<Held> {
     held.into_iter()
@@ -944,8 +913,7 @@ fn judge(e: &mut Entry, exp: Expected, held: Vec<Held>, suspects: &mut Suspects)
     for (id, why) in &exp.dead {
         held.remove(id);
         if e.report.dead_letters.len() < DEAD_SHOWN {
-            let key = held_key_text(e, id);
-            e.report.dead_letters.push(format!("{key}: {why}"));
+            e.report.dead_letters.push(why.clone());
         }
     }
     e.report.dead_lettered += exp.dead.len() as u64;

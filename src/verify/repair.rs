@@ -157,12 +157,7 @@ async fn lock_rows(conn: &mut mysql_async::Conn, e: &Entry, keys: &[Vec<KeyValue
     let params: Vec<mysql_async::Value> = keys
         .iter()
         .flatten()
-        .map(|k| match k {
-            KeyValue::I(i) => (*i).into(),
-            KeyValue::U(u) => (*u).into(),
-            KeyValue::B(b) => mysql_async::Value::Bytes(b.clone()),
-            KeyValue::S(s) => mysql_async::Value::Bytes(s.clone().into_bytes()),
-        })
+        .map(crate::snapshot::mysql::param)
         .collect();
     let what = |e| Error::from_mysql(e, true, "locking the source rows to repair");
     conn.query_drop("SET SESSION innodb_lock_wait_timeout = 10; START TRANSACTION")

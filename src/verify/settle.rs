@@ -8,8 +8,6 @@
 
 use std::time::{Duration, Instant};
 
-use mysql_async::prelude::Queryable;
-
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::model::{Lsn, Position, FORWARD, REVERSE};
@@ -87,20 +85,12 @@ impl Streams {
             .map_err(|e| Error::from_pg(e, true, "reading PostgreSQL's WAL position"))?;
         let at = Position::Postgres(row.get::<_, String>(0).parse::<Lsn>()?);
         let started = Instant::now();
-        let sql = checkpoint::my_load_sql(&self.database);
         loop {
             let conn = self
                 .my
                 .as_mut()
                 .expect("a MySQL session when online and reverse");
-            let text: Option<String> = conn
-                .exec_first(&sql, (&self.pipeline, REVERSE))
-                .await
-                .map_err(|e| Error::from_mysql(e, true, "reading the reverse checkpoint"))?;
-            let cp = text
-                .filter(|t| !t.is_empty())
-                .map(|t| t.parse::<Position>())
-                .transpose()?;
+            let cp = checkpoint::my_load(conn, &self.database, &self.pipeline, REVERSE).await?;
             if cp.as_ref().is_some_and(|cp| !at.is_after(cp)) {
                 return Ok(());
             }

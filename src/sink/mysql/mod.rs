@@ -795,15 +795,7 @@ impl Sink for MySqlSink {
     }
 
     async fn checkpoint(&mut self) -> Result<Option<Position>> {
-        let row: Option<String> = self
-            .conn
-            .exec_first(checkpoint::my_load_sql(&self.db), (&self.pipeline, REVERSE))
-            .await
-            .map_err(|e| my_err(e, "reading the MySQL checkpoint (did `duplex setup` run?)"))?;
-        match row.filter(|p| !p.is_empty()) {
-            Some(p) => Ok(Some(p.parse()?)),
-            None => Ok(None),
-        }
+        checkpoint::my_load(&mut self.conn, &self.db, &self.pipeline, REVERSE).await
     }
 
     async fn begin(&mut self) -> Result<()> {

@@ -613,3 +613,203 @@ async fn a_cp1251_shop_with_hostile_values_verifies_clean_and_dead_letters_are_n
     assert!(report.to_string().contains("Ёлки"));
     stop_cleanly(&mut child, &work);
 }
+
+const CRM_TASKS: &str = r#"
+[map.stage.values]
+N = "new"
+W = "work"
+WX = "work"
+D = "done"
+
+[map.stage.reverse]
+work = "W"
+
+[[table]]
+source = "b_crm_task"
+target = "crm_task"
+direction = "reverse"
+
+[table.column]
+ID = "id"
+TITLE = "title"
+AMOUNT = "amount"
+DONE = { to = "done", transform = "yes_no" }
+DUE = "due_at"
+STAGE = { to = "stage", map = "stage" }
+TAGS = "tags"
+"#;
+
+/// The CRM updating tasks 1..=200 about 40 times a second until `stop`: amounts with four
+/// decimals, times with microseconds, stages and tags in any order.
+async fn task_load(dbs: support::TestDbs, stop: Arc<AtomicBool>) -> u64 {
+    let pg = dbs.pg().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        let id: i32 = rng.gen_range(1..=200);
+        let sql = match n % 3 {
+            0 => format!(
+                "UPDATE crm_task SET amount = {}.{:04}, due_at = now() WHERE id = {id}",
+                rng.gen_range(0..10_000),
+                rng.gen_range(0..10_000)
+            ),
+            1 => format!("UPDATE crm_task SET stage = (ARRAY['new','work','done'])[{}], tags = 'c,a' WHERE id = {id}", rng.gen_range(1..=3)),
+            _ => format!("UPDATE crm_task SET done = NOT done, title = 'Задача {n}' WHERE id = {id}"),
+        };
+        pg.batch_execute(&sql).await.unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// A table mapped `reverse` only (the CRM's tasks into a Bitrix table): verify reads the
+/// PostgreSQL rows, maps them backwards and compares what MySQL stores (decimals at the column's
+/// scale, cut fractional seconds, SET order, a map with two codes for one value), with the CRM
+/// writing the same rows meanwhile; differences planted on MySQL are found exactly and repaired
+/// there; a value cp1251 cannot hold is a dead letter, not a difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reverse_only_table_is_verified_from_postgres_and_repaired_on_mysql() {
+    let dbs = support::fresh_dbs("verifyback").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE b_crm_task (ID int PRIMARY KEY, TITLE varchar(60) CHARACTER SET cp1251,
+             AMOUNT decimal(12,2), DONE char(1), DUE datetime, STAGE varchar(2), TAGS set('a','b','c'))",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE crm_task (id int PRIMARY KEY, title text, amount numeric(14,4), done boolean,
+             due_at timestamptz, stage text, tags text);
+         INSERT INTO crm_task SELECT g, 'Задача ' || g, g + 0.3456, g % 2 = 0,
+             '2026-12-01 10:00:00.7+00'::timestamptz + g * interval '1 minute',
+             (ARRAY['new','work','done'])[g % 3 + 1], 'b,a'
+         FROM generate_series(1, 300) g;
+         UPDATE crm_task SET title = 'Готово ✓' WHERE id = 250",
+    )
+    .await
+    .unwrap();
+    let pipeline = support::harness::pipeline_name("verifyback", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", CRM_TASKS)]);
+    work.setup();
+    let mut child = work.start();
+    wait_for(
+        Duration::from_secs(60),
+        "the copy to MySQL",
+        &work,
+        || async {
+            let mut my = dbs.mysql().await;
+            mysql_rows(&mut my, "SELECT COUNT(*) FROM b_crm_task").await[0][0].as_deref()
+                == Some("299")
+        },
+    )
+    .await;
+    let target = format!("{}.b_crm_task", dbs.mysql_db);
+    let (code, report) = verify(&work, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let entry = &report["entries"][0];
+    assert_eq!(entry["direction"], "pg_to_mysql", "{report:#}");
+    assert_eq!(entry["rows_checked"], 300, "{report:#}");
+    assert_eq!(entry["equal"], 299, "{report:#}");
+    assert_eq!(entry["dead_lettered"], 1, "{report:#}");
+    assert!(
+        entry["dead_letters"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("250: "),
+        "{report:#}"
+    );
+    // The CRM writes the same rows while verify runs: nothing in flight is reported.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = tokio::spawn(task_load(dbs.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for run in 0..3 {
+        let (code, report) = verify(&work, &[]);
+        assert!(found(&report).is_empty(), "run {run}:\n{report:#}");
+        assert_eq!(total(&report, "unsettled"), 0, "run {run}: {report:#}");
+        assert_eq!(code, 0, "run {run}: {report:#}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let updates = load.await.unwrap();
+    assert!(updates > 50, "the load ran: {updates} updates");
+    // Planted on MySQL, where nothing flows back: a changed amount and title, a deleted row, a
+    // row the CRM does not have; and a second code of a mapped value, which is no difference.
+    my.query_drop(
+        "UPDATE b_crm_task SET AMOUNT = AMOUNT + 1 WHERE ID = 203;
+         UPDATE b_crm_task SET TITLE = 'чужое' WHERE ID = 205;
+         DELETE FROM b_crm_task WHERE ID = 204;
+         INSERT INTO b_crm_task (ID, TITLE) VALUES (9999, 'лишняя');
+         UPDATE b_crm_task SET STAGE = 'WX' WHERE STAGE = 'W' AND ID > 200 LIMIT 3",
+    )
+    .await
+    .unwrap();
+    let want = |kind: &str, key: &str, cols: &[&str]| -> Found {
+        (
+            target.clone(),
+            kind.to_string(),
+            key.to_string(),
+            cols.iter().map(|c| c.to_string()).collect(),
+        )
+    };
+    let (code, report) = verify(&work, &["--table", "crm_task"]);
+    assert_eq!(
+        found(&report),
+        BTreeSet::from([
+            want("different", "ID=203", &["AMOUNT"]),
+            want("different", "ID=205", &["TITLE"]),
+            want("missing", "ID=204", &[]),
+            want("extra", "ID=9999", &[]),
+        ]),
+        "{report:#}"
+    );
+    assert_eq!(code, 1);
+    let d = report["entries"][0]["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "ID=205")
+        .unwrap()
+        .clone();
+    assert_eq!(d["columns"][0]["source"], "Задача 205", "{d:#}");
+    assert_eq!(d["columns"][0]["target"], "чужое", "{d:#}");
+    assert!(
+        d["position"].as_str().unwrap().contains('/'),
+        "an LSN: {d:#}"
+    );
+    let (code, out, err) = work.run_split(&["repair", "--dry-run"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "the differences are still there: {out}\n{err}"
+    );
+    assert!(out.contains("delete") && out.contains("9999"), "{out}");
+    assert_eq!(
+        mysql_rows(&mut my, "SELECT COUNT(*) FROM b_crm_task WHERE ID = 9999").await[0][0]
+            .as_deref(),
+        Some("1"),
+        "a dry run changes nothing"
+    );
+    let (code, out, err) = work.run_split(&["repair"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let rows = mysql_rows(
+        &mut my,
+        "SELECT ID, TITLE, AMOUNT FROM b_crm_task WHERE ID IN (203, 204, 205, 9999) ORDER BY ID",
+    )
+    .await;
+    let crm = pg_rows(
+        &pg,
+        "SELECT id::text, title, round(amount, 2)::text FROM crm_task WHERE id IN (203, 204, 205) ORDER BY id",
+    )
+    .await;
+    assert_eq!(rows, crm, "MySQL holds the CRM's rows again, and not 9999");
+    let logged = one(
+        &pg,
+        "SELECT count(*)::text FROM duplex.repair_log WHERE target_table LIKE '%b_crm_task'",
+    )
+    .await;
+    assert_eq!(logged, "4");
+    let (code, report) = verify(&work, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    stop_cleanly(&mut child, &work);
+}

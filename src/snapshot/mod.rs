@@ -97,6 +97,7 @@ impl std::fmt::Display for Report {
 
 /// A source row read by a snapshot; `unreadable` says why a value could not be read (the row
 /// becomes a dead letter).
+#[derive(Clone)]
 pub struct ReadRow {
     pub values: Vec<Value>,
     pub unreadable: Option<String>,

@@ -21,8 +21,9 @@ use crate::state::progress::KeyValue;
 
 /// A consistent read view of the PostgreSQL database at a slot's consistent point.
 pub struct PgSnapshot {
-    /// Holds the temporary slot and its exported snapshot; must stay open and idle.
-    _slot: ReplicationConn,
+    /// Holds the temporary slot and its exported snapshot; must stay open and idle (none for
+    /// a light read view, see [`PgSnapshot::open_light`]).
+    _slot: Option<ReplicationConn>,
     client: Client,
     pub position: Lsn,
 }
@@ -46,10 +47,62 @@ impl PgSnapshot {
             .await
             .map_err(|e| Error::from_pg(e, false, "adopting the slot's exported snapshot"))?;
         Ok(PgSnapshot {
-            _slot: slot,
+            _slot: Some(slot),
             client,
             position,
         })
+    }
+
+    /// A read view without a slot (verify): a `REPEATABLE READ` transaction whose first
+    /// statement reads `pg_current_wal_insert_lsn()`. Its snapshot is taken as that statement
+    /// starts, so every transaction it sees has its commit record before the position read: a
+    /// stream that has applied up to the position has applied everything the view shows. (Not
+    /// `pg_current_wal_lsn()`, the write position: with `synchronous_commit = off` a commit is
+    /// visible before its record is written, and verify saw a stream "past" a position without
+    /// a change it had read.)
+    pub async fn open_light(cfg: &PostgresConfig) -> Result<PgSnapshot> {
+        Self::session(cfg, "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await
+    }
+
+    /// A read-committed read-write transaction for locking rows (`duplex repair`); its
+    /// position is read by [`PgSnapshot::mark`] once the locks are held.
+    pub async fn open_locking(cfg: &PostgresConfig) -> Result<PgSnapshot> {
+        Self::session(cfg, "BEGIN; SET LOCAL lock_timeout = '10s'").await
+    }
+
+    async fn session(cfg: &PostgresConfig, begin: &str) -> Result<PgSnapshot> {
+        let client = crate::connect::postgres(cfg, "duplex verify").await?;
+        let mut sql = format!("{begin};");
+        for (k, v) in SESSION_SETTINGS {
+            sql.push_str(&format!("SET LOCAL {k} = {};", quote_literal(v)));
+        }
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| Error::from_pg(e, true, "opening a PostgreSQL read view"))?;
+        let mut snap = PgSnapshot {
+            _slot: None,
+            client,
+            position: Lsn(0),
+        };
+        snap.mark().await?;
+        Ok(snap)
+    }
+
+    /// Sets `position` to PostgreSQL's WAL position now.
+    pub async fn mark(&mut self) -> Result<Lsn> {
+        let row = self
+            .client
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map_err(|e| Error::from_pg(e, true, "reading PostgreSQL's WAL position"))?;
+        self.position = row.get::<_, String>(0).parse()?;
+        Ok(self.position)
+    }
+
+    /// The session, inside the view's transaction.
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// The columns read from a PostgreSQL source table: the mapped ones, keyed by the table's
@@ -137,6 +190,44 @@ impl PgSnapshot {
         Ok(self.select(table, Some(key), true, 1).await?.pop())
     }
 
+    /// The rows of `table` whose columns `key` (positions in its columns) hold one of `keys`,
+    /// locked `FOR UPDATE` when asked (in a view of [`PgSnapshot::open_locking`]).
+    pub async fn rows_where(
+        &mut self,
+        table: &TableSchema,
+        key: &[usize],
+        keys: &[Vec<KeyValue>],
+        for_update: bool,
+    ) -> Result<Vec<ReadRow>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = key
+            .iter()
+            .map(|&i| pg_ident(&table.columns[i].name))
+            .collect();
+        let tuples: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let lits: Vec<String> = k.iter().map(literal).collect();
+                format!("({})", lits.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "{} WHERE ({}) IN ({}){}",
+            Self::select_list(table),
+            names.join(", "),
+            tuples.join(", "),
+            if for_update { " FOR UPDATE" } else { "" }
+        );
+        self.read(table, &sql).await
+    }
+
+    fn select_list(table: &TableSchema) -> String {
+        let cols: Vec<String> = table.columns.iter().map(|c| pg_ident(&c.name)).collect();
+        format!("SELECT {} FROM {}", cols.join(", "), table.name.pg_quoted())
+    }
+
     async fn select(
         &mut self,
         table: &TableSchema,
@@ -144,13 +235,12 @@ impl PgSnapshot {
         exact: bool,
         limit: usize,
     ) -> Result<Vec<ReadRow>> {
-        let cols: Vec<String> = table.columns.iter().map(|c| pg_ident(&c.name)).collect();
         let keys: Vec<String> = table
             .primary_key
             .iter()
             .map(|&i| pg_ident(&table.columns[i].name))
             .collect();
-        let mut sql = format!("SELECT {} FROM {}", cols.join(", "), table.name.pg_quoted());
+        let mut sql = Self::select_list(table);
         if let Some(after) = after {
             let lits: Vec<String> = after.iter().map(literal).collect();
             let op = if exact { "=" } else { ">" };
@@ -161,13 +251,18 @@ impl PgSnapshot {
             ));
         }
         sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", keys.join(", ")));
-        let what = format!("reading a snapshot chunk of {}", table.name);
+        self.read(table, &sql).await
+    }
+
+    /// Runs a select of `table`'s columns and decodes its rows.
+    async fn read(&mut self, table: &TableSchema, sql: &str) -> Result<Vec<ReadRow>> {
+        let what = format!("reading rows of {}", table.name);
         let messages = self
             .client
-            .simple_query(&sql)
+            .simple_query(sql)
             .await
             .map_err(|e| Error::from_pg(e, false, &what))?;
-        let mut rows = Vec::with_capacity(limit);
+        let mut rows = Vec::with_capacity(messages.len());
         for m in messages {
             if let SimpleQueryMessage::Row(r) = m {
                 let mut values = Vec::with_capacity(table.columns.len());
@@ -194,6 +289,14 @@ impl PgSnapshot {
 
     pub async fn close(self) {
         let _ = self.client.batch_execute("COMMIT").await;
+    }
+
+    /// Commits the view's transaction (what a locking view wrote), or says why it could not.
+    pub async fn commit(self) -> Result<()> {
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| Error::from_pg(e, true, "committing"))
     }
 }
 

@@ -23,11 +23,15 @@
 //!    values and the position read at. Rows the mapping cannot write are dead letters, not
 //!    differences.
 //!
-//! May use: the snapshot's readers, the PostgreSQL sink's encoder and sink, the mapping plan,
+//! Entries mapped `reverse` only are compared from PostgreSQL to MySQL the same way ([`back`]).
+//!
+//! May use: the snapshot's readers, the sinks' encoders and sinks, the mapping plan,
 //! `state`, `connect`, `telemetry`, the model and the configuration; the commands use it.
 
+pub mod back;
 pub mod cells;
 pub mod entry;
+pub mod mytarget;
 pub mod repair;
 pub mod report;
 pub mod settle;
@@ -100,7 +104,7 @@ pub async fn verify(
 ) -> Result<Report> {
     let started = Instant::now();
     let started_at = chrono::Utc::now().to_rfc3339();
-    let (groups, skipped) = entries(&plan, opts)?;
+    let (groups, backs, skipped) = entries(&plan, opts)?;
     let client = crate::connect::postgres(&cfg.postgres, "duplex verify").await?;
     let shapes: Vec<(usize, target::Shape)> = groups
         .values()
@@ -124,6 +128,10 @@ pub async fn verify(
     for (source, mut group) in groups {
         ctx.verify_source(&source, &mut group).await?;
         reports.extend(group.into_iter().map(|e| e.report));
+    }
+    for mut b in backs {
+        ctx.verify_back(&mut b).await?;
+        reports.push(b.report);
     }
     ctx.streams.close().await;
     if let Some(f) = Arc::into_inner(ctx.fetcher) {
@@ -158,8 +166,12 @@ pub fn record_metrics(report: &Report) {
 /// Entries by source table.
 type Groups = BTreeMap<TableName, Vec<Entry>>;
 
-/// The entries to compare, grouped by source table, and the reports of those skipped.
-fn entries(plan: &Arc<Plan>, opts: &Options) -> Result<(Groups, Vec<EntryReport>)> {
+/// The entries to compare: forward ones grouped by source table, reverse-only ones, and the
+/// reports of those skipped.
+fn entries(
+    plan: &Arc<Plan>,
+    opts: &Options,
+) -> Result<(Groups, Vec<back::Back>, Vec<EntryReport>)> {
     let wanted = |t: &crate::mapping::TablePlan| {
         opts.tables.is_empty()
             || opts.tables.iter().any(|a| {
@@ -170,19 +182,23 @@ fn entries(plan: &Arc<Plan>, opts: &Options) -> Result<(Groups, Vec<EntryReport>
     };
     let mut groups: BTreeMap<TableName, Vec<Entry>> = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut backs = Vec::new();
     for (i, t) in plan.tables.iter().enumerate() {
         if !wanted(t) {
             continue;
         }
         if t.direction == Direction::Reverse {
-            skipped.push(EntryReport {
-                direction: crate::model::REVERSE,
-                source: t.target.to_string(),
-                target: t.source.to_string(),
-                entry: t.origin.clone(),
-                skipped: Some("tables mapped `reverse` only are not compared yet".into()),
-                ..Default::default()
-            });
+            match back::Back::of(plan, i) {
+                Ok(b) => backs.push(b),
+                Err(why) => skipped.push(EntryReport {
+                    direction: crate::model::REVERSE,
+                    source: t.target.to_string(),
+                    target: t.source.to_string(),
+                    entry: t.origin.clone(),
+                    skipped: Some(why),
+                    ..Default::default()
+                }),
+            }
             continue;
         }
         match Entry::of(i, t) {
@@ -197,7 +213,7 @@ fn entries(plan: &Arc<Plan>, opts: &Options) -> Result<(Groups, Vec<EntryReport>
             }),
         }
     }
-    if groups.is_empty() && skipped.is_empty() {
+    if groups.is_empty() && backs.is_empty() && skipped.is_empty() {
         let names: Vec<String> = plan
             .tables
             .iter()
@@ -212,7 +228,7 @@ fn entries(plan: &Arc<Plan>, opts: &Options) -> Result<(Groups, Vec<EntryReport>
             ),
         ));
     }
-    Ok((groups, skipped))
+    Ok((groups, backs, skipped))
 }
 
 /// A run's sessions and state.

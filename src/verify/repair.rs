@@ -12,6 +12,13 @@
 //!    says), each action is logged in duplex's `repair_log` table in the same transaction,
 //!    and it commits; then the MySQL locks go.
 //!
+//! Entries mapped `reverse` only go the other way (`repair_back`): the PostgreSQL rows are
+//! locked (`FOR UPDATE`; when rows are to be deleted from MySQL, the table `IN SHARE MODE`,
+//! which holds off inserts of those keys, for the batch's few milliseconds), read, and at
+//! PostgreSQL's position P once they are locked repair waits until PostgreSQL → MySQL has
+//! passed P; then the rows go through the MySQL sink (marked as duplex's own) and commit; the
+//! log is written in the locking PostgreSQL transaction, which commits last.
+//!
 //! `--dry-run` stops before step 1 and lists what would be done.
 
 use std::sync::Arc;
@@ -19,17 +26,21 @@ use std::sync::Arc;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
+use super::back::Back;
 use super::entry::{key_text, Entry, Holds};
+use super::mytarget::{key_id, normal};
 use super::report::{Kind, Report};
 use super::settle::Streams;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mapping::Plan;
 use crate::model::{my_ident, pg_ident, Position};
+use crate::sink::mysql::{MyChange, MyKind, MySqlSink};
 use crate::sink::postgres::encode::EncodedRow;
 use crate::sink::postgres::{Kind as ChangeKind, PgChange, PgSink};
 use crate::sink::{Encoder, Sink};
 use crate::snapshot::mysql::MysqlSnapshot;
+use crate::snapshot::postgres::PgSnapshot;
 use crate::state::progress::KeyValue;
 
 /// Keys repaired per transaction.
@@ -74,12 +85,37 @@ pub async fn repair(
         if diffs.is_empty() {
             continue;
         }
+        if t.direction == crate::mapping::Direction::Reverse {
+            let b = Back::of(&plan, i).map_err(Error::mapping)?;
+            if dry_run {
+                actions.extend(diffs.iter().map(|d| Action {
+                    target: r.target.clone(),
+                    key: d.key.clone(),
+                    action: planned(b.holds, d.kind),
+                    detail: "dry run".into(),
+                }));
+                continue;
+            }
+            let keys: Vec<(Vec<String>, Kind)> = diffs
+                .iter()
+                .map(|d| {
+                    let texts = d
+                        .key_values
+                        .iter()
+                        .map(|k| key_text(std::slice::from_ref(k)))
+                        .collect();
+                    (texts, d.kind)
+                })
+                .collect();
+            actions.extend(repair_back(cfg, &plan, &b, &keys, streams).await?);
+            continue;
+        }
         let e = Entry::of(i, t).map_err(Error::mapping)?;
         if dry_run {
             actions.extend(diffs.iter().map(|d| Action {
                 target: r.target.clone(),
                 key: d.key.clone(),
-                action: planned(&e, d.kind),
+                action: planned(e.holds, d.kind),
                 detail: "dry run".into(),
             }));
             continue;
@@ -106,8 +142,8 @@ pub async fn repair(
 }
 
 /// What repairing a difference of `kind` does.
-fn planned(e: &Entry, kind: Kind) -> &'static str {
-    match (kind, e.holds) {
+fn planned(holds: Holds, kind: Kind) -> &'static str {
+    match (kind, holds) {
         (Kind::Extra, Holds::Rows) => "delete",
         (Kind::Extra, _) => "clear",
         _ => "write",
@@ -261,7 +297,7 @@ async fn write(
                     },
                 }
             };
-            log(sink, cfg, &action, at).await?;
+            log(sink.client(), cfg, &action, at).await?;
             actions.push(action);
         }
         sink.commit_unmarked().await
@@ -321,12 +357,17 @@ fn clear_pivot(e: &Entry, text: &str) -> Vec<PgChange> {
 }
 
 /// Logs an action in duplex's `repair_log`, inside the sink's open transaction.
-async fn log(sink: &PgSink, cfg: &Config, a: &Action, at: &Position) -> Result<()> {
+async fn log(
+    client: &tokio_postgres::Client,
+    cfg: &Config,
+    a: &Action,
+    at: &Position,
+) -> Result<()> {
     let sql = format!(
         "INSERT INTO {}.repair_log (pipeline, target_table, key, action, detail, position) VALUES ($1, $2, $3, $4, $5, $6)",
         pg_ident(&cfg.postgres.duplex_schema)
     );
-    sink.client()
+    client
         .execute(
             &sql,
             &[
@@ -347,4 +388,134 @@ async fn log(sink: &PgSink, cfg: &Config, a: &Action, at: &Position) -> Result<(
             )
         })?;
     Ok(())
+}
+
+/// Repairs the differences of a reverse-only entry (keys as text, with their kind), in
+/// batches (see the module's description).
+async fn repair_back(
+    cfg: &Config,
+    plan: &Arc<Plan>,
+    b: &Back,
+    keys: &[(Vec<String>, Kind)],
+    streams: &mut Streams,
+) -> Result<Vec<Action>> {
+    let mut sink = MySqlSink::connect(
+        &cfg.mysql,
+        plan.clone(),
+        &cfg.pipeline,
+        cfg.source_time_zone,
+    )
+    .await?;
+    let mut actions = Vec::new();
+    for part in keys.chunks(BATCH) {
+        let mut lock = PgSnapshot::open_locking(&cfg.postgres).await?;
+        match repair_back_batch(cfg, b, part, &mut lock, &mut sink, streams).await {
+            Ok(done) => {
+                lock.commit().await?;
+                actions.extend(done);
+            }
+            Err(e) => {
+                sink.rollback().await;
+                lock.close().await;
+                return Err(e);
+            }
+        }
+    }
+    Ok(actions)
+}
+
+async fn repair_back_batch(
+    cfg: &Config,
+    b: &Back,
+    part: &[(Vec<String>, Kind)],
+    lock: &mut PgSnapshot,
+    sink: &mut MySqlSink,
+    streams: &mut Streams,
+) -> Result<Vec<Action>> {
+    let schema = Arc::new(lock.table_schema(&b.plan).await?);
+    let key_cols = b.source_key(&schema)?;
+    if b.holds == Holds::Rows && part.iter().any(|(_, k)| *k == Kind::Extra) {
+        let sql = format!("LOCK TABLE {} IN SHARE MODE", b.plan.source.pg_quoted());
+        lock.client()
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| Error::from_pg(e, true, "locking the source table to repair"))?;
+    }
+    let keys: Vec<Vec<KeyValue>> = part
+        .iter()
+        .map(|(k, _)| k.iter().map(|v| KeyValue::S(v.clone())).collect())
+        .collect();
+    let rows = lock.rows_where(&schema, &key_cols, &keys, true).await?;
+    let at = Position::Postgres(lock.mark().await?);
+    streams.reverse_reached(&at).await?;
+    let idx = b.plan.bind(&schema).map_err(Error::mapping)?;
+    let mut enc = sink.encoder();
+    let wanted = b.expect(&mut enc, &schema, &idx, rows.clone());
+    let mut changes: std::collections::HashMap<String, Vec<MyChange>> = Default::default();
+    for r in rows {
+        let change = crate::snapshot::insert_of(&schema, r.values);
+        let Ok(cs) = enc.prepare(&change) else {
+            continue;
+        };
+        for c in cs.into_iter().filter(|c| c.table == b.index) {
+            let key: Option<Vec<String>> = b
+                .plan
+                .key
+                .iter()
+                .map(|&k| {
+                    c.values[k]
+                        .as_ref()
+                        .and_then(|v| normal(v, &b.plan.columns[k].my))
+                })
+                .collect();
+            if let Some(key) = key {
+                changes.entry(key_id(&key)).or_default().push(c);
+            }
+        }
+    }
+    sink.begin().await?;
+    let mut actions = Vec::new();
+    for (key, _) in part {
+        let id = key_id(key);
+        let action = |action: &'static str, detail: String| Action {
+            target: b.report.target.clone(),
+            key: key.join(", "),
+            action,
+            detail,
+        };
+        let a = if let Some(why) = wanted.dead.get(&id) {
+            action(
+                "skip",
+                format!("the mapping cannot write the source row: {why}"),
+            )
+        } else if let Some(cs) = changes.remove(&id) {
+            for c in cs {
+                sink.push(c).await?;
+            }
+            action("write", "source row sent again".into())
+        } else if b.holds == Holds::Rows {
+            sink.push(MyChange {
+                table: b.index,
+                kind: MyKind::Delete,
+                values: key
+                    .iter()
+                    .map(|k| Some(mysql_async::Value::Bytes(k.clone().into_bytes())))
+                    .collect(),
+                at: Vec::new(),
+                same: Vec::new(),
+                guard: None,
+                relay: None,
+            })
+            .await?;
+            action("delete", "the source has no row for this key".into())
+        } else {
+            action("skip", "the entry only updates rows the shop made".into())
+        };
+        actions.push(a);
+    }
+    sink.commit_unmarked().await?;
+    for a in &actions {
+        log(lock.client(), cfg, a, &at).await?;
+    }
+    Ok(actions)
 }

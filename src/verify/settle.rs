@@ -80,10 +80,19 @@ impl Streams {
         }
         let row = self
             .pg
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
             .map_err(|e| Error::from_pg(e, true, "reading PostgreSQL's WAL position"))?;
         let at = Position::Postgres(row.get::<_, String>(0).parse::<Lsn>()?);
+        self.reverse_reached(&at).await
+    }
+
+    /// Waits until PostgreSQL → MySQL has applied everything up to `at` (a PostgreSQL position
+    /// read on the source).
+    pub async fn reverse_reached(&mut self, at: &Position) -> Result<()> {
+        if !self.online || !self.reverse {
+            return Ok(());
+        }
         let started = Instant::now();
         loop {
             let conn = self
@@ -94,7 +103,7 @@ impl Streams {
             if cp.as_ref().is_some_and(|cp| !at.is_after(cp)) {
                 return Ok(());
             }
-            self.waited(started, REVERSE, &at, cp.as_ref())?;
+            self.waited(started, REVERSE, at, cp.as_ref())?;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

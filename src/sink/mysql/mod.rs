@@ -205,6 +205,19 @@ pub struct MyEncoder {
 }
 
 impl MyEncoder {
+    /// An encoder outside a sink (verify compares what it makes with what MySQL holds).
+    pub fn new(plan: Arc<Plan>, tz: chrono_tz::Tz, pipeline: &str) -> MyEncoder {
+        MyEncoder {
+            plan,
+            tz,
+            bindings: Bindings::default(),
+            commit_time_us: None,
+            txn: String::new(),
+            own: false,
+            pipeline: pipeline.to_string(),
+        }
+    }
+
     fn binding(&mut self, t: usize, schema: &Arc<TableSchema>) -> Result<Arc<Vec<usize>>> {
         let plan = &self.plan.reverse[t];
         self.bindings.get(t, schema, |s| plan.bind(s))
@@ -237,7 +250,7 @@ impl MyEncoder {
 
     /// Per column, the MySQL values a map reads as the same PostgreSQL value, when there are
     /// several (`P` and `PD` both mean `paid`).
-    fn same(&self, t: &ReversePlan, idx: &[usize], values: &[Value]) -> Vec<Option<Vec<My>>> {
+    pub fn same(&self, t: &ReversePlan, idx: &[usize], values: &[Value]) -> Vec<Option<Vec<My>>> {
         t.columns
             .iter()
             .enumerate()
@@ -733,15 +746,7 @@ impl Sink for MySqlSink {
     type Encoder = MyEncoder;
 
     fn encoder(&self) -> MyEncoder {
-        MyEncoder {
-            plan: self.plan.clone(),
-            tz: self.tz,
-            bindings: Bindings::default(),
-            commit_time_us: None,
-            txn: String::new(),
-            own: false,
-            pipeline: self.pipeline.clone(),
-        }
+        MyEncoder::new(self.plan.clone(), self.tz, &self.pipeline)
     }
 
     async fn prune(

@@ -55,6 +55,8 @@ impl ErrorKind {
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    /// The server refused a privilege (or the login): only a GRANT mends it.
+    privilege: bool,
 }
 
 impl fmt::Display for Error {
@@ -70,7 +72,13 @@ impl Error {
         Error {
             kind,
             message: message.into(),
+            privilege: false,
         }
+    }
+
+    /// Whether the server refused a privilege or the login.
+    pub fn is_privilege(&self) -> bool {
+        self.privilege
     }
 
     pub fn config(message: impl Into<String>) -> Self {
@@ -98,6 +106,7 @@ impl Error {
         Error {
             kind: self.kind,
             message: format!("{what}: {}", self.message),
+            privilege: self.privilege,
         }
     }
 
@@ -124,7 +133,11 @@ impl Error {
             (true, true) => ErrorKind::SinkTransient,
             (true, false) => ErrorKind::SinkDefinite,
         };
-        Error::new(kind, format!("{what}: {err}"))
+        let privilege = matches!(&err, mysql_async::Error::Server(e) if matches!(e.code, 1044 | 1045 | 1142 | 1143 | 1227 | 1370));
+        Error {
+            privilege,
+            ..Error::new(kind, format!("{what}: {err}"))
+        }
     }
 
     /// Classifies a PostgreSQL client error by SQLSTATE. `sink` says which side saw it.
@@ -151,7 +164,13 @@ impl Error {
             }
             None => err.to_string(),
         };
-        Error::new(kind, format!("{what}: {detail}"))
+        let privilege = err
+            .code()
+            .is_some_and(|c| matches!(c.code(), "42501" | "28000" | "28P01"));
+        Error {
+            privilege,
+            ..Error::new(kind, format!("{what}: {detail}"))
+        }
     }
 }
 

@@ -16,28 +16,47 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Change data capture between 1C-Bitrix MySQL/MariaDB and a CRM's PostgreSQL"
 )]
 struct Cli {
+    /// The configuration file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "DUPLEX_CONFIG",
+        default_value = "/etc/duplex/duplex.toml"
+    )]
+    config: PathBuf,
+    /// Log lines as text (colour only on a terminal) or as JSON objects, one per line.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "DUPLEX_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// The log level (`error`, `warn`, `info`, `debug`, `trace`), or a filter such as
+    /// `info,duplex::sink=debug`; `RUST_LOG`, when set, wins.
+    #[arg(long, global = true, env = "DUPLEX_LOG_LEVEL", default_value = "info")]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Replicate until SIGTERM: the transaction in flight is finished and checkpointed, exit 0.
-    Run {
-        /// The configuration file.
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
-    },
+    Run,
     /// Check the configuration, server settings, privileges and mappings; print what to fix.
-    Check {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
-    },
+    Check,
     /// Create duplex's own tables and record the starting position; for tables also replicated
     /// from PostgreSQL, create the publication, the replication slot and the origin.
     Setup {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
         /// Start the pipeline over from the servers' current positions: after a binlog that no
         /// longer holds the checkpoint, or a PostgreSQL restored from a backup. Drops the slot,
         /// forgets both checkpoints and turns every copy into a pending resync, which the next
@@ -48,8 +67,6 @@ enum Command {
     /// Copy the rows that already exist (tables never copied, or an interrupted copy, which
     /// resumes after its last chunk), then exit; `duplex run` does this itself on start.
     Snapshot {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
         /// Copy this table again from its first row (source or target name), e.g. after a
         /// mapping change.
         #[arg(long)]
@@ -58,16 +75,12 @@ enum Command {
     /// Per pipeline: position on each side, lag, state, last error, dead letters (asks the
     /// running process at the metrics listener, and reads both databases).
     Status {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
         /// Print JSON instead of the table.
         #[arg(long)]
         json: bool,
     },
     /// The dead-letter tables: rows that could not be applied, with why.
     Dlq {
-        #[arg(short, long, default_value = "duplex.toml", global = true)]
-        config: PathBuf,
         #[command(subcommand)]
         action: duplex::commands::dlq::Action,
     },
@@ -75,16 +88,12 @@ enum Command {
     /// a difference is reported only after it survived a re-check past the stream's
     /// position. Exit 0 when everything is equal, 1 when something differs, 2 on an error.
     Verify {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
         #[command(flatten)]
         opts: VerifyOpts,
     },
     /// Verify, send the rows that differ again through the sink (rows the source does not have
     /// are deleted or cleared), log each repair in duplex's `repair_log`, and verify again.
     Repair {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
         #[command(flatten)]
         opts: VerifyOpts,
         /// Only this key (the target key's values, `a, b` for a composite key); repeatable.
@@ -97,8 +106,9 @@ enum Command {
     /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
     /// an abandoned slot makes PostgreSQL keep WAL forever.
     Teardown {
-        #[arg(short, long, default_value = "duplex.toml")]
-        config: PathBuf,
+        /// Do not ask (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -136,14 +146,8 @@ impl VerifyOpts {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -155,28 +159,31 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let cfg = match duplex::config::Config::load(cli.command.config()) {
+        let cfg = match duplex::config::Config::load(&cli.config) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(2);
+                // verify's scripts tell "differs" (1) from "could not tell" (2).
+                if matches!(cli.command, Command::Verify { .. } | Command::Repair { .. }) {
+                    return ExitCode::from(2);
+                }
+                return duplex::commands::exit_code(&e);
             }
         };
         use duplex::commands;
         match cli.command {
-            Command::Run { .. } => commands::run::main(&cfg).await,
-            Command::Check { .. } => commands::check::main(&cfg).await,
-            Command::Setup { start_over, .. } => commands::setup::main(&cfg, start_over).await,
-            Command::Snapshot { table, .. } => commands::snapshot::main(&cfg, table).await,
-            Command::Status { json, .. } => commands::status::main(&cfg, json).await,
-            Command::Dlq { action, .. } => commands::dlq::main(&cfg, action).await,
-            Command::Teardown { .. } => commands::teardown::main(&cfg).await,
-            Command::Verify { opts, .. } => commands::verify::main(&cfg, opts.args()).await,
+            Command::Run => commands::run::main(&cfg).await,
+            Command::Check => commands::check::main(&cfg).await,
+            Command::Setup { start_over } => commands::setup::main(&cfg, start_over).await,
+            Command::Snapshot { table } => commands::snapshot::main(&cfg, table).await,
+            Command::Status { json } => commands::status::main(&cfg, json).await,
+            Command::Dlq { action } => commands::dlq::main(&cfg, action).await,
+            Command::Teardown { yes } => commands::teardown::main(&cfg, yes).await,
+            Command::Verify { opts } => commands::verify::main(&cfg, opts.args()).await,
             Command::Repair {
                 opts,
                 keys,
                 dry_run,
-                ..
             } => {
                 let mut args = opts.args();
                 args.keys = keys;
@@ -187,18 +194,21 @@ fn main() -> ExitCode {
     })
 }
 
-impl Command {
-    fn config(&self) -> &PathBuf {
-        match self {
-            Command::Run { config }
-            | Command::Check { config }
-            | Command::Setup { config, .. }
-            | Command::Snapshot { config, .. }
-            | Command::Status { config, .. }
-            | Command::Dlq { config, .. }
-            | Command::Verify { config, .. }
-            | Command::Repair { config, .. }
-            | Command::Teardown { config } => config,
-        }
+/// Logs to stderr: text (coloured only on a terminal) or one JSON object per line; `RUST_LOG`
+/// wins over `level`.
+fn init_logging(format: LogFormat, level: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|e| {
+            eprintln!("warning: --log-level {level:?} is not a level or filter ({e}); using info");
+            tracing_subscriber::EnvFilter::new("info")
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_current_span(false).init(),
     }
 }

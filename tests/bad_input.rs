@@ -339,7 +339,7 @@ fn missing_config_file_is_named() {
 /// The operator sees the same message from the binary, on stderr, with exit code 2 and before
 /// any server is contacted.
 #[test]
-fn the_binary_refuses_a_bad_config_with_exit_code_2() {
+fn the_binary_refuses_a_bad_config_with_exit_code_78() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("duplex.toml");
     std::fs::write(
@@ -353,14 +353,24 @@ fn the_binary_refuses_a_bad_config_with_exit_code_2() {
         ),
     )
     .unwrap();
-    for command in ["check", "run", "setup"] {
-        let out = std::process::Command::new(support::harness::duplex_bin())
-            .args([command, "-c"])
-            .arg(&path)
-            .output()
-            .unwrap();
+    // The file given after the command, before it, or in DUPLEX_CONFIG: EX_CONFIG (78), which
+    // the systemd unit does not restart on.
+    for (command, how) in [
+        ("check", "after"),
+        ("run", "after"),
+        ("setup", "after"),
+        ("run", "before"),
+        ("run", "env"),
+    ] {
+        let mut cmd = std::process::Command::new(support::harness::duplex_bin());
+        match how {
+            "after" => cmd.arg(command).arg("-c").arg(&path),
+            "before" => cmd.arg("--config").arg(&path).arg(command),
+            _ => cmd.arg(command).env("DUPLEX_CONFIG", &path),
+        };
+        let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+        assert_eq!(out.status.code(), Some(78), "{command} ({how}): {stderr}");
         assert!(
             stderr.contains(&format!(
                 "error: {}:10: key `mysql.pasword`: unknown field `pasword`",

@@ -157,7 +157,7 @@ async fn both_directions_without_echo() {
     stop_cleanly(&mut child, &work);
 
     // Teardown leaves no slot, publication or origin behind.
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
     let slot = format!("duplex_{pipeline}");
     assert_eq!(
@@ -220,7 +220,7 @@ async fn an_idle_slot_does_not_hold_wal() {
     })
     .await;
     stop_cleanly(&mut child, &work);
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }
 

@@ -169,7 +169,7 @@ async fn mapping_errors_and_unsafe_settings_are_reported_with_the_fix() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(78));
     assert!(
         text.contains("key `metrics.lisen`: unknown field `lisen`"),
         "{text}"

@@ -297,7 +297,7 @@ async fn without_origin_privileges_the_marker_rule_prevents_echo() {
         "reverse applied more than the 2 PostgreSQL transactions: an echo"
     );
     stop_cleanly(&mut child, &work);
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }
 

@@ -124,6 +124,6 @@ async fn ten_thousand_changes_on_both_sides_end_equal_without_echo() {
     );
     assert_eq!(my_txns + pg_txns, (ROUNDS * CHANGES_PER_ROUND) as u64 + 1);
     stop_cleanly(&mut child, &work);
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }

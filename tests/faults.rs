@@ -453,7 +453,7 @@ async fn exercise(fault: Fault) -> Duration {
         tail(&work.log())
     );
     stop_cleanly(&mut child, &work);
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
     worst
 }

@@ -190,7 +190,7 @@ async fn row_level_security_that_hides_rows_stops_the_copy() {
     assert!(out.contains("copied 3, dead-lettered 0"), "{out}");
     let copied = support::harness::mysql_rows(&mut my, "SELECT count(*) FROM t").await;
     assert_eq!(copied[0][0].as_deref(), Some("3"));
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }
 

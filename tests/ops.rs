@@ -271,7 +271,7 @@ async fn heartbeat_lag_health_ready_and_status() {
     )
     .await;
     assert_eq!(beats.len(), 1);
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }
 

@@ -140,7 +140,7 @@ async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms()
         checks > 10,
         "the slot's confirmed position moved too rarely to check ({checks})"
     );
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
     eprintln!(
         "kills: {kills}, slot checks: {checks}, rows: {}",

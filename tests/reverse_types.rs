@@ -283,6 +283,6 @@ async fn every_crm_type_round_trips_into_the_mapped_mysql_column() {
         failures.join("\n")
     );
     stop_cleanly(&mut child, &work);
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }

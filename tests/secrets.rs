@@ -140,6 +140,6 @@ async fn passwords_never_reach_logs_output_or_errors() {
     let debug = format!("{cfg:?}");
     assert!(debug.contains("password: ***"), "{debug}");
     assert!(!debug.contains(MY_PW) && !debug.contains(PG_PW), "{debug}");
-    let (ok, out) = run(&["teardown"], PG_PW);
+    let (ok, out) = run(&["teardown", "--yes"], PG_PW);
     assert!(ok, "{out}");
 }

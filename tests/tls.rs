@@ -112,7 +112,7 @@ async fn verify_full_encrypts_every_connection_both_ways() {
     );
     stop_cleanly(&mut child, &work);
     assert!(!work.log().contains("tls-pw"), "the password is in the log");
-    let (ok, out) = work.run_cmd(&["teardown"]);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }
 

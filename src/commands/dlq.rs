@@ -62,6 +62,9 @@ pub enum Action {
         /// Every resolved letter that passes the filters.
         #[arg(long)]
         resolved: bool,
+        /// Do not ask before `--all` (needed when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
     },
 }
 
@@ -146,11 +149,18 @@ async fn act(cfg: &Config, action: Action) -> Result<(String, bool)> {
             filter,
             all,
             resolved,
+            yes,
         } => {
             if !all && ids.is_empty() && filter.table.is_none() && !resolved {
                 return Err(Error::config(
                     "say which letters to drop: ids, --table T, --resolved or --all",
                 ));
+            }
+            if all {
+                super::confirm(
+                    "dlq drop --all deletes every dead letter that passes the filters, unresolved ones (rows never applied) too",
+                    yes,
+                )?;
             }
             let s = Select {
                 ids,

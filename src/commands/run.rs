@@ -38,6 +38,13 @@ pub async fn run(cfg: &Config) -> Result<()> {
     );
     crate::telemetry::install(cfg.metrics_listen, cfg.ready_max_lag).await?;
     crate::telemetry::live().set_pipeline(&cfg.pipeline);
+    if let Some(n) = crate::telemetry::notify::Notifier::from_env() {
+        tokio::spawn(crate::telemetry::notify::run(
+            n,
+            cfg.ready_max_lag,
+            stop_rx.clone(),
+        ));
+    }
     if !refuse_unsafe_source(cfg, &mut stop_rx).await? {
         return Ok(());
     }

@@ -7,7 +7,17 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// Runs `duplex teardown` and prints what it dropped.
-pub async fn main(cfg: &Config) -> ExitCode {
+pub async fn main(cfg: &Config, yes: bool) -> ExitCode {
+    let asked = super::confirm(
+        &format!(
+            "teardown drops pipeline {}'s replication slot: what the CRM changes from now on is not replicated, and starting again needs `duplex setup` and a full copy of the tables replicated from PostgreSQL",
+            cfg.pipeline
+        ),
+        yes,
+    );
+    if let Err(e) = asked {
+        return super::failed(&e);
+    }
     match teardown(cfg).await {
         Ok(done) => {
             for line in done {

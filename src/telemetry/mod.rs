@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod live;
+pub mod notify;
 pub mod observe;
 
 pub use live::{live, State};

@@ -320,6 +320,25 @@ listen = "{metrics}"
         )
     }
 
+    /// Like [`Workdir::start_cmd`], with these environment variables set too.
+    pub fn start_env(&self, args: &[&str], env: &[(&str, &str)]) -> Duplex {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("duplex.log"))
+            .expect("open the duplex log");
+        let mut c = self.command(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        Duplex(
+            c.stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .expect("start duplex"),
+        )
+    }
+
     /// Like [`Workdir::start_cmd`], with standard output written to `stdout`.
     pub fn start_cmd_to(&self, args: &[&str], stdout: &Path) -> Duplex {
         let log = std::fs::OpenOptions::new()

@@ -1,0 +1,170 @@
+//! The service conventions a DBA relies on: systemd's notifications (`READY=1` once both
+//! directions stream, the watchdog fed while healthy, `STOPPING=1`), exit status 78 for what a
+//! restart cannot mend, logs without colour codes off a terminal or as JSON lines, and
+//! confirmation before `teardown`.
+
+mod support;
+
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use support::harness::{pipeline_name, stop_cleanly, terminate, wait_for, Workdir};
+
+const BOTH: &str = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\n[table.column]\nid = \"id\"\nv = \"v\"\n";
+
+async fn both_ways(prefix: &str) -> (support::TestDbs, Workdir) {
+    let dbs = support::fresh_dbs(prefix).await;
+    use mysql_async::prelude::Queryable;
+    dbs.mysql()
+        .await
+        .query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    dbs.pg()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let work = Workdir::new(
+        &dbs,
+        &pipeline_name(prefix, &dbs),
+        "UTC",
+        &[("t.toml", BOTH)],
+    );
+    work.setup();
+    (dbs, work)
+}
+
+/// The messages received on a notify socket until `until` returns true or `within` passes.
+fn receive(
+    socket: &UnixDatagram,
+    within: Duration,
+    until: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    while started.elapsed() < within && !until(&got) {
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_once_both_directions_stream_then_the_watchdog_then_stopping() {
+    let (_dbs, work) = both_ways("notify").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    let mut child = work.start_env(
+        &["run"],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "3000000"),
+        ],
+    );
+    let got = receive(&socket, Duration::from_secs(60), |m| {
+        m.iter().any(|x| x.contains("READY=1"))
+    });
+    let ready = got
+        .iter()
+        .find(|m| m.contains("READY=1"))
+        .unwrap_or_else(|| panic!("no READY=1 within 60 s: {got:?}\n{}", work.log()));
+    assert!(
+        ready.contains("STATUS=mysql_to_pg streaming; pg_to_mysql streaming"),
+        "{ready}"
+    );
+    // The watchdog is fed at least every second while healthy.
+    let fed = receive(&socket, Duration::from_secs(4), |_| false);
+    let beats = fed.iter().filter(|m| m.as_str() == "WATCHDOG=1").count();
+    assert!(beats >= 3, "watchdog fed {beats} times in 4 s: {fed:?}");
+    let status = terminate(&mut child, Duration::from_secs(40));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let last = receive(&socket, Duration::from_secs(2), |m| {
+        m.iter().any(|x| x.contains("STOPPING=1"))
+    });
+    assert!(
+        last.iter().any(|m| m.contains("STOPPING=1")),
+        "no STOPPING=1 on SIGTERM: {last:?}"
+    );
+}
+
+/// A mapping that names a column the MySQL table does not have: `run` exits 78 (EX_CONFIG),
+/// which the systemd unit does not restart on, and says which column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapping_error_exits_78_for_the_unit_not_to_restart() {
+    let (_dbs, work) = both_ways("exit78").await;
+    std::fs::write(
+        work.path().join("mappings").join("t.toml"),
+        BOTH.replace("v = \"v\"", "nope = \"v\""),
+    )
+    .unwrap();
+    let (code, _, err) = work.run_split(&["run"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("nope"), "{err}");
+    let unit = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/duplex.service"),
+    )
+    .unwrap();
+    assert!(
+        unit.contains("RestartPreventExitStatus=78"),
+        "the unit knows 78"
+    );
+    assert!(unit.contains("Type=notify"), "the unit waits for READY");
+}
+
+/// Logs written to a file carry no ANSI colour codes; `--log-format json` writes one JSON
+/// object per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_off_a_terminal_are_plain_or_json() {
+    let (_dbs, work) = both_ways("logfmt").await;
+    let both = || async { work.log().matches("pipeline starting").count() >= 2 };
+    let mut child = work.start_env(&["--log-format", "json", "run"], &[]);
+    wait_for(Duration::from_secs(60), "both directions", &work, both).await;
+    stop_cleanly(&mut child, &work);
+    let json = work.log();
+    let lines: Vec<&str> = json.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{json}");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON log line ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    let mut child = work.start();
+    wait_for(Duration::from_secs(60), "a text log", &work, || async {
+        work.log().matches("pipeline starting").count() >= 4
+    })
+    .await;
+    stop_cleanly(&mut child, &work);
+    let text = work.log();
+    assert!(
+        text.len() > json.len() && !text.contains('\u{1b}'),
+        "colour codes in a log file"
+    );
+}
+
+/// `teardown` without a terminal to ask on refuses unless `--yes`, and the slot stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_asks_and_refuses_without_yes() {
+    let (dbs, work) = both_ways("confirm").await;
+    let pg = dbs.pg().await;
+    let slots = || async {
+        pg.query_one("SELECT count(*) FROM pg_replication_slots WHERE slot_name LIKE 'duplex_%' AND database = current_database()", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    assert_eq!(slots().await, 1);
+    let (code, _, err) = work.run_split(&["teardown"]);
+    assert_eq!(code, Some(78), "{err}");
+    assert!(err.contains("pass --yes"), "{err}");
+    assert_eq!(slots().await, 1, "nothing dropped without --yes");
+    let (code, out, err) = work.run_split(&["teardown", "--yes"]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(slots().await, 0);
+}

@@ -349,7 +349,7 @@ impl Replicator {
     fn teardown(&mut self) {
         assert!(self.process.is_none(), "stop duplex before teardown");
         self.teardown_on_drop = false;
-        let (ok, out) = self.work.run_cmd(&["teardown"]);
+        let (ok, out) = self.work.run_cmd(&["teardown", "--yes"]);
         assert!(ok, "duplex teardown failed:\n{out}");
     }
 
@@ -451,7 +451,7 @@ impl Drop for Replicator {
         drop(self.process.take());
         if self.teardown_on_drop {
             progress("tearing down the reverse pipeline (slot, publication, origin)");
-            let (ok, out) = self.work.run_cmd(&["teardown"]);
+            let (ok, out) = self.work.run_cmd(&["teardown", "--yes"]);
             if !ok {
                 eprintln!("duplex teardown failed:\n{out}");
             }

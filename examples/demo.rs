@@ -40,7 +40,12 @@ async fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
-    println!("Starting private MariaDB and PostgreSQL servers…");
+    // The demo's servers run as production would (every commit flushed): the lag it shows
+    // is duplex's own, not a deferred flush of the servers'.
+    std::env::set_var("DUPLEX_SERVERS_DURABLE", "1");
+    println!(
+        "Starting private MariaDB and PostgreSQL servers (durable commits, as in production)…"
+    );
     let s = support::servers();
     let dbs = support::fresh_dbs("demo").await;
     let mut my = dbs.mysql().await;

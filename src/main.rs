@@ -12,7 +12,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(
     name = "duplex",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("DUPLEX_BUILD_COMMIT"), ")"),
     about = "Change data capture between 1C-Bitrix MySQL/MariaDB and a CRM's PostgreSQL"
 )]
 struct Cli {
@@ -103,6 +103,20 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Show the mapping set as compiled against both live schemas — per table the columns,
+    /// types, transforms, maps, directions, conflict policy, filter, pivot and look-ups — and
+    /// the SQL statements and publication duplex will use.
+    Plan {
+        /// Only this table (source or target name).
+        #[arg(long)]
+        table: Option<String>,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to standard
+    /// output, e.g. `duplex completions bash > /etc/bash_completion.d/duplex`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to standard output, e.g.
+    /// `duplex man > /usr/local/share/man/man1/duplex.1`.
+    Man,
     /// Drop the replication slot, the publication and the origin (stop `duplex run` first):
     /// an abandoned slot makes PostgreSQL keep WAL forever.
     Teardown {
@@ -147,6 +161,30 @@ impl VerifyOpts {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from this very definition; they need no configuration.
+    match &cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "duplex",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            return match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     init_logging(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -179,6 +217,8 @@ fn main() -> ExitCode {
             Command::Status { json } => commands::status::main(&cfg, json).await,
             Command::Dlq { action } => commands::dlq::main(&cfg, action).await,
             Command::Teardown { yes } => commands::teardown::main(&cfg, yes).await,
+            Command::Plan { table } => commands::plan::main(&cfg, table).await,
+            Command::Completions { .. } | Command::Man => unreachable!("handled above"),
             Command::Verify { opts } => commands::verify::main(&cfg, opts.args()).await,
             Command::Repair {
                 opts,

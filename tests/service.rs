@@ -168,3 +168,69 @@ async fn teardown_asks_and_refuses_without_yes() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert_eq!(slots().await, 0);
 }
+
+/// `/metrics` carries `duplex_build_info{version,commit}` and the process metrics in
+/// Prometheus' standard names; `--version` names the same commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_say_which_build_runs_and_what_the_process_uses() {
+    let dbs = support::fresh_dbs("buildinfo").await;
+    use mysql_async::prelude::Queryable;
+    dbs.mysql()
+        .await
+        .query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
+        .await
+        .unwrap();
+    dbs.pg()
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let port = support::harness::free_port();
+    let work = Workdir::with_metrics(
+        &dbs,
+        &pipeline_name("buildinfo", &dbs),
+        "UTC",
+        &[("t.toml", support::harness::T_ALL)],
+        &format!("127.0.0.1:{port}"),
+    );
+    work.setup();
+    let mut child = work.start();
+    let mut body = String::new();
+    for _ in 0..100 {
+        if let Ok((200, b)) = support::harness::http_get(port, "/metrics") {
+            body = b;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_cleanly(&mut child, &work);
+    let (_, version, _) = work.run_split(&["--version"]);
+    let commit = version
+        .split("commit ")
+        .nth(1)
+        .and_then(|c| c.strip_suffix(")\n"))
+        .unwrap_or_else(|| panic!("{version}"));
+    assert!(commit.len() >= 7 && commit != "unknown", "{version}");
+    assert!(
+        body.contains(&format!(
+            "duplex_build_info{{version=\"{}\",commit=\"{commit}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let v: f64 = body
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{body}"))
+            .parse()
+            .unwrap();
+        assert!(v > 0.0, "{name} = {v}");
+    }
+}

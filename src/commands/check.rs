@@ -79,11 +79,12 @@ async fn check_mysql(cfg: &Config) -> Vec<CheckLine> {
                 &cfg.mysql.tls,
                 version.map(|(_, v)| v).filter(|v| !v.is_empty()),
             ));
+            let account = super::grants::account(&mut conn, cfg).await;
             match crate::source::mysql::check_server(&mut conn).await {
                 Ok(findings) => out.extend(findings.into_iter().map(|f| CheckLine {
                     ok: f.ok,
                     what: format!("MySQL: {}", f.what),
-                    fix: f.fix,
+                    fix: f.fix.replace("<duplex user>", &account),
                 })),
                 Err(e) => out.push(CheckLine {
                     ok: false,
@@ -181,16 +182,39 @@ async fn check_mappings(cfg: &Config) -> Vec<CheckLine> {
                 ),
                 fix: String::new(),
             });
+            out.extend(check_privileges(cfg, &plan).await);
             if plan.has_reverse() {
                 out.extend(check_reverse(cfg, &plan).await);
             }
         }
         Err(e) if e.kind() == ErrorKind::Mapping => {
+            let mut account = None;
             for line in e.message().lines() {
+                let fix = match absent_source(line) {
+                    // MySQL shows a table only to an account with a privilege on it.
+                    Some(table) => {
+                        if account.is_none() {
+                            account =
+                                Some(match crate::connect::mysql(&cfg.mysql, None, false).await {
+                                    Ok(mut conn) => {
+                                        let a = super::grants::account(&mut conn, cfg).await;
+                                        let _ = conn.disconnect().await;
+                                        a
+                                    }
+                                    Err(_) => format!("'{}'@'%'", cfg.mysql.user),
+                                });
+                        }
+                        format!(
+                            "create the table, or, when it exists, let duplex see it: GRANT SELECT ON {table} TO {};",
+                            account.as_deref().unwrap_or_default()
+                        )
+                    }
+                    None => "edit the mapping file at that line, or the table it names".into(),
+                };
                 out.push(CheckLine {
                     ok: false,
                     what: format!("mapping: {line}"),
-                    fix: "edit the mapping file at that line, or the table it names".into(),
+                    fix,
                 });
             }
         }
@@ -199,6 +223,32 @@ async fn check_mappings(cfg: &Config) -> Vec<CheckLine> {
             what: format!("mappings: {e}"),
             fix: "see the message".into(),
         }),
+    }
+    out
+}
+
+/// The MySQL table (back-quoted) of a mapping error saying a source table does not exist.
+fn absent_source(line: &str) -> Option<String> {
+    let rest = line.split("source table ").nth(1)?;
+    let name = rest.strip_suffix(" does not exist in MySQL")?;
+    let (db, t) = name.split_once('.')?;
+    Some(format!(
+        "{}.{}",
+        crate::model::my_ident(db),
+        crate::model::my_ident(t)
+    ))
+}
+
+/// Every privilege `setup` and `run` will use for this mapping set, on both sides
+/// ([`super::grants`]).
+pub async fn check_privileges(cfg: &Config, plan: &Plan) -> Vec<CheckLine> {
+    let mut out = Vec::new();
+    if let Ok(mut conn) = crate::connect::mysql(&cfg.mysql, None, false).await {
+        out.extend(super::grants::mysql(cfg, plan, &mut conn).await);
+        let _ = conn.disconnect().await;
+    }
+    if let Ok(client) = crate::connect::postgres(&cfg.postgres, "duplex check").await {
+        out.extend(super::grants::postgres(cfg, plan, &client).await);
     }
     out
 }

@@ -9,7 +9,9 @@
 
 pub mod check;
 pub mod dlq;
+pub mod grants;
 mod lock;
+pub mod plan;
 pub mod run;
 pub mod setup;
 mod signals;

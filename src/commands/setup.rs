@@ -38,13 +38,19 @@ pub async fn main(cfg: &Config, start_over: bool) -> ExitCode {
     }
 }
 
-/// `duplex setup`: creates duplex's tables and records the current binlog end as the starting
-/// checkpoint when there is none yet.
+/// `duplex setup`: checks first — the mapping set against both schemas, and every privilege
+/// setup and run will use — and creates nothing when something is missing; then creates duplex's
+/// tables on both sides, for tables replicated from PostgreSQL the origins, the publication and
+/// (last) the slot, and records the current binlog end as the starting checkpoint when there is
+/// none yet. A slot it created is dropped again when a later step fails, so a failed setup
+/// leaves no slot for PostgreSQL to keep WAL for.
 pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
+    let plan = load_plan(cfg).await?;
+    refuse_missing_privileges(cfg, &plan).await?;
     let client = crate::connect::postgres(&cfg.postgres, "duplex setup").await?;
     crate::state::setup_postgres(&client, &cfg.postgres.duplex_schema).await?;
-    let plan = load_plan(cfg).await?;
-    let mut new_slot = false;
+    let mut my_conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
+    crate::state::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
     if plan.has_reverse() {
         let mode = crate::origin::echo_mode(&client).await?;
         if mode == crate::origin::Echo::Origin {
@@ -53,12 +59,12 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
                     .await?;
             }
         }
-        new_slot = setup_publication_and_slot(cfg, &client, &plan, mode).await?;
-    }
-    let mut my_conn = crate::connect::mysql(&cfg.mysql, None, true).await?;
-    crate::state::setup_mysql(&mut my_conn, &cfg.mysql.duplex_database).await?;
-    if new_slot {
-        forget_the_way_back(cfg, &mut my_conn).await?;
+        if setup_publication_and_slot(cfg, &client, &plan, mode).await? {
+            if let Err(e) = forget_the_way_back(cfg, &mut my_conn).await {
+                drop_new_slot(cfg, &client).await;
+                return Err(e);
+            }
+        }
     }
     let _ = my_conn.disconnect().await;
     let existing = checkpoint::load(
@@ -91,6 +97,39 @@ pub async fn setup(cfg: &Config) -> Result<Option<Position>> {
     )
     .await?;
     Ok(Some(position))
+}
+
+/// Refuses to set anything up while a privilege setup or run will use is missing: the error
+/// lists each with the statement that grants it.
+async fn refuse_missing_privileges(cfg: &Config, plan: &Plan) -> Result<()> {
+    let lines = super::check::check_privileges(cfg, plan).await;
+    let gaps: Vec<String> = lines
+        .iter()
+        .filter(|l| !l.ok)
+        .map(|l| format!("  {}\n    fix: {}", l.what, l.fix))
+        .collect();
+    if gaps.is_empty() {
+        return Ok(());
+    }
+    Err(Error::new(
+        crate::error::ErrorKind::Config,
+        format!(
+            "nothing was set up: {} privilege(s) missing\n{}",
+            gaps.len(),
+            gaps.join("\n")
+        ),
+    ))
+}
+
+/// Drops the slot a failed setup created (best effort: it is logged when it cannot).
+async fn drop_new_slot(cfg: &Config, client: &tokio_postgres::Client) {
+    let name = crate::model::slot_name(&cfg.pipeline);
+    if let Err(e) = client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+        .await
+    {
+        tracing::warn!(slot = %name, error = %e, "a failed setup could not drop the slot it created: drop it with `duplex teardown`");
+    }
 }
 
 /// `duplex setup --start-over`: drops the slot, the publication and the origins (setup makes

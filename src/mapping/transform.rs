@@ -384,6 +384,21 @@ impl Transform {
         self.steps.is_empty()
     }
 
+    /// The steps in order (`trim → empty_null → map order_status`), and what an error does when
+    /// not the default (`duplex plan`); empty for none.
+    pub fn describe(&self) -> String {
+        let steps: Vec<String> = self.steps.iter().map(Step::name).collect();
+        let mut out = steps.join(" → ");
+        if !steps.is_empty() {
+            match self.on_error {
+                OnError::DeadLetter => {}
+                OnError::Null => out.push_str(" (on error: NULL)"),
+                OnError::Keep => out.push_str(" (on error: keep the value)"),
+            }
+        }
+        out
+    }
+
     /// The source values that map to `target` when the transform is one map and several codes
     /// do (`P` and `PD` for `paid`): writing back, any of them already means `target`.
     pub fn preimages(&self, target: &Value) -> Option<Vec<Value>> {

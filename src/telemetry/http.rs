@@ -38,7 +38,7 @@ pub async fn serve(
             tick.tick().await;
             super::live().publish(ready_max_lag);
             n += 1;
-            if n % 20 == 0 {
+            if n.is_multiple_of(20) {
                 upkeep.run_upkeep();
             }
         }
@@ -89,7 +89,8 @@ async fn answer(
     let live = super::live();
     match path {
         "/metrics" => {
-            let body = handle.render();
+            let mut body = handle.render();
+            body.push_str(&super::process::render());
             respond(&mut stream, 200, "text/plain; version=0.0.4", &body).await
         }
         "/health" => respond(&mut stream, 200, "text/plain", "ok\n").await,

@@ -9,6 +9,7 @@ pub mod http;
 pub mod live;
 pub mod notify;
 pub mod observe;
+pub mod process;
 
 pub use live::{live, State};
 
@@ -50,6 +51,11 @@ pub const VERIFY_ROWS_CHECKED: &str = "duplex_verify_rows_checked_total";
 /// Per target table, the differences (and unsettled rows) of the last verify run.
 pub const VERIFY_MISMATCHES: &str = "duplex_verify_mismatches";
 pub const VERIFY_LAST_SUCCESS: &str = "duplex_verify_last_success_timestamp_seconds";
+pub const BUILD_INFO: &str = "duplex_build_info";
+
+/// The version and the commit duplex was built from.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("DUPLEX_BUILD_COMMIT");
 
 /// Buckets of the duration histograms, in seconds: 1 ms to 30 s.
 const DURATION_BUCKETS: &[f64] = &[
@@ -71,10 +77,15 @@ pub async fn install(listen: SocketAddr, ready_max_lag: std::time::Duration) -> 
     metrics::set_global_recorder(recorder)
         .map_err(|e| Error::config(format!("metrics recorder: {e}")))?;
     describe();
+    metrics::gauge!(BUILD_INFO, "version" => VERSION, "commit" => COMMIT).set(1.0);
     http::serve(listen, handle, ready_max_lag).await
 }
 
 fn describe() {
+    metrics::describe_gauge!(
+        BUILD_INFO,
+        "1, labelled with the version and the commit this duplex was built from"
+    );
     metrics::describe_gauge!(
         LAG_SECONDS,
         "End-to-end lag: age of the newest heartbeat duplex wrote into the source that has not reached the target yet, or the transit time of the last one that did"

@@ -126,6 +126,22 @@ impl Servers {
 
 /// The servers of this process, started on the first call. Panics (in every caller) with
 /// the reason if they could not be started.
+/// `DUPLEX_SERVERS_DURABLE=1` (the demo): the servers run as production would — every commit
+/// flushed (`fsync`, `synchronous_commit`, `innodb_flush_log_at_trx_commit=1`, `sync_binlog=1`)
+/// — so the lag a newcomer reads is duplex's, not a server's deferred flush. The tests and the
+/// bench trade that durability for speed.
+fn durable() -> bool {
+    std::env::var("DUPLEX_SERVERS_DURABLE").is_ok_and(|v| v == "1")
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
 pub fn servers() -> &'static Servers {
     static SERVERS: OnceLock<Result<Servers, String>> = OnceLock::new();
     match SERVERS.get_or_init(start_servers) {
@@ -932,8 +948,16 @@ async fn boot_mariadb(
             .arg("--log-slave-updates")
             .arg("--sql-mode=")
             .arg("--innodb-buffer-pool-size=256M")
-            .arg("--innodb-flush-log-at-trx-commit=2")
-            .arg("--sync-binlog=0")
+            .arg(if durable() {
+                "--innodb-flush-log-at-trx-commit=1"
+            } else {
+                "--innodb-flush-log-at-trx-commit=2"
+            })
+            .arg(if durable() {
+                "--sync-binlog=1"
+            } else {
+                "--sync-binlog=0"
+            })
             .arg("--max-connections=500")
             .stdout(out)
             .stderr(err);
@@ -990,9 +1014,9 @@ async fn boot_postgres(
             "wal_level=logical".into(),
             "max_replication_slots=50".into(),
             "max_wal_senders=50".into(),
-            "fsync=off".into(),
-            "synchronous_commit=off".into(),
-            "full_page_writes=off".into(),
+            format!("fsync={}", on_off(durable())),
+            format!("synchronous_commit={}", on_off(durable())),
+            format!("full_page_writes={}", on_off(durable())),
             "max_connections=300".into(),
             "shared_buffers=256MB".into(),
             "logging_collector=off".into(),

@@ -8,6 +8,7 @@
 
 mod guard;
 mod newest;
+pub mod statements;
 
 use std::sync::Arc;
 
@@ -419,8 +420,8 @@ pub struct MySqlSink {
     /// The CRM's halves of `newest` columns decided in the open transaction, to write.
     notes: Vec<newest::Note>,
     in_txn: bool,
-    /// The session's sql_mode has NO_BACKSLASH_ESCAPES (changes how literals are quoted).
-    no_backslash_escapes: bool,
+    /// The statements' text (literals quoted for the session's sql_mode).
+    text: statements::Text,
 }
 
 fn my_err(e: mysql_async::Error, what: &str) -> Error {
@@ -477,7 +478,9 @@ impl MySqlSink {
             })?;
         }
         Ok(MySqlSink {
-            no_backslash_escapes,
+            text: statements::Text {
+                no_backslash_escapes,
+            },
             conn,
             plan,
             pipeline: pipeline.to_string(),
@@ -552,11 +555,12 @@ impl MySqlSink {
             let run = &changes[i..i + len];
             let (sql, op) = match first.kind {
                 MyKind::Update => {
-                    let sql: Vec<String> = run.iter().map(|c| self.update_sql(&t, c)).collect();
+                    let sql: Vec<String> =
+                        run.iter().map(|c| self.text.update_sql(&t, c)).collect();
                     (sql.join(";\n"), "update")
                 }
-                MyKind::Upsert => (self.upsert_sql(&t, run, &sent), "upsert"),
-                MyKind::Delete => (self.delete_sql(&t, run), "delete"),
+                MyKind::Upsert => (self.text.upsert_sql(&t, run, &sent), "upsert"),
+                MyKind::Delete => (self.text.delete_sql(&t, run), "delete"),
                 MyKind::Relay => unreachable!("relays are applied by apply_relay"),
             };
             self.conn
@@ -569,171 +573,17 @@ impl MySqlSink {
         Ok(())
     }
 
-    /// A multi-row `INSERT … ON DUPLICATE KEY UPDATE` of a run with the `sent` columns.
-    fn upsert_sql(&self, t: &ReversePlan, run: &[MyChange], sent: &[bool]) -> String {
-        let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
-        let mut names: Vec<String> = cols
-            .iter()
-            .map(|c| my_ident(&t.columns[*c].my.name))
-            .collect();
-        let timed = !run[0].at.is_empty();
-        if timed {
-            names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
-        }
-        let rows: Vec<String> = run
-            .iter()
-            .map(|c| self.literal_tuple(c.values.iter().flatten().chain(c.at.iter())))
-            .collect();
-        // Change-time columns first: MySQL assigns left to right, so their conditions still see
-        // the old values.
-        let mut updates: Vec<String> = Vec::new();
-        if timed {
-            for set in &t.set {
-                let n = my_ident(&set.column.name);
-                let same: Vec<String> = set
-                    .when
-                    .iter()
-                    .filter(|w| sent[**w])
-                    .map(|w| {
-                        let m = my_ident(&t.columns[*w].my.name);
-                        format!("{m} <=> VALUES({m})")
-                    })
-                    .collect();
-                if same.is_empty() {
-                    updates.push(format!("{n} = VALUES({n})"));
-                } else {
-                    updates.push(format!(
-                        "{n} = IF({}, {n}, VALUES({n}))",
-                        same.join(" AND ")
-                    ));
-                }
-            }
-        }
-        updates.extend(cols.iter().filter(|c| !t.key.contains(c)).map(|c| {
-            let n = my_ident(&t.columns[*c].my.name);
-            format!("{n} = VALUES({n})")
-        }));
-        let on_dup = if updates.is_empty() {
-            // Only key columns: keep the row as is.
-            let k = my_ident(&t.columns[t.key[0]].my.name);
-            format!("{k} = {k}")
-        } else {
-            updates.join(", ")
-        };
-        format!(
-            "INSERT INTO {} ({}) VALUES {} ON DUPLICATE KEY UPDATE {on_dup}",
-            t.target.my_quoted(),
-            names.join(", "),
-            rows.join(", ")
-        )
-    }
-
-    /// `DELETE … WHERE (key) IN (…)` of a run.
-    fn delete_sql(&self, t: &ReversePlan, run: &[MyChange]) -> String {
-        let names: Vec<String> = t
-            .key
-            .iter()
-            .map(|k| my_ident(&t.columns[*k].my.name))
-            .collect();
-        let tuples: Vec<String> = run
-            .iter()
-            .map(|c| self.literal_tuple(c.values.iter().flatten()))
-            .collect();
-        format!(
-            "DELETE FROM {} WHERE ({}) IN ({})",
-            t.target.my_quoted(),
-            names.join(", "),
-            tuples.join(", ")
-        )
-    }
-
-    /// `key1 = v1 AND …` of a change's row.
-    fn key_condition(&self, t: &ReversePlan, c: &MyChange) -> String {
-        let cond: Vec<String> = t
-            .key
-            .iter()
-            .map(|k| {
-                let v = c.values[*k].as_ref().expect("keys are sent");
-                format!("{} = {}", my_ident(&t.columns[*k].my.name), self.literal(v))
-            })
-            .collect();
-        cond.join(" AND ")
-    }
-
-    /// `(v1, v2, …)` as SQL literals. Rows go out as text statements: one round trip, and no
-    /// prepared statement per row count for the server and the client to keep.
-    fn literal_tuple<'a>(&self, values: impl Iterator<Item = &'a My>) -> String {
-        let parts: Vec<String> = values.map(|v| self.literal(v)).collect();
-        format!("({})", parts.join(", "))
-    }
-
-    /// One value as an SQL literal.
+    /// One value as an SQL literal (for the guard and the newest-column notes).
     fn literal(&self, v: &My) -> String {
-        match v {
-            // Display would print 1.7976931348623157e308 as 309 digits, which MySQL reads as an
-            // out-of-range DECIMAL literal; the exponent form reads back exactly.
-            My::Double(x) if x.is_finite() => format!("{x:e}"),
-            My::Float(x) if x.is_finite() => format!("{x:e}"),
-            _ => v.as_sql(self.no_backslash_escapes),
-        }
+        self.text.literal(v)
     }
 
-    /// `UPDATE … SET … WHERE key` of one row: change-time columns first (set when one of their
-    /// trigger columns gets a new value), then the sent columns. A column already holding a
-    /// value the map reads as the new one (`P` when the CRM says `paid`, whose code is `PD`)
-    /// is left as it is, and does not count as changed.
-    fn update_sql(&self, t: &ReversePlan, c: &MyChange) -> String {
-        let lit = |v: &My| self.literal(v);
-        // SQL that is true when column `i` already holds the new value `v`.
-        let unchanged = |i: usize, v: &My| {
-            let n = my_ident(&t.columns[i].my.name);
-            match c.same.get(i) {
-                Some(Some(codes)) => {
-                    let list: Vec<String> = codes.iter().map(lit).collect();
-                    format!("{n} IN ({})", list.join(", "))
-                }
-                _ => format!("{n} <=> {}", lit(v)),
-            }
-        };
-        let mut sets = Vec::new();
-        for (set, at) in t.set.iter().zip(&c.at) {
-            let n = my_ident(&set.column.name);
-            let same: Vec<String> = set
-                .when
-                .iter()
-                .filter_map(|w| c.values[*w].as_ref().map(|v| unchanged(*w, v)))
-                .collect();
-            if set.when.is_empty() {
-                sets.push(format!("{n} = {}", lit(at)));
-            } else if !same.is_empty() {
-                sets.push(format!(
-                    "{n} = IF({}, {n}, {})",
-                    same.join(" AND "),
-                    lit(at)
-                ));
-            }
-        }
-        for (i, v) in c.values.iter().enumerate() {
-            if let (false, Some(v)) = (t.key.contains(&i), v) {
-                let n = my_ident(&t.columns[i].my.name);
-                match c.same.get(i) {
-                    Some(Some(_)) => {
-                        sets.push(format!("{n} = IF({}, {n}, {})", unchanged(i, v), lit(v)))
-                    }
-                    _ => sets.push(format!("{n} = {}", lit(v))),
-                }
-            }
-        }
-        if sets.is_empty() {
-            let k = my_ident(&t.columns[t.key[0]].my.name);
-            sets.push(format!("{k} = {k}"));
-        }
-        format!(
-            "UPDATE {} SET {} WHERE {}",
-            t.target.my_quoted(),
-            sets.join(", "),
-            self.key_condition(t, c)
-        )
+    fn literal_tuple<'a>(&self, values: impl Iterator<Item = &'a My>) -> String {
+        self.text.literal_tuple(values)
+    }
+
+    fn key_condition(&self, t: &ReversePlan, c: &MyChange) -> String {
+        self.text.key_condition(t, c)
     }
 
     async fn flush(&mut self) -> Result<()> {

@@ -33,7 +33,7 @@ mod newest;
 mod pivot;
 mod queue;
 mod run;
-mod sql;
+pub mod sql;
 mod values;
 
 use std::collections::HashMap;

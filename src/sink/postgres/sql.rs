@@ -110,3 +110,19 @@ pub(super) fn delete_values_sql(t: &TablePlan, rows: usize) -> String {
         tuples.join(", ")
     )
 }
+
+/// The statements the forward direction runs for entry `t`, with `$n` where values go (what
+/// `duplex plan` shows): per kind of write, a label and the SQL (one row's worth; the sink
+/// sends runs of rows in one statement). Pivots write through duplex's pivot table instead.
+pub fn shapes(t: &TablePlan) -> Vec<(&'static str, String)> {
+    if t.pivot.is_some() {
+        return Vec::new();
+    }
+    let mut out = vec![("upsert", upsert_values_sql(t, 1))];
+    match t.on_delete {
+        crate::mapping::OnDelete::Delete => out.push(("delete", delete_values_sql(t, 1))),
+        crate::mapping::OnDelete::Clear => out.push(("clear", clear_values_sql(t, 1))),
+        crate::mapping::OnDelete::Ignore => {}
+    }
+    out
+}

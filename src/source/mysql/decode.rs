@@ -233,7 +233,7 @@ pub fn text_value(bytes: Vec<u8>, charset: &str) -> Value {
 fn decode_wide(bytes: &[u8], charset: &str) -> Option<String> {
     match charset {
         "utf32" => {
-            if bytes.len() % 4 != 0 {
+            if !bytes.len().is_multiple_of(4) {
                 return None;
             }
             bytes
@@ -242,7 +242,7 @@ fn decode_wide(bytes: &[u8], charset: &str) -> Option<String> {
                 .collect()
         }
         _ => {
-            if bytes.len() % 2 != 0 {
+            if !bytes.len().is_multiple_of(2) {
                 return None;
             }
             let le = charset == "utf16le";

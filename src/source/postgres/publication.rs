@@ -16,7 +16,7 @@ use crate::mapping::Plan;
 use crate::model::{pg_ident, slot_name, TableName, Way};
 
 /// The tables the publication must hold for `plan`.
-fn tables(cfg: &Config, plan: &Plan, marker: bool) -> Vec<TableName> {
+pub fn tables(cfg: &Config, plan: &Plan, marker: bool) -> Vec<TableName> {
     let mut tables: Vec<TableName> = plan.reverse.iter().map(|r| r.source.clone()).collect();
     // The reverse direction's heartbeat travels through the slot like any change.
     tables.push(crate::state::heartbeat::source_table(Way::Reverse, cfg));

@@ -7,6 +7,8 @@ set -euo pipefail
 need=()
 [ -x /usr/sbin/mariadbd ] && [ -x /usr/bin/mariadb-install-db ] || need+=(mariadb-server mariadb-client)
 [ -x /usr/lib/postgresql/15/bin/initdb ] && [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+# promtool (Debian's prometheus package): the tests check docker/alerts.yml and run its tests.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -16,6 +18,13 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # Package scripts try to start the services; the tests start their own private servers.
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# check-jsonschema (PyPI), whose built-in Compose specification the tests check
+# docker/compose.yaml against.
+if ! command -v check-jsonschema >/dev/null 2>&1; then
+  echo "installing: check-jsonschema"
+  python3 -m pip install --quiet 'check-jsonschema==0.39.0'
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

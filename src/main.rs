@@ -53,7 +53,13 @@ enum Command {
     /// Replicate until SIGTERM: the transaction in flight is finished and checkpointed, exit 0.
     Run,
     /// Check the configuration, server settings, privileges and mappings; print what to fix.
-    Check,
+    Check {
+        /// Without any server: the configuration and the whole mapping set (map names,
+        /// transforms, look-ups, pivots, keys, directions); tables, columns and types need the
+        /// servers.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Create duplex's own tables and record the starting position; for tables also replicated
     /// from PostgreSQL, create the publication, the replication slot and the origin.
     Setup {
@@ -211,7 +217,8 @@ fn main() -> ExitCode {
         use duplex::commands;
         match cli.command {
             Command::Run => commands::run::main(&cfg).await,
-            Command::Check => commands::check::main(&cfg).await,
+            Command::Check { offline: false } => commands::check::main(&cfg).await,
+            Command::Check { offline: true } => commands::check::offline(&cfg),
             Command::Setup { start_over } => commands::setup::main(&cfg, start_over).await,
             Command::Snapshot { table } => commands::snapshot::main(&cfg, table).await,
             Command::Status { json } => commands::status::main(&cfg, json).await,

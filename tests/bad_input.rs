@@ -1254,3 +1254,60 @@ async fn mappings_that_do_not_fit_the_live_schemas_name_file_line_key() {
         failures.join("\n")
     );
 }
+
+/// `duplex check --offline` compiles the whole mapping set with no server at all: the shipped
+/// set passes; a misspelt map name is named with its file, line and key.
+#[test]
+fn check_offline_validates_the_mapping_set_without_servers() {
+    let dir = tempfile::tempdir().unwrap();
+    let maps = dir.path().join("mappings");
+    std::fs::create_dir(&maps).unwrap();
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix");
+    for f in std::fs::read_dir(&shipped).unwrap() {
+        let f = f.unwrap().path();
+        if f.extension().is_some_and(|e| e == "toml") {
+            std::fs::copy(&f, maps.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    // Nothing listens on port 1: a check that tried a server would fail.
+    let path = dir.path().join("duplex.toml");
+    std::fs::write(
+        &path,
+        edit(
+            GOOD_CONFIG,
+            &[("port = 3306", "port = 1"), ("port = 5432", "port = 1")],
+        ),
+    )
+    .unwrap();
+    let check = || {
+        let out = std::process::Command::new(support::harness::duplex_bin())
+            .args(["check", "--offline", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = check();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("table(s) compiled offline"), "{out}");
+    let orders = maps.join("orders.toml");
+    let text = std::fs::read_to_string(&orders).unwrap();
+    std::fs::write(
+        &orders,
+        text.replacen("map = \"order_status\"", "map = \"order_stauts\"", 1),
+    )
+    .unwrap();
+    let (code, out) = check();
+    assert_eq!(code, Some(1), "{out}");
+    let fail = out
+        .lines()
+        .find(|l| l.starts_with("FAIL"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        fail.contains("orders.toml:") && fail.contains("order_stauts"),
+        "{fail}"
+    );
+}

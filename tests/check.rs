@@ -147,11 +147,18 @@ async fn mapping_errors_and_unsafe_settings_are_reported_with_the_fix() {
         "{text}"
     );
     assert!(
-        text.contains("fix: GRANT REPLICATION SLAVE ON *.* TO <duplex user>"),
+        text.contains("fix: GRANT REPLICATION SLAVE ON *.* TO 'weak'@'%'"),
         "{text}"
     );
     assert!(
         text.contains("FAIL  MySQL: privilege BINLOG MONITOR"),
+        "{text}"
+    );
+    // Nor anything on duplex's own database, with the exact statement that grants it.
+    assert!(
+        text.contains(
+            "fix: GRANT CREATE, ALTER, SELECT, INSERT, UPDATE, DELETE ON `duplex`.* TO 'weak'@'%';"
+        ),
         "{text}"
     );
 

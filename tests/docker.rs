@@ -229,3 +229,62 @@ fn the_compose_images_are_pinned() {
         "{images:?}"
     );
 }
+
+/// Runs a checking tool on files of docker/; a tool that is missing fails the test with how to
+/// get it (scripts/deps.sh installs both).
+fn tool(program: &str, args: &[&str], install: &str) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(repo().join("docker"))
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed ({e}): {install}, or run scripts/deps.sh"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+    text
+}
+
+/// The alert rules load, and their promtool tests (alerts.test.yml) pass.
+#[test]
+fn the_alert_rules_load_and_their_tests_pass() {
+    let install = "apt-get install -y prometheus";
+    let checked = tool("promtool", &["check", "rules", "alerts.yml"], install);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let tested = tool("promtool", &["test", "rules", "alerts.test.yml"], install);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}
+
+/// compose.yaml follows the Compose specification; the dashboard is JSON whose queries name
+/// metrics duplex exports.
+#[test]
+fn the_compose_file_and_the_dashboard_are_valid() {
+    let out = tool(
+        "check-jsonschema",
+        &["--builtin-schema", "vendor.compose-spec", "compose.yaml"],
+        "python3 -m pip install check-jsonschema",
+    );
+    assert!(out.contains("ok"), "{out}");
+    let dash: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("docker/grafana/dashboards/duplex.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let text = dash.to_string();
+    let exported = std::fs::read_to_string(repo().join("src/telemetry/mod.rs")).unwrap();
+    let mut named = 0;
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(base) = word.strip_prefix("duplex_") {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .fold(base, |b, s| b.strip_suffix(s).unwrap_or(b));
+            assert!(
+                exported.contains(&format!("\"duplex_{base}\"")),
+                "the dashboard queries duplex_{base}, which duplex does not export"
+            );
+            named += 1;
+        }
+    }
+    assert!(named > 10, "{named} metric names in the dashboard");
+}

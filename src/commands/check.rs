@@ -11,9 +11,48 @@ use crate::mapping::{load_plan, Plan};
 /// Runs `duplex check`, prints its lines; success when every check passed.
 pub async fn main(cfg: &Config) -> ExitCode {
     let lines = check(cfg).await;
+    print_lines(&lines)
+}
+
+/// Runs `duplex check --offline`: the configuration (read already) and the whole mapping set,
+/// compiled without any server ([`crate::mapping::offline`]).
+pub fn offline(cfg: &Config) -> ExitCode {
+    let mut lines = vec![CheckLine {
+        ok: true,
+        what: format!("config {} is valid", cfg.path.display()),
+        fix: String::new(),
+    }];
+    let compiled = crate::mapping::load_dir(&cfg.mappings).and_then(|set| {
+        crate::mapping::offline::compile_offline(&set, &cfg.mysql.database, &cfg.postgres.schema)
+    });
+    match compiled {
+        Ok(plan) => lines.push(CheckLine {
+            ok: true,
+            what: format!(
+                "mappings in {}: {} table(s) compiled offline (maps, transforms, look-ups, pivots, keys, directions; that the tables and columns exist and their types fit is for `duplex check` with the servers)",
+                cfg.mappings.display(),
+                plan.tables.len()
+            ),
+            fix: String::new(),
+        }),
+        Err(e) => {
+            for line in e.message().lines() {
+                lines.push(CheckLine {
+                    ok: false,
+                    what: format!("mapping: {line}"),
+                    fix: "edit the mapping file at that line".into(),
+                });
+            }
+        }
+    }
+    print_lines(&lines)
+}
+
+/// Prints check lines and the summary; success when every line passed.
+fn print_lines(lines: &[CheckLine]) -> ExitCode {
     let mut out = String::new();
     let failed = lines.iter().filter(|l| !l.ok).count();
-    for l in &lines {
+    for l in lines {
         if l.ok {
             out.push_str(&format!("ok    {}\n", l.what));
         } else {

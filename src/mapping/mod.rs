@@ -11,6 +11,7 @@
 
 pub mod compile;
 pub mod load;
+pub mod offline;
 pub mod reverse;
 pub mod spec;
 pub mod transform;

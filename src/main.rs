@@ -245,8 +245,15 @@ fn main() -> ExitCode {
 /// wins over `level`.
 fn init_logging(format: LogFormat, level: &str) {
     use std::io::IsTerminal;
+    // A bare level also quiets the PostgreSQL client's NOTICEs (`relation … already exists,
+    // skipping` on every re-run `setup`) to debug: shown with --log-level debug, not at info.
+    let directives = match level {
+        "debug" | "trace" => format!("{level},tokio_postgres={level}"),
+        l if !l.contains([',', '=']) => format!("{l},tokio_postgres=warn"),
+        l => l.to_string(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&directives))
         .unwrap_or_else(|e| {
             eprintln!("warning: --log-level {level:?} is not a level or filter ({e}); using info");
             tracing_subscriber::EnvFilter::new("info")

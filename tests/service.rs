@@ -234,3 +234,27 @@ async fn metrics_say_which_build_runs_and_what_the_process_uses() {
         assert!(v > 0.0, "{name} = {v}");
     }
 }
+
+/// A re-run `setup` logs nothing at info about what already exists: PostgreSQL's NOTICEs
+/// ("relation … already exists, skipping") are debug lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_of_a_rerun_setup_are_debug_lines() {
+    let (_dbs, work) = both_ways("notices").await;
+    let s = support::servers();
+    let setup = |level: &str| {
+        let out = std::process::Command::new(support::harness::duplex_bin())
+            .args(["--log-level", level, "setup", "-c"])
+            .arg(work.path().join("duplex.toml"))
+            .env_remove("RUST_LOG")
+            .env(support::harness::MYSQL_PW_ENV, &s.mysql_password)
+            .env(support::harness::PG_PW_ENV, &s.pg_password)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let info = setup("info");
+    assert!(!info.contains("already exists"), "{info}");
+    let debug = setup("debug");
+    assert!(debug.contains("already exists, skipping"), "{debug}");
+}

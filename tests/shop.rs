@@ -235,11 +235,18 @@ async fn expected(my: &mut mysql_async::Conn) -> Expected {
     )
     .await;
     tables.insert("order_statuses", statuses);
+    // A location's site number comes from the map site_city, by its CODE.
+    let site = shop::site_city_map();
+    let codes: BTreeMap<String, String> = mysql_rows(my, "SELECT ID, CODE FROM b_sale_location")
+        .await
+        .into_iter()
+        .map(|r| (r[0].clone().unwrap(), r[1].clone().unwrap()))
+        .collect();
     let cities = with_names(
         my,
         "SELECT ID, CODE, TYPE_ID, PARENT_ID FROM b_sale_location",
         "SELECT LOCATION_ID, LANGUAGE_ID, NAME FROM b_sale_loc_name",
-        |_| vec![],
+        |id| vec![site.get(&codes[id]).map(|n| n.to_string())],
     )
     .await;
     tables.insert("cities", cities);
@@ -283,6 +290,8 @@ async fn expected(my: &mut mysql_async::Conn) -> Expected {
             "XML_ID": json_str(&r[21]), "RESPONSIBLE_ID": json_num(&r[22]), "ALLOW_DELIVERY": json_str(&r[23]), "DEDUCTED": json_str(&r[24]),
         });
         let city = p.get("city").cloned();
+        // The order's city row: the one whose site number the map gives (none for others).
+        let mapped = city.clone().filter(|c| site.values().any(|n| n.to_string() == *c));
         let shop_id = p.get("shopId").cloned();
         orders.insert(id.clone(), vec![
             r[0].clone(), r[1].clone(), Some(status.to_string()), r[2].clone(), r[3].clone(), r[4].clone(), r[5].clone(), r[6].clone(),
@@ -301,7 +310,7 @@ async fn expected(my: &mut mysql_async::Conn) -> Expected {
             first(&["postcardText", "POSTCARD_TEXT"], &trimmed),
             first(&["CITY"], &trimmed),
             first(&["iWillGet", "pickup"], &|v| Some((v == "Y").to_string())),
-            city.clone(), city, shop_id.clone(), shop_id,
+            city, mapped, shop_id.clone(), shop_id,
         ]);
     }
     tables.insert("orders", orders);
@@ -337,7 +346,7 @@ async fn actual(pg: &tokio_postgres::Client) -> BTreeMap<&'static str, BTreeMap<
         ("sellers", format!("SELECT bitrix_seller_id::text, name, slug, is_active::text, sort_order::text, {}, {} FROM sellers", ts("created_at"), ts("updated_at"))),
         ("products", format!("SELECT p.bitrix_product_id::text, p.name, p.slug, p.description, p.price::text, p.currency, p.bitrix_seller_id::text, s.bitrix_seller_id::text, p.is_active::text, p.sort_order::text, {}, {} FROM products p LEFT JOIN sellers s ON s.id = p.seller_id", ts("p.created_at"), ts("p.updated_at"))),
         ("order_statuses", "SELECT code, type, sort::text, color, crm_status, name_ru, name_en FROM order_statuses".into()),
-        ("cities", "SELECT bitrix_city_id::text, bitrix_location_code, type_id::text, parent_id::text, name_ru, name_en FROM cities".into()),
+        ("cities", "SELECT bitrix_location_id::text, bitrix_location_code, type_id::text, parent_id::text, bitrix_city_id::text, name_ru, name_en FROM cities".into()),
         ("orders", format!("SELECT o.bitrix_order_id::text, o.order_number, o.status, o.bitrix_status, o.total_amount::text, o.delivery_fee::text, o.discount_amount::text, o.currency, o.payment_status, o.payment_method, o.canceled::text, {}, o.cancel_reason, o.bitrix_user_id::text, u.bitrix_user_id::text, o.comment, o.courier_comment, {}, {}, {}, o.source, o.metadata::text, o.recipient_name, o.recipient_phone, o.recipient_email, o.delivery_address, o.delivery_date::text, o.delivery_date_raw, o.delivery_time, o.postcard_text, o.city_name, o.pickup::text, o.bitrix_city_id::text, c.bitrix_city_id::text, o.bitrix_shop_id::text, s.bitrix_seller_id::text FROM orders o LEFT JOIN users u ON u.id = o.user_id LEFT JOIN cities c ON c.id = o.city_id LEFT JOIN sellers s ON s.id = o.seller_id", ts("o.canceled_at"), ts("o.created_at"), ts("o.updated_at"), ts("o.status_changed_at"))),
         ("order_items", format!("SELECT i.bitrix_basket_id::text, i.bitrix_order_id::text, o.bitrix_order_id::text, i.bitrix_product_id::text, p.bitrix_product_id::text, i.name, i.price::text, i.base_price::text, i.discount_price::text, i.quantity::text, i.currency, {} FROM order_items i LEFT JOIN orders o ON o.id = i.order_id LEFT JOIN products p ON p.id = i.product_id", ts("i.created_at"))),
     ];

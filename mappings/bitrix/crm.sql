@@ -14,7 +14,10 @@
 
 CREATE TABLE IF NOT EXISTS cities (
     id                   bigserial PRIMARY KEY,
-    bitrix_city_id       integer UNIQUE,          -- b_sale_location.ID (the order property `city`)
+    bitrix_location_id   integer UNIQUE,          -- b_sale_location.ID
+    bitrix_city_id       integer UNIQUE,          -- the site's city number (the order property
+                                                  -- `city`), from the map site_city; NULL for
+                                                  -- locations the map does not name
     bitrix_location_code varchar(100),            -- b_sale_location.CODE
     type_id              integer,
     parent_id            integer,
@@ -22,6 +25,10 @@ CREATE TABLE IF NOT EXISTS cities (
     name_en              text,
     is_active            boolean NOT NULL DEFAULT true
 );
+
+-- A CRM created before cities had its location id: the column, then `duplex snapshot --table
+-- cities` to fill it (bitrix_city_id then holds the site's city numbers, see maps.toml).
+ALTER TABLE cities ADD COLUMN IF NOT EXISTS bitrix_location_id integer UNIQUE;
 
 CREATE TABLE IF NOT EXISTS order_statuses (
     code       varchar(2) PRIMARY KEY,            -- b_sale_status.ID

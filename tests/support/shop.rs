@@ -11,6 +11,7 @@
 use mysql_async::prelude::Queryable;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
 
 pub const BITRIX_DDL: &str = include_str!("../../examples/shop/bitrix.sql");
 pub const CRM_DDL: &str = include_str!("../../mappings/bitrix/crm.sql");
@@ -83,7 +84,8 @@ pub const STATUSES: &[(&str, &str, &str, &str)] = &[
 /// Order status codes orders get (type O).
 const ORDER_CODES: &[&str] = &["N", "AP", "P", "PD", "CO", "DE", "F", "F", "F", "UN", "CA"];
 
-/// A location: (ID, CODE, TYPE_ID, PARENT_ID, ru, en). ID = the order property `city`.
+/// A location: (ID, CODE, TYPE_ID, PARENT_ID, ru, en), codes as the Kazakhstan location bundle
+/// has them.
 pub type Location = (
     i64,
     &'static str,
@@ -94,21 +96,39 @@ pub type Location = (
 );
 
 pub const LOCATIONS: &[Location] = &[
-    (1, "0000000001", 1, None, "Казахстан", "Kazakhstan"),
-    (2, "0000000002", 3, Some(1), "Астана", "Astana"),
-    (357, "0000000357", 3, Some(1), "Алматы", "Almaty"),
-    (390, "0000000390", 3, Some(1), "Костанай", "Kostanay"),
-    (402, "0000000402", 3, Some(1), "Рудный", "Rudny"),
-    (420, "0000000420", 3, Some(1), "Уральск", "Uralsk"),
+    (276, "0000000276", 1, None, "Казахстан", "Kazakhstan"),
+    (278, "0000000278", 3, Some(276), "Алматы", "Almaty"),
+    (363, "0000000363", 3, Some(276), "Астана", "Astana"),
+    (324, "0000000324", 3, Some(276), "Костанай", "Kostanay"),
     (
-        421,
-        "0000000421",
+        293,
+        "0000000293",
         3,
-        Some(1),
+        Some(276),
         "Усть-Каменогорск",
         "Ust-Kamenogorsk",
     ),
 ];
+
+/// The site's own city numbers the order form sends in the property `city`, as indexes into
+/// [`LOCATIONS`]: 1 and 2 are in the shipped map site_city, 3 and 4 are not (their orders keep
+/// the number and get no city_id).
+pub const SITE_CITIES: &[(i64, usize)] = &[(1, 1), (2, 2), (3, 3), (4, 4)];
+
+/// The shipped map site_city (`mappings/bitrix/maps.toml`): location CODE → the site's number.
+pub fn site_city_map() -> BTreeMap<String, i64> {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/bitrix/maps.toml"),
+    )
+    .expect("mappings/bitrix/maps.toml");
+    let v: toml::Value = toml::from_str(&text).expect("maps.toml parses");
+    v["map"]["site_city"]["values"]
+        .as_table()
+        .expect("map.site_city.values")
+        .iter()
+        .map(|(code, n)| (code.clone(), n.as_integer().expect("a number")))
+        .collect()
+}
 
 const FIRST: &[&str] = &[
     "Айгерим",
@@ -690,9 +710,9 @@ pub fn order_rows(
             WISHES[rng.gen_range(0..WISHES.len())].to_string(),
         );
     }
-    let city = LOCATIONS[rng.gen_range(1..LOCATIONS.len())];
-    prop("city", "Город", city.0.to_string());
-    prop("CITY", "Город", city.4.to_string());
+    let (number, at) = SITE_CITIES[rng.gen_range(0..SITE_CITIES.len())];
+    prop("city", "Город", number.to_string());
+    prop("CITY", "Город", LOCATIONS[at].4.to_string());
     prop(
         "shopId",
         "Магазин",

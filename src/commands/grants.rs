@@ -98,16 +98,25 @@ fn table_ident(t: &TableName) -> String {
 /// What duplex does with a table, for the line that names a gap.
 type Uses = BTreeMap<&'static str, BTreeSet<&'static str>>;
 
-/// The privileges needed per table on PostgreSQL, and why (privilege → uses).
-fn pg_needs(cfg: &Config, plan: &Plan) -> BTreeMap<TableName, Uses> {
-    let mut out: BTreeMap<TableName, Uses> = BTreeMap::new();
-    let mut need = |t: &TableName, privilege: &'static str, why: &'static str| {
-        out.entry(t.clone())
+/// Privileges needed per table, with why.
+#[derive(Default)]
+struct Needs(BTreeMap<TableName, Uses>);
+
+impl Needs {
+    fn need(&mut self, t: &TableName, privilege: &'static str, why: &'static str) {
+        self.0
+            .entry(t.clone())
             .or_default()
             .entry(privilege)
             .or_default()
             .insert(why);
-    };
+    }
+}
+
+/// The privileges needed per table on PostgreSQL, and why (privilege → uses).
+fn pg_needs(cfg: &Config, plan: &Plan) -> BTreeMap<TableName, Uses> {
+    let mut out = Needs::default();
+    let mut need = |t: &TableName, privilege, why| out.need(t, privilege, why);
     for t in plan
         .tables
         .iter()
@@ -127,19 +136,13 @@ fn pg_needs(cfg: &Config, plan: &Plan) -> BTreeMap<TableName, Uses> {
         need(&r.source, "SELECT", "the copy to MySQL reads it");
     }
     let _ = cfg;
-    out
+    out.0
 }
 
 /// The privileges needed per table on MySQL, and why.
 fn my_needs(plan: &Plan) -> BTreeMap<TableName, Uses> {
-    let mut out: BTreeMap<TableName, Uses> = BTreeMap::new();
-    let mut need = |t: &TableName, privilege: &'static str, why: &'static str| {
-        out.entry(t.clone())
-            .or_default()
-            .entry(privilege)
-            .or_default()
-            .insert(why);
-    };
+    let mut out = Needs::default();
+    let mut need = |t: &TableName, privilege, why| out.need(t, privilege, why);
     for t in plan
         .tables
         .iter()
@@ -159,7 +162,7 @@ fn my_needs(plan: &Plan) -> BTreeMap<TableName, Uses> {
             need(&r.target, "DELETE", "PostgreSQL → MySQL deletes rows");
         }
     }
-    out
+    out.0
 }
 
 /// `why` of each privilege in `missing`, as one text.
@@ -281,17 +284,11 @@ pub async fn postgres(
                 ),
             ));
         }
-        out.push(line(
-            missing.is_empty(),
-            if missing.is_empty() {
-                format!("PostgreSQL: {} on {table}", privileges.join(", "))
-            } else {
-                format!(
-                    "PostgreSQL: {} on {table} missing ({})",
-                    missing.join(", "),
-                    reasons(&uses, &missing)
-                )
-            },
+        out.push(table_line(
+            "PostgreSQL",
+            &table,
+            &uses,
+            &missing,
             format!(
                 "GRANT {} ON {} TO {};",
                 missing.join(", "),
@@ -342,18 +339,11 @@ pub async fn mysql(cfg: &Config, plan: &Plan, conn: &mut mysql_async::Conn) -> V
                 None => {}
             }
         }
-        let all: Vec<&str> = uses.keys().copied().collect();
-        out.push(line(
-            missing.is_empty(),
-            if missing.is_empty() {
-                format!("MySQL: {} on {table}", all.join(", "))
-            } else {
-                format!(
-                    "MySQL: {} on {table} missing ({})",
-                    missing.join(", "),
-                    reasons(&uses, &missing)
-                )
-            },
+        out.push(table_line(
+            "MySQL",
+            &table,
+            &uses,
+            &missing,
             format!(
                 "GRANT {} ON {}.{} TO {to};",
                 missing.join(", "),
@@ -517,6 +507,30 @@ fn like(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
     go(&p, &n)
+}
+
+/// The line of one table: the privileges it needs, or those missing with why and the fix.
+fn table_line(
+    side: &str,
+    table: &TableName,
+    uses: &Uses,
+    missing: &[&'static str],
+    fix: String,
+) -> CheckLine {
+    let all: Vec<&str> = uses.keys().copied().collect();
+    line(
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!("{side}: {} on {table}", all.join(", "))
+        } else {
+            format!(
+                "{side}: {} on {table} missing ({})",
+                missing.join(", "),
+                reasons(uses, missing)
+            )
+        },
+        fix,
+    )
 }
 
 fn line(ok: bool, what: String, fix: String) -> CheckLine {

@@ -13,6 +13,11 @@ use support::harness::{pipeline_name, stop_cleanly, terminate, wait_for, Workdir
 const BOTH: &str = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\n[table.column]\nid = \"id\"\nv = \"v\"\n";
 
 async fn both_ways(prefix: &str) -> (support::TestDbs, Workdir) {
+    both_ways_listening(prefix, "127.0.0.1:0").await
+}
+
+/// [`both_ways`] with the metrics listener at `metrics`.
+async fn both_ways_listening(prefix: &str, metrics: &str) -> (support::TestDbs, Workdir) {
     let dbs = support::fresh_dbs(prefix).await;
     use mysql_async::prelude::Queryable;
     dbs.mysql()
@@ -25,11 +30,12 @@ async fn both_ways(prefix: &str) -> (support::TestDbs, Workdir) {
         .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
         .await
         .unwrap();
-    let work = Workdir::new(
+    let work = Workdir::with_metrics(
         &dbs,
         &pipeline_name(prefix, &dbs),
         "UTC",
         &[("t.toml", BOTH)],
+        metrics,
     );
     work.setup();
     (dbs, work)
@@ -173,27 +179,8 @@ async fn teardown_asks_and_refuses_without_yes() {
 /// Prometheus' standard names; `--version` names the same commit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_say_which_build_runs_and_what_the_process_uses() {
-    let dbs = support::fresh_dbs("buildinfo").await;
-    use mysql_async::prelude::Queryable;
-    dbs.mysql()
-        .await
-        .query_drop("CREATE TABLE t (id int PRIMARY KEY, v varchar(20))")
-        .await
-        .unwrap();
-    dbs.pg()
-        .await
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
     let port = support::harness::free_port();
-    let work = Workdir::with_metrics(
-        &dbs,
-        &pipeline_name("buildinfo", &dbs),
-        "UTC",
-        &[("t.toml", support::harness::T_ALL)],
-        &format!("127.0.0.1:{port}"),
-    );
-    work.setup();
+    let (_dbs, work) = both_ways_listening("buildinfo", &format!("127.0.0.1:{port}")).await;
     let mut child = work.start();
     let mut body = String::new();
     for _ in 0..100 {

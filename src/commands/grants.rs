@@ -114,7 +114,7 @@ impl Needs {
 }
 
 /// The privileges needed per table on PostgreSQL, and why (privilege → uses).
-fn pg_needs(cfg: &Config, plan: &Plan) -> BTreeMap<TableName, Uses> {
+fn pg_needs(plan: &Plan) -> BTreeMap<TableName, Uses> {
     let mut out = Needs::default();
     let mut need = |t: &TableName, privilege, why| out.need(t, privilege, why);
     for t in plan
@@ -135,7 +135,6 @@ fn pg_needs(cfg: &Config, plan: &Plan) -> BTreeMap<TableName, Uses> {
     for r in &plan.reverse {
         need(&r.source, "SELECT", "the copy to MySQL reads it");
     }
-    let _ = cfg;
     out.0
 }
 
@@ -250,7 +249,7 @@ pub async fn postgres(
             "see the message".into(),
         )),
     }
-    for (table, uses) in pg_needs(cfg, plan) {
+    for (table, uses) in pg_needs(plan) {
         let privileges: Vec<&'static str> = uses.keys().copied().collect();
         let got = client
             .query_opt(

@@ -85,17 +85,27 @@ pub async fn repair(
         if diffs.is_empty() {
             continue;
         }
-        if t.direction == crate::mapping::Direction::Reverse {
-            let b = Back::of(&plan, i).map_err(Error::mapping)?;
-            if dry_run {
-                actions.extend(diffs.iter().map(|d| Action {
-                    target: r.target.clone(),
-                    key: d.key.clone(),
-                    action: planned(b.holds, d.kind),
-                    detail: "dry run".into(),
-                }));
-                continue;
-            }
+        // Entries mapped `reverse` only are repaired on MySQL, the others on PostgreSQL.
+        let (back, entry) = if t.direction == crate::mapping::Direction::Reverse {
+            (Some(Back::of(&plan, i).map_err(Error::mapping)?), None)
+        } else {
+            (None, Some(Entry::of(i, t).map_err(Error::mapping)?))
+        };
+        let holds = match (&back, &entry) {
+            (Some(b), _) => b.holds,
+            (_, Some(e)) => e.holds,
+            (None, None) => unreachable!("one of them"),
+        };
+        if dry_run {
+            actions.extend(diffs.iter().map(|d| Action {
+                target: r.target.clone(),
+                key: d.key.clone(),
+                action: planned(holds, d.kind),
+                detail: "dry run".into(),
+            }));
+            continue;
+        }
+        if let Some(b) = back {
             let keys: Vec<(Vec<String>, Kind)> = diffs
                 .iter()
                 .map(|d| {
@@ -110,16 +120,7 @@ pub async fn repair(
             actions.extend(repair_back(cfg, &plan, &b, &keys, streams).await?);
             continue;
         }
-        let e = Entry::of(i, t).map_err(Error::mapping)?;
-        if dry_run {
-            actions.extend(diffs.iter().map(|d| Action {
-                target: r.target.clone(),
-                key: d.key.clone(),
-                action: planned(e.holds, d.kind),
-                detail: "dry run".into(),
-            }));
-            continue;
-        }
+        let e = entry.expect("a forward entry");
         if sink.is_none() {
             sink = Some(
                 PgSink::connect_writer(

@@ -67,38 +67,60 @@ pub async fn create(client: &Client, name: &str) -> Result<()> {
         })
 }
 
-/// Binds this session's writes to the origin. The origin is active in one session at a time;
-/// right after a crash the old session may still hold it for a moment, which is retried.
+/// Binds this session's writes to the origin. The origin is active in one session at a time:
+/// a writer of the same origin that just closed (the copy's, before the stream's) holds it until
+/// its backend exits, and right after a crash the old session may still hold it. Binding is
+/// tried a few times over about a second, ending a stale holder of this pipeline; if the origin
+/// is still held, the error is transient and the caller retries.
 pub async fn bind_session(client: &Client, name: &str) -> Result<()> {
-    match client
-        .execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
+    const TRIES: u32 = 4;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let e = match client
+            .execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let text = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        if text.contains("is already active") {
+            end_stale_holder(client, name, &text).await;
+            if attempt < TRIES {
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+                continue;
+            }
+            return Err(Error::new(
+                ErrorKind::SinkTransient,
+                format!("replication origin {name}: {text}"),
+            ));
+        } else if text.contains("does not exist") {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("replication origin {name} does not exist: run `duplex setup`"),
+            ));
+        }
+        return Err(Error::from_pg(
+            e,
+            true,
+            &format!("binding replication origin {name}"),
+        ));
+    }
+}
+
+/// Releases the session's origin (a writer closing in order), so that the next writer of the
+/// same origin binds it at once.
+pub async fn release_session(client: &Client) {
+    if let Err(e) = client
+        .batch_execute("SELECT pg_replication_origin_session_reset()")
         .await
     {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let text = e
-                .as_db_error()
-                .map(|d| d.message().to_string())
-                .unwrap_or_default();
-            if text.contains("is already active") {
-                end_stale_holder(client, name, &text).await;
-                Err(Error::new(
-                    ErrorKind::SinkTransient,
-                    format!("replication origin {name}: {text}"),
-                ))
-            } else if text.contains("does not exist") {
-                Err(Error::new(
-                    ErrorKind::Config,
-                    format!("replication origin {name} does not exist: run `duplex setup`"),
-                ))
-            } else {
-                Err(Error::from_pg(
-                    e,
-                    true,
-                    &format!("binding replication origin {name}"),
-                ))
-            }
-        }
+        tracing::debug!(error = %e, "could not release the replication origin");
     }
 }
 

@@ -464,3 +464,74 @@ async fn an_echo_mode_other_than_setup_s_is_refused() {
         "{status:?}\n{log}"
     );
 }
+
+/// The copy's writer and then the stream's bind the same replication origin one right after the
+/// other. An origin still held by a writer that is closing is bound as soon as it is free,
+/// within the bind (no error, no restart of the pipeline); one held for good by a session of
+/// another application is a transient error that names the origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_freed_by_a_closing_writer_is_bound_without_an_error() {
+    let dbs = support::fresh_dbs("origin_handover").await;
+    let name = format!("duplex_{}_9", dbs.pg_db);
+    let admin = dbs.pg().await;
+    admin
+        .execute("SELECT pg_replication_origin_create($1)", &[&name])
+        .await
+        .unwrap();
+    let session = |app: &'static str| {
+        let dbs = dbs.clone();
+        async move {
+            let c = dbs.pg().await;
+            c.batch_execute(&format!("SET application_name = '{app}'"))
+                .await
+                .unwrap();
+            c
+        }
+    };
+    let copy = session("copy").await;
+    copy.execute("SELECT pg_replication_origin_session_setup($1)", &[&name])
+        .await
+        .unwrap();
+    // The copy's writer closes 300 ms later; its backend frees the origin when it exits.
+    let closing = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(copy);
+    });
+    let stream = session("stream").await;
+    duplex::origin::bind_session(&stream, &name)
+        .await
+        .expect("the origin is bound once the closing writer has freed it");
+    closing.await.unwrap();
+    let bound: bool = stream
+        .query_one("SELECT pg_replication_origin_session_is_setup()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(bound, "the stream's session holds the origin");
+
+    // Held for good by another application's session: not ended, and after about a second
+    // of tries a transient error (the pipeline retries with backoff) naming the origin.
+    let other = session("someone else").await;
+    let started = std::time::Instant::now();
+    let err = duplex::origin::bind_session(&other, &name)
+        .await
+        .expect_err("the origin is held by a live session");
+    assert!(err.is_transient(), "{err}");
+    assert!(
+        err.to_string().contains(&name) && err.to_string().contains("already active"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    stream
+        .batch_execute("SELECT pg_replication_origin_session_reset()")
+        .await
+        .unwrap();
+    admin
+        .execute("SELECT pg_replication_origin_drop($1)", &[&name])
+        .await
+        .unwrap();
+}

@@ -279,7 +279,10 @@ pub async fn run(
                 cfg.source_time_zone,
             )
             .await?;
-            copy_direction(way, cfg, &plan, &tables, request, &mut sink, shutdown).await
+            let copied =
+                copy_direction(way, cfg, &plan, &tables, request, &mut sink, shutdown).await;
+            sink.release().await;
+            copied
         }
         Way::Reverse => {
             let mut sink = MySqlSink::connect(

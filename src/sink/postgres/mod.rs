@@ -148,6 +148,8 @@ pub struct PgSink {
     /// The statement that touches the checkpoint row first in every transaction, when echo
     /// suppression uses the marker rule.
     marker: Option<Statement>,
+    /// This session holds the pipeline's replication origin (released by [`PgSink::release`]).
+    origin_bound: bool,
     /// Keys (as text) written in the open transaction, per target table and key column, for
     /// resolving look-ups before the commit.
     touched: HashMap<usize, Vec<String>>,
@@ -187,6 +189,14 @@ impl PgSink {
         self.relays = Some(table);
     }
 
+    /// Closes the writer in order: its replication origin is free for the next writer at once
+    /// (the stream's, right after the copy), not once this backend has exited.
+    pub async fn release(self) {
+        if self.origin_bound {
+            crate::origin::release_session(&self.client).await;
+        }
+    }
+
     pub async fn connect(
         cfg: &PostgresConfig,
         plan: Arc<Plan>,
@@ -216,6 +226,7 @@ impl PgSink {
             .await
             .map_err(|e| Error::from_pg(e, true, "preparing the writer session"))?;
         let marker = tag_writes(&client, cfg, &plan, pipeline, writer).await?;
+        let origin_bound = marker.is_none() && plan.has_reverse();
         let key_uses = lookup::key_uses(&plan);
         let Statements {
             checkpoint_stmt,
@@ -270,6 +281,7 @@ impl PgSink {
             buffered: 0,
             letters: Vec::new(),
             in_txn: false,
+            origin_bound,
             marker,
             touched: HashMap::new(),
             deleted: HashMap::new(),

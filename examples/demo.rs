@@ -11,7 +11,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{terminate, Workdir};
 use support::shop;
 
@@ -143,9 +143,9 @@ async fn main() {
         my.query_drop("COMMIT").await.expect("commit");
         written += 1;
         // The CRM: a florist moves an order on.
-        if rng.gen_bool(0.5) {
-            let id = shop.orders[rng.gen_range(0..shop.orders.len())];
-            let status = CRM_MOVES[rng.gen_range(0..CRM_MOVES.len())];
+        if rng.random_bool(0.5) {
+            let id = shop.orders[rng.random_range(0..shop.orders.len())];
+            let status = CRM_MOVES[rng.random_range(0..CRM_MOVES.len())];
             moved += pg
                 .execute(
                     "UPDATE orders SET status = $1 WHERE bitrix_order_id = $2 AND status IS DISTINCT FROM $1",

@@ -421,10 +421,7 @@ impl Config {
 
     /// The TOML text as [`RawConfig`]; an error names the file, the line and the key path.
     fn parse_raw(text: &str, path: &Path) -> Result<RawConfig> {
-        let de = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
+        from_toml(text).map_err(|(key, inner)| {
             let line = inner
                 .span()
                 .map(|s| format!(":{}", line_of(text, s.start)))
@@ -587,6 +584,16 @@ impl Config {
 /// The text of a TOML loading error after the `file:line: ` prefix, on one line: `key `path`: `
 /// and the message, with the missing key itself named for a missing one; a syntax error (no key
 /// path yet) says so.
+/// `text` deserialized as `T`. An error comes with the key path it was found at (empty for a
+/// syntax error, which toml reports before any key is read) and toml's error, whose span points
+/// into `text`.
+pub(crate) fn from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> std::result::Result<T, (String, toml::de::Error)> {
+    let de = toml::Deserializer::parse(text).map_err(|e| (".".to_string(), e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| (e.path().to_string(), e.into_inner()))
+}
+
 pub(crate) fn toml_error_text(key: &str, message: &str) -> String {
     let message = message.trim_end().replace('\n', ", ");
     let missing = message

@@ -260,7 +260,7 @@ fn init_logging(format: LogFormat, level: &str) {
         });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(duplex::telemetry::terminal::log_writer);
     match format {
         LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
         LogFormat::Json => builder.json().with_current_span(false).init(),

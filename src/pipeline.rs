@@ -67,10 +67,10 @@ impl Default for Backoff {
 
 impl Backoff {
     pub fn next_delay(&mut self) -> Duration {
-        use rand::Rng;
+        use rand::RngExt;
         let cap = self.next;
         self.next = (self.next * 2).min(BACKOFF_MAX);
-        let jitter = rand::thread_rng().gen_range(0.5..=1.0);
+        let jitter = rand::rng().random_range(0.5..=1.0);
         cap.mul_f64(jitter)
     }
 

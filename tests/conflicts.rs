@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{mysql_rows, pg_rows, stop_cleanly, Workdir};
 use support::shop;
 
@@ -483,16 +483,16 @@ async fn random_conflicts(policy: &str) {
             // Per order, every status it set (in CRM terms).
             let mut all: std::collections::HashMap<i32, Vec<&str>> = Default::default();
             for n in 0..EACH {
-                let id = rng.gen_range(1..=50);
+                let id = rng.random_range(1..=50);
                 let token = format!("b-{n}");
-                let sql = match rng.gen_range(0..10) {
+                let sql = match rng.random_range(0..10) {
                     0..=3 => {
-                        let code = ["N", "AP", "PD", "CO", "DE", "F"][rng.gen_range(0..6)];
+                        let code = ["N", "AP", "PD", "CO", "DE", "F"][rng.random_range(0..6)];
                         all.entry(id).or_default().push(crm_status(code));
                         format!("UPDATE b_sale_order SET STATUS_ID = '{code}', DATE_STATUS = NOW(), DATE_UPDATE = NOW(), USER_DESCRIPTION = '{token}' WHERE ID = {id}")
                     }
                     4..=5 => {
-                        let (c, d) = if rng.gen_bool(0.5) { ("Y", "NOW()") } else { ("N", "'0000-00-00 00:00:00'") };
+                        let (c, d) = if rng.random_bool(0.5) { ("Y", "NOW()") } else { ("N", "'0000-00-00 00:00:00'") };
                         format!("UPDATE b_sale_order SET CANCELED = '{c}', DATE_CANCELED = {d}, USER_DESCRIPTION = '{token}' WHERE ID = {id}")
                     }
                     _ => format!("UPDATE b_sale_order SET PRICE = PRICE + 1, DATE_UPDATE = NOW(), USER_DESCRIPTION = '{token}' WHERE ID = {id}"),
@@ -508,8 +508,8 @@ async fn random_conflicts(policy: &str) {
             let mut rng = rand::rngs::StdRng::seed_from_u64(2);
             let mut all: std::collections::HashMap<i32, Vec<&str>> = Default::default();
             for n in 0..EACH {
-                let id = rng.gen_range(1..=50);
-                let sql = match rng.gen_range(0..10) {
+                let id = rng.random_range(1..=50);
+                let sql = match rng.random_range(0..10) {
                     0..=3 => {
                         let s = [
                             "new",
@@ -518,13 +518,13 @@ async fn random_conflicts(policy: &str) {
                             "assembled",
                             "in_transit",
                             "completed",
-                        ][rng.gen_range(0..6)];
+                        ][rng.random_range(0..6)];
                         all.entry(id).or_default().push(s);
                         format!("UPDATE orders SET status = '{s}' WHERE bitrix_order_id = {id}")
                     }
                     4..=5 => format!(
                         "UPDATE orders SET canceled = {} WHERE bitrix_order_id = {id}",
-                        rng.gen_bool(0.5)
+                        rng.random_bool(0.5)
                     ),
                     _ => {
                         format!("UPDATE orders SET crm_note = 'c-{n}' WHERE bitrix_order_id = {id}")
@@ -539,7 +539,7 @@ async fn random_conflicts(policy: &str) {
     let mut child = child;
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
         support::harness::kill9(&mut child);
         child = work.start();
     }

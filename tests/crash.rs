@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{mysql_rows, pg_rows, terminate, wait_for, Workdir};
 
 const TXNS: usize = 20_000;
@@ -80,8 +80,8 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(42);
             for i in 0..TXNS {
-                let k = rng.gen_range(0..200);
-                let n = rng.gen_range(1..1000i64);
+                let k = rng.random_range(0..200);
+                let n = rng.random_range(1..1000i64);
                 let mut tx = wmy.start_transaction(Default::default()).await.unwrap();
                 tx.exec_drop(
                     "INSERT INTO ev (k, v, n) VALUES (?, ?, ?)",

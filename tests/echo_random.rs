@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
 
 const ROUNDS: usize = 10;
@@ -68,9 +68,9 @@ async fn ten_thousand_changes_on_both_sides_end_equal_without_echo() {
         let (mine, theirs) = live.split_at(half);
         let (mut mine, mut theirs) = (mine.to_vec(), theirs.to_vec());
         for _ in 0..CHANGES_PER_ROUND {
-            let on_mysql = rng.gen_bool(0.5);
+            let on_mysql = rng.random_bool(0.5);
             let rows = if on_mysql { &mut mine } else { &mut theirs };
-            let roll = rng.gen_range(0..100);
+            let roll = rng.random_range(0..100);
             let sql = if roll < 10 || rows.is_empty() {
                 let id = if on_mysql {
                     next_my_id += 1;
@@ -82,11 +82,11 @@ async fn ten_thousand_changes_on_both_sides_end_equal_without_echo() {
                 rows.push(id);
                 format!("INSERT INTO t VALUES ({id}, {round}, 'new {id}')")
             } else if roll < 18 {
-                let id = rows.swap_remove(rng.gen_range(0..rows.len()));
+                let id = rows.swap_remove(rng.random_range(0..rows.len()));
                 format!("DELETE FROM t WHERE id = {id}")
             } else {
-                let id = rows[rng.gen_range(0..rows.len())];
-                let v: i32 = rng.gen_range(0..1_000_000);
+                let id = rows[rng.random_range(0..rows.len())];
+                let v: i32 = rng.random_range(0..1_000_000);
                 format!(
                     "UPDATE t SET v = {v}, s = 'r{round} {}' WHERE id = {id}",
                     if on_mysql { "bitrix" } else { "crm" }

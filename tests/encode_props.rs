@@ -7,15 +7,15 @@ mod support;
 use duplex::model::value::{Date, DateTime};
 use duplex::model::{TargetKind, Value};
 use duplex::sink::postgres::encode::{encode, Cell};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const N: usize = 3000;
 
-fn random_decimal(rng: &mut impl Rng) -> String {
-    let int_digits = rng.gen_range(0..=28);
-    let frac_digits = rng.gen_range(0..=28);
+fn random_decimal(rng: &mut impl rand::Rng) -> String {
+    let int_digits = rng.random_range(0..=28);
+    let frac_digits = rng.random_range(0..=28);
     let mut s = String::new();
-    if rng.gen_bool(0.5) {
+    if rng.random_bool(0.5) {
         s.push('-');
     }
     if int_digits == 0 {
@@ -23,12 +23,12 @@ fn random_decimal(rng: &mut impl Rng) -> String {
     }
     for i in 0..int_digits {
         // Leading zeros now and then, and runs of zeros that make whole zero groups.
-        let d = if rng.gen_bool(0.3) {
+        let d = if rng.random_bool(0.3) {
             0
         } else {
-            rng.gen_range(0..10)
+            rng.random_range(0..10)
         };
-        if i == 0 && d == 0 && rng.gen_bool(0.5) {
+        if i == 0 && d == 0 && rng.random_bool(0.5) {
             s.push('0');
         } else {
             s.push(char::from(b'0' + d));
@@ -37,10 +37,10 @@ fn random_decimal(rng: &mut impl Rng) -> String {
     if frac_digits > 0 {
         s.push('.');
         for _ in 0..frac_digits {
-            let d = if rng.gen_bool(0.3) {
+            let d = if rng.random_bool(0.3) {
                 0
             } else {
-                rng.gen_range(0..10)
+                rng.random_range(0..10)
             };
             s.push(char::from(b'0' + d));
         }
@@ -48,9 +48,9 @@ fn random_decimal(rng: &mut impl Rng) -> String {
     s
 }
 
-fn random_datetime(rng: &mut impl Rng, years: std::ops::RangeInclusive<u16>) -> DateTime {
-    let year = rng.gen_range(years);
-    let month = rng.gen_range(1..=12u8);
+fn random_datetime(rng: &mut impl rand::Rng, years: std::ops::RangeInclusive<u16>) -> DateTime {
+    let year = rng.random_range(years);
+    let month = rng.random_range(1..=12u8);
     let dim = chrono::NaiveDate::from_ymd_opt(year as i32, month as u32 % 12 + 1, 1)
         .map(|d| d.pred_opt().unwrap())
         .unwrap_or_else(|| chrono::NaiveDate::from_ymd_opt(year as i32, 12, 31).unwrap());
@@ -63,15 +63,15 @@ fn random_datetime(rng: &mut impl Rng, years: std::ops::RangeInclusive<u16>) -> 
         date: Date {
             year,
             month,
-            day: rng.gen_range(1..=dim),
+            day: rng.random_range(1..=dim),
         },
-        hour: rng.gen_range(0..24),
-        minute: rng.gen_range(0..60),
-        second: rng.gen_range(0..60),
-        micro: if rng.gen_bool(0.5) {
+        hour: rng.random_range(0..24),
+        minute: rng.random_range(0..60),
+        second: rng.random_range(0..60),
+        micro: if rng.random_bool(0.5) {
             0
         } else {
-            rng.gen_range(0..1_000_000)
+            rng.random_range(0..1_000_000)
         },
     }
 }
@@ -159,7 +159,7 @@ async fn random_values_encode_exactly_as_postgres_parses_them() {
     // integers of every width and sign into numeric and int8.
     let cases = (0..N)
         .map(|_| {
-            let u: u64 = rng.gen();
+            let u: u64 = rng.random();
             (Value::UInt(u), u.to_string())
         })
         .collect();
@@ -173,7 +173,7 @@ async fn random_values_encode_exactly_as_postgres_parses_them() {
     .await;
     let cases = (0..N)
         .map(|_| {
-            let i: i64 = rng.gen();
+            let i: i64 = rng.random();
             (Value::Int(i), i.to_string())
         })
         .collect();
@@ -183,7 +183,8 @@ async fn random_values_encode_exactly_as_postgres_parses_them() {
     let cases = (0..N)
         .map(|_| {
             let f = f64::from_bits(
-                rng.gen::<u64>() & !(0x7ffu64 << 52) | (rng.gen_range(0x300u64..0x4ffu64) << 52),
+                rng.random::<u64>() & !(0x7ffu64 << 52)
+                    | (rng.random_range(0x300u64..0x4ffu64) << 52),
             );
             (Value::Double(f), format!("{f:e}"))
         })
@@ -193,10 +194,10 @@ async fn random_values_encode_exactly_as_postgres_parses_them() {
     // text: random Unicode without NUL.
     let cases = (0..N)
         .map(|_| {
-            let len = rng.gen_range(0..40);
+            let len = rng.random_range(0..40);
             let s: String = (0..len)
                 .map(|_| loop {
-                    if let Some(c) = char::from_u32(rng.gen_range(1..0x1FFFF)) {
+                    if let Some(c) = char::from_u32(rng.random_range(1..0x1FFFF)) {
                         break c;
                     }
                 })
@@ -264,8 +265,9 @@ async fn random_values_encode_exactly_as_postgres_parses_them() {
     // time and interval (MySQL TIME spans ±838:59:59).
     let cases = (0..N)
         .map(|_| {
-            let us: i64 = rng
-                .gen_range(-(838 * 3600 + 3599) * 1_000_000i64..=(838 * 3600 + 3599) * 1_000_000);
+            let us: i64 = rng.random_range(
+                -(838 * 3600 + 3599) * 1_000_000i64..=(838 * 3600 + 3599) * 1_000_000,
+            );
             (Value::Time(us), duplex::model::value::format_time(us))
         })
         .collect();

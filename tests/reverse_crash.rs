@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use duplex::model::{Lsn, Position};
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Duplex, Workdir};
 
 const TXNS: usize = 10_000;
@@ -95,7 +95,7 @@ async fn kill_9_during_a_postgres_stream_loses_nothing_and_never_over_confirms()
         tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(5);
             for i in 0..TXNS as i32 {
-                let k = rng.gen_range(0..100);
+                let k = rng.random_range(0..100);
                 let sql = match i % 10 {
                     3 => format!("BEGIN; INSERT INTO ev VALUES ({i}, {k}, 'ряд {i}', {i}); UPDATE ev SET n = n + 1, v = NULL WHERE k = {k}; COMMIT"),
                     7 => format!("BEGIN; INSERT INTO ev VALUES ({i}, {k}, 'ряд {i}', {i}); DELETE FROM ev WHERE id = (SELECT min(id) FROM ev WHERE k = {k}); COMMIT"),

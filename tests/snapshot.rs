@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{kill9, mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
 
 /// `(state, rows_copied, rows_dead)` of a table's snapshot progress in PostgreSQL.
@@ -127,9 +127,9 @@ fn spawn_orders_writer(
     tokio::spawn(async move {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         while !stop.load(Ordering::Relaxed) {
-            let id = rng.gen_range(1..=n);
+            let id = rng.random_range(1..=n);
             let mut tx = my.start_transaction(Default::default()).await.unwrap();
-            match rng.gen_range(0..6) {
+            match rng.random_range(0..6) {
                 0 => tx
                     .exec_drop(
                         "INSERT INTO orders (user_id, price, status_id, date_insert, comments) VALUES (?, ?, 'N', NOW(), ?)",
@@ -335,7 +335,7 @@ async fn kill_9_during_the_copy_resumes_from_a_chunk_boundary() {
     let mut mid_copy_kills = 0;
     let mut child = work.start();
     for _ in 0..40 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1500))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1500))).await;
         let before = progress(&pg, &pipeline, "big").await;
         kill9(&mut child);
         if let Some((state, copied, _)) = &before {
@@ -530,8 +530,8 @@ async fn a_table_mapped_from_postgres_is_copied_at_the_slot_snapshot() {
             let mut rng = rand::rngs::StdRng::seed_from_u64(3);
             let mut next = N + 1;
             while !stop.load(Ordering::Relaxed) {
-                let id = rng.gen_range(1..=N);
-                let sql = match rng.gen_range(0..4) {
+                let id = rng.random_range(1..=N);
+                let sql = match rng.random_range(0..4) {
                     0 => {
                         next += 1;
                         format!("INSERT INTO crm_notes VALUES ({next}, 'новая {next}', 1.5, now()::timestamp(0))")

@@ -391,13 +391,13 @@ async fn truncate_on_either_side_stops_until_the_table_is_copied_again() {
 /// A writer that changes rows 1..=200 of `t` at random (inserts, updates, deletes), each
 /// transaction on a new session so it takes the global settings as they are then, until `stop`.
 async fn random_writer(db: String, stop: Arc<AtomicBool>) -> usize {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(15);
     let mut done = 0;
     while !stop.load(Ordering::Relaxed) {
         let mut c = support::mysql_conn(Some(&db)).await;
-        let id = rng.gen_range(1..=200);
-        let q = match rng.gen_range(0..3) {
+        let id = rng.random_range(1..=200);
+        let q = match rng.random_range(0..3) {
             0 => format!("INSERT INTO t VALUES ({id}, 'v{done}', {done}) ON DUPLICATE KEY UPDATE v = 'i{done}', n = n + 1"),
             1 => format!("UPDATE t SET v = 'u{done}', n = n + 1 WHERE id = {id}"),
             _ => format!("DELETE FROM t WHERE id = {id}"),

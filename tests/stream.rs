@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{mysql_rows, pg_count, pg_rows, stop_cleanly, wait_for, Workdir};
 
 const ACCOUNTS: i64 = 100;
@@ -110,9 +110,9 @@ async fn a_reader_never_sees_half_a_transaction_and_both_sides_end_equal() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut live_groups: Vec<i32> = Vec::new();
     for g in 1..=600 {
-        let from = rng.gen_range(1..=ACCOUNTS);
-        let to = rng.gen_range(1..=ACCOUNTS);
-        let amount = rng.gen_range(1..50);
+        let from = rng.random_range(1..=ACCOUNTS);
+        let to = rng.random_range(1..=ACCOUNTS);
+        let amount = rng.random_range(1..50);
         let mut tx = my.start_transaction(Default::default()).await.unwrap();
         tx.exec_drop(
             "UPDATE acct SET balance = balance - ? WHERE id = ?",
@@ -134,14 +134,14 @@ async fn a_reader_never_sees_half_a_transaction_and_both_sides_end_equal() {
         live_groups.push(g);
         if g % 7 == 0 {
             // Delete a whole earlier group.
-            let victim = live_groups.remove(rng.gen_range(0..live_groups.len()));
+            let victim = live_groups.remove(rng.random_range(0..live_groups.len()));
             tx.exec_drop("DELETE FROM grp WHERE g = ?", (victim,))
                 .await
                 .unwrap();
         }
         if g % 11 == 0 {
             // Move a whole group to new keys (an update of the primary key).
-            let moved = live_groups[rng.gen_range(0..live_groups.len())];
+            let moved = live_groups[rng.random_range(0..live_groups.len())];
             tx.exec_drop("UPDATE grp SET id = -id WHERE g = ? AND id > 0", (moved,))
                 .await
                 .unwrap();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
 use support::shop;
 
@@ -354,7 +354,7 @@ async fn bitrix_load(dbs: support::TestDbs, mut shop: shop::Shop, stop: Arc<Atom
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let id = rng.gen_range(1..=250);
+        let id = rng.random_range(1..=250);
         let sql = match n % 5 {
             0 => {
                 let mut batch = shop::OrderBatch::default();
@@ -365,7 +365,7 @@ async fn bitrix_load(dbs: support::TestDbs, mut shop: shop::Shop, stop: Arc<Atom
             }
             1 | 2 => format!(
                 "UPDATE b_sale_order SET STATUS_ID = '{}', DATE_UPDATE = NOW() WHERE ID = {id}",
-                codes[rng.gen_range(0..codes.len())]
+                codes[rng.random_range(0..codes.len())]
             ),
             3 => format!("UPDATE b_sale_order_props_value SET VALUE = 'Имя {n}' WHERE ORDER_ID = {id} AND CODE IN ('nameRecipient', 'FIO')"),
             _ => format!("UPDATE b_sale_basket SET QUANTITY = QUANTITY + 1 WHERE ORDER_ID = {id} ORDER BY ID LIMIT 1"),
@@ -391,8 +391,8 @@ async fn crm_load(dbs: support::TestDbs, stop: Arc<AtomicBool>) -> u64 {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let id: i32 = rng.gen_range(1..=250);
-        let status = statuses[rng.gen_range(0..statuses.len())];
+        let id: i32 = rng.random_range(1..=250);
+        let status = statuses[rng.random_range(0..statuses.len())];
         pg.execute(
             "UPDATE orders SET status = $1 WHERE bitrix_order_id = $2",
             &[&status, &id],
@@ -647,14 +647,14 @@ async fn task_load(dbs: support::TestDbs, stop: Arc<AtomicBool>) -> u64 {
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         tokio::time::sleep(Duration::from_millis(25)).await;
-        let id: i32 = rng.gen_range(1..=200);
+        let id: i32 = rng.random_range(1..=200);
         let sql = match n % 3 {
             0 => format!(
                 "UPDATE crm_task SET amount = {}.{:04}, due_at = now() WHERE id = {id}",
-                rng.gen_range(0..10_000),
-                rng.gen_range(0..10_000)
+                rng.random_range(0..10_000),
+                rng.random_range(0..10_000)
             ),
-            1 => format!("UPDATE crm_task SET stage = (ARRAY['new','work','done'])[{}], tags = 'c,a' WHERE id = {id}", rng.gen_range(1..=3)),
+            1 => format!("UPDATE crm_task SET stage = (ARRAY['new','work','done'])[{}], tags = 'c,a' WHERE id = {id}", rng.random_range(1..=3)),
             _ => format!("UPDATE crm_task SET done = NOT done, title = 'Задача {n}' WHERE id = {id}"),
         };
         pg.batch_execute(&sql).await.unwrap();

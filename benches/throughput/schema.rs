@@ -12,7 +12,7 @@ use std::borrow::Cow;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use rand::rngs::StdRng;
-use rand::Rng;
+use rand::RngExt;
 
 /// One value of a generated row.
 #[derive(Debug, Clone, PartialEq)]
@@ -179,12 +179,14 @@ impl Gen {
             Gen::Id => Cell::Int(ctx.id),
             Gen::OrderId => Cell::Int(ctx.order_id),
             Gen::Const(s) => Cell::Text(Cow::Borrowed(s)),
-            Gen::Int(lo, hi, null_pct) => maybe(rng, null_pct, |r| Cell::Int(r.gen_range(lo..=hi))),
+            Gen::Int(lo, hi, null_pct) => {
+                maybe(rng, null_pct, |r| Cell::Int(r.random_range(lo..=hi)))
+            }
             Gen::Flag(yes_pct) => {
                 Cell::Text(Cow::Borrowed(if pct(rng, yes_pct) { "Y" } else { "N" }))
             }
             Gen::OneOf(options) => {
-                Cell::Text(Cow::Borrowed(options[rng.gen_range(0..options.len())]))
+                Cell::Text(Cow::Borrowed(options[rng.random_range(0..options.len())]))
             }
             Gen::Money(scale, max, null_pct) => maybe(rng, null_pct, |r| money(r, scale, max)),
             Gen::Dt(null_pct, zero_pct) => {
@@ -198,11 +200,11 @@ impl Gen {
             Gen::Words(lo, hi, null_pct) => maybe(rng, null_pct, |r| words(r, lo, hi)),
             Gen::Hex(len, null_pct) => maybe(rng, null_pct, |r| hex(r, len)),
             Gen::AccountNumber => Cell::Text(Cow::Owned(format!("KZ-{:08}", ctx.id))),
-            Gen::Double(max) => Cell::Dbl((rng.gen_range(0.0..max) * 100.0_f64).round() / 100.0),
+            Gen::Double(max) => Cell::Dbl((rng.random_range(0.0..max) * 100.0_f64).round() / 100.0),
             Gen::Product => Cell::Text(Cow::Owned(format!(
                 "{} «{}»",
-                PRODUCTS[rng.gen_range(0..PRODUCTS.len())],
-                WORDS[rng.gen_range(0..WORDS.len())]
+                PRODUCTS[rng.random_range(0..PRODUCTS.len())],
+                WORDS[rng.random_range(0..WORDS.len())]
             ))),
             Gen::PropId => Cell::Int(ctx.slot as i64 + 1),
             Gen::PropName => Cell::Text(Cow::Borrowed(PROPS[ctx.slot % PROPS.len()].1)),
@@ -214,7 +216,7 @@ impl Gen {
 }
 
 fn pct(rng: &mut StdRng, percent: u32) -> bool {
-    percent > 0 && rng.gen_range(0..100) < percent
+    percent > 0 && rng.random_range(0..100) < percent
 }
 
 fn maybe(rng: &mut StdRng, null_pct: u32, f: impl FnOnce(&mut StdRng) -> Cell) -> Cell {
@@ -226,8 +228,8 @@ fn maybe(rng: &mut StdRng, null_pct: u32, f: impl FnOnce(&mut StdRng) -> Cell) -
 }
 
 fn money(rng: &mut StdRng, scale: u32, max: i64) -> Cell {
-    let units = rng.gen_range(0..max.max(1));
-    let frac = rng.gen_range(0..10_i64.pow(scale));
+    let units = rng.random_range(0..max.max(1));
+    let frac = rng.random_range(0..10_i64.pow(scale));
     Cell::Dec(format!("{units}.{frac:0width$}", width = scale as usize))
 }
 
@@ -235,17 +237,17 @@ fn datetime(rng: &mut StdRng) -> NaiveDateTime {
     let start = NaiveDate::from_ymd_opt(2023, 1, 1)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .expect("valid date");
-    start + chrono::Duration::seconds(rng.gen_range(0..2 * 365 * 86_400))
+    start + chrono::Duration::seconds(rng.random_range(0..2 * 365 * 86_400))
 }
 
 fn words(rng: &mut StdRng, lo: usize, hi: usize) -> Cell {
-    let n = rng.gen_range(lo..=hi);
+    let n = rng.random_range(lo..=hi);
     let mut text = String::with_capacity(n * 12);
     for i in 0..n {
         if i > 0 {
             text.push(' ');
         }
-        text.push_str(WORDS[rng.gen_range(0..WORDS.len())]);
+        text.push_str(WORDS[rng.random_range(0..WORDS.len())]);
     }
     Cell::Text(Cow::Owned(text))
 }
@@ -253,7 +255,7 @@ fn words(rng: &mut StdRng, lo: usize, hi: usize) -> Cell {
 fn hex(rng: &mut StdRng, len: usize) -> Cell {
     const DIGITS: &[u8] = b"0123456789abcdef";
     let text: String = (0..len)
-        .map(|_| DIGITS[rng.gen_range(0..16)] as char)
+        .map(|_| DIGITS[rng.random_range(0..16)] as char)
         .collect();
     Cell::Text(Cow::Owned(text))
 }
@@ -262,24 +264,24 @@ fn prop_value(rng: &mut StdRng, slot: usize, order_id: i64) -> Cell {
     let text = match PROPS[slot % PROPS.len()].0 {
         "FIO" => format!(
             "{} {}",
-            SURNAMES[rng.gen_range(0..SURNAMES.len())],
-            NAMES[rng.gen_range(0..NAMES.len())]
+            SURNAMES[rng.random_range(0..SURNAMES.len())],
+            NAMES[rng.random_range(0..NAMES.len())]
         ),
         "EMAIL" => format!("client{order_id}@example.kz"),
         "PHONE" => format!(
             "+7 (7{:02}) {:03}-{:04}",
-            rng.gen_range(0..100),
-            rng.gen_range(0..1000),
-            rng.gen_range(0..10_000)
+            rng.random_range(0..100),
+            rng.random_range(0..1000),
+            rng.random_range(0..10_000)
         ),
-        "ZIP" => format!("{:06}", rng.gen_range(10_000..100_000)),
-        "CITY" => CITIES[rng.gen_range(0..CITIES.len())].to_string(),
-        "LOCATION" => format!("{:010}", rng.gen_range(200..400)),
+        "ZIP" => format!("{:06}", rng.random_range(10_000..100_000)),
+        "CITY" => CITIES[rng.random_range(0..CITIES.len())].to_string(),
+        "LOCATION" => format!("{:010}", rng.random_range(200..400)),
         "ADDRESS" => format!(
             "ул. {}, д. {}, кв. {}",
-            SURNAMES[rng.gen_range(0..SURNAMES.len())],
-            rng.gen_range(1..200),
-            rng.gen_range(1..300)
+            SURNAMES[rng.random_range(0..SURNAMES.len())],
+            rng.random_range(1..200),
+            rng.random_range(1..300)
         ),
         _ => {
             let Cell::Text(t) = words(rng, 3, 12) else {

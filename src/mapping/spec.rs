@@ -401,10 +401,8 @@ impl MappingFile {
     }
 
     pub fn parse(path: &Path, text: String) -> Result<MappingFile> {
-        let de = toml::Deserializer::new(&text);
-        let spec: FileSpec = serde_path_to_error::deserialize(de).map_err(|e| {
-            let mut key = clean_key_path(&e.path().to_string());
-            let inner = e.into_inner();
+        let spec: FileSpec = crate::config::from_toml(&text).map_err(|(key, inner)| {
+            let mut key = clean_key_path(&key);
             let line = inner
                 .span()
                 .map(|s| format!(":{}", line_of(&text, s.start)))

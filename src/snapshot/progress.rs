@@ -1,14 +1,19 @@
 //! Progress of a table copy for the operator: a bar redrawn in place on a terminal (rows,
-//! rows/s, ETA), or a log line every few seconds otherwise.
+//! rows/s, ETA; one line per table copied at once, log lines printed above them), or a log line
+//! every few seconds otherwise.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::telemetry;
 
-const REDRAW_EVERY: Duration = Duration::from_millis(200);
 const LOG_EVERY: Duration = Duration::from_secs(10);
-const WIDTH: usize = 30;
+
+/// direction and table, filled share, rows of the estimate, rate, time left.
+const TEMPLATE: &str =
+    "{prefix} [{bar:30}] {human_pos:>11} / ~{human_len:<11} {per_sec:>14}  ETA {eta}";
 
 pub struct Bar {
     direction: &'static str,
@@ -19,16 +24,23 @@ pub struct Bar {
     before: u64,
     done: u64,
     started: Instant,
-    shown: Instant,
-    terminal: bool,
+    logged: Instant,
+    /// The terminal's bar; `None` when stderr is not a terminal (log lines instead).
+    bar: Option<ProgressBar>,
 }
 
 impl Bar {
     pub fn new(direction: &'static str, table: &str, estimate: u64, before: i64) -> Bar {
         metrics::gauge!(telemetry::SNAPSHOT_ROWS_ESTIMATED, "direction" => direction, "table" => table.to_string())
             .set(estimate as f64);
-        let terminal = std::io::stderr().is_terminal();
-        if !terminal {
+        let before = before.max(0) as u64;
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = telemetry::terminal::bars().add(terminal_bar(direction, table, estimate));
+            bar.set_position(before);
+            // The rate and ETA count this run's rows only.
+            bar.reset_eta();
+            Some(bar)
+        } else {
             tracing::info!(
                 direction,
                 table,
@@ -36,82 +48,69 @@ impl Bar {
                 already_copied = before,
                 "copying"
             );
-        }
+            None
+        };
         Bar {
             direction,
             table: table.to_string(),
             estimate,
-            before: before.max(0) as u64,
+            before,
             done: 0,
             started: Instant::now(),
-            shown: Instant::now(),
-            terminal,
+            logged: Instant::now(),
+            bar,
         }
     }
 
     pub fn advance(&mut self, rows: u64) {
         self.done += rows;
-        let every = if self.terminal {
-            REDRAW_EVERY
-        } else {
-            LOG_EVERY
-        };
-        if self.shown.elapsed() >= every {
-            self.shown = Instant::now();
-            self.show(false);
+        match &self.bar {
+            Some(bar) => {
+                bar.inc(rows);
+                grow(bar);
+            }
+            None if self.logged.elapsed() >= LOG_EVERY => {
+                self.logged = Instant::now();
+                let total = self.before + self.done;
+                let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+                let estimate = self.estimate.max(total);
+                let eta = if rate > 0.0 && estimate > total {
+                    format!("{:.0} s", (estimate - total) as f64 / rate)
+                } else {
+                    "-".into()
+                };
+                tracing::info!(direction = self.direction, table = %self.table, rows = total, estimated_rows = estimate, rows_per_s = rate as u64, eta = %eta, "copying");
+            }
+            None => {}
         }
     }
 
+    /// The copy is done: the bar stays on the terminal, full.
     pub fn finish(&mut self) {
-        self.show(true);
-    }
-
-    fn show(&self, last: bool) {
-        let total = self.before + self.done;
-        let rate = self.done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-        // The estimate can be low; never show more than 100 %.
-        let estimate = self.estimate.max(total);
-        let eta = if rate > 0.0 && estimate > total {
-            format!("{:.0} s", (estimate - total) as f64 / rate)
-        } else {
-            "-".into()
-        };
-        if self.terminal {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(
-                err,
-                "\r{}",
-                bar_line(self.direction, &self.table, total, estimate, rate, &eta)
-            );
-            if last {
-                let _ = writeln!(err);
-            }
-        } else if !last {
-            tracing::info!(direction = self.direction, table = %self.table, rows = total, estimated_rows = estimate, rows_per_s = rate as u64, eta = %eta, "copying");
+        if let Some(bar) = &self.bar {
+            let done = bar.position();
+            bar.set_length(done);
+            bar.finish();
         }
     }
 }
 
-/// One redraw of the bar: direction, table, filled share, rows of the estimate, rate, ETA.
-fn bar_line(
-    direction: &str,
-    table: &str,
-    total: u64,
-    estimate: u64,
-    rate: f64,
-    eta: &str,
-) -> String {
-    let frac = if estimate == 0 {
-        1.0
-    } else {
-        total as f64 / estimate as f64
-    };
-    let filled = ((frac * WIDTH as f64) as usize).min(WIDTH);
-    format!(
-        "{direction} {table:<28} [{}{}] {total:>10} / ~{estimate:<10} {rate:>9.0} rows/s  ETA {eta:<8}",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled),
-    )
+/// A bar of `estimate` rows labelled with the direction and the table.
+fn terminal_bar(direction: &str, table: &str, estimate: u64) -> ProgressBar {
+    let style = ProgressStyle::with_template(TEMPLATE)
+        .expect("the progress template is valid")
+        .progress_chars("## ");
+    ProgressBar::new(estimate)
+        .with_style(style)
+        .with_prefix(format!("{direction} {table:<28}"))
+}
+
+/// The estimate can be low: the bar's length follows the rows copied, never past 100 %.
+fn grow(bar: &ProgressBar) {
+    let done = bar.position();
+    if bar.length().is_some_and(|len| done > len) {
+        bar.set_length(done);
+    }
 }
 
 #[cfg(test)]
@@ -119,15 +118,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_bar_fills_with_the_share_copied() {
-        let line = bar_line("mysql_to_pg", "shop.b_sale_order", 500, 1000, 250.0, "2 s");
-        assert!(
-            line.contains(&format!("[{}{}]", "#".repeat(15), " ".repeat(15))),
-            "{line}"
-        );
-        assert!(line.contains("500 / ~1000"), "{line}");
-        assert!(line.contains("250 rows/s  ETA 2 s"), "{line}");
-        let done = bar_line("mysql_to_pg", "t", 7, 0, 1.0, "-");
-        assert!(done.contains(&format!("[{}]", "#".repeat(WIDTH))), "{done}");
+    fn the_bar_fills_with_the_share_copied_and_follows_a_low_estimate() {
+        let bar = terminal_bar("mysql_to_pg", "shop.b_sale_order", 1000);
+        bar.set_position(500);
+        assert_eq!(bar.length(), Some(1000));
+        bar.inc(1500);
+        grow(&bar);
+        assert_eq!((bar.position(), bar.length()), (2000, Some(2000)));
+        assert!(bar.prefix().starts_with("mysql_to_pg shop.b_sale_order "));
     }
 }

@@ -10,6 +10,7 @@ pub mod live;
 pub mod notify;
 pub mod observe;
 pub mod process;
+pub mod terminal;
 
 pub use live::{live, State};
 

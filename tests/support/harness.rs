@@ -511,12 +511,12 @@ pub async fn kill_at_random_until(
     seed: u64,
     every: std::ops::Range<u64>,
 ) -> (Duplex, usize) {
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut kills = 0;
     let mut child = work.start();
     while !done.load(std::sync::atomic::Ordering::Relaxed) || kills < 5 {
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(every.clone()))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(every.clone()))).await;
         kill9(&mut child);
         kills += 1;
         child = work.start();

@@ -50,7 +50,7 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use rand::Rng;
+use rand::RngExt;
 
 /// User name for both servers.
 pub const DB_USER: &str = "duplex";
@@ -342,7 +342,7 @@ pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
 fn unique_db_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let random: u32 = rand::thread_rng().gen();
+    let random: u32 = rand::rng().random();
     let suffix = format!("_{n}_{random:08x}");
 
     let mut stem: String = prefix
@@ -1255,9 +1255,9 @@ fn free_port() -> Result<u16, String> {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let below_ephemeral = ephemeral_port_floor().filter(|&low| low >= LOWEST_PORT + 1000);
-    let mut rng = rand::thread_rng();
+    let mut rng = rand::rng();
     for _ in 0..100 {
-        let candidate = below_ephemeral.map_or(0, |low| rng.gen_range(LOWEST_PORT..low));
+        let candidate = below_ephemeral.map_or(0, |low| rng.random_range(LOWEST_PORT..low));
         let listener = match TcpListener::bind(("127.0.0.1", candidate)) {
             Ok(listener) => listener,
             Err(_) if candidate != 0 => continue,

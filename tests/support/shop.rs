@@ -10,7 +10,7 @@
 
 use mysql_async::prelude::Queryable;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 
 pub const BITRIX_DDL: &str = include_str!("../../examples/shop/bitrix.sql");
@@ -214,22 +214,22 @@ fn opt(s: Option<String>) -> String {
 
 /// A local DATETIME in 2025–2026 (after Kazakhstan's move to UTC+5).
 fn when(rng: &mut StdRng) -> String {
-    let day = rng.gen_range(0..600);
+    let day = rng.random_range(0..600);
     let d = chrono::NaiveDate::from_ymd_opt(2025, 1, 1).unwrap() + chrono::Days::new(day);
     format!(
         "{} {:02}:{:02}:{:02}",
         d.format("%Y-%m-%d"),
-        rng.gen_range(0..24),
-        rng.gen_range(0..60),
-        rng.gen_range(0..60)
+        rng.random_range(0..24),
+        rng.random_range(0..60),
+        rng.random_range(0..60)
     )
 }
 
 /// A Kazakh mobile number as people type it.
 pub fn phone(rng: &mut StdRng) -> String {
-    let op = ["701", "702", "705", "707", "747", "771", "777", "778"][rng.gen_range(0..8)];
-    let n = rng.gen_range(1_000_000..10_000_000u32).to_string();
-    match rng.gen_range(0..6) {
+    let op = ["701", "702", "705", "707", "747", "771", "777", "778"][rng.random_range(0..8)];
+    let n = rng.random_range(1_000_000..10_000_000u32).to_string();
+    match rng.random_range(0..6) {
         0 => format!("8 ({op}) {}-{}-{}", &n[..3], &n[3..5], &n[5..]),
         1 => format!("+7 {op} {n}"),
         2 => format!("8{op}{n}"),
@@ -242,17 +242,17 @@ pub fn phone(rng: &mut StdRng) -> String {
 fn person(rng: &mut StdRng) -> String {
     format!(
         "{} {}",
-        FIRST[rng.gen_range(0..FIRST.len())],
-        LAST[rng.gen_range(0..LAST.len())]
+        FIRST[rng.random_range(0..FIRST.len())],
+        LAST[rng.random_range(0..LAST.len())]
     )
 }
 
 fn address(rng: &mut StdRng) -> String {
     format!(
         "{}, д. {}, кв. {}",
-        STREETS[rng.gen_range(0..STREETS.len())],
-        rng.gen_range(1..200),
-        rng.gen_range(1..150)
+        STREETS[rng.random_range(0..STREETS.len())],
+        rng.random_range(1..200),
+        rng.random_range(1..150)
     )
 }
 
@@ -353,19 +353,19 @@ pub async fn generate(my: &mut mysql_async::Conn, seed: u64, users: usize, order
     // Users: id 1 is the administrator; buyers after it.
     let mut rows = Vec::new();
     for id in 1..=users as i64 {
-        let name = FIRST[rng.gen_range(0..FIRST.len())];
-        let last = LAST[rng.gen_range(0..LAST.len())];
-        let email = match rng.gen_range(0..10) {
+        let name = FIRST[rng.random_range(0..FIRST.len())];
+        let last = LAST[rng.random_range(0..LAST.len())];
+        let email = match rng.random_range(0..10) {
             0 => "noemail@cvety.kz".to_string(),
             1 => String::new(),
             _ => format!("user{id}@mail.kz"),
         };
-        let phone = match rng.gen_range(0..12) {
+        let phone = match rng.random_range(0..12) {
             0 => "нет".to_string(),
             1 => String::new(),
             _ => phone(&mut rng),
         };
-        let last_login = if rng.gen_bool(0.2) {
+        let last_login = if rng.random_bool(0.2) {
             "'0000-00-00 00:00:00'".to_string()
         } else {
             lit(&when(&mut rng))
@@ -373,15 +373,15 @@ pub async fn generate(my: &mut mysql_async::Conn, seed: u64, users: usize, order
         rows.push(format!(
             "({id}, {}, 'x', {}, {}, {}, {}, {}, {}, {}, 's1', {}, {}, NULL)",
             lit(&format!("user{id}")),
-            lit(if rng.gen_bool(0.9) { "Y" } else { "N" }),
+            lit(if rng.random_bool(0.9) { "Y" } else { "N" }),
             lit(&format!(" {name} ")),
             lit(last),
             lit(&email),
             last_login,
             lit(&when(&mut rng)),
             lit(&phone),
-            lit(if rng.gen_bool(0.5) { "F" } else { "M" }),
-            lit(["Алматы", "Астана", "Караганда"][rng.gen_range(0..3)]),
+            lit(if rng.random_bool(0.5) { "F" } else { "M" }),
+            lit(["Алматы", "Астана", "Караганда"][rng.random_range(0..3)]),
         ));
         shop.users.push(id);
     }
@@ -584,10 +584,10 @@ pub fn order_rows(
     let id = shop.next_order;
     shop.next_order += 1;
     shop.orders.push(id);
-    let status = status.unwrap_or(ORDER_CODES[rng.gen_range(0..ORDER_CODES.len())]);
-    let canceled = status == "UN" || rng.gen_bool(0.05);
+    let status = status.unwrap_or(ORDER_CODES[rng.random_range(0..ORDER_CODES.len())]);
+    let canceled = status == "UN" || rng.random_bool(0.05);
     let inserted = when(rng);
-    let date_status = if rng.gen_bool(0.1) {
+    let date_status = if rng.random_bool(0.1) {
         "'0000-00-00 00:00:00'".to_string()
     } else {
         lit(&when(rng))
@@ -595,54 +595,54 @@ pub fn order_rows(
     let (date_canceled, reason) = if canceled {
         (
             lit(&when(rng)),
-            lit(["Клиент отказался", "  ", "Нет в наличии"][rng.gen_range(0..3)]),
+            lit(["Клиент отказался", "  ", "Нет в наличии"][rng.random_range(0..3)]),
         )
     } else {
         ("'0000-00-00 00:00:00'".to_string(), "NULL".to_string())
     };
-    let user = shop.users[rng.gen_range(1..shop.users.len())];
-    let items = rng.gen_range(1..=4);
+    let user = shop.users[rng.random_range(1..shop.users.len())];
+    let items = rng.random_range(1..=4);
     let mut total = 0i64;
     for _ in 0..items {
         let b = shop.next_basket;
         shop.next_basket += 1;
-        let p = shop.products[rng.gen_range(0..shop.products.len())];
-        let price = rng.gen_range(50..600) * 100;
-        let discount = if rng.gen_bool(0.2) { 500 } else { 0 };
-        let qty = [1.0, 1.0, 2.0, 3.0, 1.5][rng.gen_range(0..5)];
+        let p = shop.products[rng.random_range(0..shop.products.len())];
+        let price = rng.random_range(50..600) * 100;
+        let discount = if rng.random_bool(0.2) { 500 } else { 0 };
+        let qty = [1.0, 1.0, 2.0, 3.0, 1.5][rng.random_range(0..5)];
         total += ((price - discount) as f64 * qty) as i64;
         batch.baskets.push(format!(
             "({b}, {}, {id}, {p}, 'KZT', '{}.0000', '{price}.0000', '{discount}.0000', {qty}, 'N', {}, {}, {}, 's1')",
             1000 + user,
             price - discount,
-            lit(&format!(" {} ", FLOWERS[rng.gen_range(0..FLOWERS.len())])),
+            lit(&format!(" {} ", FLOWERS[rng.random_range(0..FLOWERS.len())])),
             lit(&inserted),
             lit(&inserted)
         ));
     }
-    let delivery = [0, 1500, 2000, 3000][rng.gen_range(0..4)];
-    let comment = match rng.gen_range(0..4) {
+    let delivery = [0, 1500, 2000, 3000][rng.random_range(0..4)];
+    let comment = match rng.random_range(0..4) {
         0 => "NULL".to_string(),
         1 => lit("   "),
         _ => lit(&format!("  Позвонить за час, {}  ", person(rng))),
     };
     batch.orders.push(format!(
         "({id}, 's1', {}, {}, {}, {date_canceled}, {reason}, {}, {date_status}, '{delivery}.0000', '{}.0000', 'KZT', '{}.0000', {user}, {}, {}, {}, {}, {comment}, {}, {}, {}, {}, {}, {})",
-        rng.gen_range(1..=2),
-        lit(if rng.gen_bool(0.6) { "Y" } else { "N" }),
+        rng.random_range(1..=2),
+        lit(if rng.random_bool(0.6) { "Y" } else { "N" }),
         lit(if canceled { "Y" } else { "N" }),
         lit(status),
         total + delivery,
-        if rng.gen_bool(0.1) { 500 } else { 0 },
-        [1, 2, 3, 4, 10, 7][rng.gen_range(0..6)],
-        lit(&format!("{}", rng.gen_range(1..5))),
+        if rng.random_bool(0.1) { 500 } else { 0 },
+        [1, 2, 3, 4, 10, 7][rng.random_range(0..6)],
+        lit(&format!("{}", rng.random_range(1..5))),
         lit(&inserted),
         lit(&when(rng)),
-        opt(if rng.gen_bool(0.3) { Some("Курьер: домофон не работает".into()) } else { None }),
+        opt(if rng.random_bool(0.3) { Some("Курьер: домофон не работает".into()) } else { None }),
         lit(&format!("2025-{id}")),
-        opt(if rng.gen_bool(0.5) { Some(format!("xml-{id}")) } else { None }),
-        if rng.gen_bool(0.5) { rng.gen_range(2..20).to_string() } else { "NULL".into() },
-        lit(if rng.gen_bool(0.5) { "Y" } else { "N" }),
+        opt(if rng.random_bool(0.5) { Some(format!("xml-{id}")) } else { None }),
+        if rng.random_bool(0.5) { rng.random_range(2..20).to_string() } else { "NULL".into() },
+        lit(if rng.random_bool(0.5) { "Y" } else { "N" }),
         lit("N"),
     ));
     let mut prop = |code: &str, name: &str, value: String| {
@@ -657,7 +657,7 @@ pub fn order_rows(
         ));
     };
     let recipient = person(rng);
-    match rng.gen_range(0..4) {
+    match rng.random_range(0..4) {
         0 => prop("FIO", "Ф.И.О.", recipient.clone()),
         1 => {
             prop("nameRecipient", "Имя получателя", "  ".into());
@@ -671,27 +671,27 @@ pub fn order_rows(
     prop(
         "phoneRecipient",
         "Телефон получателя",
-        if rng.gen_bool(0.05) {
+        if rng.random_bool(0.05) {
             "уточнить".into()
         } else {
             phone(rng)
         },
     );
-    if rng.gen_bool(0.5) {
+    if rng.random_bool(0.5) {
         prop("PHONE", "Телефон", phone(rng));
     }
-    if rng.gen_bool(0.4) {
+    if rng.random_bool(0.4) {
         prop("EMAIL", "E-Mail", format!("buyer{id}@mail.kz"));
     }
-    let pickup = rng.gen_bool(0.1);
+    let pickup = rng.random_bool(0.1);
     if pickup {
         prop("iWillGet", "Самовывоз", "Y".into());
     } else {
         prop("addressRecipient", "Адрес получателя", address(rng));
     }
     let day = chrono::NaiveDate::from_ymd_opt(2025, 6, 1).unwrap()
-        + chrono::Days::new(rng.gen_range(0..400));
-    let date = match rng.gen_range(0..10) {
+        + chrono::Days::new(rng.random_range(0..400));
+    let date = match rng.random_range(0..10) {
         0 => day.format("%Y-%m-%d").to_string(),
         1 => "завтра после обеда".to_string(),
         2 => day.format("%d.%m.%y").to_string(),
@@ -701,22 +701,22 @@ pub fn order_rows(
     prop(
         "when",
         "Время доставки",
-        [0, 1, 2, 3, 4, 5, 18][rng.gen_range(0..7)].to_string(),
+        [0, 1, 2, 3, 4, 5, 18][rng.random_range(0..7)].to_string(),
     );
-    if rng.gen_bool(0.6) {
+    if rng.random_bool(0.6) {
         prop(
             "postcardText",
             "Текст открытки",
-            WISHES[rng.gen_range(0..WISHES.len())].to_string(),
+            WISHES[rng.random_range(0..WISHES.len())].to_string(),
         );
     }
-    let (number, at) = SITE_CITIES[rng.gen_range(0..SITE_CITIES.len())];
+    let (number, at) = SITE_CITIES[rng.random_range(0..SITE_CITIES.len())];
     prop("city", "Город", number.to_string());
     prop("CITY", "Город", LOCATIONS[at].4.to_string());
     prop(
         "shopId",
         "Магазин",
-        shop.sellers[rng.gen_range(0..shop.sellers.len())].to_string(),
+        shop.sellers[rng.random_range(0..shop.sellers.len())].to_string(),
     );
     prop("SOURCE_ORDER", "Источник", "site".into());
     id

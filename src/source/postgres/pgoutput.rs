@@ -483,7 +483,7 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::Rng;
+    use rand::RngExt;
 
     /// Builds messages byte by byte, the way PostgreSQL's `proto.c` writes them.
     struct W(Vec<u8>);
@@ -817,25 +817,23 @@ mod tests {
     /// of the property test's time.
     struct SplitMix(u64);
 
-    impl rand::RngCore for SplitMix {
-        fn next_u64(&mut self) -> u64 {
+    impl rand::TryRng for SplitMix {
+        type Error = std::convert::Infallible;
+        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
             self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
             let mut z = self.0;
             z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
             z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
+            Ok(z ^ (z >> 31))
         }
-        fn next_u32(&mut self) -> u32 {
-            (self.next_u64() >> 32) as u32
+        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+            Ok((self.try_next_u64()? >> 32) as u32)
         }
-        fn fill_bytes(&mut self, dest: &mut [u8]) {
+        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
             for chunk in dest.chunks_mut(8) {
                 let n = chunk.len();
-                chunk.copy_from_slice(&self.next_u64().to_le_bytes()[..n]);
+                chunk.copy_from_slice(&self.try_next_u64()?.to_le_bytes()[..n]);
             }
-        }
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
-            self.fill_bytes(dest);
             Ok(())
         }
     }
@@ -851,30 +849,30 @@ mod tests {
         for i in 0..200_000 {
             buf.clear();
             if i % 2 == 0 {
-                buf.resize(rng.gen_range(0..200), 0);
+                buf.resize(rng.random_range(0..200), 0);
                 rng.fill(&mut buf[..]);
                 // Mostly a real tag, so the bytes get past the first check.
-                if !buf.is_empty() && rng.gen_bool(0.9) {
-                    buf[0] = tags[rng.gen_range(0..tags.len())];
+                if !buf.is_empty() && rng.random_bool(0.9) {
+                    buf[0] = tags[rng.random_range(0..tags.len())];
                 }
             } else {
-                buf.extend_from_slice(&valid[rng.gen_range(0..valid.len())]);
-                for _ in 0..rng.gen_range(1..4) {
-                    match rng.gen_range(0..4) {
+                buf.extend_from_slice(&valid[rng.random_range(0..valid.len())]);
+                for _ in 0..rng.random_range(1..4) {
+                    match rng.random_range(0..4) {
                         0 if !buf.is_empty() => {
-                            let at = rng.gen_range(0..buf.len());
-                            buf[at] = rng.gen();
+                            let at = rng.random_range(0..buf.len());
+                            buf[at] = rng.random();
                         }
                         1 if !buf.is_empty() => {
-                            let at = rng.gen_range(0..buf.len());
-                            buf[at] ^= 1 << rng.gen_range(0..8);
+                            let at = rng.random_range(0..buf.len());
+                            buf[at] ^= 1 << rng.random_range(0..8);
                         }
                         2 => {
-                            let at = rng.gen_range(0..=buf.len());
-                            buf.insert(at, rng.gen());
+                            let at = rng.random_range(0..=buf.len());
+                            buf.insert(at, rng.random());
                         }
                         _ if !buf.is_empty() => {
-                            let at = rng.gen_range(0..buf.len());
+                            let at = rng.random_range(0..buf.len());
                             buf.remove(at);
                         }
                         _ => {}

@@ -154,6 +154,45 @@ async fn logs_off_a_terminal_are_plain_or_json() {
     );
 }
 
+/// On a terminal the copy draws a bar per table (rows of the estimate, rate, time left), full
+/// when it is done, and log lines are printed above it; off a terminal the same copy writes log
+/// lines only, without a redraw or colour code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_draws_a_bar_on_a_terminal_and_log_lines_off_it() {
+    use mysql_async::prelude::Queryable;
+    let (dbs, work) = both_ways("bar").await;
+    let mut my = dbs.mysql().await;
+    my.query_drop("INSERT INTO t SELECT seq, CONCAT('v', seq) FROM seq_1_to_5000")
+        .await
+        .unwrap();
+    let (ok, screen) = work.run_on_terminal(&["snapshot", "--table", "t"]);
+    assert!(ok, "{screen}");
+    let full = format!("[{}]", "#".repeat(30));
+    let bar = screen
+        .split(['\r', '\n'])
+        .rfind(|l| l.contains("mysql_to_pg") && l.contains(&full))
+        .unwrap_or_else(|| panic!("no full bar for the table on the terminal:\n{screen:?}"));
+    assert!(bar.contains("5,000 / ~5,000"), "{bar:?}");
+    assert!(bar.contains(" rows/s  ETA "), "{bar:?}");
+    assert!(
+        screen.contains("copied 5000"),
+        "the log line of the copy is on the terminal too:\n{screen}"
+    );
+
+    // Off a terminal: the same copy again logs, and draws no bar.
+    my.query_drop("INSERT INTO t VALUES (5001, 'x')")
+        .await
+        .unwrap();
+    let (code, stdout, stderr) = work.run_split(&["snapshot", "--table", "t"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let text = stdout + &stderr;
+    assert!(text.contains("copied 5001"), "{text}");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\r') && !text.contains(&full),
+        "redraws off a terminal: {text:?}"
+    );
+}
+
 /// `teardown` without a terminal to ask on refuses unless `--yes`, and the slot stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn teardown_asks_and_refuses_without_yes() {

@@ -13,7 +13,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// direction and table, filled share, rows of the estimate, rate, time left.
 const TEMPLATE: &str =
-    "{prefix} [{bar:30}] {human_pos:>11} / ~{human_len:<11} {per_sec:>14}  ETA {eta}";
+    "{prefix} [{bar:30}] {human_pos:>11} / ~{human_len:<11} {rate:>9} rows/s  ETA {eta}";
 
 pub struct Bar {
     direction: &'static str,
@@ -99,6 +99,12 @@ impl Bar {
 fn terminal_bar(direction: &str, table: &str, estimate: u64) -> ProgressBar {
     let style = ProgressStyle::with_template(TEMPLATE)
         .expect("the progress template is valid")
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}", state.per_sec());
+            },
+        )
         .progress_chars("## ");
     ProgressBar::new(estimate)
         .with_style(style)

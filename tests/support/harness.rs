@@ -235,7 +235,8 @@ listen = "{metrics}"
         std::fs::write(&self.config, config).expect("write duplex.toml");
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    /// duplex with `args`, this work dir's configuration and the servers' passwords.
+    pub fn command(&self, args: &[&str]) -> Command {
         let s = servers();
         let mut c = Command::new(duplex_bin());
         c.args(args)
@@ -248,6 +249,30 @@ listen = "{metrics}"
                 std::env::var("DUPLEX_TEST_LOG").unwrap_or_else(|_| "info".into()),
             );
         c
+    }
+
+    /// Runs a duplex command on a pseudo-terminal (`script`), as an operator at a terminal
+    /// would: its success and what the terminal showed.
+    pub fn run_on_terminal(&self, args: &[&str]) -> (bool, String) {
+        let duplex = self.command(args);
+        let line: Vec<String> = std::iter::once(duplex.get_program())
+            .chain(duplex.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', "'\\''")))
+            .collect();
+        let mut script = Command::new("script");
+        script.args(["-qec", &line.join(" "), "/dev/null"]);
+        for (k, v) in duplex.get_envs() {
+            if let Some(v) = v {
+                script.env(k, v);
+            }
+        }
+        let out = script
+            .output()
+            .expect("run script(1) (util-linux's bsdutils: apt-get install -y bsdutils)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     }
 
     /// Runs a one-shot command (`setup`, `check`), returning (success, stdout + stderr).

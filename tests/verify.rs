@@ -555,10 +555,21 @@ async fn a_cp1251_shop_with_hostile_values_verifies_clean_and_dead_letters_are_n
          UPDATE b_sale_order SET COMMENTS = '&quot;Розы&quot; &amp; тюльпаны — №5 «к 9:00»', USER_DESCRIPTION = '&lt;b&gt;позвонить&lt;/b&gt;' WHERE ID = 5;
          UPDATE b_sale_basket SET NAME = 'Букет &laquo;Нежность&raquo; №7' WHERE ORDER_ID = 6;
          UPDATE b_sale_order SET USER_DESCRIPTION = CONCAT('до', CHAR(0 USING cp1251), 'ставка') WHERE ID = 7;
-         UPDATE b_sale_order_props_value SET VALUE = CONCAT('Ан', CHAR(0 USING cp1251), 'на') WHERE ORDER_ID = 8 AND CODE = 'EMAIL'",
+         UPDATE b_sale_order_props_value SET VALUE = CONCAT('Ан', CHAR(0 USING cp1251), 'на') WHERE CODE = 'EMAIL' AND ORDER_ID = \
+           (SELECT id FROM (SELECT MIN(ORDER_ID) AS id FROM b_sale_order_props_value WHERE CODE = 'EMAIL' AND ORDER_ID >= 8) AS first)",
     )
     .await
     .unwrap();
+    let nul_props = mysql_rows(
+        &mut my,
+        "SELECT COUNT(*) FROM b_sale_order_props_value WHERE LOCATE(CHAR(0 USING cp1251), VALUE) > 0",
+    )
+    .await;
+    assert_eq!(
+        nul_props[0][0].as_deref(),
+        Some("1"),
+        "one property holds a NUL"
+    );
     work.setup();
     let mut child = work.start();
     wait_for(

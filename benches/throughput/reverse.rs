@@ -48,6 +48,8 @@ use super::{
 
 /// The MariaDB table that receives the raw INSERTs and UPDATEs (same shape as `b_sale_order`).
 const RAW_TABLE: &str = "b_sale_order_raw";
+/// The MariaDB table that receives the raw `LOAD DATA` reference.
+const RAW_LOAD_TABLE: &str = "b_sale_order_rawload";
 /// The MariaDB-only apply-time column.
 const APPLIED_AT: &str = "APPLIED_AT";
 const APPLIED_AT_DDL: &str =
@@ -83,6 +85,8 @@ pub struct Reverse {
     wal_bytes: i64,
     /// The raw limit: 1,000-row INSERTs into MariaDB, one connection.
     raw_insert: Duration,
+    /// The same rows with `LOAD DATA LOCAL INFILE`, 1,000 rows each, from memory.
+    raw_load: Duration,
     catch_up: Duration,
     catch_up_mismatches: i64,
     catch_up_cpu: String,
@@ -145,6 +149,7 @@ pub async fn run(settings: &Settings) -> Reverse {
     let pool = Pool::new(support::mysql_opts(Some(&dbs.mysql_db)));
     create_tables(&dbs, &pg).await;
     let raw_insert = raw_insert(&dbs, rows).await;
+    let raw_load = raw_load(&dbs, rows).await;
 
     let pipeline = format!("rev{}", &dbs.pg_db[dbs.pg_db.len() - 8..]);
     let work = Workdir::new(&dbs, &pipeline, "UTC", &[("sale.toml", &mappings())]);
@@ -213,6 +218,7 @@ pub async fn run(settings: &Settings) -> Reverse {
         pg_write,
         wal_bytes,
         raw_insert,
+        raw_load,
         catch_up,
         catch_up_mismatches,
         catch_up_cpu,
@@ -232,7 +238,7 @@ pub async fn run(settings: &Settings) -> Reverse {
 /// tables (without the raw twin) in PostgreSQL.
 async fn create_tables(dbs: &TestDbs, pg: &Client) {
     let mut my = dbs.mysql().await;
-    for name in [ORDER.name, RAW_TABLE] {
+    for name in [ORDER.name, RAW_TABLE, RAW_LOAD_TABLE] {
         my.query_drop(ORDER.mysql_ddl_as(name, &[APPLIED_AT_DDL]))
             .await
             .unwrap_or_else(|e| panic!("MariaDB CREATE TABLE {name}: {e}"));
@@ -320,6 +326,64 @@ async fn raw_insert(dbs: &TestDbs, rows: i64) -> Duration {
     let elapsed = started.elapsed();
     let _ = conn.disconnect().await;
     progress(&format!("raw INSERTs took {:.1} s", elapsed.as_secs_f64()));
+    elapsed
+}
+
+/// The other raw limit: the rows into `b_sale_order_rawload` with `LOAD DATA LOCAL INFILE`
+/// streamed from memory, 1,000 rows each (autocommit), one connection, the next batch
+/// generated on another thread while the current one loads.
+async fn raw_load(dbs: &TestDbs, rows: i64) -> Duration {
+    progress(&format!(
+        "reverse: raw limit: {rows} rows into MariaDB {RAW_LOAD_TABLE} ({BATCH_ROWS}-row LOAD DATA LOCAL, 1 connection)"
+    ));
+    let names: Vec<String> = ORDER
+        .columns
+        .iter()
+        .map(|c| format!("`{}`", c.name))
+        .collect();
+    let sql = format!(
+        "LOAD DATA LOCAL INFILE 'rows' INTO TABLE `{RAW_LOAD_TABLE}` CHARACTER SET utf8mb4 ({})",
+        names.join(", ")
+    );
+    let generate = |batch: i64| {
+        tokio::task::spawn_blocking(move || {
+            let (first, last) = batch_ids(batch, rows);
+            Bytes::from(encode::load_data_rows(&reverse_rows(first, last)))
+        })
+    };
+    let mut conn = dbs.mysql().await;
+    let batches = batch_count(rows);
+    let started = Instant::now();
+    let mut pending = Some(generate(0));
+    for batch in 0..batches {
+        let data = pending
+            .take()
+            .expect("a batch is pending")
+            .await
+            .expect("generating a LOAD DATA batch panicked");
+        if batch + 1 < batches {
+            pending = Some(generate(batch + 1));
+        }
+        conn.set_infile_handler(async move {
+            let stream: mysql_async::InfileData =
+                Box::pin(futures_util::stream::once(async move { Ok(data) }));
+            Ok(stream)
+        });
+        conn.query_drop(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("MariaDB LOAD DATA into {RAW_LOAD_TABLE}: {e}"));
+    }
+    let elapsed = started.elapsed();
+    let loaded: Option<i64> = conn
+        .query_first(format!("SELECT COUNT(*) FROM {RAW_LOAD_TABLE}"))
+        .await
+        .expect("count the loaded rows");
+    assert_eq!(loaded, Some(rows), "rows in {RAW_LOAD_TABLE}");
+    let _ = conn.disconnect().await;
+    progress(&format!(
+        "raw LOAD DATA took {:.1} s",
+        elapsed.as_secs_f64()
+    ));
     elapsed
 }
 
@@ -806,6 +870,18 @@ pub fn lines(r: &Reverse) -> Vec<Line> {
             format!("{ratio:.2}"),
             format!("≥ {TARGET_CATCH_UP_RATIO} of raw INSERT"),
             verdict(ratio >= TARGET_CATCH_UP_RATIO),
+        ],
+        [
+            "reverse catch-up: the same rows as MariaDB LOAD DATA LOCAL (from memory)".into(),
+            format!("{} rows/s ({:.1} s)", thousands(rate), r.catch_up.as_secs_f64()),
+            format!(
+                "{} rows/s (MariaDB {BATCH_ROWS}-row LOAD DATA LOCAL, 1 connection, {:.1} s)",
+                thousands(per_second(r.rows, r.raw_load)),
+                r.raw_load.as_secs_f64()
+            ),
+            format!("{:.2}", rate / per_second(r.rows, r.raw_load)),
+            "informational".into(),
+            na(),
         ],
         [
             "reverse catch-up: replicated rows differing from the raw INSERT reference".into(),

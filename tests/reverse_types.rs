@@ -286,3 +286,194 @@ async fn every_crm_type_round_trips_into_the_mapped_mysql_column() {
     let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");
 }
+
+/// MariaDB's count of `LOAD DATA` statements run.
+async fn loads(my: &mut mysql_async::Conn) -> i64 {
+    let rows = mysql_rows(my, "SHOW GLOBAL STATUS LIKE 'Com_load'").await;
+    rows[0][1].as_deref().unwrap_or("0").parse().unwrap()
+}
+
+/// `duplex verify --json`: exit code and (equal, different + missing + extra, dead-lettered).
+fn verify_counts(work: &Workdir) -> (i32, u64, u64, u64) {
+    let (code, out, err) = work.run_split(&["verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("verify printed no report ({e}):\n{out}\n{err}"));
+    let sum = |field: &str| -> u64 {
+        report["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    (
+        code.expect("verify exited"),
+        sum("equal"),
+        sum("different") + sum("missing") + sum("extra"),
+        sum("dead_lettered"),
+    )
+}
+
+/// A run of new rows (one CRM transaction of hundreds of INSERTs) goes to MariaDB as one
+/// `LOAD DATA LOCAL`, and what MariaDB holds is what the mapping makes of the CRM's rows
+/// (`duplex verify`, which reads both sides and does not share the write path): tabs,
+/// newlines, backslashes and Cyrillic in a cp1251 column, decimals, microsecond datetimes,
+/// dates, doubles, times, enums and NULLs. A run of rows that exist already goes the
+/// `INSERT … ON DUPLICATE KEY UPDATE` way (the load is rolled back); so does a run with a value
+/// the column cannot hold, whose row becomes a dead letter, as without loading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
+    let dbs = support::fresh_dbs("rload").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    for t in ["r", "q"] {
+        my.query_drop(format!(
+            "CREATE TABLE {t} (id int PRIMARY KEY, name varchar(60) CHARACTER SET cp1251, \
+             amount decimal(12,2), at datetime(6), day date, ratio double, dur time, \
+             flag enum('Y','N'), note text, qty int unsigned)"
+        ))
+        .await
+        .unwrap();
+        pg.batch_execute(&format!(
+            "CREATE TABLE {t} (id integer PRIMARY KEY, name text, amount numeric(12,2), \
+             at timestamp, day date, ratio float8, dur time, flag text, note text, qty bigint)"
+        ))
+        .await
+        .unwrap();
+    }
+    let mapping = |t: &str| {
+        format!("[[table]]\nsource = \"{t}\"\ntarget = \"{t}\"\ndirection = \"reverse\"\ncolumns = \"all\"\n")
+    };
+    let (r, q) = (mapping("r"), mapping("q"));
+    let pipeline = support::harness::pipeline_name("rl", &dbs);
+    let work = Workdir::new(
+        &dbs,
+        &pipeline,
+        "Asia/Almaty",
+        &[("r.toml", r.as_str()), ("q.toml", q.as_str())],
+    );
+    work.setup();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(60), "the stream", &work, || async {
+        work.log()
+            .contains("pipeline starting direction=\"pg_to_mysql\"")
+    })
+    .await;
+    let before = loads(&mut my).await;
+    let rows = |t: &str, from: i32, to: i32, qty: &str| {
+        format!(
+            "INSERT INTO {t} SELECT g, \
+               CASE WHEN g % 5 = 0 THEN NULL ELSE 'Роза' || chr(9) || '№' || g || chr(10) || 'a\\b' END, \
+               g * 1.25, timestamp '2026-01-01 08:00:00' + g * interval '1.000001 second', \
+               date '2026-02-01' + g, g / 7.0, time '00:00:01' * g, \
+               CASE WHEN g % 2 = 0 THEN 'Y' ELSE 'N' END, \
+               CASE WHEN g % 3 = 0 THEN '' ELSE 'строка ' || repeat('x', g % 40) END, {qty} \
+             FROM generate_series({from}, {to}) g"
+        )
+    };
+    pg.batch_execute(&rows("r", 1, 500, "g")).await.unwrap();
+    let count = |t: &'static str, n: i64| {
+        let dbs = dbs.clone();
+        move || {
+            let dbs = dbs.clone();
+            async move {
+                let mut c = dbs.mysql().await;
+                let got: Option<i64> = c
+                    .query_first(format!("SELECT count(*) FROM {t}"))
+                    .await
+                    .unwrap();
+                got == Some(n)
+            }
+        }
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "500 rows in MariaDB",
+        &work,
+        count("r", 500),
+    )
+    .await;
+    assert!(
+        loads(&mut my).await > before,
+        "the run of 500 new rows was not loaded"
+    );
+    let (code, equal, differ, dead) = verify_counts(&work);
+    assert_eq!((code, equal, differ, dead), (0, 500, 0, 0));
+
+    // The CRM changes every row in one transaction: a run of upserts of existing rows, which
+    // the load does not insert; it is rolled back and the run written as upserts.
+    let loaded = loads(&mut my).await;
+    pg.batch_execute("UPDATE r SET qty = qty + 1000, note = note || '+'")
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "the rewritten rows in MariaDB",
+        &work,
+        || async {
+            let mut c = dbs.mysql().await;
+            let got: Option<i64> = c
+                .query_first("SELECT count(*) FROM r WHERE qty > 1000")
+                .await
+                .unwrap();
+            got == Some(500)
+        },
+    )
+    .await;
+    assert!(
+        loads(&mut my).await > loaded,
+        "the run was not tried as a load"
+    );
+    let (code, equal, differ, dead) = verify_counts(&work);
+    assert_eq!((code, equal, differ, dead), (0, 500, 0, 0));
+
+    // A run with a row the shop refuses (a trigger's error) and a value the column clips (a
+    // warning under Bitrix's sql_mode = ''): the load is rolled back for either, and the run
+    // written as without loading: the refused row is a dead letter with the shop's reason, the
+    // clipped value is what MariaDB's INSERT makes of it.
+    my.query_drop(
+        "CREATE TRIGGER q_refuse BEFORE INSERT ON q FOR EACH ROW \
+         IF NEW.qty = 4242 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'refused by the shop'; END IF",
+    )
+    .await
+    .unwrap();
+    let loaded = loads(&mut my).await;
+    pg.batch_execute(&rows(
+        "q",
+        1,
+        300,
+        "CASE g WHEN 150 THEN 4242 WHEN 151 THEN -1 ELSE g END",
+    ))
+    .await
+    .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "299 rows in MariaDB",
+        &work,
+        count("q", 299),
+    )
+    .await;
+    assert!(
+        loads(&mut my).await > loaded,
+        "the run was not tried as a load"
+    );
+    let dead_letter = mysql_rows(
+        &mut my,
+        "SELECT JSON_VALUE(row_data, '$.id'), reason FROM duplex.dead_letter WHERE target_table LIKE '%q'",
+    )
+    .await;
+    assert_eq!(dead_letter.len(), 1, "{dead_letter:?}");
+    assert!(
+        dead_letter[0][0].as_deref() == Some("150")
+            && dead_letter[0][1]
+                .as_deref()
+                .unwrap_or("")
+                .contains("refused by the shop"),
+        "{dead_letter:?}"
+    );
+    let clipped = mysql_rows(&mut my, "SELECT qty FROM q WHERE id = 151").await;
+    assert_eq!(clipped[0][0].as_deref(), Some("0"));
+    stop_cleanly(&mut child, &work);
+    let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
+    assert!(ok, "{out}");
+}

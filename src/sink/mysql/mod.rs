@@ -7,6 +7,7 @@
 //! value PostgreSQL did not send (an unchanged TOASTed value) is left as it is.
 
 mod guard;
+mod load;
 mod newest;
 pub mod statements;
 
@@ -422,6 +423,8 @@ pub struct MySqlSink {
     in_txn: bool,
     /// The statements' text (literals quoted for the session's sql_mode).
     text: statements::Text,
+    /// Runs of new rows sent with `LOAD DATA LOCAL`.
+    loader: load::Loader,
 }
 
 fn my_err(e: mysql_async::Error, what: &str) -> Error {
@@ -491,6 +494,7 @@ impl MySqlSink {
             conflicts: Vec::new(),
             notes: Vec::new(),
             in_txn: false,
+            loader: load::Loader::default(),
         })
     }
 
@@ -547,11 +551,31 @@ impl MySqlSink {
                             .map(Option::is_some)
                             .eq(sent.iter().copied()))
             };
-            let len = changes[i..]
+            let upsert = first.kind == MyKind::Upsert;
+            let limit = if upsert {
+                load::MAX_ROWS
+            } else {
+                ROWS_PER_STATEMENT
+            };
+            let long = changes[i..]
                 .iter()
-                .take(ROWS_PER_STATEMENT)
+                .take(limit)
                 .take_while(|c| same(c))
                 .count();
+            if upsert && self.loader.wants(first.table, &t, &sent, long) {
+                let run = &changes[i..i + long];
+                let loaded = self
+                    .loader
+                    .load(&mut self.conn, first.table, &t, run, &sent)
+                    .await
+                    .map_err(|e| my_err(e, &format!("loading {long} rows into {}", t.target)))?;
+                if let load::Loaded::All = loaded {
+                    count_rows(&t, "upsert", long);
+                    i += long;
+                    continue;
+                }
+            }
+            let len = long.min(ROWS_PER_STATEMENT);
             let run = &changes[i..i + len];
             let (sql, op) = match first.kind {
                 MyKind::Update => {

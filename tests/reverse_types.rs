@@ -326,7 +326,7 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
     let dbs = support::fresh_dbs("rload").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    for t in ["r", "q"] {
+    for t in ["r", "q", "s"] {
         my.query_drop(format!(
             "CREATE TABLE {t} (id int PRIMARY KEY, name varchar(60) CHARACTER SET cp1251, \
              amount decimal(12,2), at datetime(6), day date, ratio double, dur time, \
@@ -344,13 +344,17 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
     let mapping = |t: &str| {
         format!("[[table]]\nsource = \"{t}\"\ntarget = \"{t}\"\ndirection = \"reverse\"\ncolumns = \"all\"\n")
     };
-    let (r, q) = (mapping("r"), mapping("q"));
+    let (r, q, s3) = (mapping("r"), mapping("q"), mapping("s"));
     let pipeline = support::harness::pipeline_name("rl", &dbs);
     let work = Workdir::new(
         &dbs,
         &pipeline,
         "Asia/Almaty",
-        &[("r.toml", r.as_str()), ("q.toml", q.as_str())],
+        &[
+            ("r.toml", r.as_str()),
+            ("q.toml", q.as_str()),
+            ("s.toml", s3.as_str()),
+        ],
     );
     work.setup();
     let mut child = work.start();
@@ -473,6 +477,31 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
     );
     let clipped = mysql_rows(&mut my, "SELECT qty FROM q WHERE id = 151").await;
     assert_eq!(clipped[0][0].as_deref(), Some("0"));
+
+    // The DBA turns LOCAL off (MySQL's own default); MariaDB applies it to new sessions, so
+    // duplex is restarted. The run is written with INSERTs, and duplex says why it does not
+    // load (MariaDB's error 4166).
+    my.query_drop("SET GLOBAL local_infile = 0").await.unwrap();
+    stop_cleanly(&mut child, &work);
+    let mut child = work.start();
+    pg.batch_execute(&rows("s", 1, 200, "g")).await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "200 rows in MariaDB",
+        &work,
+        count("s", 200),
+    )
+    .await;
+    my.query_drop("SET GLOBAL local_infile = 1").await.unwrap();
+    assert!(
+        work.log().contains("does not allow LOAD DATA LOCAL"),
+        "{}",
+        work.log()
+    );
+    // Every row as the CRM wrote it, but the clipped one (a difference verify reports: MariaDB
+    // holds 0 for the CRM's -1) and the refused one (a dead letter).
+    let (code, equal, differ, dead) = verify_counts(&work);
+    assert_eq!((code, equal, differ, dead), (1, 500 + 298 + 200, 1, 1));
     stop_cleanly(&mut child, &work);
     let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");

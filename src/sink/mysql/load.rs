@@ -125,8 +125,9 @@ impl Loader {
     }
 }
 
-/// Server errors meaning `LOCAL` is not allowed: 1148 (ER_NOT_ALLOWED_COMMAND), 3948 (MySQL 8:
-/// loading local data is disabled), 4166 (MySQL 8: LOAD DATA LOCAL restricted to a directory).
+/// Server errors meaning `LOCAL` is not allowed: 1148 (ER_NOT_ALLOWED_COMMAND, older servers),
+/// 3948 (MySQL 8: loading local data is disabled), 4166 (MariaDB: the local infile capability
+/// is disabled). Servers check `local_infile` when a session starts.
 fn refuses_local(code: u16) -> bool {
     matches!(code, 1148 | 3948 | 4166)
 }

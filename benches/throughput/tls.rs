@@ -8,20 +8,14 @@ use std::time::Duration;
 use super::support::harness::Workdir;
 use super::support::{self};
 use super::{
-    catch_up, create_tables, per_second, progress, thousands, write_orders, Line, Replicator,
-    BASKET, ORDER, PROPS_VALUE, STREAM_STARTED,
+    catch_up, create_tables, median, per_second, progress, thousands, write_orders, Line,
+    Replicator, BASKET, ORDER, PROPS_VALUE, STREAM_STARTED,
 };
 
 pub struct Tls {
     rows: i64,
     plain: Vec<Duration>,
     tls: Vec<Duration>,
-}
-
-fn median(v: &[Duration]) -> Duration {
-    let mut v = v.to_vec();
-    v.sort();
-    v[v.len() / 2]
 }
 
 async fn once(rows: i64, tls: bool) -> Duration {
@@ -47,7 +41,7 @@ async fn once(rows: i64, tls: bool) -> Duration {
     work.setup();
     write_orders(&dbs, rows).await;
     let mut duplex = Replicator::new(work, &[STREAM_STARTED], false);
-    let elapsed = catch_up(&mut duplex, &pg, rows).await;
+    let (elapsed, _) = catch_up(&mut duplex, &pg, rows).await;
     if tls {
         let encrypted: bool = pg
             .query_one(

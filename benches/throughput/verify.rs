@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::support::harness::Workdir;
 use super::support::TestDbs;
-use super::{per_second, progress, thousands, verdict, Line};
+use super::{median, per_second, progress, thousands, verdict, Line};
 
 const TARGET_RAW_RATIO: f64 = 0.7;
 const TARGET_RSS_MB: f64 = 150.0;
@@ -55,17 +55,12 @@ pub async fn run(
         targeted,
         rows,
         keys,
-        select_my: median(mys),
-        select_pg: median(pgs),
-        duplex: median(duplexes),
+        select_my: median(&mys),
+        select_pg: median(&pgs),
+        duplex: median(&duplexes),
         peak_rss_kb,
         runs,
     }
-}
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
 }
 
 /// Every row of the tables with `SELECT *` over MariaDB's binary protocol.

@@ -326,7 +326,7 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
     let dbs = support::fresh_dbs("rload").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    for t in ["r", "q", "s"] {
+    for t in ["r", "q", "s", "b"] {
         my.query_drop(format!(
             "CREATE TABLE {t} (id int PRIMARY KEY, name varchar(60) CHARACTER SET cp1251, \
              amount decimal(12,2), at datetime(6), day date, ratio double, dur time, \
@@ -345,6 +345,8 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
         format!("[[table]]\nsource = \"{t}\"\ntarget = \"{t}\"\ndirection = \"reverse\"\ncolumns = \"all\"\n")
     };
     let (r, q, s3) = (mapping("r"), mapping("q"), mapping("s"));
+    // Mapped both ways: the CRM's inserts carry conflict guards.
+    let b = "[[table]]\nsource = \"b\"\ntarget = \"b\"\ndirection = \"both\"\ncolumns = \"all\"\n";
     let pipeline = support::harness::pipeline_name("rl", &dbs);
     let work = Workdir::new(
         &dbs,
@@ -354,6 +356,7 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
             ("r.toml", r.as_str()),
             ("q.toml", q.as_str()),
             ("s.toml", s3.as_str()),
+            ("b.toml", b),
         ],
     );
     work.setup();
@@ -498,10 +501,33 @@ async fn a_run_of_new_rows_is_loaded_and_reads_back_as_the_crm_wrote_it() {
         "{}",
         work.log()
     );
+    // A table mapped both ways: the CRM's 200 new rows are loaded too (an insert of an absent
+    // row meets no conflict), and read back the same on both sides.
+    stop_cleanly(&mut child, &work);
+    let mut child = work.start();
+    let loaded = loads(&mut my).await;
+    pg.batch_execute(&rows("b", 1, 200, "g")).await.unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "200 rows in MariaDB",
+        &work,
+        count("b", 200),
+    )
+    .await;
+    assert!(
+        loads(&mut my).await > loaded,
+        "the guarded run was not loaded"
+    );
+    let conflicts = mysql_rows(&mut my, "SELECT COUNT(*) FROM duplex.conflict").await;
+    assert_eq!(conflicts[0][0].as_deref(), Some("0"));
+
     // Every row as the CRM wrote it, but the clipped one (a difference verify reports: MariaDB
     // holds 0 for the CRM's -1) and the refused one (a dead letter).
     let (code, equal, differ, dead) = verify_counts(&work);
-    assert_eq!((code, equal, differ, dead), (1, 500 + 298 + 200, 1, 1));
+    assert_eq!(
+        (code, equal, differ, dead),
+        (1, 500 + 298 + 200 + 200, 1, 1)
+    );
     stop_cleanly(&mut child, &work);
     let (ok, out) = work.run_cmd(&["teardown", "--yes"]);
     assert!(ok, "{out}");

@@ -165,6 +165,69 @@ impl MySqlSink {
         )
     }
 
+    /// Writes a run of guarded changes: checked ([`MySqlSink::decide`]), then written. A run
+    /// of inserts of one table is first tried as one load ([`super::load`]): if every row
+    /// went in, none of them existed, which is all the check would have found (an insert of
+    /// an absent row meets no conflict), and the load holds their locks. Otherwise the load
+    /// is rolled back and the run checked and written as usual.
+    pub(super) async fn write_guarded(&mut self, changes: Vec<MyChange>) -> Result<()> {
+        let Some(changes) = self.load_inserts(changes).await? else {
+            return Ok(());
+        };
+        let decided = self.decide(changes).await?;
+        self.write_plain(decided).await
+    }
+
+    /// [`MySqlSink::write_guarded`]'s load; the changes back when they were not loaded.
+    async fn load_inserts(&mut self, changes: Vec<MyChange>) -> Result<Option<Vec<MyChange>>> {
+        let Some(first) = changes.first() else {
+            return Ok(None);
+        };
+        let t = self.plan.reverse[first.table].clone();
+        let sent: Vec<bool> = first.values.iter().map(Option::is_some).collect();
+        // `newest` columns keep a note per insert (see `decide_change`): those go the usual way.
+        let newest = t.columns.iter().any(|c| c.conflict == Some(Policy::Newest));
+        let inserts = changes.iter().all(|c| {
+            c.table == first.table
+                && c.kind == MyKind::Upsert
+                && c.guard.as_ref().is_some_and(|g| g.insert)
+                && c.at.len() == first.at.len()
+                && c.values
+                    .iter()
+                    .map(Option::is_some)
+                    .eq(sent.iter().copied())
+        });
+        if newest
+            || !inserts
+            || changes.len() > super::load::MAX_ROWS
+            || !self.loader.wants(first.table, &t, &sent, changes.len())
+        {
+            return Ok(Some(changes));
+        }
+        let table = first.table;
+        let rows = changes.len();
+        let changes = std::sync::Arc::new(changes);
+        let run = super::load::Run {
+            changes: changes.clone(),
+            rows: 0..rows,
+        };
+        let loaded = self
+            .loader
+            .load(&mut self.conn, table, &t, run, &sent)
+            .await
+            .map_err(|e| my_err(e, &format!("loading {rows} rows into {}", t.target)))?;
+        match loaded {
+            super::load::Loaded::All => {
+                super::count_rows(&t, "upsert", rows);
+                Ok(None)
+            }
+            // The load's row stream may still hold its share of the run.
+            super::load::Loaded::No => Ok(Some(
+                std::sync::Arc::try_unwrap(changes).unwrap_or_else(|shared| (*shared).clone()),
+            )),
+        }
+    }
+
     /// Checks a run of guarded changes against their rows (locking them) and returns the
     /// changes to write, each with only the `both` columns it takes; conflicts are noted for
     /// the commit.

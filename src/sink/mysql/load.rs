@@ -14,6 +14,8 @@
 //! bytes, not a number), binary and blob columns, nor binary strings.
 
 use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use mysql_async::prelude::Queryable;
@@ -27,6 +29,8 @@ use crate::model::{my_ident, SourceType};
 pub const MIN_ROWS: usize = 64;
 /// Rows per load.
 pub const MAX_ROWS: usize = 10_000;
+/// Rows formatted at a time while a load streams.
+const CHUNK_ROWS: usize = 256;
 /// Runs of a table that fell back skip loading for this many runs.
 const COOL_RUNS: u32 = 64;
 
@@ -75,31 +79,26 @@ impl Loader {
         conn: &mut mysql_async::Conn,
         table: usize,
         t: &ReversePlan,
-        run: &[MyChange],
+        run: Run,
         sent: &[bool],
     ) -> Result<Loaded, mysql_async::Error> {
-        let Some(data) = rows_text(run) else {
+        let rows = run.rows.len();
+        if !run.changes[run.rows.clone()].iter().all(loadable) {
             return Ok(Loaded::No);
-        };
+        }
+        let sql = load_sql(t, sent, !run.changes[run.rows.start].at.is_empty());
         conn.query_drop("SAVEPOINT duplex_load").await?;
-        conn.set_infile_handler(async move {
-            let rows: mysql_async::InfileData =
-                Box::pin(futures_util::stream::once(async move { Ok(data) }));
-            Ok(rows)
-        });
-        match conn
-            .query_drop(load_sql(t, sent, !run[0].at.is_empty()))
-            .await
-        {
+        conn.set_infile_handler(async move { Ok(run.stream()) });
+        match conn.query_drop(sql).await {
             Ok(()) => {
-                let (rows, warnings) = (conn.affected_rows(), conn.get_warnings());
-                if rows == run.len() as u64 && warnings == 0 {
+                let (inserted, warnings) = (conn.affected_rows(), conn.get_warnings());
+                if inserted == rows as u64 && warnings == 0 {
                     return Ok(Loaded::All);
                 }
                 tracing::debug!(
                     table = %t.target,
-                    run = run.len(),
-                    inserted = rows,
+                    run = rows,
+                    inserted,
                     warnings,
                     "LOAD DATA did not take the run as it is (existing rows or warnings): written with INSERT … ON DUPLICATE KEY UPDATE"
                 );
@@ -122,6 +121,31 @@ impl Loader {
         }
         conn.query_drop("ROLLBACK TO SAVEPOINT duplex_load").await?;
         Ok(Loaded::No)
+    }
+}
+
+/// A run of changes to load: rows `rows` of the sink's current changes.
+pub struct Run {
+    pub changes: Arc<Vec<MyChange>>,
+    pub rows: Range<usize>,
+}
+
+impl Run {
+    /// The rows as LOAD DATA text, made a chunk at a time as the connection sends them, so that
+    /// formatting the next rows overlaps the server parsing the last ones.
+    fn stream(self) -> mysql_async::InfileData {
+        Box::pin(futures_util::stream::unfold(
+            (self, 0usize),
+            |(run, done)| async move {
+                let at = run.rows.start + done;
+                if at >= run.rows.end {
+                    return None;
+                }
+                let end = (at + CHUNK_ROWS).min(run.rows.end);
+                let chunk = rows_text(&run.changes[at..end]);
+                Some((Ok(chunk), (run, done + (end - at))))
+            },
+        ))
     }
 }
 
@@ -162,11 +186,25 @@ pub fn load_sql(t: &ReversePlan, sent: &[bool], timed: bool) -> String {
     )
 }
 
-/// The run's rows in LOAD DATA's default text format: the sent values, then the change-time
-/// values. `None` when a value has no text form LOAD DATA reads back the same (bytes that are
-/// not UTF-8, a non-finite float).
-pub fn rows_text(run: &[MyChange]) -> Option<Bytes> {
-    let mut out: Vec<u8> = Vec::with_capacity(run.len() * 256);
+/// Whether every value of `c` has a text form LOAD DATA reads back the same: not bytes that
+/// are not UTF-8, nor a non-finite float.
+fn loadable(c: &MyChange) -> bool {
+    c.values
+        .iter()
+        .flatten()
+        .chain(c.at.iter())
+        .all(|v| match v {
+            My::Bytes(b) => simdutf8::basic::from_utf8(b).is_ok(),
+            My::Float(x) => x.is_finite(),
+            My::Double(x) => x.is_finite(),
+            _ => true,
+        })
+}
+
+/// Rows in LOAD DATA's default text format: the sent values, then the change-time values
+/// (every value [`loadable`]).
+pub fn rows_text(run: &[MyChange]) -> Bytes {
+    let mut out: Vec<u8> = Vec::with_capacity(run.len() * 512);
     for c in run {
         let mut first = true;
         for v in c.values.iter().flatten().chain(c.at.iter()) {
@@ -174,19 +212,23 @@ pub fn rows_text(run: &[MyChange]) -> Option<Bytes> {
                 out.push(b'\t');
             }
             first = false;
-            push_field(&mut out, v)?;
+            push_field(&mut out, v);
         }
         out.push(b'\n');
     }
-    Some(Bytes::from(out))
+    Bytes::from(out)
 }
 
-fn push_field(out: &mut Vec<u8>, v: &My) -> Option<()> {
+fn push_field(out: &mut Vec<u8>, v: &My) {
     use std::io::Write;
     match v {
         My::NULL => out.extend_from_slice(b"\\N"),
         My::Bytes(b) => {
-            simdutf8::basic::from_utf8(b).ok()?;
+            // Most values have nothing to escape: copied whole.
+            if !b.iter().any(|c| matches!(c, b'\\' | b'\t' | b'\n' | 0)) {
+                out.extend_from_slice(b);
+                return;
+            }
             for &byte in b {
                 match byte {
                     b'\\' => out.extend_from_slice(b"\\\\"),
@@ -203,13 +245,12 @@ fn push_field(out: &mut Vec<u8>, v: &My) -> Option<()> {
         My::UInt(u) => {
             let _ = write!(out, "{u}");
         }
-        My::Float(x) if x.is_finite() => {
+        My::Float(x) => {
             let _ = write!(out, "{x:e}");
         }
-        My::Double(x) if x.is_finite() => {
+        My::Double(x) => {
             let _ = write!(out, "{x:e}");
         }
-        My::Float(_) | My::Double(_) => return None,
         // As the literals of the INSERT way: a DATE column would warn about a time part.
         My::Date(y, mo, d, 0, 0, 0, 0) => {
             let _ = write!(out, "{y:04}-{mo:02}-{d:02}");
@@ -229,7 +270,6 @@ fn push_field(out: &mut Vec<u8>, v: &My) -> Option<()> {
             }
         }
     }
-    Some(())
 }
 
 #[cfg(test)]
@@ -266,7 +306,8 @@ mod tests {
                 My::Date(2026, 3, 8, 9, 5, 1, 0),
             ]),
         ];
-        let text = rows_text(&run).unwrap();
+        assert!(run.iter().all(loadable));
+        let text = rows_text(&run);
         assert_eq!(
             std::str::from_utf8(&text).unwrap(),
             "-7\ta\\tb\\nc\\\\d\\0é\t\\N\t2026-03-08 09:05:01.000042\t1e-1\t-26:03:04\n18446744073709551615\t\t2026-03-08\t2026-03-08 09:05:01\n"
@@ -275,8 +316,8 @@ mod tests {
 
     #[test]
     fn what_text_cannot_carry_is_not_loaded() {
-        assert!(rows_text(&[row(vec![My::Bytes(vec![0xff, 0x00])])]).is_none());
-        assert!(rows_text(&[row(vec![My::Double(f64::NAN)])]).is_none());
+        assert!(!loadable(&row(vec![My::Bytes(vec![0xff, 0x00])])));
+        assert!(!loadable(&row(vec![My::Double(f64::NAN)])));
         assert!(!loads_as_text(&SourceType::Bit(8)));
         assert!(!loads_as_text(&SourceType::Binary));
         assert!(loads_as_text(&SourceType::Text {

@@ -499,14 +499,13 @@ impl MySqlSink {
     }
 
     /// Writes changes in order: runs of guarded changes are checked for conflicts first
-    /// ([`MySqlSink::decide`]).
+    /// ([`MySqlSink::write_guarded`]).
     async fn write(&mut self, changes: Vec<MyChange>) -> Result<()> {
         let mut plain = Vec::new();
         let mut guarded = Vec::new();
         for c in changes {
             if c.kind == MyKind::Relay {
-                let decided = self.decide(std::mem::take(&mut guarded)).await?;
-                self.write_plain(decided).await?;
+                self.write_guarded(std::mem::take(&mut guarded)).await?;
                 self.write_plain(std::mem::take(&mut plain)).await?;
                 self.write_notes().await?;
                 self.apply_relay(c).await?;
@@ -519,15 +518,13 @@ impl MySqlSink {
                 guarded.push(c);
             } else {
                 if !guarded.is_empty() {
-                    let decided = self.decide(std::mem::take(&mut guarded)).await?;
-                    self.write_plain(decided).await?;
+                    self.write_guarded(std::mem::take(&mut guarded)).await?;
                 }
                 plain.push(c);
             }
         }
         if !guarded.is_empty() {
-            let decided = self.decide(guarded).await?;
-            self.write_plain(decided).await?;
+            self.write_guarded(guarded).await?;
         }
         self.write_plain(plain).await?;
         self.write_notes().await
@@ -536,6 +533,8 @@ impl MySqlSink {
     /// Writes changes in order, in runs: UPDATEs as one multi-statement query per run (each
     /// row sets its own values), upserts and deletes as one multi-row statement per run.
     async fn write_plain(&mut self, changes: Vec<MyChange>) -> Result<()> {
+        // Shared with a load's row stream, which formats rows while the server parses them.
+        let changes = Arc::new(changes);
         let mut i = 0;
         while i < changes.len() {
             let first = &changes[i];
@@ -563,7 +562,10 @@ impl MySqlSink {
                 .take_while(|c| same(c))
                 .count();
             if upsert && self.loader.wants(first.table, &t, &sent, long) {
-                let run = &changes[i..i + long];
+                let run = load::Run {
+                    changes: changes.clone(),
+                    rows: i..i + long,
+                };
                 let loaded = self
                     .loader
                     .load(&mut self.conn, first.table, &t, run, &sent)

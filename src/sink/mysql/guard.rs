@@ -219,6 +219,7 @@ impl MySqlSink {
         match loaded {
             super::load::Loaded::All => {
                 super::count_rows(&t, "upsert", rows);
+                super::free_later(changes);
                 Ok(None)
             }
             // The load's row stream may still hold its share of the run.

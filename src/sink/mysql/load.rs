@@ -23,7 +23,7 @@ use mysql_async::Value as My;
 
 use super::MyChange;
 use crate::mapping::ReversePlan;
-use crate::model::{my_ident, SourceType};
+use crate::model::SourceType;
 
 /// Runs shorter than this go as `INSERT`s (a savepoint and a load cost two round trips).
 pub const MIN_ROWS: usize = 64;
@@ -169,20 +169,10 @@ fn loads_as_text(ty: &SourceType) -> bool {
 /// columns)`. The field and line format is LOAD DATA's default (tab, newline, backslash
 /// escapes), which does not depend on the session's sql_mode.
 pub fn load_sql(t: &ReversePlan, sent: &[bool], timed: bool) -> String {
-    let mut names: Vec<String> = t
-        .columns
-        .iter()
-        .zip(sent)
-        .filter(|(_, s)| **s)
-        .map(|(c, _)| my_ident(&c.my.name))
-        .collect();
-    if timed {
-        names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
-    }
     format!(
         "LOAD DATA LOCAL INFILE 'duplex' INTO TABLE {} CHARACTER SET utf8mb4 ({})",
         t.target.my_quoted(),
-        names.join(", ")
+        super::statements::row_columns(t, sent, timed).join(", ")
     )
 }
 

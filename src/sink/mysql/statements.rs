@@ -19,14 +19,8 @@ impl Text {
     /// A multi-row `INSERT … ON DUPLICATE KEY UPDATE` of a run with the `sent` columns.
     pub fn upsert_sql(&self, t: &ReversePlan, run: &[MyChange], sent: &[bool]) -> String {
         let cols: Vec<usize> = (0..t.columns.len()).filter(|c| sent[*c]).collect();
-        let mut names: Vec<String> = cols
-            .iter()
-            .map(|c| my_ident(&t.columns[*c].my.name))
-            .collect();
         let timed = !run[0].at.is_empty();
-        if timed {
-            names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
-        }
+        let names = row_columns(t, sent, timed);
         let rows: Vec<String> = run
             .iter()
             .map(|c| self.literal_tuple(c.values.iter().flatten().chain(c.at.iter())))
@@ -182,6 +176,22 @@ impl Text {
             self.key_condition(t, c)
         )
     }
+}
+
+/// The MySQL columns a row of a run fills, in the order its values come: the `sent` columns,
+/// then, when the run carries change times (`timed`), the change-time columns.
+pub fn row_columns(t: &ReversePlan, sent: &[bool], timed: bool) -> Vec<String> {
+    let mut names: Vec<String> = t
+        .columns
+        .iter()
+        .zip(sent)
+        .filter(|(_, s)| **s)
+        .map(|(c, _)| my_ident(&c.my.name))
+        .collect();
+    if timed {
+        names.extend(t.set.iter().map(|s| my_ident(&s.column.name)));
+    }
+    names
 }
 
 /// The statements the way back runs for reverse entry `t`, with `?` where values go (what

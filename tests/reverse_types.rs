@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use support::harness::{mysql_rows, stop_cleanly, wait_for, Workdir};
+use support::harness::{mysql_rows, stop_cleanly, total, verify, wait_for, Workdir};
 
 struct Case {
     name: &'static str,
@@ -295,19 +295,10 @@ async fn loads(my: &mut mysql_async::Conn) -> i64 {
 
 /// `duplex verify --json`: exit code and (equal, different + missing + extra, dead-lettered).
 fn verify_counts(work: &Workdir) -> (i32, u64, u64, u64) {
-    let (code, out, err) = work.run_split(&["verify", "--json"]);
-    let report: serde_json::Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("verify printed no report ({e}):\n{out}\n{err}"));
-    let sum = |field: &str| -> u64 {
-        report["entries"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e[field].as_u64().unwrap_or(0))
-            .sum()
-    };
+    let (code, report) = verify(work, &[]);
+    let sum = |field: &str| total(&report, field);
     (
-        code.expect("verify exited"),
+        code,
         sum("equal"),
         sum("different") + sum("missing") + sum("extra"),
         sum("dead_lettered"),

@@ -12,21 +12,11 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rand::{RngExt, SeedableRng};
-use support::harness::{mysql_rows, pg_rows, stop_cleanly, wait_for, Workdir};
+use support::harness::{mysql_rows, pg_rows, stop_cleanly, total, verify, wait_for, Workdir};
 use support::shop;
 
 /// (target, kind, key, differing columns) of one reported difference.
 type Found = (String, String, String, Vec<String>);
-
-/// Runs `duplex verify --json` (plus `args`): its exit code and report.
-fn verify(work: &Workdir, args: &[&str]) -> (i32, serde_json::Value) {
-    let mut all = vec!["verify", "--json"];
-    all.extend_from_slice(args);
-    let (code, out, err) = work.run_split(&all);
-    let report = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("verify printed no report ({e}):\n{out}\n{err}"));
-    (code.expect("verify exited"), report)
-}
 
 /// Every difference of a report.
 fn found(report: &serde_json::Value) -> BTreeSet<Found> {
@@ -48,16 +38,6 @@ fn found(report: &serde_json::Value) -> BTreeSet<Found> {
         }
     }
     out
-}
-
-/// A count summed over the report's entries.
-fn total(report: &serde_json::Value, field: &str) -> u64 {
-    report["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e[field].as_u64().unwrap_or(0))
-        .sum()
 }
 
 fn diff(target: &str, kind: &str, key: String, cols: &[&str]) -> Found {

@@ -436,6 +436,26 @@ pub fn pg_config(db: &str) -> duplex::config::PostgresConfig {
     }
 }
 
+/// Runs `duplex verify --json` (plus `args`): its exit code and report.
+pub fn verify(work: &Workdir, args: &[&str]) -> (i32, serde_json::Value) {
+    let mut all = vec!["verify", "--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = work.run_split(&all);
+    let report = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("verify printed no report ({e}):\n{out}\n{err}"));
+    (code.expect("verify exited"), report)
+}
+
+/// A count summed over a verify report's entries.
+pub fn total(report: &serde_json::Value, field: &str) -> u64 {
+    report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
 /// A free TCP port on 127.0.0.1 (for a metrics listener).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

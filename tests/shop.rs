@@ -452,9 +452,13 @@ async fn a_generated_shop_is_replicated_field_by_field() {
         Duration::from_secs(120),
         "the initial copy",
         &work,
-        || async { work.log().contains("b_sale_order_props_value: copied") },
+        || async {
+            work.log().contains("b_sale_order_props_value: copied")
+                && work.log().contains("b_sale_basket: copied")
+        },
     )
     .await;
+    copy_wrote_each_item_once(&pg, &mut my).await;
 
     // The shop goes on while duplex streams: new orders, a status change, edited and deleted
     // properties, a new price, a product moved to another shop, a deleted basket row.
@@ -526,6 +530,48 @@ async fn a_generated_shop_is_replicated_field_by_field() {
     // No dead letters: every generated row maps.
     assert_eq!(pg_count(&pg, "duplex.dead_letter").await, 0);
     stop_cleanly(&mut child, &work);
+}
+
+/// The copy wrote every order item once, its look-ups (order, product) filled as it was
+/// written: orders and products are copied first, and the item's statement reads them, so no
+/// item is updated afterwards (PostgreSQL's own row counters say so).
+async fn copy_wrote_each_item_once(pg: &tokio_postgres::Client, my: &mut mysql_async::Conn) {
+    // Basket rows of an order (a cart's rows have none and are not copied).
+    let baskets: i64 = my
+        .query_first("SELECT COUNT(*) FROM b_sale_basket WHERE ORDER_ID IS NOT NULL")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(baskets > 1000, "{baskets} basket rows");
+    assert_eq!(pg_count(pg, "order_items").await, baskets);
+    let counters = || async {
+        let row = pg
+            .query_one(
+                "SELECT n_tup_ins, n_tup_upd FROM pg_stat_user_tables WHERE relname = 'order_items'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get::<_, i64>(0), row.get::<_, i64>(1))
+    };
+    // The writer's counters reach the statistics when its session idles (within ~10 s).
+    let started = std::time::Instant::now();
+    while counters().await.0 < baskets && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        counters().await,
+        (baskets, 0),
+        "order_items rows inserted, updated"
+    );
+    let unresolved = pg_count(
+        pg,
+        "order_items i WHERE i.order_id IS DISTINCT FROM (SELECT o.id FROM orders o WHERE o.bitrix_order_id = i.bitrix_order_id) \
+         OR i.product_id IS DISTINCT FROM (SELECT p.id FROM products p WHERE p.bitrix_product_id = i.bitrix_product_id)",
+    )
+    .await;
+    assert_eq!(unresolved, 0, "order items with a look-up not filled");
+    assert!(pg_count(pg, "order_items WHERE order_id IS NOT NULL").await > 1000);
 }
 
 /// A shop with reference data, users, the catalog and a few orders, replicated; duplex running.

@@ -232,6 +232,7 @@ fn tables_of(plan: &Plan, way: Way) -> Vec<(TableName, TableName)> {
                     out.push((t.source.clone(), t.target.clone()));
                 }
             }
+            out = parents_first(plan, out);
         }
         Way::Reverse => {
             for r in &plan.reverse {
@@ -246,6 +247,33 @@ fn tables_of(plan: &Plan, way: Way) -> Vec<(TableName, TableName)> {
                 }
             }
         }
+    }
+    out
+}
+
+/// The forward tables ordered so that a table another entry looks up is copied before that
+/// entry's table (otherwise in plan order): a child row then finds its parent as it is written,
+/// instead of every child being updated when the parent arrives. A cycle keeps plan order.
+fn parents_first(plan: &Plan, tables: Vec<(TableName, TableName)>) -> Vec<(TableName, TableName)> {
+    // The targets each target's rows look up.
+    let looks_up = |target: &TableName| -> Vec<TableName> {
+        plan.tables
+            .iter()
+            .filter(|t| t.target == *target)
+            .flat_map(|t| t.lookups.iter().map(|l| l.table.clone()))
+            .filter(|p| p != target)
+            .collect()
+    };
+    let mut left = tables;
+    let mut out = Vec::with_capacity(left.len());
+    while !left.is_empty() {
+        // The first table none of whose parents is still waiting to be copied.
+        let ready = left.iter().position(|(_, target)| {
+            looks_up(target)
+                .iter()
+                .all(|p| !left.iter().any(|(_, t)| t == p))
+        });
+        out.push(left.remove(ready.unwrap_or(0)));
     }
     out
 }

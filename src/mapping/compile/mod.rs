@@ -109,6 +109,7 @@ pub fn compile(
         }
     }
     errors.extend(check_shared_targets(&tables));
+    resolve_in_writes(&mut tables);
     let mut reverse = Vec::new();
     for t in tables.iter().filter(|t| t.direction != Direction::Forward) {
         match super::ReversePlan::of(t) {
@@ -136,6 +137,35 @@ pub fn compile(
 
 /// Rules for several entries feeding one target table: each column has one writer, and at most
 /// one entry deletes rows.
+/// Sets each entry's [`TablePlan::resolves`]: the look-ups of its target whose natural key it
+/// writes (a look-up declared by one entry may read a column another entry of the target writes).
+fn resolve_in_writes(tables: &mut [Arc<TablePlan>]) {
+    let all: Vec<(TableName, LookupPlan)> = tables
+        .iter()
+        .flat_map(|t| t.lookups.iter().map(|l| (t.target.clone(), l.clone())))
+        .collect();
+    for t in tables.iter_mut() {
+        let writes = |c: &str| {
+            t.columns.iter().any(|p| p.target.name == c)
+                || t.pivot
+                    .as_ref()
+                    .is_some_and(|p| p.columns.iter().any(|p| p.name == c))
+        };
+        let mut resolves: Vec<LookupPlan> = Vec::new();
+        for (target, l) in &all {
+            if *target == t.target
+                && writes(&l.from)
+                && !resolves.iter().any(|r| r.column.name == l.column.name)
+            {
+                resolves.push(l.clone());
+            }
+        }
+        if !resolves.is_empty() {
+            Arc::make_mut(t).resolves = resolves;
+        }
+    }
+}
+
 fn check_shared_targets(tables: &[Arc<TablePlan>]) -> Vec<String> {
     let mut errors = Vec::new();
     let mut by_target: HashMap<&TableName, Vec<&TablePlan>> = HashMap::new();

@@ -129,6 +129,9 @@ pub struct TablePlan {
     pub filters: Vec<Filter>,
     pub pivot: Option<PivotPlan>,
     pub lookups: Vec<LookupPlan>,
+    /// The look-ups this entry's upserts fill in the same statement: every look-up of its
+    /// target (declared by any entry) whose natural key is a column this entry writes.
+    pub resolves: Vec<LookupPlan>,
     pub on_delete: OnDelete,
     pub reverse_write: ReverseWrite,
     pub reverse_set: Vec<ReverseSet>,

@@ -130,6 +130,7 @@ pub(super) fn compile_table(
         filters,
         pivot,
         lookups,
+        resolves: Vec::new(),
         on_delete,
         reverse_write,
         reverse_set,

@@ -1,6 +1,7 @@
 //! The COPY path for large runs: binary COPY straight into the target table when every row was
-//! a source INSERT, otherwise into a session-local staging table applied with one
-//! `INSERT … SELECT … ON CONFLICT` / `DELETE … USING`.
+//! a source INSERT and the entry fills no look-up column, otherwise into a session-local staging
+//! table applied with one `INSERT … SELECT … ON CONFLICT` (look-ups resolved in it) /
+//! `DELETE … USING`.
 //!
 //! Owns the staging tables (their names and the DDL creating them) and the binary COPY stream.
 //! Uses `sql` for column lists and the conflict clause, and `encode`'s COPY row layout.
@@ -9,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use futures_util::SinkExt;
 
 use super::encode::EncodedRow;
-use super::sql::{column_list, key_list, on_conflict};
+use super::sql::{column_list, key_list, upsert_staged_sql};
 use super::{Kind, PgSink};
 use crate::error::{Error, Result};
 use crate::mapping::Plan;
@@ -134,11 +135,7 @@ impl PgSink {
         self.copy_rows(&stage, &cols, rows, &t.target.to_string())
             .await?;
         let apply = if upsert {
-            format!(
-                "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} {}; TRUNCATE {stage}",
-                t.target.pg_quoted(),
-                on_conflict(&t)
-            )
+            format!("{}; TRUNCATE {stage}", upsert_staged_sql(&t, &stage))
         } else {
             let cond: Vec<String> = t
                 .key

@@ -150,17 +150,19 @@ pub struct PgSink {
     marker: Option<Statement>,
     /// This session holds the pipeline's replication origin (released by [`PgSink::release`]).
     origin_bound: bool,
-    /// Keys (as text) written in the open transaction, per target table and key column, for
-    /// resolving look-ups before the commit.
+    /// Keys (as text) written in the open transaction, per plan table, of tables other entries
+    /// look up: their waiting children are filled in before the commit.
     touched: HashMap<usize, Vec<String>>,
+    /// Keys (as text) of rows cleared in the open transaction, per plan table: their look-up
+    /// columns are filled again before the commit.
+    refill: HashMap<usize, Vec<String>>,
     /// Keys (as text) of rows deleted in the open transaction, per plan table: their values in
     /// `duplex.pivot` go with them.
     deleted: HashMap<usize, Vec<String>>,
-    /// How many keys `touched` and `deleted` hold (see [`lookup`]'s bound).
+    /// How many keys `touched`, `refill` and `deleted` hold (see [`lookup`]'s bound).
     noted: usize,
-    /// Per plan table: whether its written keys matter (look-ups) and whether its deleted keys
-    /// do (pivoted values); other tables' keys are not kept.
-    key_uses: Vec<(bool, bool)>,
+    /// Per plan table: what its touched keys are needed for; other tables' keys are not kept.
+    key_uses: Vec<lookup::KeyUse>,
     /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
     pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
     /// Changes of tables with `both` columns, held back until they are checked (`guard`).
@@ -218,9 +220,12 @@ impl PgSink {
         // A writer that died without a reset leaves its transaction open on the server, with
         // its row locks, until this ends it (duplex never idles in a transaction that long:
         // a silent source fails the batch within the read timeout).
+        // Every statement of the writer finds rows by key, so a generic plan serves every
+        // execution; a custom plan would be planned again at each one (for the pivot's
+        // recomputation that planning cost more than running it).
         client
             .batch_execute(&format!(
-                "SET idle_in_transaction_session_timeout = '{}s'",
+                "SET idle_in_transaction_session_timeout = '{}s'; SET plan_cache_mode = force_generic_plan",
                 4 * cfg.read_timeout_s
             ))
             .await
@@ -284,6 +289,7 @@ impl PgSink {
             origin_bound,
             marker,
             touched: HashMap::new(),
+            refill: HashMap::new(),
             deleted: HashMap::new(),
             noted: 0,
             key_uses,
@@ -475,6 +481,7 @@ impl Sink for PgSink {
         self.notes.clear();
         self.conflicts.clear();
         self.touched.clear();
+        self.refill.clear();
         self.deleted.clear();
         self.noted = 0;
         self.buffered = 0;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio_postgres::Statement;
 
 use super::queue::{sent, Pending};
+use super::sql::lookup_pick;
 use super::{PgSink, PivotCell};
 use crate::error::{Error, Result};
 use crate::mapping::TablePlan;
@@ -195,18 +196,36 @@ fn pivot_sql(t: &TablePlan, duplex_schema: &str) -> String {
         })
         .collect();
     let outs: Vec<String> = (0..p.columns.len()).map(|i| format!("x.c{i}")).collect();
-    let names: Vec<String> = p.columns.iter().map(|c| pg_ident(&c.name)).collect();
-    let casts: Vec<String> = p
+    let all_null: Vec<String> = (0..p.columns.len())
+        .map(|i| format!("v.c{i} IS NULL"))
+        .collect();
+    // The pivoted columns, then the look-up columns whose natural key is one of them (or the
+    // row's key), each with its new value from `v`.
+    let mut names: Vec<String> = p.columns.iter().map(|c| pg_ident(&c.name)).collect();
+    let mut casts: Vec<String> = p
         .columns
         .iter()
         .enumerate()
         .map(|(i, c)| format!("v.c{i}::{}", c.type_name))
         .collect();
-    let all_null: Vec<String> = (0..p.columns.len())
-        .map(|i| format!("v.c{i} IS NULL"))
+    // A cleared row keeps its key, so only look-ups read through a pivoted column are cleared.
+    let mut cleared = names.clone();
+    for l in &t.resolves {
+        let natural = match p.columns.iter().position(|c| c.name == l.from) {
+            Some(i) => {
+                cleared.push(pg_ident(&l.column.name));
+                casts[i].clone()
+            }
+            None => format!("v.k::{kt}"),
+        };
+        names.push(pg_ident(&l.column.name));
+        casts.push(lookup_pick(l, &natural));
+    }
+    let set_null: Vec<String> = cleared.iter().map(|n| format!("{n} = NULL")).collect();
+    let any_set: Vec<String> = cleared
+        .iter()
+        .map(|n| format!("t.{n} IS NOT NULL"))
         .collect();
-    let set_null: Vec<String> = names.iter().map(|n| format!("{n} = NULL")).collect();
-    let any_set: Vec<String> = names.iter().map(|n| format!("t.{n} IS NOT NULL")).collect();
     let updates: Vec<String> = names
         .iter()
         .map(|n| format!("{n} = EXCLUDED.{n}"))

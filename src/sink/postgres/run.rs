@@ -125,8 +125,10 @@ impl PgSink {
             }
             if end < runs.len() {
                 let run = &runs[end];
+                // Look-up columns are filled by the staged INSERT … SELECT, not by COPY.
                 let direct = run.kind == Kind::Upsert
                     && run.inserts_only
+                    && self.plan.tables[run.table].resolves.is_empty()
                     && self.try_copy_direct(run.table, &run.rows).await?;
                 if !direct {
                     self.write_copy(run.table, run.kind, &run.rows).await?;

@@ -4,8 +4,31 @@
 //! Owns the shape of those statements; pure functions of a [`TablePlan`]. Uses the mapping plan
 //! and identifier quoting only.
 
-use crate::mapping::TablePlan;
+use crate::mapping::{LookupPlan, TablePlan};
 use crate::model::pg_ident;
+
+/// The value of look-up `l` for a natural key given as the SQL expression `natural`: the taken
+/// column of the row it names, or NULL.
+pub(super) fn lookup_pick(l: &LookupPlan, natural: &str) -> String {
+    format!(
+        "(SELECT p.{} FROM {} p WHERE p.{} = {natural})",
+        pg_ident(&l.take),
+        l.table.pg_quoted(),
+        pg_ident(&l.match_)
+    )
+}
+
+/// The entry's columns and then the look-up columns its upserts fill (see
+/// [`TablePlan::resolves`]).
+fn written_list(t: &TablePlan) -> String {
+    t.columns
+        .iter()
+        .map(|c| &c.target.name)
+        .chain(t.resolves.iter().map(|l| &l.column.name))
+        .map(|n| pg_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 pub(super) fn column_list(t: &TablePlan) -> String {
     t.columns
@@ -23,14 +46,18 @@ pub(super) fn key_list(t: &TablePlan) -> String {
         .join(", ")
 }
 
+/// The conflict clause of an upsert: every written column but the key (look-up columns
+/// included) takes the new value.
 pub(super) fn on_conflict(t: &TablePlan) -> String {
     let updates: Vec<String> = t
         .columns
         .iter()
         .enumerate()
         .filter(|(i, _)| !t.key.contains(i))
-        .map(|(_, c)| {
-            let n = pg_ident(&c.target.name);
+        .map(|(_, c)| &c.target.name)
+        .chain(t.resolves.iter().map(|l| &l.column.name))
+        .map(|n| {
+            let n = pg_ident(n);
             format!("{n} = EXCLUDED.{n}")
         })
         .collect();
@@ -45,18 +72,51 @@ pub(super) fn on_conflict(t: &TablePlan) -> String {
     }
 }
 
+/// The multi-row upsert of `rows` rows, `$n` per cell; look-up columns are filled from the
+/// natural key's parameter (cast to its column's type, which fixes the parameter's type).
 pub(super) fn upsert_values_sql(t: &TablePlan, rows: usize) -> String {
     let width = t.columns.len();
     let mut values = Vec::with_capacity(rows);
     for r in 0..rows {
-        let ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        let mut ps: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+        for l in &t.resolves {
+            let (i, c) = t
+                .columns
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.target.name == l.from)
+                .expect("a look-up's natural key is a column the entry writes");
+            let natural = format!("${}::{}", r * width + i + 1, c.target.type_name);
+            ps.push(lookup_pick(l, &natural));
+        }
         values.push(format!("({})", ps.join(", ")));
     }
     format!(
         "INSERT INTO {} ({}) VALUES {} {}",
         t.target.pg_quoted(),
-        column_list(t),
+        written_list(t),
         values.join(", "),
+        on_conflict(t)
+    )
+}
+
+/// The statement applying the staged rows of entry `t` (`stage`, with the entry's columns).
+pub(super) fn upsert_staged_sql(t: &TablePlan, stage: &str) -> String {
+    let mut picks: Vec<String> = t
+        .columns
+        .iter()
+        .map(|c| format!("s.{}", pg_ident(&c.target.name)))
+        .collect();
+    picks.extend(
+        t.resolves
+            .iter()
+            .map(|l| lookup_pick(l, &format!("s.{}", pg_ident(&l.from)))),
+    );
+    format!(
+        "INSERT INTO {} ({}) SELECT {} FROM {stage} s {}",
+        t.target.pg_quoted(),
+        written_list(t),
+        picks.join(", "),
         on_conflict(t)
     )
 }

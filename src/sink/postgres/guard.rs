@@ -31,6 +31,7 @@ use std::sync::Arc;
 use tokio_postgres::types::{FromSql, Type};
 
 use super::encode::{Cell, EncodedRow};
+use super::queue::{sent_then, Asked};
 use super::{newest, PgChange, PgSink};
 use crate::error::{Error, Result};
 use crate::mapping::spec::Conflict as Policy;
@@ -84,7 +85,7 @@ impl<'a> FromSql<'a> for Raw {
 
 /// A `both` column's value on PostgreSQL as this transaction will leave it.
 #[derive(Clone)]
-struct Held {
+pub(super) struct Held {
     cell: Option<Vec<u8>>,
     text: Option<String>,
     /// Read from the server (not yet set by this transaction): the server's answers about it
@@ -99,7 +100,7 @@ struct RowState {
 
 /// One change's answer from the server: per guarded column, whether the row holds the before
 /// value and whether it holds the new one, and the value itself. `None`: no such row.
-type Answer = Option<Vec<(bool, bool, Held)>>;
+pub(super) type Answer = Option<Vec<(bool, bool, Held)>>;
 
 impl PgSink {
     /// Prepares (once per table, kept in `guard_stmts`) the `SELECT` of a table's guarded
@@ -159,13 +160,18 @@ impl PgSink {
             while let Some(c) = changes.next_if(|c| self.own_cas(c) == cas) {
                 segment.push(c);
             }
-            // The checks must see every earlier write of this transaction.
-            self.write_runs().await?;
             if cas {
+                self.write_runs().await?;
                 self.write_own_cas(segment).await?;
                 continue;
             }
-            let (rows, conflicts) = self.decide(segment).await?;
+            // The checks must see every earlier write of this transaction: they are sent right
+            // behind those writes, in the same round trip.
+            for c in &segment {
+                self.prepare_guard(c.table).await?;
+            }
+            let answers = self.write_runs_then_check(&segment).await?;
+            let (rows, conflicts) = self.decide_answered(segment, answers);
             self.conflicts.extend(conflicts);
             for row in rows {
                 self.buffer(row).await?;
@@ -287,6 +293,15 @@ impl PgSink {
             self.prepare_guard(c.table).await?;
         }
         let answers = self.ask(&changes).await?;
+        Ok(self.decide_answered(changes, answers))
+    }
+
+    /// Decides `changes` on the server's answers to their checks (in order).
+    fn decide_answered(
+        &mut self,
+        changes: Vec<PgChange>,
+        answers: Vec<Answer>,
+    ) -> (Vec<PgChange>, Vec<Conflict>) {
         let mut states: HashMap<(usize, Vec<u8>), RowState> = HashMap::new();
         let mut rows = Vec::with_capacity(changes.len());
         let mut conflicts = Vec::new();
@@ -297,54 +312,55 @@ impl PgSink {
             rows.extend(decided);
         }
         self.notes.extend(notes);
-        Ok((rows, conflicts))
+        (rows, conflicts)
     }
 
     /// Sends every change's check back to back and collects the answers in order.
     async fn ask(&self, changes: &[PgChange]) -> Result<Vec<Answer>> {
+        sent_then(Vec::new(), self.checks(changes)).await
+    }
+
+    /// The checks of `changes` (one locking read each), to send back to back.
+    pub(super) fn checks<'a>(&'a self, changes: &'a [PgChange]) -> Vec<Asked<'a, Answer>> {
         let (client, stmts) = (&self.client, &self.guard_stmts);
-        let queries = changes.iter().map(|c| {
-            let t = &self.plan.tables[c.table];
-            let guard = c.guard.as_ref().expect("a guarded change");
-            let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
-            for &col in t.guarded() {
-                let before = guard.before.as_ref().and_then(|b| b.cell(col));
-                params.push(Cell(before));
-                params.push(Cell(c.row.cell(col)));
-            }
-            let stmt = &stmts[&c.table];
-            async move {
-                let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
-                    params.iter().map(|p| p as _).collect();
-                client.query_opt(stmt, &refs).await
-            }
-        });
-        let found = futures_util::future::join_all(queries).await;
-        found
-            .into_iter()
-            .zip(changes)
-            .map(|(r, c)| {
+        changes
+            .iter()
+            .map(|c| {
                 let t = &self.plan.tables[c.table];
-                let row = r.map_err(|e| {
-                    Error::from_pg(
-                        e,
-                        true,
-                        &format!("checking a row of {} for conflicts", t.target),
-                    )
-                })?;
-                Ok(row.map(|row| {
-                    (0..t.guarded().len())
-                        .map(|j| {
-                            let Raw(cell) = row.get(4 * j + 3);
-                            let held = Held {
-                                cell,
-                                text: row.get(4 * j + 2),
-                                read: true,
-                            };
-                            (row.get(4 * j), row.get(4 * j + 1), held)
-                        })
-                        .collect()
-                }))
+                let guard = c.guard.as_ref().expect("a guarded change");
+                let mut params: Vec<Cell<'_>> =
+                    t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
+                for &col in t.guarded() {
+                    let before = guard.before.as_ref().and_then(|b| b.cell(col));
+                    params.push(Cell(before));
+                    params.push(Cell(c.row.cell(col)));
+                }
+                let stmt = &stmts[&c.table];
+                let check: Asked<'a, Answer> = Box::pin(async move {
+                    let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        params.iter().map(|p| p as _).collect();
+                    let row = client.query_opt(stmt, &refs).await.map_err(|e| {
+                        Error::from_pg(
+                            e,
+                            true,
+                            &format!("checking a row of {} for conflicts", t.target),
+                        )
+                    })?;
+                    Ok(row.map(|row| {
+                        (0..t.guarded().len())
+                            .map(|j| {
+                                let Raw(cell) = row.get(4 * j + 3);
+                                let held = Held {
+                                    cell,
+                                    text: row.get(4 * j + 2),
+                                    read: true,
+                                };
+                                (row.get(4 * j), row.get(4 * j + 1), held)
+                            })
+                            .collect()
+                    }))
+                });
+                check
             })
             .collect()
     }

@@ -9,7 +9,8 @@
 use std::collections::HashMap;
 
 use super::encode::EncodedRow;
-use super::queue::sent;
+use super::guard::Answer;
+use super::queue::{sent, sent_then};
 use super::{Kind, PgChange, PgSink, PivotCell};
 use crate::error::Result;
 
@@ -83,6 +84,16 @@ impl PgSink {
 
     /// Writes every buffered run, in order, inside the open transaction.
     pub(super) async fn write_runs(&mut self) -> Result<()> {
+        self.write_runs_then_check(&[]).await.map(|_| ())
+    }
+
+    /// [`PgSink::write_runs`], with the conflict checks of `guarded` (their statements prepared)
+    /// sent right behind the last writes, in their round trip; returns the checks' answers.
+    pub(super) async fn write_runs_then_check(
+        &mut self,
+        guarded: &[PgChange],
+    ) -> Result<Vec<Answer>> {
+        let mut answers = None;
         let runs = std::mem::take(&mut self.runs);
         self.buffered = 0;
         let copied = |r: &Run| {
@@ -119,7 +130,11 @@ impl PgSink {
                     None => self.send_values(run.table, stmts, &run.rows, &mut pending),
                 }
             }
-            sent(pending).await?;
+            if end == runs.len() && !guarded.is_empty() {
+                answers = Some(sent_then(pending, self.checks(guarded)).await?);
+            } else {
+                sent(pending).await?;
+            }
             for run in segment {
                 self.count(run);
             }
@@ -137,7 +152,10 @@ impl PgSink {
             }
             at = end + 1;
         }
-        Ok(())
+        match answers {
+            Some(a) => Ok(a),
+            None => sent_then(Vec::new(), self.checks(guarded)).await,
+        }
     }
 
     fn count(&self, run: &Run) {

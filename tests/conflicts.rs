@@ -891,3 +891,63 @@ async fn a_stale_bitrix_value_then_a_crm_change_end_equal_without_mirrors() {
     assert_eq!(row[0][0].as_deref(), Some("in_transit"));
     stop_cleanly(&mut child, &work);
 }
+
+/// A row deleted and inserted again within one Bitrix transaction, after a change of another
+/// row: the inserted row's check must see the delete (it is written first), or the check would
+/// meet the old row's value and keep it as a conflict the CRM wins. Both sides end with the new
+/// row and no conflict is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_deleted_and_inserted_again_in_one_transaction_takes_the_new_values() {
+    let dbs = support::fresh_dbs("reins").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text)")
+        .await
+        .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"crm\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n";
+    let pipeline = support::harness::pipeline_name("reins", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    my.query_drop("INSERT INTO t VALUES (1, 'A'), (2, 'A')")
+        .await
+        .unwrap();
+    work.setup();
+    let mut child = work.start();
+    let agree = |want: &'static [&'static str]| {
+        let dbs = &dbs;
+        let pg = &pg;
+        async move {
+            let mut my = dbs.mysql().await;
+            let m = mysql_rows(&mut my, "SELECT id, status FROM t ORDER BY id").await;
+            let p = pg_rows(pg, "SELECT id::text, status FROM t ORDER BY id").await;
+            let got: Vec<Option<&str>> = p.iter().map(|r| r[1].as_deref()).collect();
+            let want: Vec<Option<&str>> = want.iter().map(|s| Some(*s)).collect();
+            m == p && got == want
+        }
+    };
+    support::harness::wait_for(Duration::from_secs(30), "the copy", &work, || {
+        agree(&["A", "A"])
+    })
+    .await;
+    my.query_drop(
+        "START TRANSACTION;
+         UPDATE t SET status = 'X' WHERE id = 2;
+         DELETE FROM t WHERE id = 1;
+         INSERT INTO t VALUES (1, 'B');
+         COMMIT",
+    )
+    .await
+    .unwrap();
+    support::harness::wait_for(
+        Duration::from_secs(30),
+        "B and X on both sides",
+        &work,
+        || agree(&["B", "X"]),
+    )
+    .await;
+    let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
+    assert!(on_pg.is_empty() && on_my.is_empty(), "{on_pg:?} {on_my:?}");
+    stop_cleanly(&mut child, &work);
+}

@@ -15,12 +15,16 @@
 //! behind. (Where the CRM wins, MySQL takes every CRM change, so the CRM's newer value always
 //! comes back.) `tests/conflicts.rs` has the sequence that drifted apart for good before.
 //!
-//! How: the guarded changes of a batch are held back until something else must be written (or
-//! the commit); then the runs buffered before them are written, each guarded change's row is
-//! read with `SELECT … FOR UPDATE` (sent back to back, one round trip) asking the server
-//! whether each `both` column is still the before value or already the new one, and each
-//! change becomes a plain upsert whose `both` columns hold the decided values. The row lock
-//! keeps the CRM from changing them between the check and the write.
+//! How: each guarded change is held back in its place among the buffered runs (so the writes
+//! after it, a basket row reading its order, still come after it) until the commit, a size
+//! bound, or a change whose check must see a write not yet made (one that may touch the same
+//! row: then everything buffered is written first). Then the runs buffered before the first
+//! held change are written and, right behind them in the same round trip, each held change's
+//! row is read with `SELECT … FOR UPDATE` asking the server whether each `both` column is still
+//! the before value or already the new one; each change becomes a plain upsert whose `both`
+//! columns hold the decided values, in its place. The row lock keeps the CRM from changing
+//! them between the check and the write. So a stream of Bitrix transactions costs one round
+//! trip per batch, not one per transaction.
 //!
 //! Owns [`Guard`] and that decision. Uses the plan, the conflict log type and the sink's
 //! connection and run buffer.
@@ -32,6 +36,7 @@ use tokio_postgres::types::{FromSql, Type};
 
 use super::encode::{Cell, EncodedRow};
 use super::queue::{sent_then, Asked};
+use super::run::Run;
 use super::{newest, PgChange, PgSink};
 use crate::error::{Error, Result};
 use crate::mapping::spec::Conflict as Policy;
@@ -138,48 +143,76 @@ impl PgSink {
         Ok(())
     }
 
-    /// Holds a guarded change back until the next write of anything else (or the commit).
+    /// Holds a guarded change back in its place among the buffered runs, until the next settle
+    /// (the commit, a size bound, a write that must see it). A change whose row an unwritten
+    /// run may touch is held only after everything buffered is written, so that its check
+    /// sees that write.
     pub(super) async fn push_guarded(&mut self, change: PgChange) -> Result<()> {
-        self.guarded.push(change);
-        if self.guarded.len() >= GUARDED_BATCH {
-            self.settle_guarded().await?;
+        let key_text = change.guard.as_ref().map(|g| g.key.clone());
+        let touched = self
+            .runs
+            .iter()
+            .any(|r| r.may_touch(&self.plan, change.table, &change.key, key_text.as_deref()));
+        if touched {
+            self.write_runs().await?;
+        }
+        let cas = self.own_cas(&change);
+        match self.runs.last_mut() {
+            Some(r) if !r.held.is_empty() && r.cas == cas => r.held.push(change),
+            _ => self.runs.push(Run::held(change, cas)),
+        }
+        self.holding += 1;
+        if self.holding >= GUARDED_BATCH {
+            self.write_runs().await?;
         }
         Ok(())
     }
 
-    /// Decides the held-back guarded changes and buffers them as plain upserts.
+    /// Decides the held-back guarded changes and puts them, as plain upserts, in their places
+    /// among the buffered runs (duplex's own conditional updates stay as they are). One round
+    /// trip: the runs buffered before the first of them are written and every check is sent
+    /// right behind; the runs between them touch none of their rows (see
+    /// [`PgSink::push_guarded`]), so each check sees every earlier write to its row.
     pub(super) async fn settle_guarded(&mut self) -> Result<()> {
-        if self.guarded.is_empty() {
+        let Some(first) = self.runs.iter().position(|r| !r.held.is_empty() && !r.cas) else {
             return self.write_notes().await;
+        };
+        let later = self.runs.split_off(first);
+        let mut checks = Vec::new();
+        // Per later run: it stays as it is, or the number of its changes checked.
+        let mut slots: Vec<std::result::Result<Run, usize>> = Vec::with_capacity(later.len());
+        for mut r in later {
+            if r.held.is_empty() || r.cas {
+                slots.push(Ok(r));
+            } else {
+                slots.push(Err(r.held.len()));
+                checks.append(&mut r.held);
+            }
         }
-        let mut changes = std::mem::take(&mut self.guarded).into_iter().peekable();
-        while let Some(first) = changes.next() {
-            // A segment: duplex's own updates of tables without mirrors, or the others.
-            let cas = self.own_cas(&first);
-            let mut segment = vec![first];
-            while let Some(c) = changes.next_if(|c| self.own_cas(c) == cas) {
-                segment.push(c);
-            }
-            if cas {
-                self.write_runs().await?;
-                self.write_own_cas(segment).await?;
-                continue;
-            }
-            // The checks must see every earlier write of this transaction: they are sent right
-            // behind those writes, in the same round trip.
-            for c in &segment {
-                self.prepare_guard(c.table).await?;
-            }
-            let answers = self.write_runs_then_check(&segment).await?;
-            let (rows, conflicts) = self.decide_answered(segment, answers);
-            self.conflicts.extend(conflicts);
-            for row in rows {
-                self.buffer(row).await?;
+        for c in &checks {
+            self.prepare_guard(c.table).await?;
+        }
+        let answers = self.write_settled(&checks).await?;
+        let (decided, conflicts) = self.decide_answered(checks, answers);
+        self.conflicts.extend(conflicts);
+        let mut decided = decided.into_iter();
+        for slot in slots {
+            match slot {
+                Ok(run) => {
+                    self.buffered += run.len();
+                    self.holding += run.held.len();
+                    self.runs.push(run);
+                }
+                Err(n) => {
+                    for row in decided.by_ref().take(n).flatten() {
+                        self.append(row);
+                    }
+                }
             }
         }
         if !self.notes.is_empty() {
             // `newest` columns are decided on the rows as written.
-            self.write_runs().await?;
+            self.write_settled(&[]).await?;
         }
         self.write_notes().await
     }
@@ -200,7 +233,7 @@ impl PgSink {
     /// to back: per column, the new value where the row still holds the before value (where
     /// Bitrix wins: where it does not hold the new value); a row where no column takes it is
     /// not touched.
-    async fn write_own_cas(&mut self, changes: Vec<PgChange>) -> Result<()> {
+    pub(super) async fn write_own_cas(&mut self, changes: Vec<PgChange>) -> Result<()> {
         for c in &changes {
             self.prepare_own_cas(c.table).await?;
         }
@@ -293,15 +326,17 @@ impl PgSink {
             self.prepare_guard(c.table).await?;
         }
         let answers = self.ask(&changes).await?;
-        Ok(self.decide_answered(changes, answers))
+        let (rows, conflicts) = self.decide_answered(changes, answers);
+        Ok((rows.into_iter().flatten().collect(), conflicts))
     }
 
-    /// Decides `changes` on the server's answers to their checks (in order).
+    /// Decides `changes` on the server's answers to their checks (in order): per change, the
+    /// upsert to write (`None`: nothing).
     fn decide_answered(
         &mut self,
         changes: Vec<PgChange>,
         answers: Vec<Answer>,
-    ) -> (Vec<PgChange>, Vec<Conflict>) {
+    ) -> (Vec<Option<PgChange>>, Vec<Conflict>) {
         let mut states: HashMap<(usize, Vec<u8>), RowState> = HashMap::new();
         let mut rows = Vec::with_capacity(changes.len());
         let mut conflicts = Vec::new();
@@ -309,7 +344,7 @@ impl PgSink {
         for (change, answer) in changes.into_iter().zip(answers) {
             let decided =
                 self.decide_change(change, answer, &mut states, &mut conflicts, &mut notes);
-            rows.extend(decided);
+            rows.push(decided);
         }
         self.notes.extend(notes);
         (rows, conflicts)

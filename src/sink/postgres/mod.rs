@@ -165,8 +165,8 @@ pub struct PgSink {
     key_uses: Vec<lookup::KeyUse>,
     /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
     pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
-    /// Changes of tables with `both` columns, held back until they are checked (`guard`).
-    guarded: Vec<PgChange>,
+    /// Guarded changes held back in the runs (`guard`), since the runs were last written.
+    holding: usize,
     /// Per plan table, the statement reading a row for the conflict check.
     guard_stmts: HashMap<usize, Statement>,
     /// Per plan table, the conditional UPDATE of duplex's own changes read back.
@@ -294,7 +294,7 @@ impl PgSink {
             noted: 0,
             key_uses,
             pivot_stmts: HashMap::new(),
-            guarded: Vec::new(),
+            holding: 0,
             guard_stmts: HashMap::new(),
             own_cas_stmts: HashMap::new(),
             conflicts: Vec::new(),
@@ -386,7 +386,6 @@ impl Sink for PgSink {
         if change.guard.is_some() {
             return self.push_guarded(change).await;
         }
-        self.settle_guarded().await?;
         if change.kind == Kind::Relay {
             self.write_runs().await?;
             return self.apply_relay(change).await;
@@ -477,7 +476,7 @@ impl Sink for PgSink {
 
     async fn rollback(&mut self) {
         self.runs.clear();
-        self.guarded.clear();
+        self.holding = 0;
         self.notes.clear();
         self.conflicts.clear();
         self.touched.clear();

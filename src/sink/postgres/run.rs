@@ -2,6 +2,9 @@
 //! change of a key replaces the earlier one; runs are written in order when the buffer is
 //! flushed (past a size bound, before a careful write, at commit).
 //!
+//! Guarded changes wait in runs of their own, in their place, until they are checked (see
+//! `guard`).
+//!
 //! Owns [`Run`] and the choice of path per run: VALUES statements (`values`, `pivot`) sent back
 //! to back (`queue`) up to the next large run, which goes through COPY (`copy`). Counts applied
 //! rows.
@@ -29,6 +32,64 @@ pub(super) struct Run {
     /// Pivot runs: the cells (rows stay empty).
     cells: Vec<PivotCell>,
     by_key: HashMap<Vec<u8>, usize>,
+    /// Guarded changes held back in their place (rows and cells stay empty): checked and
+    /// turned into upserts at the next settle, or (`cas`) written by their conditional UPDATE
+    /// where they stand (see `guard`).
+    pub(super) held: Vec<PgChange>,
+    pub(super) cas: bool,
+}
+
+impl Run {
+    fn new(table: usize, kind: Kind) -> Run {
+        Run {
+            table,
+            kind,
+            inserts_only: true,
+            rows: Vec::new(),
+            cells: Vec::new(),
+            by_key: HashMap::new(),
+            held: Vec::new(),
+            cas: false,
+        }
+    }
+
+    /// A run holding guarded `change` back.
+    pub(super) fn held(change: PgChange, cas: bool) -> Run {
+        let mut run = Run::new(change.table, Kind::Upsert);
+        run.held.push(change);
+        run.cas = cas;
+        run
+    }
+
+    /// Rows or cells buffered (held changes are counted apart).
+    pub(super) fn len(&self) -> usize {
+        self.rows.len() + self.cells.len()
+    }
+
+    /// Whether this run may write the row of plan table `table`'s target with key `key`
+    /// (`key_text`: the key as text): a run of another entry of that target counts unless it
+    /// holds pivot cells of other keys only.
+    pub(super) fn may_touch(
+        &self,
+        plan: &crate::mapping::Plan,
+        table: usize,
+        key: &[u8],
+        key_text: Option<&str>,
+    ) -> bool {
+        if plan.tables[table].target != plan.tables[self.table].target {
+            return false;
+        }
+        if !self.held.is_empty() {
+            return self.held.iter().any(|h| h.table != table || h.key == key);
+        }
+        if self.table == table {
+            return self.by_key.contains_key(key);
+        }
+        match (self.kind, key_text) {
+            (Kind::Pivot, Some(k)) => self.cells.iter().any(|c| c.key == k),
+            _ => true,
+        }
+    }
 }
 
 impl PgSink {
@@ -36,21 +97,24 @@ impl PgSink {
     /// change of a key already in the run replaces the earlier one. Past [`FLUSH_ROWS`] buffered
     /// rows, the runs are written out (inside the open transaction).
     pub(super) async fn buffer(&mut self, change: PgChange) -> Result<()> {
+        self.append(change);
+        if self.buffered >= FLUSH_ROWS {
+            self.write_runs().await?;
+            self.resolve_if_many().await?;
+        }
+        Ok(())
+    }
+
+    /// [`PgSink::buffer`] without writing anything.
+    pub(super) fn append(&mut self, change: PgChange) {
         self.note_key(&change);
         let key = change.key;
         let same = self
             .runs
             .last()
-            .is_some_and(|r| r.table == change.table && r.kind == change.kind);
+            .is_some_and(|r| r.held.is_empty() && r.table == change.table && r.kind == change.kind);
         if !same {
-            self.runs.push(Run {
-                table: change.table,
-                kind: change.kind,
-                inserts_only: true,
-                rows: Vec::new(),
-                cells: Vec::new(),
-                by_key: HashMap::new(),
-            });
+            self.runs.push(Run::new(change.table, change.kind));
         }
         let run = self.runs.last_mut().expect("a run exists");
         run.inserts_only &= change.from_insert;
@@ -68,36 +132,38 @@ impl PgSink {
                 self.buffered += 1;
             }
         }
-        if self.buffered >= FLUSH_ROWS {
-            self.write_runs().await?;
-            self.resolve_if_many().await?;
-        }
-        Ok(())
     }
 
     /// Writes everything buffered, in order, inside the open transaction: the held-back
     /// guarded changes decided first.
     pub(super) async fn flush(&mut self) -> Result<()> {
-        self.settle_guarded().await?;
         self.write_runs().await
     }
 
-    /// Writes every buffered run, in order, inside the open transaction.
+    /// Writes every buffered run, in order, inside the open transaction (the held-back guarded
+    /// changes decided first).
     pub(super) async fn write_runs(&mut self) -> Result<()> {
-        self.write_runs_then_check(&[]).await.map(|_| ())
+        self.settle_guarded().await?;
+        self.write_settled(&[]).await.map(|_| ())
     }
 
-    /// [`PgSink::write_runs`], with the conflict checks of `guarded` (their statements prepared)
-    /// sent right behind the last writes, in their round trip; returns the checks' answers.
-    pub(super) async fn write_runs_then_check(
-        &mut self,
-        guarded: &[PgChange],
-    ) -> Result<Vec<Answer>> {
+    /// Writes every buffered run (none holds a change to check: see
+    /// [`PgSink::settle_guarded`]; duplex's own conditional updates are written where they
+    /// stand), with the conflict checks of `guarded` (their statements prepared) sent right
+    /// behind the last writes, in their round trip; returns the checks' answers.
+    pub(super) async fn write_settled(&mut self, guarded: &[PgChange]) -> Result<Vec<Answer>> {
+        if self.runs.iter().any(|r| !r.held.is_empty() && !r.cas) {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::Invariant,
+                "writing runs that hold guarded changes not yet checked",
+            ));
+        }
         let mut answers = None;
-        let runs = std::mem::take(&mut self.runs);
+        let mut runs = std::mem::take(&mut self.runs);
         self.buffered = 0;
+        self.holding = 0;
         let copied = |r: &Run| {
-            r.rows.len() >= COPY_MIN_ROWS && matches!(r.kind, Kind::Upsert | Kind::Delete)
+            r.cas || r.rows.len() >= COPY_MIN_ROWS && matches!(r.kind, Kind::Upsert | Kind::Delete)
         };
         let mut at = 0;
         while at < runs.len() {
@@ -138,7 +204,10 @@ impl PgSink {
             for run in segment {
                 self.count(run);
             }
-            if end < runs.len() {
+            if end < runs.len() && runs[end].cas {
+                let held = std::mem::take(&mut runs[end].held);
+                self.write_own_cas(held).await?;
+            } else if end < runs.len() {
                 let run = &runs[end];
                 // Look-up columns are filled by the staged INSERT … SELECT, not by COPY.
                 let direct = run.kind == Kind::Upsert

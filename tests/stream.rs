@@ -670,3 +670,64 @@ take = "id"
     );
     stop_cleanly(&mut child, &work);
 }
+
+/// Rows of one source transaction move ahead to join earlier statements of their table only
+/// where nothing can differ: a child whose foreign key is mapped straight from the source (not a
+/// look-up) stays behind the parent row it names, so the batch is never refused. (A child
+/// moved ahead of its parent here would fail the foreign key and send the batch row by row.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_with_a_mapped_foreign_key_stays_behind_its_parent() {
+    let dbs = support::fresh_dbs("fkorder").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE p (id int PRIMARY KEY, name varchar(20));
+         CREATE TABLE c (id int PRIMARY KEY, pid int);
+         INSERT INTO p VALUES (1, 'one')",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE p (id integer PRIMARY KEY, name text);
+         CREATE TABLE c (id integer PRIMARY KEY, pid integer NOT NULL REFERENCES p (id))",
+    )
+    .await
+    .unwrap();
+    let mapping = "[[table]]\nsource = \"p\"\ntarget = \"p\"\n[table.column]\nid = \"id\"\nname = \"name\"\n\n\
+                   [[table]]\nsource = \"c\"\ntarget = \"c\"\n[table.column]\nid = \"id\"\npid = \"pid\"\n";
+    let work = Workdir::new(
+        &dbs,
+        &support::harness::pipeline_name("fkorder", &dbs),
+        "UTC",
+        &[("m.toml", mapping)],
+    );
+    work.setup();
+    let mut child = work.start();
+    wait_for(Duration::from_secs(30), "the stream", &work, || async {
+        work.log().contains("binlog stream started")
+    })
+    .await;
+    let mut tx = my.start_transaction(Default::default()).await.unwrap();
+    for i in 2..=40 {
+        tx.query_drop(format!(
+            "INSERT INTO c VALUES ({}, {}); INSERT INTO p VALUES ({i}, 'p{i}'); INSERT INTO c VALUES ({}, {i})",
+            1000 + i,
+            i - 1,
+            2000 + i
+        ))
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    wait_for(Duration::from_secs(60), "78 child rows", &work, || async {
+        pg_count(&pg, "c").await == 78
+    })
+    .await;
+    assert_eq!(pg_count(&pg, "p").await, 40);
+    assert!(
+        !work.log().contains("target rejected a batch"),
+        "a batch was refused:\n{}",
+        work.log()
+    );
+    stop_cleanly(&mut child, &work);
+}

@@ -198,11 +198,7 @@ impl PgSink {
         let mut decided = decided.into_iter();
         for slot in slots {
             match slot {
-                Ok(run) => {
-                    self.buffered += run.len();
-                    self.holding += run.held.len();
-                    self.runs.push(run);
-                }
+                Ok(run) => self.push_run(run),
                 Err(n) => {
                     for row in decided.by_ref().take(n).flatten() {
                         self.append(row);

@@ -17,6 +17,7 @@
 //! - `pivot`: pivot entries' values stored and their rows recomputed;
 //! - `lookup`: the keys touched in the transaction and the look-ups resolved from them;
 //! - `careful`: one row under a savepoint, and the dead letters written at commit;
+//! - `merge`: which change may join an earlier run of its table, ahead of the runs between;
 //! - `queue`: statements sent back to back, one round trip per batch of them.
 //!
 //! The parts may use each other's `pub(super)` methods and the sink's fields; nothing outside
@@ -29,6 +30,7 @@ mod careful;
 mod copy;
 mod guard;
 mod lookup;
+mod merge;
 mod newest;
 mod pivot;
 mod queue;
@@ -163,6 +165,8 @@ pub struct PgSink {
     noted: usize,
     /// Per plan table: what its touched keys are needed for; other tables' keys are not kept.
     key_uses: Vec<lookup::KeyUse>,
+    /// Which change may join an earlier run (see [`merge`]).
+    moves: merge::Moves,
     /// Per pivot entry, its prepared statements (see [`PgSink::pivot_statements`]).
     pivot_stmts: HashMap<usize, Arc<[Statement; 2]>>,
     /// Guarded changes held back in the runs (`guard`), since the runs were last written.
@@ -233,6 +237,7 @@ impl PgSink {
         let marker = tag_writes(&client, cfg, &plan, pipeline, writer).await?;
         let origin_bound = marker.is_none() && plan.has_reverse();
         let key_uses = lookup::key_uses(&plan);
+        let moves = merge::Moves::read(&client, &plan).await?;
         let Statements {
             checkpoint_stmt,
             dead_letter_stmt,
@@ -293,6 +298,7 @@ impl PgSink {
             deleted: HashMap::new(),
             noted: 0,
             key_uses,
+            moves,
             pivot_stmts: HashMap::new(),
             holding: 0,
             guard_stmts: HashMap::new(),

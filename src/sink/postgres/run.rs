@@ -21,6 +21,8 @@ use crate::error::Result;
 const COPY_MIN_ROWS: usize = 500;
 /// Buffered rows beyond this are written out (inside the open transaction) to bound memory.
 const FLUSH_ROWS: usize = 10_000;
+/// Runs looked back over for one a change may join.
+const MERGE_LOOKBACK: usize = 16;
 
 /// Consecutive buffered changes of one table and one kind.
 pub(super) struct Run {
@@ -109,14 +111,14 @@ impl PgSink {
     pub(super) fn append(&mut self, change: PgChange) {
         self.note_key(&change);
         let key = change.key;
-        let same = self
-            .runs
-            .last()
-            .is_some_and(|r| r.held.is_empty() && r.table == change.table && r.kind == change.kind);
-        if !same {
-            self.runs.push(Run::new(change.table, change.kind));
-        }
-        let run = self.runs.last_mut().expect("a run exists");
+        let at = match self.joins(change.table, change.kind) {
+            Some(at) => at,
+            None => {
+                self.runs.push(Run::new(change.table, change.kind));
+                self.runs.len() - 1
+            }
+        };
+        let run = &mut self.runs[at];
         run.inserts_only &= change.from_insert;
         match (change.pivot, run.by_key.get(&key)) {
             (Some(cell), Some(&at)) => run.cells[at] = *cell,
@@ -130,6 +132,71 @@ impl PgSink {
                 run.by_key.insert(key, run.rows.len());
                 run.rows.push(change.row);
                 self.buffered += 1;
+            }
+        }
+    }
+
+    /// The run a change of `table` and `kind` joins: the last run, when it is of that table and
+    /// kind, or an earlier one the change may move ahead to (see `merge`), looking back over a
+    /// few runs.
+    fn joins(&self, table: usize, kind: Kind) -> Option<usize> {
+        for (at, r) in self.runs.iter().enumerate().rev().take(MERGE_LOOKBACK) {
+            if !r.held.is_empty() {
+                return None;
+            }
+            if r.table == table && r.kind == kind {
+                return Some(at);
+            }
+            if !self.moves.may_pass(table, kind, r.table, r.kind) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Puts a run back at the end of the buffer, or into an earlier run it may join (its rows
+    /// replacing the ones with the same key there).
+    pub(super) fn push_run(&mut self, run: Run) {
+        let at = if run.held.is_empty() {
+            self.joins(run.table, run.kind)
+        } else {
+            None
+        };
+        let Some(at) = at else {
+            self.buffered += run.len();
+            self.holding += run.held.len();
+            self.runs.push(run);
+            return;
+        };
+        let into = &mut self.runs[at];
+        into.inserts_only &= run.inserts_only;
+        let pivot = into.kind == Kind::Pivot;
+        let (mut rows, mut cells) = (run.rows.into_iter(), run.cells.into_iter());
+        // The moved run's keys in the order of its rows (or cells).
+        let mut keys: Vec<(Vec<u8>, usize)> = run.by_key.into_iter().collect();
+        keys.sort_unstable_by_key(|(_, i)| *i);
+        for (key, _) in keys {
+            let slot = into.by_key.get(&key).copied();
+            if pivot {
+                let Some(cell) = cells.next() else { break };
+                match slot {
+                    Some(i) => into.cells[i] = cell,
+                    None => {
+                        into.by_key.insert(key, into.cells.len());
+                        into.cells.push(cell);
+                        self.buffered += 1;
+                    }
+                }
+            } else {
+                let Some(row) = rows.next() else { break };
+                match slot {
+                    Some(i) => into.rows[i] = row,
+                    None => {
+                        into.by_key.insert(key, into.rows.len());
+                        into.rows.push(row);
+                        self.buffered += 1;
+                    }
+                }
             }
         }
     }

@@ -682,32 +682,13 @@ async fn a_crm_change_between_setup_and_the_copy_is_kept() {
 /// PostgreSQL too: both sides end with C.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_changed_and_changed_back_meets_the_crm_change_and_ends_equal() {
-    let dbs = support::fresh_dbs("aba").await;
+    let (dbs, work, pipeline) = status_table("aba", "bitrix", "(1, 'A')").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20))")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"bitrix\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n";
-    let pipeline = support::harness::pipeline_name("aba", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
-    my.query_drop("INSERT INTO t VALUES (1, 'A')")
-        .await
-        .unwrap();
-    work.setup();
     let mut child = work.start();
     let agree = |want: &'static str| {
-        let dbs = &dbs;
-        let pg = &pg;
-        async move {
-            let mut my = dbs.mysql().await;
-            let m = mysql_rows(&mut my, "SELECT id, status FROM t").await;
-            let p = pg_rows(pg, "SELECT id::text, status FROM t").await;
-            m == p && m.len() == 1 && m[0][1].as_deref() == Some(want)
-        }
+        let (dbs, pg) = (&dbs, &pg);
+        async move { agree_on(dbs, pg, &[want]).await }
     };
     support::harness::wait_for(Duration::from_secs(30), "the copy", &work, || agree("A")).await;
     stop_cleanly(&mut child, &work);
@@ -728,6 +709,43 @@ async fn a_status_changed_and_changed_back_meets_the_crm_change_and_ends_equal()
     let (on_pg, _) = conflicts(&dbs, &pipeline).await;
     assert!(!on_pg.is_empty(), "Bitrix's B met the CRM's C");
     stop_cleanly(&mut child, &work);
+}
+
+/// A table `t (id, status)` on both sides, mapped `both` with conflict policy `policy`, holding
+/// the rows `rows` (SQL values) in MariaDB; duplex set up, not started. Returns the pipeline name
+/// too.
+async fn status_table(
+    prefix: &str,
+    policy: &str,
+    rows: &str,
+) -> (support::TestDbs, Workdir, String) {
+    let dbs = support::fresh_dbs(prefix).await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20))")
+        .await
+        .unwrap();
+    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text)")
+        .await
+        .unwrap();
+    let mapping = format!("[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"{policy}\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n");
+    let pipeline = support::harness::pipeline_name(prefix, &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping.as_str())]);
+    my.query_drop(format!("INSERT INTO t VALUES {rows}"))
+        .await
+        .unwrap();
+    work.setup();
+    (dbs, work, pipeline)
+}
+
+/// Whether both sides hold the same rows of `t`, with these statuses in id order.
+async fn agree_on(dbs: &support::TestDbs, pg: &tokio_postgres::Client, want: &[&str]) -> bool {
+    let mut my = dbs.mysql().await;
+    let m = mysql_rows(&mut my, "SELECT id, status FROM t ORDER BY id").await;
+    let p = pg_rows(pg, "SELECT id::text, status FROM t ORDER BY id").await;
+    let got: Vec<Option<&str>> = p.iter().map(|r| r[1].as_deref()).collect();
+    let want: Vec<Option<&str>> = want.iter().map(|s| Some(*s)).collect();
+    m == p && got == want
 }
 
 /// How one table of a stale-value test is reached: its names on each side and how a status is
@@ -898,35 +916,11 @@ async fn a_stale_bitrix_value_then_a_crm_change_end_equal_without_mirrors() {
 /// row and no conflict is logged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_deleted_and_inserted_again_in_one_transaction_takes_the_new_values() {
-    let dbs = support::fresh_dbs("reins").await;
+    let (dbs, work, pipeline) = status_table("reins", "crm", "(1, 'A'), (2, 'A')").await;
     let mut my = dbs.mysql().await;
     let pg = dbs.pg().await;
-    my.query_drop("CREATE TABLE t (id int PRIMARY KEY, status varchar(20))")
-        .await
-        .unwrap();
-    pg.batch_execute("CREATE TABLE t (id integer PRIMARY KEY, status text)")
-        .await
-        .unwrap();
-    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"crm\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n";
-    let pipeline = support::harness::pipeline_name("reins", &dbs);
-    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
-    my.query_drop("INSERT INTO t VALUES (1, 'A'), (2, 'A')")
-        .await
-        .unwrap();
-    work.setup();
     let mut child = work.start();
-    let agree = |want: &'static [&'static str]| {
-        let dbs = &dbs;
-        let pg = &pg;
-        async move {
-            let mut my = dbs.mysql().await;
-            let m = mysql_rows(&mut my, "SELECT id, status FROM t ORDER BY id").await;
-            let p = pg_rows(pg, "SELECT id::text, status FROM t ORDER BY id").await;
-            let got: Vec<Option<&str>> = p.iter().map(|r| r[1].as_deref()).collect();
-            let want: Vec<Option<&str>> = want.iter().map(|s| Some(*s)).collect();
-            m == p && got == want
-        }
-    };
+    let agree = |want: &'static [&'static str]| agree_on(&dbs, &pg, want);
     support::harness::wait_for(Duration::from_secs(30), "the copy", &work, || {
         agree(&["A", "A"])
     })

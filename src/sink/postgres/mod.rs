@@ -425,17 +425,28 @@ impl Sink for PgSink {
                 t.target.pg_quoted()
             );
             let keep: Vec<i64> = keep.to_vec();
+            let err = |e| {
+                Error::from_pg(
+                    e,
+                    true,
+                    &format!("removing rows of {} the source no longer has", t.target),
+                )
+            };
+            // Planned for its bounds (a range scan of the key's index): the session's generic
+            // plans (see `connect_writer`) would scan the whole table for every chunk.
+            self.client
+                .batch_execute("SET LOCAL plan_cache_mode = force_custom_plan")
+                .await
+                .map_err(err)?;
             removed += self
                 .client
                 .execute(&sql, &[&after, &upto, &keep])
                 .await
-                .map_err(|e| {
-                    Error::from_pg(
-                        e,
-                        true,
-                        &format!("removing rows of {} the source no longer has", t.target),
-                    )
-                })?;
+                .map_err(err)?;
+            self.client
+                .batch_execute("SET LOCAL plan_cache_mode = force_generic_plan")
+                .await
+                .map_err(err)?;
         }
         Ok(removed)
     }

@@ -41,6 +41,12 @@ pub(super) struct Run {
     pub(super) cas: bool,
 }
 
+/// What a run holds per key: a row, or a pivot run's cell.
+enum Item {
+    Row(EncodedRow),
+    Cell(PivotCell),
+}
+
 impl Run {
     fn new(table: usize, kind: Kind) -> Run {
         Run {
@@ -61,6 +67,25 @@ impl Run {
         run.held.push(change);
         run.cas = cas;
         run
+    }
+
+    /// Puts a row (or pivot cell) with key `key` in the run: in place of the one with that key,
+    /// or at the end. True when it is a new key.
+    fn put(&mut self, key: Vec<u8>, item: Item) -> bool {
+        let at = self.by_key.get(&key).copied();
+        match (item, at) {
+            (Item::Row(row), Some(i)) => self.rows[i] = row,
+            (Item::Cell(cell), Some(i)) => self.cells[i] = cell,
+            (Item::Row(row), None) => {
+                self.by_key.insert(key, self.rows.len());
+                self.rows.push(row);
+            }
+            (Item::Cell(cell), None) => {
+                self.by_key.insert(key, self.cells.len());
+                self.cells.push(cell);
+            }
+        }
+        at.is_none()
     }
 
     /// Rows or cells buffered (held changes are counted apart).
@@ -120,19 +145,12 @@ impl PgSink {
         };
         let run = &mut self.runs[at];
         run.inserts_only &= change.from_insert;
-        match (change.pivot, run.by_key.get(&key)) {
-            (Some(cell), Some(&at)) => run.cells[at] = *cell,
-            (Some(cell), None) => {
-                run.by_key.insert(key, run.cells.len());
-                run.cells.push(*cell);
-                self.buffered += 1;
-            }
-            (None, Some(&at)) => run.rows[at] = change.row,
-            (None, None) => {
-                run.by_key.insert(key, run.rows.len());
-                run.rows.push(change.row);
-                self.buffered += 1;
-            }
+        let item = match change.pivot {
+            Some(cell) => Item::Cell(*cell),
+            None => Item::Row(change.row),
+        };
+        if run.put(key, item) {
+            self.buffered += 1;
         }
     }
 
@@ -170,33 +188,17 @@ impl PgSink {
         };
         let into = &mut self.runs[at];
         into.inserts_only &= run.inserts_only;
-        let pivot = into.kind == Kind::Pivot;
-        let (mut rows, mut cells) = (run.rows.into_iter(), run.cells.into_iter());
         // The moved run's keys in the order of its rows (or cells).
         let mut keys: Vec<(Vec<u8>, usize)> = run.by_key.into_iter().collect();
         keys.sort_unstable_by_key(|(_, i)| *i);
-        for (key, _) in keys {
-            let slot = into.by_key.get(&key).copied();
-            if pivot {
-                let Some(cell) = cells.next() else { break };
-                match slot {
-                    Some(i) => into.cells[i] = cell,
-                    None => {
-                        into.by_key.insert(key, into.cells.len());
-                        into.cells.push(cell);
-                        self.buffered += 1;
-                    }
-                }
-            } else {
-                let Some(row) = rows.next() else { break };
-                match slot {
-                    Some(i) => into.rows[i] = row,
-                    None => {
-                        into.by_key.insert(key, into.rows.len());
-                        into.rows.push(row);
-                        self.buffered += 1;
-                    }
-                }
+        let items: Vec<Item> = if into.kind == Kind::Pivot {
+            run.cells.into_iter().map(Item::Cell).collect()
+        } else {
+            run.rows.into_iter().map(Item::Row).collect()
+        };
+        for ((key, _), item) in keys.into_iter().zip(items) {
+            if into.put(key, item) {
+                self.buffered += 1;
             }
         }
     }

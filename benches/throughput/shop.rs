@@ -21,12 +21,14 @@ use mysql_async::prelude::Queryable;
 
 use super::support::harness::Workdir;
 use super::support::{self, shop};
-use super::{per_second, progress, thousands, verdict, Line};
+use super::{median, per_second, progress, seconds, thousands, verdict, Line};
 
 /// Targets (issue 19): the mapped copy at this share of the slower raw read, and the stream
 /// this many times as fast as the shop's one connection writing the orders.
 const TARGET_COPY_RATIO: f64 = 0.15;
 const TARGET_STREAM_RATIO: f64 = 1.5;
+/// Interleaved rounds of each measurement (raw, duplex, raw, duplex, …); ratios use medians.
+const RUNS: usize = 3;
 
 /// The Bitrix tables the set reads.
 const TABLES: &[&str] = &[
@@ -47,20 +49,26 @@ pub struct Shop {
     orders: usize,
     /// (table, rows) of the source tables.
     rows: Vec<(String, i64)>,
-    select: Duration,
-    copy: Duration,
-    duplex: Duration,
-    /// (table, rows, seconds) from duplex's reports.
+    /// Each round's raw read, raw write and `duplex snapshot`, in the order run.
+    selects: Vec<Duration>,
+    copies: Vec<Duration>,
+    duplexes: Vec<Duration>,
+    /// CPU split of the last `duplex snapshot`.
+    copy_cpu: String,
+    /// (table, rows, seconds) from the last snapshot's reports.
     reports: Vec<(String, i64, f64)>,
     crm_orders: i64,
     dead_letters: i64,
-    /// Orders written as their own transactions while duplex was stopped, and their rows.
+    /// Orders written as their own transactions while duplex was stopped in each round, and
+    /// the last round's rows.
     stream_orders: usize,
     stream_rows: i64,
-    /// MariaDB taking those transactions (one connection).
-    stream_write: Duration,
-    /// `duplex run` from spawn to the last order visible.
-    stream: Duration,
+    /// Each round's MariaDB taking those transactions (one connection).
+    writes: Vec<Duration>,
+    /// Each round's `duplex run` from spawn to the last order visible.
+    streams: Vec<Duration>,
+    /// CPU split of the last catch-up.
+    stream_cpu: String,
     stream_dead: i64,
     /// Order items left without their order after the stream (0 expected).
     stream_items: i64,
@@ -86,28 +94,138 @@ pub async fn run(orders: usize) -> Shop {
     pg.batch_execute(shop::CRM_DDL)
         .await
         .expect("create the CRM schema");
+    let buffers = raw_tables(&mut my, &pg).await;
 
-    // Raw read.
-    progress("shop: raw read (SELECT * of every source table)");
+    let files = shop::mapping_files();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let work = Workdir::new(&dbs, "shopbench", "Asia/Almaty", &refs);
+    work.setup();
+
+    // The copy: interleaved rounds (raw read, raw write, duplex, raw read, …); rounds after the
+    // first empty the CRM, the pivot and the copy progress, so each copies all into empty tables.
     let mut rows = Vec::new();
-    let started = Instant::now();
-    for t in TABLES {
-        let mut result = my
-            .exec_iter(format!("SELECT * FROM {t}"), ())
+    let (mut selects, mut copies, mut duplexes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut reports, mut copy_cpu) = (Vec::new(), String::new());
+    for round in 0..RUNS {
+        let (r, select) = raw_read(&mut my).await;
+        rows = r;
+        selects.push(select);
+        copies.push(raw_write(&pg, &buffers).await);
+        if round > 0 {
+            pg.batch_execute(
+                "TRUNCATE orders, order_items, products, sellers, users, cities, order_statuses, \
+                 duplex.pivot, duplex.newest, duplex.dead_letter, duplex.snapshot CASCADE",
+            )
             .await
-            .expect("SELECT *");
-        let mut n = 0i64;
-        while let Some(row) = result.next().await.expect("fetch a row") {
-            n += 1;
-            std::hint::black_box(row.unwrap_raw());
+            .expect("empty the CRM for the next round");
         }
-        drop(result);
-        rows.push((t.to_string(), n));
+        let (took, cpu, r) = snapshot(&work).await;
+        duplexes.push(took);
+        (copy_cpu, reports) = (cpu, r);
     }
-    let select = started.elapsed();
+    let one = |sql: &'static str| {
+        let pg = &pg;
+        async move {
+            pg.query_one(sql, &[])
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(-1)
+        }
+    };
+    let crm_orders = one("SELECT count(*) FROM orders WHERE order_number IS NOT NULL").await;
+    let dead_letters = one("SELECT count(*) FROM duplex.dead_letter").await;
 
-    // Raw write: the same rows as text into plain tables.
-    progress("shop: raw write (text COPY of the same rows)");
+    // The stream: new orders saved the way Bitrix saves them (one transaction each: the order,
+    // its basket rows, its properties) while duplex is stopped; then `duplex run` catches up.
+    // Interleaved rounds of new orders (write, catch up, write, …).
+    let stream_orders = (orders / 6).max(1000);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
+    let (mut writes, mut streams) = (Vec::new(), Vec::new());
+    let (mut stream_rows, mut written_rows, mut stream_cpu) = (0i64, 0i64, String::new());
+    for _ in 0..RUNS {
+        progress(&format!(
+            "shop: writing {stream_orders} orders, one transaction each (duplex stopped)"
+        ));
+        stream_rows = 0;
+        let started = Instant::now();
+        for _ in 0..stream_orders {
+            let mut batch = shop::OrderBatch::default();
+            shop::order_rows(&mut rng, &mut state, &mut batch, None);
+            stream_rows += (batch.orders.len() + batch.baskets.len() + batch.props.len()) as i64;
+            my.query_drop("START TRANSACTION").await.expect("begin");
+            batch.write(&mut my).await;
+            my.query_drop("COMMIT").await.expect("commit");
+        }
+        writes.push(started.elapsed());
+        written_rows += stream_rows;
+        let last = state.orders.last().copied().unwrap_or_default();
+        let (took, cpu) = catch_up(&work, &pg, last).await;
+        streams.push(took);
+        stream_cpu = cpu;
+    }
+    let stream_dead = one("SELECT count(*) FROM duplex.dead_letter").await;
+    let stream_items = one("SELECT count(*) FROM order_items WHERE order_id IS NULL").await;
+    let verify = if super::env_flag("BENCH_VERIFY", true) {
+        let sources: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
+        let total: i64 = rows.iter().map(|(_, n)| n).sum::<i64>() + written_rows;
+        let what = format!(
+            "the mapping-set shop ({} source rows, 12 entries)",
+            super::thousands(total as f64)
+        );
+        Some(
+            super::verify::run(
+                (&what, false),
+                &work,
+                &dbs,
+                total,
+                (
+                    &sources,
+                    &[
+                        "orders",
+                        "order_items",
+                        "products",
+                        "sellers",
+                        "users",
+                        "cities",
+                        "order_statuses",
+                    ],
+                ),
+            )
+            .await,
+        )
+    } else {
+        None
+    };
+    Shop {
+        verify,
+        stream_orders,
+        stream_rows,
+        writes,
+        streams,
+        stream_cpu,
+        stream_dead,
+        stream_items,
+        orders,
+        rows,
+        selects,
+        copies,
+        duplexes,
+        copy_cpu,
+        reports,
+        crm_orders,
+        dead_letters,
+    }
+}
+
+/// Creates the raw write's plain text tables and returns each table's COPY text: (table,
+/// column list, rows).
+async fn raw_tables(
+    my: &mut mysql_async::Conn,
+    pg: &tokio_postgres::Client,
+) -> Vec<(String, String, bytes::Bytes)> {
     let mut buffers = Vec::new();
     for t in TABLES {
         let data: Vec<mysql_async::Row> = my
@@ -157,6 +275,40 @@ pub async fn run(orders: usize) -> Shop {
         }
         buffers.push((t.to_string(), cols.join(", "), buf.freeze()));
     }
+    buffers
+}
+
+/// Raw read: `SELECT *` of every source table over the binary protocol: ((table, rows), time).
+async fn raw_read(my: &mut mysql_async::Conn) -> (Vec<(String, i64)>, Duration) {
+    progress("shop: raw read (SELECT * of every source table)");
+    let mut rows = Vec::new();
+    let started = Instant::now();
+    for t in TABLES {
+        let mut result = my
+            .exec_iter(format!("SELECT * FROM {t}"), ())
+            .await
+            .expect("SELECT *");
+        let mut n = 0i64;
+        while let Some(row) = result.next().await.expect("fetch a row") {
+            n += 1;
+            std::hint::black_box(row.unwrap_raw());
+        }
+        drop(result);
+        rows.push((t.to_string(), n));
+    }
+    (rows, started.elapsed())
+}
+
+/// Raw write: the same rows as text COPY into the emptied plain tables.
+async fn raw_write(
+    pg: &tokio_postgres::Client,
+    buffers: &[(String, String, bytes::Bytes)],
+) -> Duration {
+    progress("shop: raw write (text COPY of the same rows)");
+    let names: Vec<String> = buffers.iter().map(|(t, _, _)| format!("raw_{t}")).collect();
+    pg.batch_execute(&format!("TRUNCATE {}", names.join(", ")))
+        .await
+        .expect("empty the raw tables");
     let started = Instant::now();
     for (t, cols, buf) in buffers {
         let sink = pg
@@ -171,21 +323,32 @@ pub async fn run(orders: usize) -> Shop {
         }
         sink.as_mut().finish().await.expect("COPY end");
     }
-    let copy = started.elapsed();
+    started.elapsed()
+}
 
-    // duplex through the mapping set.
-    let files = shop::mapping_files();
-    let refs: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let work = Workdir::new(&dbs, "shopbench", "Asia/Almaty", &refs);
-    work.setup();
+/// `duplex snapshot` through the mapping set, to its exit: (time, CPU split, (table, rows,
+/// seconds) from its reports).
+async fn snapshot(work: &Workdir) -> (Duration, String, Vec<(String, i64, f64)>) {
     progress("shop: duplex snapshot through mappings/bitrix");
+    let log_before = work.log().len();
     let started = Instant::now();
-    let (ok, out) = work.run_cmd(&["snapshot"]);
-    let duplex = started.elapsed();
-    assert!(ok, "duplex snapshot failed:\n{out}\n{}", work.log());
+    let mut child = work.start_cmd(&["snapshot"]);
+    let cpu_start = super::cpu::sample(child.id());
+    let mut cpu_end = super::cpu::sample(child.id());
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait for duplex snapshot") {
+            break status;
+        }
+        cpu_end = super::cpu::sample(child.id());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took = started.elapsed();
+    let log = work.log();
+    let out = &log[log_before..];
+    assert!(
+        status.success(),
+        "duplex snapshot failed ({status}):\n{out}"
+    );
     for l in out
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
@@ -208,41 +371,16 @@ pub async fn run(orders: usize) -> Shop {
             Some((table, n.trim().parse().ok()?, secs.trim().parse().ok()?))
         })
         .collect();
-    let one = |sql: &'static str| {
-        let pg = &pg;
-        async move {
-            pg.query_one(sql, &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(-1)
-        }
-    };
-    let crm_orders = one("SELECT count(*) FROM orders WHERE order_number IS NOT NULL").await;
-    let dead_letters = one("SELECT count(*) FROM duplex.dead_letter").await;
-    progress(&format!("shop: took {:.1} s", duplex.as_secs_f64()));
+    progress(&format!("shop: took {:.1} s", took.as_secs_f64()));
+    (took, cpu_start.until(&cpu_end), reports)
+}
 
-    // The stream: new orders saved the way Bitrix saves them (one transaction each: the order,
-    // its basket rows, its properties) while duplex is stopped; then `duplex run` catches up.
-    let stream_orders = (orders / 6).max(1000);
-    progress(&format!(
-        "shop: writing {stream_orders} orders, one transaction each (duplex stopped)"
-    ));
-    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(99);
-    let mut stream_rows = 0i64;
-    let started = Instant::now();
-    for _ in 0..stream_orders {
-        let mut batch = shop::OrderBatch::default();
-        shop::order_rows(&mut rng, &mut state, &mut batch, None);
-        stream_rows += (batch.orders.len() + batch.baskets.len() + batch.props.len()) as i64;
-        my.query_drop("START TRANSACTION").await.expect("begin");
-        batch.write(&mut my).await;
-        my.query_drop("COMMIT").await.expect("commit");
-    }
-    let stream_write = started.elapsed();
-    let last = state.orders.last().copied().unwrap_or_default();
+/// `duplex run` from spawn until order `last` is in the CRM: (time, CPU split).
+async fn catch_up(work: &Workdir, pg: &tokio_postgres::Client, last: i64) -> (Duration, String) {
     progress("shop: duplex run catching up");
     let started = Instant::now();
     let mut child = work.start();
+    let cpu_start = super::cpu::sample(child.id());
     loop {
         let done = pg
             .query_one(
@@ -262,79 +400,39 @@ pub async fn run(orders: usize) -> Shop {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let stream = started.elapsed();
+    let took = started.elapsed();
+    let cpu = cpu_start.until(&super::cpu::sample(child.id()));
     super::support::harness::terminate(&mut child, Duration::from_secs(30));
-    let stream_dead = one("SELECT count(*) FROM duplex.dead_letter").await;
-    let stream_items = one("SELECT count(*) FROM order_items WHERE order_id IS NULL").await;
-    progress(&format!("shop: caught up in {:.1} s", stream.as_secs_f64()));
-    let verify = if super::env_flag("BENCH_VERIFY", true) {
-        let sources: Vec<&str> = rows.iter().map(|(t, _)| t.as_str()).collect();
-        let total: i64 = rows.iter().map(|(_, n)| n).sum::<i64>() + stream_rows;
-        let what = format!(
-            "the mapping-set shop ({} source rows, 12 entries)",
-            super::thousands(total as f64)
-        );
-        Some(
-            super::verify::run(
-                (&what, false),
-                &work,
-                &dbs,
-                total,
-                (
-                    &sources,
-                    &[
-                        "orders",
-                        "order_items",
-                        "products",
-                        "sellers",
-                        "users",
-                        "cities",
-                        "order_statuses",
-                    ],
-                ),
-            )
-            .await,
-        )
-    } else {
-        None
-    };
-    Shop {
-        verify,
-        stream_orders,
-        stream_rows,
-        stream_write,
-        stream,
-        stream_dead,
-        stream_items,
-        orders,
-        rows,
-        select,
-        copy,
-        duplex,
-        reports,
-        crm_orders,
-        dead_letters,
-    }
+    progress(&format!("shop: caught up in {:.1} s", took.as_secs_f64()));
+    (took, cpu)
 }
 
 pub fn lines(s: &Shop) -> Vec<Line> {
     let total = s.total_rows();
-    let rate = per_second(total, s.duplex);
-    let slower = per_second(total, s.select.max(s.copy));
+    let (select, copy, duplex) = (median(&s.selects), median(&s.copies), median(&s.duplexes));
+    let rate = per_second(total, duplex);
+    let slower = per_second(total, select.max(copy));
     let ratio = rate / slower.max(1e-9);
     let mut out = vec![[
         format!(
-            "mapping set: `duplex snapshot` of a generated shop through mappings/bitrix ({} orders; {} rows in 11 tables)",
+            "mapping set: `duplex snapshot` of a generated shop through mappings/bitrix ({} orders; {} rows in 11 tables), median of {RUNS} interleaved runs",
             thousands(s.orders as f64),
             thousands(total as f64)
         ),
-        format!("{} rows/s ({:.1} s)", thousands(rate), s.duplex.as_secs_f64()),
         format!(
-            "SELECT * {} rows/s ({:.1} s); text COPY {} rows/s ({:.1} s)",
-            thousands(per_second(total, s.select)),
-            s.select.as_secs_f64(),
-            thousands(per_second(total, s.copy)),
-            s.copy.as_secs_f64()
+            "{} rows/s ({:.1} s; runs {})",
+            thousands(rate),
+            duplex.as_secs_f64(),
+            seconds(&s.duplexes)
+        ),
+        format!(
+            "SELECT * {} rows/s ({:.1} s; runs {}); text COPY {} rows/s ({:.1} s; runs {})",
+            thousands(per_second(total, select)),
+            select.as_secs_f64(),
+            seconds(&s.selects),
+            thousands(per_second(total, copy)),
+            copy.as_secs_f64(),
+            seconds(&s.copies)
         ),
         format!("{ratio:.3} of the slower"),
         format!("≥ {TARGET_COPY_RATIO} of the slower"),
@@ -356,24 +454,27 @@ pub fn lines(s: &Shop) -> Vec<Line> {
             ]);
         }
     }
-    let rate = per_second(s.stream_rows, s.stream);
-    let source = per_second(s.stream_rows, s.stream_write);
+    let (stream, write) = (median(&s.streams), median(&s.writes));
+    let rate = per_second(s.stream_rows, stream);
+    let source = per_second(s.stream_rows, write);
     out.push([
         format!(
-            "mapping set: stream catch-up, {} orders saved as Bitrix does (order + basket + properties, one txn each; {} rows)",
+            "mapping set: stream catch-up, {} orders saved as Bitrix does (order + basket + properties, one txn each; {} rows), median of {RUNS} interleaved runs",
             thousands(s.stream_orders as f64),
             thousands(s.stream_rows as f64)
         ),
         format!(
-            "{} rows/s, {} orders/s ({:.1} s)",
+            "{} rows/s, {} orders/s ({:.1} s; runs {})",
             thousands(rate),
-            thousands(s.stream_orders as f64 / s.stream.as_secs_f64().max(1e-9)),
-            s.stream.as_secs_f64()
+            thousands(s.stream_orders as f64 / stream.as_secs_f64().max(1e-9)),
+            stream.as_secs_f64(),
+            seconds(&s.streams)
         ),
         format!(
-            "MariaDB taking those txns: {} rows/s ({:.1} s, 1 connection)",
+            "MariaDB taking those txns: {} rows/s ({:.1} s, 1 connection; runs {})",
             thousands(source),
-            s.stream_write.as_secs_f64()
+            write.as_secs_f64(),
+            seconds(&s.writes)
         ),
         format!("{:.2}", rate / source.max(1e-9)),
         format!("≥ {TARGET_STREAM_RATIO} of the shop's one connection"),
@@ -398,6 +499,7 @@ pub fn lines(s: &Shop) -> Vec<Line> {
     out
 }
 
-pub fn notes(_s: &Shop) -> String {
-    "- mapping set: the raw legs move the same rows with no mapping at all (text in, text out, no keys, no indexes), so the ratio says what the mapping costs, not how close duplex gets to the hardware: duplex filters, maps and parses each row, upserts into keyed and indexed CRM tables, keeps every property value in `duplex.pivot` and recomputes the pivoted columns from it, and resolves the look-ups of every row it writes. The plain one-table copy is the snapshot line above.\n".into()
+pub fn notes(s: &Shop) -> String {
+    format!("- CPU, % of one core (2 cores = 200 %), mapping set, last round: copy (spawn → exit) {}; stream catch-up (spawn → last order visible) {}.\n", s.copy_cpu, s.stream_cpu)
+    + "- mapping set: the raw legs move the same rows with no mapping at all (text in, text out, no keys, no indexes), so the ratio says what the mapping costs, not how close duplex gets to the hardware: duplex filters, maps and parses each row, upserts into keyed and indexed CRM tables, keeps every property value in `duplex.pivot` and recomputes the pivoted columns from it, and resolves the look-ups of every row it writes. The plain one-table copy is the snapshot line above. Stream rounds each write new orders (duplex stopped) and then catch up; copy rounds after the first empty the CRM tables, `duplex.pivot` and the copy progress first.\n"
 }

@@ -39,8 +39,10 @@ use crate::telemetry;
 /// Rows (and transaction boundaries) encoded and waiting for the writer, as a multiple of
 /// `chunk_rows`. Counting rows, not events, lets thousands of one-row transactions queue up —
 /// so the writer groups them into large target transactions — while a huge transaction still
-/// holds only a few chunks in memory.
-const ENCODED_CHUNKS_IN_FLIGHT: usize = 4;
+/// holds only a few chunks in memory. More than a sink's write unit (PostgreSQL: 5,000 rows):
+/// while the target takes one write, the source and the encoder prepare the next, so neither
+/// side waits for the other (with 4 chunks, the target sat idle while they refilled).
+const ENCODED_CHUNKS_IN_FLIGHT: usize = 8;
 /// Source events in flight between the source and the sink (each a chunk of at most
 /// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
 /// decoded rows in memory, which for wide tables with two images per update matters.

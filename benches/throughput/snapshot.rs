@@ -42,6 +42,10 @@ pub struct Snapshot {
     cpu: Duration,
     /// Runs of each measurement; the times are medians.
     runs: i64,
+    /// Each run's `duplex snapshot`, in the order run.
+    duplexes: Vec<Duration>,
+    /// The resync of the emptied table (`--table`) after the runs.
+    resync: Duration,
     copied: i64,
     mismatches: i64,
     report: String,
@@ -87,25 +91,27 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
     let mut select_bytes = 0;
     let mut peak_rss_kb = 0;
     let mut report = String::new();
-    for run in 0..runs {
+    for _ in 0..runs {
         let (select, bytes) = raw_select(dbs, rows).await;
         selects.push(select);
         select_bytes = bytes;
         copies.push(copy_reference(&pg, rows).await);
-        pg.batch_execute("TRUNCATE b_sale_order")
+        // Each run is the same first copy: the table emptied and duplex's progress row gone.
+        pg.batch_execute("TRUNCATE b_sale_order; DELETE FROM duplex.snapshot")
             .await
             .expect("empty b_sale_order");
-        let args: &[&str] = if run == 0 {
-            &["snapshot"]
-        } else {
-            &["snapshot", "--table", "b_sale_order"]
-        };
-        let (elapsed, cpu, rss_kb, line) = duplex_snapshot(&work, args).await;
+        let (elapsed, cpu, rss_kb, line) = duplex_snapshot(&work, &["snapshot"]).await;
         duplexes.push(elapsed);
         cpus.push(cpu);
         peak_rss_kb = peak_rss_kb.max(rss_kb);
         report = line;
     }
+    // A resync (`--table`: the target ends as the source, rows it no longer has pruned) into
+    // the emptied table, once.
+    pg.batch_execute("TRUNCATE b_sale_order")
+        .await
+        .expect("empty b_sale_order");
+    let (resync, _, _, _) = duplex_snapshot(&work, &["snapshot", "--table", "b_sale_order"]).await;
     let (select, copy, duplex, cpu) = (
         median(&selects),
         median(&copies),
@@ -171,6 +177,8 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         peak_rss_kb,
         cpu,
         runs,
+        duplexes,
+        resync,
         copied,
         mismatches,
         report,
@@ -340,10 +348,11 @@ pub fn lines(s: &Snapshot) -> Vec<Line> {
                 thousands(s.rows as f64)
             ),
             format!(
-                "{} rows/s, {:.1} MB/s ({:.1} s; duplex CPU {:.1} s)",
+                "{} rows/s, {:.1} MB/s ({:.1} s; runs {}; duplex CPU {:.1} s)",
                 thousands(rate),
                 mbps(s.duplex),
                 s.duplex.as_secs_f64(),
+                super::seconds(&s.duplexes),
                 s.cpu.as_secs_f64()
             ),
             format!(
@@ -431,9 +440,13 @@ pub fn notes(s: &Snapshot) -> String {
         "- snapshot: medians of {} interleaved runs of each measurement (`BENCH_SNAPSHOT_RUNS`); \
          duplex's own report of the last: `{}`. Time runs from spawning `duplex snapshot` to its exit \
          (connecting, reading the schemas, the consistent-snapshot transaction and the progress rows \
-         included); runs after the first empty the table and use `--table b_sale_order`. MB/s uses \
-         the bytes of the values `SELECT *` returned.\n",
+         included); every run is the same first copy (runs after the first empty the table and \
+         delete duplex's progress row). Then a resync (`duplex snapshot --table b_sale_order`, which \
+         also prunes the rows the source no longer has, chunk by chunk) into the emptied table took \
+         {:.1} s; the comparison with the COPY reference is of its rows. MB/s uses the bytes of the \
+         values `SELECT *` returned.\n",
         s.runs,
-        s.report
+        s.report,
+        s.resync.as_secs_f64()
     )
 }

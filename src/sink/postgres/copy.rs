@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::mapping::Plan;
 use crate::model::pg_ident;
 
+/// Bytes of COPY data per message sent.
+const COPY_PIECE: usize = 1 << 20;
+
 /// The DDL creating the session-local staging tables of every plan table (outside any
 /// transaction, when the sink connects).
 pub(super) fn staging_ddl(plan: &Plan) -> String {
@@ -49,16 +52,22 @@ impl PgSink {
             .await
             .map_err(err)?;
         futures_util::pin_mut!(sink);
-        let mut buf = BytesMut::with_capacity(1 << 20);
+        // Sent in pieces of about COPY_PIECE bytes, each filled in a buffer of its own size: a
+        // buffer that grows while filling copies what it holds each time.
+        let mut buf = BytesMut::with_capacity(COPY_PIECE);
         buf.put_slice(b"PGCOPY\n\xff\r\n\0");
         buf.put_i32(0);
         buf.put_i32(0);
         for r in rows {
-            buf.put_i16(r.len() as i16);
-            buf.put_slice(r.as_copy_bytes());
-            if buf.len() >= 1 << 20 {
+            let bytes = r.as_copy_bytes();
+            // The row, its field count and room for the trailer.
+            let need = bytes.len() + 4;
+            if buf.len() + need > buf.capacity() && !buf.is_empty() {
                 sink.send(buf.split().freeze()).await.map_err(err)?;
+                buf.reserve(COPY_PIECE.max(need));
             }
+            buf.put_i16(r.len() as i16);
+            buf.put_slice(bytes);
         }
         buf.put_i16(-1);
         sink.send(buf.split().freeze()).await.map_err(err)?;

@@ -269,14 +269,14 @@ fn encode_int8(v: &Value, out: &mut Vec<u8>) -> Result<()> {
 
 /// A numeric from an integer, a decimal or a float (NaN and the infinities included).
 fn encode_numeric_value(v: &Value, kind: &TargetKind, out: &mut Vec<u8>) -> Result<bool> {
-    let text = match v {
-        Value::Int(i) => i.to_string(),
-        Value::UInt(u) => u.to_string(),
-        Value::Decimal(d) => d.clone(),
+    let text: std::borrow::Cow<'_, str> = match v {
+        Value::Int(i) => i.to_string().into(),
+        Value::UInt(u) => u.to_string().into(),
+        Value::Decimal(d) => d.as_str().into(),
         Value::Float(f) if !f.is_finite() => return encode_numeric_special(*f as f64, out),
         Value::Double(f) if !f.is_finite() => return encode_numeric_special(*f, out),
-        Value::Float(f) => f.to_string(),
-        Value::Double(f) => f.to_string(),
+        Value::Float(f) => f.to_string().into(),
+        Value::Double(f) => f.to_string().into(),
         _ => return Err(mismatch(v, kind)),
     };
     encode_numeric(&text, out)?;

@@ -44,6 +44,8 @@ pub struct Snapshot {
     runs: i64,
     /// Each run's `duplex snapshot`, in the order run.
     duplexes: Vec<Duration>,
+    /// CPU split of the last run (spawn → exit).
+    split: String,
     /// The resync of the emptied table (`--table`) after the runs.
     resync: Duration,
     copied: i64,
@@ -88,6 +90,7 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
     // drifts by a quarter from one run to the next.
     let runs = super::env_number("BENCH_SNAPSHOT_RUNS", 3).max(1);
     let (mut selects, mut copies, mut duplexes, mut cpus) = (vec![], vec![], vec![], vec![]);
+    let mut split = String::new();
     let mut select_bytes = 0;
     let mut peak_rss_kb = 0;
     let mut report = String::new();
@@ -100,7 +103,7 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         pg.batch_execute("TRUNCATE b_sale_order; DELETE FROM duplex.snapshot")
             .await
             .expect("empty b_sale_order");
-        let (elapsed, cpu, rss_kb, line) = duplex_snapshot(&work, &["snapshot"]).await;
+        let (elapsed, cpu, rss_kb, line) = duplex_snapshot(&work, &["snapshot"], &mut split).await;
         duplexes.push(elapsed);
         cpus.push(cpu);
         peak_rss_kb = peak_rss_kb.max(rss_kb);
@@ -111,7 +114,12 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
     pg.batch_execute("TRUNCATE b_sale_order")
         .await
         .expect("empty b_sale_order");
-    let (resync, _, _, _) = duplex_snapshot(&work, &["snapshot", "--table", "b_sale_order"]).await;
+    let (resync, _, _, _) = duplex_snapshot(
+        &work,
+        &["snapshot", "--table", "b_sale_order"],
+        &mut String::new(),
+    )
+    .await;
     let (select, copy, duplex, cpu) = (
         median(&selects),
         median(&copies),
@@ -178,6 +186,7 @@ pub async fn run(dbs: &TestDbs, rows: i64) -> Snapshot {
         cpu,
         runs,
         duplexes,
+        split,
         resync,
         copied,
         mismatches,
@@ -207,17 +216,25 @@ pub fn strip_ansi(line: &str) -> String {
 }
 
 /// Runs `duplex <args>` to its end: (time, CPU time, peak RSS in kB, its report line).
-async fn duplex_snapshot(work: &Workdir, args: &[&str]) -> (Duration, Duration, u64, String) {
+/// The CPU split (see `cpu`) goes into `split`.
+async fn duplex_snapshot(
+    work: &Workdir,
+    args: &[&str],
+    split: &mut String,
+) -> (Duration, Duration, u64, String) {
     progress(&format!("duplex {}", args.join(" ")));
     let log_before = work.log().len();
     let started = Instant::now();
     let mut child = work.start_cmd(args);
     let pid = child.id();
+    let cpu_start = super::cpu::sample(pid);
+    let mut cpu_end = super::cpu::sample(pid);
     let mut peak_rss_kb = 0;
     let mut cpu_ticks = 0u64;
     let status = loop {
         if let Some(t) = super::cpu::ticks(pid) {
             cpu_ticks = t;
+            cpu_end = super::cpu::sample(pid);
         }
         if let Some(kb) = super::status_kb(pid, "VmHWM") {
             peak_rss_kb = peak_rss_kb.max(kb);
@@ -244,7 +261,8 @@ async fn duplex_snapshot(work: &Workdir, args: &[&str]) -> (Duration, Duration, 
             }
         })
         .unwrap_or_default();
-    progress(&format!("took {:.1} s", elapsed.as_secs_f64()));
+    *split = cpu_start.until(&cpu_end);
+    progress(&format!("took {:.1} s ({split})", elapsed.as_secs_f64()));
     (
         elapsed,
         Duration::from_millis(cpu_ticks * 10),
@@ -441,12 +459,13 @@ pub fn notes(s: &Snapshot) -> String {
          duplex's own report of the last: `{}`. Time runs from spawning `duplex snapshot` to its exit \
          (connecting, reading the schemas, the consistent-snapshot transaction and the progress rows \
          included); every run is the same first copy (runs after the first empty the table and \
-         delete duplex's progress row). Then a resync (`duplex snapshot --table b_sale_order`, which \
+         delete duplex's progress row); CPU, % of one core (2 cores = 200 %), the last run: {}. Then a resync (`duplex snapshot --table b_sale_order`, which \
          also prunes the rows the source no longer has, chunk by chunk) into the emptied table took \
          {:.1} s; the comparison with the COPY reference is of its rows. MB/s uses the bytes of the \
          values `SELECT *` returned.\n",
         s.runs,
         s.report,
+        s.split,
         s.resync.as_secs_f64()
     )
 }

@@ -9,7 +9,7 @@
 //! to back (`queue`) up to the next large run, which goes through COPY (`copy`). Counts applied
 //! rows.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::encode::EncodedRow;
 use super::guard::Answer;
@@ -35,6 +35,8 @@ pub(super) struct Run {
     rows: Vec<EncodedRow>,
     /// Pivot runs: the cells (rows stay empty).
     cells: Vec<PivotCell>,
+    /// Pivot runs: the row keys (as text) of the cells, for [`Run::may_touch`].
+    cell_rows: HashSet<String>,
     by_key: HashMap<Vec<u8>, usize>,
     /// Guarded changes held back in their place (rows and cells stay empty): checked and
     /// turned into upserts at the next settle, or (`cas`) written by their conditional UPDATE
@@ -57,6 +59,7 @@ impl Run {
             inserts_only: true,
             rows: Vec::new(),
             cells: Vec::new(),
+            cell_rows: HashSet::new(),
             by_key: HashMap::new(),
             held: Vec::new(),
             cas: false,
@@ -74,6 +77,11 @@ impl Run {
     /// Puts a row (or pivot cell) with key `key` in the run: in place of the one with that key,
     /// or at the end. True when it is a new key.
     fn put(&mut self, key: Vec<u8>, item: Item) -> bool {
+        if let Item::Cell(cell) = &item {
+            if !self.cell_rows.contains(&cell.key) {
+                self.cell_rows.insert(cell.key.clone());
+            }
+        }
         let at = self.by_key.get(&key).copied();
         match (item, at) {
             (Item::Row(row), Some(i)) => self.rows[i] = row,
@@ -115,7 +123,7 @@ impl Run {
             return self.by_key.contains_key(key);
         }
         match (self.kind, key_text) {
-            (Kind::Pivot, Some(k)) => self.cells.iter().any(|c| c.key == k),
+            (Kind::Pivot, Some(k)) => self.cell_rows.contains(k),
             _ => true,
         }
     }

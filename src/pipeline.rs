@@ -39,10 +39,12 @@ use crate::telemetry;
 /// Rows (and transaction boundaries) encoded and waiting for the writer, as a multiple of
 /// `chunk_rows`. Counting rows, not events, lets thousands of one-row transactions queue up —
 /// so the writer groups them into large target transactions — while a huge transaction still
-/// holds only a few chunks in memory. More than a sink's write unit (PostgreSQL: 5,000 rows):
-/// while the target takes one write, the source and the encoder prepare the next, so neither
-/// side waits for the other (with 4 chunks, the target sat idle while they refilled).
-const ENCODED_CHUNKS_IN_FLIGHT: usize = 8;
+/// holds only a few chunks in memory. A sink that writes its buffered rows at once
+/// ([`Sink::write_unit`]) gets that many rows more: while the target takes one write, the source
+/// and the encoder prepare the next, so neither side waits for the other (PostgreSQL's 5,000
+/// rows against 4 chunks had the target idle while they refilled: a 500k-row catch-up took
+/// 6.3 s, not 4.7).
+const ENCODED_CHUNKS_IN_FLIGHT: usize = 4;
 /// Source events in flight between the source and the sink (each a chunk of at most
 /// `chunk_rows` rows): with the chunk being built and the one being applied, this bounds the
 /// decoded rows in memory, which for wide tables with two images per update matters.
@@ -568,7 +570,7 @@ async fn drive<S: Sink, Src: Source + Send + 'static>(
     let (etx, erx) = mpsc::unbounded_channel();
     // A chunk's rows plus its Begin and Commit must fit, or a whole chunk could never be let in.
     let budget = Arc::new(Semaphore::new(
-        cfg.apply.chunk_rows.max(1) * ENCODED_CHUNKS_IN_FLIGHT + 2,
+        cfg.apply.chunk_rows.max(1) * ENCODED_CHUNKS_IN_FLIGHT + sink.write_unit() + 2,
     ));
     let encoder_task = tokio::spawn(encode_stage(
         sink.encoder(),

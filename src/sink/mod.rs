@@ -82,6 +82,13 @@ pub trait Sink {
     /// A new encoder for this sink's mapping plan.
     fn encoder(&self) -> Self::Encoder;
 
+    /// Buffered rows the sink writes at once inside a transaction (0: it writes as changes
+    /// come). The pipeline keeps more than this encoded ahead, so that the next write is ready
+    /// when one ends.
+    fn write_unit(&self) -> usize {
+        0
+    }
+
     /// The position to resume from.
     fn checkpoint(&mut self) -> impl std::future::Future<Output = Result<Option<Position>>> + Send;
 

@@ -361,6 +361,10 @@ impl Sink for PgSink {
         PgEncoder::new(self.plan.clone(), self.tz).with_relays(self.relays.clone(), &self.pipeline)
     }
 
+    fn write_unit(&self) -> usize {
+        run::FLUSH_ROWS
+    }
+
     async fn checkpoint(&mut self) -> Result<Option<Position>> {
         checkpoint::load(
             &self.client,

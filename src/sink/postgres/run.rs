@@ -20,9 +20,9 @@ use crate::error::Result;
 /// Runs at least this long are written through COPY.
 const COPY_MIN_ROWS: usize = 500;
 /// Buffered rows beyond this are written out (inside the open transaction) to bound memory.
-/// Below the pipeline's encoded rows in flight, so the next write is ready when one ends;
-/// a snapshot chunk (5,000 rows by default) is one write.
-const FLUSH_ROWS: usize = 5_000;
+/// The pipeline keeps more than this encoded ahead (see `Sink::write_unit`); a snapshot chunk
+/// (5,000 rows by default) is one write.
+pub(super) const FLUSH_ROWS: usize = 5_000;
 /// Runs looked back over for one a change may join.
 const MERGE_LOOKBACK: usize = 16;
 

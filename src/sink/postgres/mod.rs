@@ -424,8 +424,12 @@ impl Sink for PgSink {
             let Some(key) = t.prune_key() else { continue };
             self.begin().await?;
             let k = crate::model::pg_ident(key);
+            // `{k}::int8` in the key list test: an int4 key against the int8 array takes the
+            // cross-type operator, which PostgreSQL tests element by element (50 ms per
+            // 5,000-row chunk); int8 against int8 is hashed (0.7 ms). The range tests stay on
+            // the bare column, so the index serves them.
             let sql = format!(
-                "DELETE FROM {} WHERE ($1::int8 IS NULL OR {k} > $1) AND ($2::int8 IS NULL OR {k} <= $2) AND NOT ({k} = ANY($3::int8[]))",
+                "DELETE FROM {} WHERE ($1::int8 IS NULL OR {k} > $1) AND ($2::int8 IS NULL OR {k} <= $2) AND NOT ({k}::int8 = ANY($3::int8[]))",
                 t.target.pg_quoted()
             );
             let keep: Vec<i64> = keep.to_vec();

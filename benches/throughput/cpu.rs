@@ -61,12 +61,19 @@ fn postgres_ticks() -> u64 {
 }
 
 pub fn sample(duplex_pid: u32) -> Sample {
+    sample_with(ticks(duplex_pid).unwrap_or(0), Instant::now())
+}
+
+/// The servers' and the bench's ticks now, with duplex's ticks and the instant given: for a
+/// duplex that has exited (its last reading and exit time), sampled once the PostgreSQL backend
+/// it used has been reaped into the postmaster's children's time.
+pub fn sample_with(duplex_ticks: u64, at: Instant) -> Sample {
     let ticks_of = |pid: Option<u32>| pid.and_then(ticks).unwrap_or(0);
     let mariadbd = pid_file(&support::servers().mysql_dir.join("mysqld.pid"));
     Sample {
-        at: Instant::now(),
+        at,
         ticks: [
-            ticks_of(Some(duplex_pid)),
+            duplex_ticks,
             postgres_ticks(),
             ticks_of(mariadbd),
             ticks_of(Some(std::process::id())),

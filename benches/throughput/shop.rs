@@ -331,24 +331,10 @@ async fn raw_write(
 async fn snapshot(work: &Workdir) -> (Duration, String, Vec<(String, i64, f64)>) {
     progress("shop: duplex snapshot through mappings/bitrix");
     let log_before = work.log().len();
-    let started = Instant::now();
-    let mut child = work.start_cmd(&["snapshot"]);
-    let cpu_start = super::cpu::sample(child.id());
-    let mut cpu_end = super::cpu::sample(child.id());
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait for duplex snapshot") {
-            break status;
-        }
-        cpu_end = super::cpu::sample(child.id());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let took = started.elapsed();
+    let mut split = String::new();
+    let (took, ..) = super::snapshot::duplex_snapshot(work, &["snapshot"], &mut split).await;
     let log = work.log();
     let out = &log[log_before..];
-    assert!(
-        status.success(),
-        "duplex snapshot failed ({status}):\n{out}"
-    );
     for l in out
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
@@ -371,8 +357,7 @@ async fn snapshot(work: &Workdir) -> (Duration, String, Vec<(String, i64, f64)>)
             Some((table, n.trim().parse().ok()?, secs.trim().parse().ok()?))
         })
         .collect();
-    progress(&format!("shop: took {:.1} s", took.as_secs_f64()));
-    (took, cpu_start.until(&cpu_end), reports)
+    (took, split, reports)
 }
 
 /// `duplex run` from spawn until order `last` is in the CRM: (time, CPU split).

@@ -217,7 +217,7 @@ pub fn strip_ansi(line: &str) -> String {
 
 /// Runs `duplex <args>` to its end: (time, CPU time, peak RSS in kB, its report line).
 /// The CPU split (see `cpu`) goes into `split`.
-async fn duplex_snapshot(
+pub async fn duplex_snapshot(
     work: &Workdir,
     args: &[&str],
     split: &mut String,
@@ -228,13 +228,11 @@ async fn duplex_snapshot(
     let mut child = work.start_cmd(args);
     let pid = child.id();
     let cpu_start = super::cpu::sample(pid);
-    let mut cpu_end = super::cpu::sample(pid);
     let mut peak_rss_kb = 0;
     let mut cpu_ticks = 0u64;
     let status = loop {
         if let Some(t) = super::cpu::ticks(pid) {
             cpu_ticks = t;
-            cpu_end = super::cpu::sample(pid);
         }
         if let Some(kb) = super::status_kb(pid, "VmHWM") {
             peak_rss_kb = peak_rss_kb.max(kb);
@@ -245,6 +243,10 @@ async fn duplex_snapshot(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let elapsed = started.elapsed();
+    let ended = Instant::now();
+    // The servers are read once the backend duplex used is gone (reaped by the postmaster).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cpu_end = super::cpu::sample_with(cpu_ticks, ended);
     let log = work.log();
     assert!(
         status.success(),

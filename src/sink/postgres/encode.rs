@@ -582,54 +582,48 @@ pub fn encode_numeric(text: &str, out: &mut Vec<u8>) -> Result<()> {
     {
         return Err(bad());
     }
-    let dscale = frac_part.len() as u16;
+    let dscale = u16::try_from(frac_part.len()).map_err(|_| bad())?;
     let int_part = int_part.trim_start_matches('0');
-    // Base-10000 groups: integer digits grouped from the point leftwards, fraction rightwards.
-    let mut digits: Vec<i16> = Vec::new();
+    // Base-10000 groups: integer digits grouped from the point leftwards, fraction rightwards
+    // (its last group padded with zeros). Written straight after the header, without leading
+    // zero groups (the weight says where the first one is) or trailing ones.
     let lead = int_part.len() % 4;
-    let mut int_groups = 0i16;
-    if lead > 0 {
-        digits.push(int_part[..lead].parse().expect("digits"));
-        int_groups += 1;
-    }
-    for chunk in int_part.as_bytes()[lead..].chunks(4) {
-        digits.push(
-            std::str::from_utf8(chunk)
-                .expect("ascii")
-                .parse()
-                .expect("digits"),
-        );
-        int_groups += 1;
-    }
-    for chunk in frac_part.as_bytes().chunks(4) {
-        let mut s = std::str::from_utf8(chunk).expect("ascii").to_string();
-        while s.len() < 4 {
-            s.push('0');
-        }
-        digits.push(s.parse().expect("digits"));
-    }
-    let mut weight = int_groups - 1;
-    // Strip leading zero groups (adjusting the weight) and trailing zero groups.
-    let first_nonzero = digits.iter().position(|d| *d != 0);
-    let (digits, weight) = match first_nonzero {
-        None => (Vec::new(), 0),
-        Some(p) => {
-            weight -= p as i16;
-            let mut d = digits[p..].to_vec();
-            while d.last() == Some(&0) {
-                d.pop();
-            }
-            (d, weight)
-        }
+    let mut weight = i16::try_from(int_part.len().div_ceil(4)).map_err(|_| bad())? - 1;
+    let value = |chunk: &[u8], width: usize| -> i16 {
+        let v = chunk.iter().fold(0i16, |v, b| v * 10 + i16::from(b - b'0'));
+        v * 10i16.pow((width - chunk.len()) as u32)
     };
-    let sign: u16 = if neg && !digits.is_empty() { 0x4000 } else { 0 };
-    out.extend_from_slice(&(digits.len() as i16).to_be_bytes());
-    out.extend_from_slice(&weight.to_be_bytes());
-    out.extend_from_slice(&sign.to_be_bytes());
-    out.extend_from_slice(&dscale.to_be_bytes());
-    for d in digits {
-        out.extend_from_slice(&d.to_be_bytes());
+    let int = int_part.as_bytes();
+    let groups = (lead > 0)
+        .then(|| value(&int[..lead], lead))
+        .into_iter()
+        .chain(int[lead..].chunks(4).map(|c| value(c, 4)))
+        .chain(frac_part.as_bytes().chunks(4).map(|c| value(c, 4)));
+    let head = out.len();
+    out.extend_from_slice(&[0; 8]);
+    let (mut first_weight, mut written, mut kept) = (None, 0usize, 0usize);
+    for v in groups {
+        if first_weight.is_none() {
+            if v == 0 {
+                weight -= 1;
+                continue;
+            }
+            first_weight = Some(weight);
+        }
+        out.extend_from_slice(&v.to_be_bytes());
+        written += 1;
+        if v != 0 {
+            kept = written;
+        }
+        weight -= 1;
     }
+    out.truncate(head + 8 + 2 * kept);
+    let ndigits = i16::try_from(kept).map_err(|_| bad())?;
+    let sign: u16 = if neg && kept > 0 { 0x4000 } else { 0 };
+    out[head..head + 2].copy_from_slice(&ndigits.to_be_bytes());
+    out[head + 2..head + 4].copy_from_slice(&first_weight.unwrap_or(0).to_be_bytes());
+    out[head + 4..head + 6].copy_from_slice(&sign.to_be_bytes());
+    out[head + 6..head + 8].copy_from_slice(&dscale.to_be_bytes());
     Ok(())
 }
 
@@ -659,6 +653,16 @@ mod tests {
         );
         assert_eq!(num("10000"), (1, 1, 0, 0, vec![1]));
         assert_eq!(num("0.5"), (1, -1, 0, 1, vec![5000]));
+        assert_eq!(num("1.00005"), (3, 0, 0, 5, vec![1, 0, 5000]));
+        assert_eq!(num("-0.00005"), (1, -2, 0x4000, 5, vec![5000]));
+        assert_eq!(num("00120000.0000"), (1, 1, 0, 4, vec![12]));
+        assert_eq!(num("+7"), (1, 0, 0, 0, vec![7]));
+        assert_eq!(num(".25"), (1, -1, 0, 2, vec![2500]));
+        assert_eq!(num("-0"), (0, 0, 0, 0, vec![]));
+        // Appended after what the buffer holds.
+        let mut out = vec![9u8];
+        encode_numeric("3", &mut out).unwrap();
+        assert_eq!(out, [9, 0, 1, 0, 0, 0, 0, 0, 0, 0, 3]);
         assert!(encode_numeric("1e5", &mut Vec::new()).is_err());
         assert!(encode_numeric("-", &mut Vec::new()).is_err());
     }

@@ -445,6 +445,7 @@ async fn a_generated_shop_is_replicated_field_by_field() {
     let pg = dbs.pg().await;
     let mut shop = shop::generate(&mut my, 7, 300, 2000).await;
     work.setup();
+    pivot_keys_compare_bytes_after_setup(&pg, &work).await;
     let (ok, out) = work.run_cmd(&["check"]);
     assert!(ok, "duplex check failed on the shipped mapping set:\n{out}");
     let mut child = work.start();
@@ -535,6 +536,47 @@ async fn a_generated_shop_is_replicated_field_by_field() {
 /// The copy wrote every order item once, its look-ups (order, product) filled as it was
 /// written: orders and products are copied first, and the item's statement reads them, so no
 /// item is updated afterwards (PostgreSQL's own row counters say so).
+/// The pivot table's key columns are `COLLATE "C"`; a table an earlier version made (in the
+/// database's collation) is altered by `duplex setup`, keeping its rows.
+async fn pivot_keys_compare_bytes_after_setup(pg: &tokio_postgres::Client, work: &Workdir) {
+    let collations = || async {
+        pg.query_one(
+            "SELECT string_agg(attname || '=' || attcollation::regcollation::text, ',' ORDER BY attnum) \
+             FROM pg_attribute WHERE attrelid = 'duplex.pivot'::regclass \
+             AND attname IN ('pipeline', 'target', 'key', 'col')",
+            &[],
+        )
+        .await
+        .expect("read the pivot table's collations")
+        .get::<_, String>(0)
+    };
+    let bytes = r#"pipeline="C",target="C",key="C",col="C""#;
+    assert_eq!(collations().await, bytes, "a new pivot table");
+    pg.batch_execute(
+        "ALTER TABLE duplex.pivot ALTER COLUMN key TYPE text COLLATE \"default\", \
+                                  ALTER COLUMN col TYPE text COLLATE \"default\"; \
+         INSERT INTO duplex.pivot VALUES ('earlier', 'public.orders', '1', 'recipient', 1, 'kept')",
+    )
+    .await
+    .expect("make the pivot table an earlier version's");
+    assert_ne!(collations().await, bytes);
+    work.setup();
+    assert_eq!(
+        collations().await,
+        bytes,
+        "after setup on an earlier pivot table"
+    );
+    let kept = pg
+        .query_one(
+            "DELETE FROM duplex.pivot WHERE pipeline = 'earlier' AND key = '1' RETURNING value",
+            &[],
+        )
+        .await
+        .expect("the earlier row")
+        .get::<_, String>(0);
+    assert_eq!(kept, "kept");
+}
+
 async fn copy_wrote_each_item_once(pg: &tokio_postgres::Client, my: &mut mysql_async::Conn) {
     // Basket rows of an order (a cart's rows have none and are not copied).
     let baskets: i64 = my

@@ -533,9 +533,6 @@ async fn a_generated_shop_is_replicated_field_by_field() {
     stop_cleanly(&mut child, &work);
 }
 
-/// The copy wrote every order item once, its look-ups (order, product) filled as it was
-/// written: orders and products are copied first, and the item's statement reads them, so no
-/// item is updated afterwards (PostgreSQL's own row counters say so).
 /// The pivot table's key columns are `COLLATE "C"`; a table an earlier version made (in the
 /// database's collation) is altered by `duplex setup`, keeping its rows.
 async fn pivot_keys_compare_bytes_after_setup(pg: &tokio_postgres::Client, work: &Workdir) {
@@ -577,6 +574,9 @@ async fn pivot_keys_compare_bytes_after_setup(pg: &tokio_postgres::Client, work:
     assert_eq!(kept, "kept");
 }
 
+/// The copy wrote every order item once, its look-ups (order, product) filled as it was
+/// written: orders and products are copied first, and the item's statement reads them, so no
+/// item is updated afterwards (PostgreSQL's own row counters say so).
 async fn copy_wrote_each_item_once(pg: &tokio_postgres::Client, my: &mut mysql_async::Conn) {
     // Basket rows of an order (a cart's rows have none and are not copied).
     let baskets: i64 = my

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use mysql_async::binlog::events::{RowsEventData, TableMapEvent};
+use mysql_common::binlog::decimal::{decimal_bin_size, DIG_PER_DEC, DIG_TO_BYTES};
 use mysql_common::binlog::value::BinlogValue;
 use mysql_common::constants::ColumnType;
 use mysql_common::io::ParseBuf;
@@ -95,29 +96,30 @@ fn read_image<'a>(
             values.push(Value::Null);
             continue;
         }
-        if *ty == ColumnType::MYSQL_TYPE_NEWDECIMAL {
-            if let Some((text, len)) = decimal_text(buf, meta) {
+        let fast = (*ty == ColumnType::MYSQL_TYPE_NEWDECIMAL)
+            .then(|| decimal_text(buf, meta))
+            .flatten();
+        let raw: BinlogValue<'_> = match fast {
+            Some((text, len)) => {
                 *buf = &buf[len..];
-                let raw = BinlogValue::Value(mysql_common::Value::Bytes(text));
-                values.push(match decode(raw, col) {
-                    Ok(v) => v,
-                    Err(e) if e.kind() == ErrorKind::Convert => Value::Unreadable(e.to_string()),
-                    Err(e) => return Err(e.context(format!("table {}", schema.name))),
-                });
-                continue;
+                BinlogValue::Value(mysql_common::Value::Bytes(text))
             }
-        }
-        let mut pb = ParseBuf(buf);
-        // Signedness is applied from the column facts in `decode`, so the parser reads raw.
-        let raw: BinlogValue<'_> = pb
-            .parse((*ty, meta.as_slice(), false, false))
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::SourceDefinite,
-                    format!("decoding column {} of {}: {e}", col.name, schema.name),
-                )
-            })?;
-        *buf = pb.0;
+            None => {
+                let mut pb = ParseBuf(buf);
+                // Signedness is applied from the column facts in `decode`, so the parser reads
+                // raw.
+                let raw = pb
+                    .parse((*ty, meta.as_slice(), false, false))
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::SourceDefinite,
+                            format!("decoding column {} of {}: {e}", col.name, schema.name),
+                        )
+                    })?;
+                *buf = pb.0;
+                raw
+            }
+        };
         // A value that cannot be converted (an ENUM index past its labels, binary JSON that does
         // not parse) is kept as unreadable: only a mapping that uses the column turns it into a
         // dead letter; the stream goes on.
@@ -129,11 +131,6 @@ fn read_image<'a>(
     }
     Ok(values)
 }
-
-/// Decimal digits in each 4-byte group of a binary DECIMAL, and the bytes a group of n < 9
-/// digits takes.
-const DIGITS_PER_GROUP: usize = 9;
-const GROUP_BYTES: [usize; DIGITS_PER_GROUP + 1] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 
 /// Reads a binary DECIMAL(precision, scale) (`meta` = [precision, scale]) straight into its
 /// text, `[-]int[.frac]` with exactly `scale` fraction digits and no leading zeros: the text the
@@ -152,22 +149,17 @@ fn decimal_text(bytes: &[u8], meta: &[u8]) -> Option<(Vec<u8>, usize)> {
         return None;
     }
     let intg = precision - scale;
-    let (int_lead, int_full) = (intg % DIGITS_PER_GROUP, intg / DIGITS_PER_GROUP);
-    let (frac_full, frac_tail) = (scale / DIGITS_PER_GROUP, scale % DIGITS_PER_GROUP);
-    let size = GROUP_BYTES[int_lead] + 4 * (int_full + frac_full) + GROUP_BYTES[frac_tail];
+    let (int_lead, int_full) = (intg % DIG_PER_DEC, intg / DIG_PER_DEC);
+    let (frac_full, frac_tail) = (scale / DIG_PER_DEC, scale % DIG_PER_DEC);
+    let size = decimal_bin_size(precision, scale);
     let raw = bytes.get(..size)?;
     let negative = raw[0] & 0x80 == 0;
     let mask = if negative { 0xFF } else { 0 };
     let mut at = 0;
     // One group of `digits` digits: its value, or None when it is out of range.
     let mut group = |digits: usize| -> Option<u32> {
-        let n = if digits == DIGITS_PER_GROUP {
-            4
-        } else {
-            GROUP_BYTES[digits]
-        };
         let mut v = 0u32;
-        for _ in 0..n {
+        for _ in 0..DIG_TO_BYTES[digits] {
             let mut b = raw[at] ^ mask;
             if at == 0 {
                 b ^= 0x80;
@@ -181,9 +173,9 @@ fn decimal_text(bytes: &[u8], meta: &[u8]) -> Option<(Vec<u8>, usize)> {
     if negative {
         out.push(b'-');
     }
-    let mut digits = [0u8; DIGITS_PER_GROUP];
     // Writes `v` as `width` digits (zero-padded), or unpadded when `trim`.
-    let put = |out: &mut Vec<u8>, digits: &mut [u8; 9], mut v: u32, width: usize, trim: bool| {
+    let put = |out: &mut Vec<u8>, mut v: u32, width: usize, trim: bool| {
+        let mut digits = [0u8; DIG_PER_DEC];
         for d in digits[..width].iter_mut().rev() {
             *d = b'0' + (v % 10) as u8;
             v /= 10;
@@ -202,11 +194,11 @@ fn decimal_text(bytes: &[u8], meta: &[u8]) -> Option<(Vec<u8>, usize)> {
     let lead = (int_lead > 0).then_some(int_lead);
     for width in lead
         .into_iter()
-        .chain(std::iter::repeat_n(DIGITS_PER_GROUP, int_full))
+        .chain(std::iter::repeat_n(DIG_PER_DEC, int_full))
     {
         let v = group(width)?;
         if started || v != 0 {
-            put(&mut out, &mut digits, v, width, !started);
+            put(&mut out, v, width, !started);
             started = true;
         }
     }
@@ -220,9 +212,9 @@ fn decimal_text(bytes: &[u8], meta: &[u8]) -> Option<(Vec<u8>, usize)> {
     if scale > 0 {
         out.push(b'.');
         let tail = (frac_tail > 0).then_some(frac_tail);
-        for width in std::iter::repeat_n(DIGITS_PER_GROUP, frac_full).chain(tail) {
+        for width in std::iter::repeat_n(DIG_PER_DEC, frac_full).chain(tail) {
             let v = group(width)?;
-            put(&mut out, &mut digits, v, width, false);
+            put(&mut out, v, width, false);
         }
     }
     Some((out, size))
@@ -297,11 +289,7 @@ mod tests {
     fn encode(groups: &[(usize, u32)], negative: bool) -> Vec<u8> {
         let mut out = Vec::new();
         for &(digits, v) in groups {
-            let n = if digits == DIGITS_PER_GROUP {
-                4
-            } else {
-                GROUP_BYTES[digits]
-            };
+            let n = usize::from(DIG_TO_BYTES[digits]);
             out.extend_from_slice(&v.to_be_bytes()[4 - n..]);
         }
         if negative {

@@ -152,7 +152,7 @@ fn set_value(labels: &[String], mask: u64) -> Value {
 }
 
 /// Applies the column's signedness to a raw integer of `bytes` width.
-fn int_value(raw: u64, bytes: u8, unsigned: bool) -> Value {
+pub(super) fn int_value(raw: u64, bytes: u8, unsigned: bool) -> Value {
     let bits = bytes as u32 * 8;
     let mask = if bits >= 64 {
         u64::MAX
@@ -171,7 +171,7 @@ fn int_value(raw: u64, bytes: u8, unsigned: bool) -> Value {
     }
 }
 
-fn timestamp_value(sec: i64, us: i64) -> Value {
+pub(super) fn timestamp_value(sec: i64, us: i64) -> Value {
     if sec == 0 && us == 0 {
         Value::DateTime(DateTime::ZERO)
     } else {

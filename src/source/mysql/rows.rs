@@ -413,6 +413,16 @@ mod tests {
         w
     }
 
+    /// A repeatable pseudo-random sequence (xorshift64) from `state`.
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     fn reference(bytes: &[u8], precision: usize, scale: usize) -> String {
         Decimal::read_bin(bytes, precision, scale, false)
             .unwrap()
@@ -424,13 +434,7 @@ mod tests {
     /// value's size (a trailing byte is left alone).
     #[test]
     fn decimal_text_is_the_parsers_text() {
-        let mut state = 0x0064_6563_696d_616c_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x0064_6563_696d_616c);
         let mut checked = 0;
         for precision in 1..=65usize {
             for scale in 0..=precision.min(30) {
@@ -446,7 +450,7 @@ mod tests {
                             (w, if round == 0 { 0 } else { v })
                         })
                         .collect();
-                    let negative = next() % 2 == 0;
+                    let negative = next().is_multiple_of(2);
                     let mut bytes = encode(&groups, negative);
                     let want = reference(&bytes, precision, scale);
                     bytes.push(0xAB);
@@ -519,13 +523,7 @@ mod tests {
     #[test]
     fn fast_value_is_the_generic_value() {
         use ColumnType::*;
-        let mut state = 0x6661_7374_7661_6c75_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x6661_7374_7661_6c75);
         let (mut cases, mut taken) = ([0; 6], [0; 6]);
         for round in 0..60_000 {
             let pick = next();

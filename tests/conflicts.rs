@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use rand::{RngExt, SeedableRng};
-use support::harness::{mysql_rows, pg_rows, stop_cleanly, Workdir};
+use support::harness::{mysql_rows, pg_count, pg_rows, stop_cleanly, Workdir};
 use support::shop;
 
 type Row = Vec<Option<String>>;
@@ -943,5 +943,134 @@ async fn a_row_deleted_and_inserted_again_in_one_transaction_takes_the_new_value
     .await;
     let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
     assert!(on_pg.is_empty() && on_my.is_empty(), "{on_pg:?} {on_my:?}");
+    stop_cleanly(&mut child, &work);
+}
+
+/// duplex's own write of a table without mirrors, read back in a batch PostgreSQL refuses (a
+/// Bitrix row breaking a CHECK right behind it): careful mode re-applies the batch row by row,
+/// and the own write is there the same conditional UPDATE as in a batch (it carries no texts
+/// to be decided with). The forward writer is held on a locked table while two CRM changes go
+/// to MariaDB and the bad row follows, so they wait in one batch; the first own write, read
+/// back, meets the second CRM value and, Bitrix winning, is written. Both sides end with the
+/// CRM's last value, the bad row is the one dead letter, no conflict is logged, duplex runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_write_in_a_refused_batch_is_applied_row_by_row() {
+    let dbs = support::fresh_dbs("own_careful").await;
+    let mut my = dbs.mysql().await;
+    let pg = dbs.pg().await;
+    my.query_drop(
+        "CREATE TABLE t (id int PRIMARY KEY, status varchar(20)); INSERT INTO t VALUES (1, 'new');
+         CREATE TABLE gate (id int PRIMARY KEY); CREATE TABLE bad (id int PRIMARY KEY, v int)",
+    )
+    .await
+    .unwrap();
+    pg.batch_execute(
+        "CREATE TABLE t (id integer PRIMARY KEY, status text);
+         CREATE TABLE gate (id integer PRIMARY KEY);
+         CREATE TABLE bad (id integer PRIMARY KEY, v integer CHECK (v > 0))",
+    )
+    .await
+    .unwrap();
+    let mapping = "[[table]]\nsource = \"t\"\ntarget = \"t\"\ndirection = \"both\"\nconflict = \"bitrix\"\n[table.column]\nid = \"id\"\nstatus = \"status\"\n\n\
+                   [[table]]\nsource = \"gate\"\ntarget = \"gate\"\ncolumns = \"all\"\n\n\
+                   [[table]]\nsource = \"bad\"\ntarget = \"bad\"\ncolumns = \"all\"\n";
+    let pipeline = support::harness::pipeline_name("own_careful", &dbs);
+    let work = Workdir::new(&dbs, &pipeline, "UTC", &[("t.toml", mapping)]);
+    work.setup();
+    let mut child = work.start();
+    let status = |want: &'static str| {
+        let dbs = dbs.clone();
+        move || -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+            let dbs = dbs.clone();
+            Box::pin(async move {
+                let mut my = dbs.mysql().await;
+                let pg = dbs.pg().await;
+                let m = mysql_rows(&mut my, "SELECT id, status FROM t").await;
+                let p = pg_rows(&pg, "SELECT id::text, status FROM t").await;
+                let row = vec![Some("1".to_string()), Some(want.to_string())];
+                m == p && m == [row]
+            })
+        }
+    };
+    support::harness::wait_for(Duration::from_secs(30), "the copy", &work, status("new")).await;
+    // Hold the forward writer on `gate`.
+    let locker = dbs.pg().await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    my.query_drop("INSERT INTO gate VALUES (1)").await.unwrap();
+    support::harness::wait_for(
+        Duration::from_secs(30),
+        "duplex waiting for the lock on gate",
+        &work,
+        || async {
+            let waiting = pg_rows(
+                &pg,
+                "SELECT count(*)::text FROM pg_locks WHERE NOT granted AND relation = 'gate'::regclass",
+            )
+            .await;
+            waiting[0][0].as_deref() != Some("0")
+        },
+    )
+    .await;
+    // Two CRM changes reach MariaDB (duplex's own writes), and a bad Bitrix row follows them.
+    // The first, read back, meets the second in PostgreSQL: Bitrix wins, so it is written.
+    for s in ["confirmed", "paid"] {
+        pg.execute(&format!("UPDATE t SET status = '{s}' WHERE id = 1"), &[])
+            .await
+            .unwrap();
+        support::harness::wait_for(
+            Duration::from_secs(30),
+            "the CRM's change in MariaDB",
+            &work,
+            || {
+                let dbs = dbs.clone();
+                async move {
+                    let mut my = dbs.mysql().await;
+                    mysql_rows(&mut my, "SELECT status FROM t").await == [vec![Some(s.to_string())]]
+                }
+            },
+        )
+        .await;
+    }
+    my.query_drop("INSERT INTO bad VALUES (1, -1)")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    locker.batch_execute("COMMIT").await.unwrap();
+    support::harness::wait_for(
+        Duration::from_secs(60),
+        "gate's row and bad's dead letter",
+        &work,
+        || async {
+            let letters = pg_rows(&pg, "SELECT count(*)::text FROM duplex.dead_letter").await;
+            pg_count(&pg, "gate").await == 1 && letters[0][0].as_deref() == Some("1")
+        },
+    )
+    .await;
+    support::harness::wait_for(
+        Duration::from_secs(30),
+        "paid on both sides",
+        &work,
+        status("paid"),
+    )
+    .await;
+    let letters = pg_rows(&pg, "SELECT target_table, reason FROM duplex.dead_letter").await;
+    assert!(
+        letters[0][0].as_deref().unwrap_or_default().contains("bad")
+            && letters[0][1]
+                .as_deref()
+                .unwrap_or_default()
+                .contains("check"),
+        "{letters:?}"
+    );
+    assert!(
+        work.log().contains("re-applying row by row"),
+        "the batch was not refused"
+    );
+    let (on_pg, on_my) = conflicts(&dbs, &pipeline).await;
+    assert!(on_pg.is_empty() && on_my.is_empty(), "{on_pg:?} {on_my:?}");
+    assert!(matches!(child.0.try_wait(), Ok(None)), "duplex stopped");
     stop_cleanly(&mut child, &work);
 }

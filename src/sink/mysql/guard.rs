@@ -32,7 +32,7 @@ pub struct MyGuard {
     /// Per guarded column ([`ReversePlan::guarded`] order): the before value as MySQL holds
     /// it, and the MySQL values a map reads as it (several codes for one CRM value); `None`
     /// without a full before image (then any current value other than the new one is a
-    /// conflict).
+    /// conflict), and for a column the change does not carry (nothing asks about it).
     pub(super) before: Vec<Option<(My, Option<Vec<My>>)>>,
     pub(super) txn: String,
     pub(super) commit_time_us: i64,
@@ -50,23 +50,23 @@ pub struct MyGuard {
 impl MyEncoder {
     /// The guard of a change of a table with `both` columns, and the change's values trimmed to
     /// the `both` columns it changed. `None` for other tables.
-    pub(super) fn guard(
+    pub(super) fn guard<'a>(
         &self,
         t: &ReversePlan,
         idx: &[usize],
-        change: &RowChange,
+        change: &'a RowChange,
         values: &mut [Option<My>],
     ) -> Option<Box<MyGuard>> {
         let guarded = t.guarded();
         if guarded.is_empty() {
             return None;
         }
-        let none = Vec::new();
-        let after = change.after.as_ref().unwrap_or(&none);
+        let after: &[Value] = change.after.as_deref().unwrap_or(&[]);
         let before = (change.op == Op::Update && change.image == Image::Full)
             .then_some(change.before.as_ref())
             .flatten();
-        let at = |row: &[Value], c: usize| row.get(idx[c]).cloned().unwrap_or(Value::Null);
+        const NULL: &Value = &Value::Null;
+        let at = |row: &'a [Value], c: usize| row.get(idx[c]).unwrap_or(NULL);
         let mut g = MyGuard {
             before: Vec::with_capacity(guarded.len()),
             txn: self.txn.clone(),
@@ -75,7 +75,7 @@ impl MyEncoder {
             pk: t
                 .key
                 .iter()
-                .map(|&k| newest::source_text(&at(after, k)).unwrap_or_default())
+                .map(|&k| newest::source_text(at(after, k)).unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join(","),
             sources: Vec::with_capacity(guarded.len()),
@@ -89,16 +89,20 @@ impl MyEncoder {
             let a = at(after, c);
             let is_newest = t.columns[c].conflict == Some(Policy::Newest);
             g.sources
-                .push(is_newest.then(|| newest::source_text(&a)).flatten());
+                .push(is_newest.then(|| newest::source_text(a)).flatten());
             let b = before.map(|b| at(b, c));
-            if b.as_ref() == Some(&a) {
-                values[c] = None; // not changed by this change: not carried
+            if b == Some(a) {
+                // Not changed by this change: not carried, so its before value is never asked
+                // about (a status update carries 1 of 75 columns).
+                values[c] = None;
+                g.before.push(None);
+                continue;
             }
             // An insert's before value is NULL.
             let lit = if g.insert {
                 Some((My::NULL, None))
             } else {
-                b.as_ref().and_then(|b| {
+                b.and_then(|b| {
                     let one = self.convert(t, idx, std::iter::once(c), before?).ok()?;
                     Some((one.into_iter().next()??, self.preimages(&t.columns[c], b)))
                 })

@@ -18,7 +18,10 @@ impl PgSink {
         if change.kind == super::Kind::Relay {
             return self.apply_relay(change).await;
         }
-        let (change, conflicts) = if change.guard.is_some() {
+        // duplex's own update of a table without mirrors is its conditional UPDATE, as in a
+        // batch (it carries no texts to decide with).
+        let cas = self.own_cas(&change);
+        let (change, conflicts) = if change.guard.is_some() && !cas {
             match self.decide_one(change).await? {
                 (Some(c), conflicts) => (c, conflicts),
                 (None, _) => return Ok(()),
@@ -37,6 +40,7 @@ impl PgSink {
         self.note_key(&change);
         let written = match change.pivot {
             Some(cell) => self.write_pivot(table, std::slice::from_ref(&*cell)).await,
+            None if cas => self.write_own_cas(vec![change]).await,
             None => {
                 self.write_values(table, kind, std::slice::from_ref(&change.row))
                     .await

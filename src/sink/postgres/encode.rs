@@ -86,9 +86,16 @@ impl EncodedRow {
         Cells { rest: &self.buf }
     }
 
-    /// The `i`-th cell.
+    /// The `i`-th cell (walks the row: [`EncodedRow::cell_list`] reads many).
     pub fn cell(&self, i: usize) -> Option<&[u8]> {
         self.cells().nth(i).flatten()
+    }
+
+    /// Every cell in order, for reading many of them by position in one walk of the row.
+    pub fn cell_list(&self) -> Vec<Option<&[u8]>> {
+        let mut out = Vec::with_capacity(self.cells as usize);
+        out.extend(self.cells());
+        out
     }
 
     /// Appends a value encoded for `kind`.

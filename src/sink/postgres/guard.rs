@@ -53,7 +53,8 @@ pub struct Guard {
     /// taken as NULL).
     pub before: Option<EncodedRow>,
     /// Per guarded column (in [`crate::mapping::TablePlan::guarded`] order): its before and new
-    /// value as text, for the conflict log.
+    /// value as text, for the conflict log; empty for a change written by CAS
+    /// ([`Guard::by_cas`]).
     pub texts: Vec<(Option<String>, Option<String>)>,
     /// The row's key as text.
     pub key: String,
@@ -64,6 +65,15 @@ pub struct Guard {
     pub my_key: Option<String>,
     pub txn: Arc<str>,
     pub commit_time_us: i64,
+}
+
+impl Guard {
+    /// Whether the change is duplex's own update of a table without mirrors, which its
+    /// conditional UPDATE writes (see [`PgSink::own_cas`]): it is never decided and logs no
+    /// conflict, so it carries no texts.
+    pub fn by_cas(&self, t: &TablePlan) -> bool {
+        self.own && self.before.is_some() && t.mirrorless()
+    }
 }
 
 /// A value as the server sent it (binary), whatever its type: written back unchanged.
@@ -217,12 +227,9 @@ impl PgSink {
     /// goes both ways: all it can do is put a `both` column where PostgreSQL still holds its
     /// before value (where Bitrix wins: where it does not hold the new one), which one
     /// conditional UPDATE does without reading the row first.
-    fn own_cas(&self, c: &PgChange) -> bool {
+    pub(super) fn own_cas(&self, c: &PgChange) -> bool {
         let t = &self.plan.tables[c.table];
-        c.guard
-            .as_ref()
-            .is_some_and(|g| g.own && g.before.is_some())
-            && t.mirrorless()
+        c.guard.as_ref().is_some_and(|g| g.by_cas(t))
     }
 
     /// Writes duplex's own updates of tables without mirrors (see [`PgSink::own_cas`]), back
@@ -238,11 +245,13 @@ impl PgSink {
         let (yes, no) = ([1u8], [0u8]);
         let queries = changes.iter().map(|c| {
             let t = &plan.tables[c.table];
+            let row = c.row.cell_list();
             let before = c.guard.as_ref().and_then(|g| g.before.as_ref());
-            let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
+            let before = before.map(EncodedRow::cell_list);
+            let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(row[k])).collect();
             for &col in t.guarded() {
-                let b = before.and_then(|b| b.cell(col));
-                let a = c.row.cell(col);
+                let b = before.as_ref().and_then(|b| b[col]);
+                let a = row[col];
                 params.push(Cell(Some(if b != a { &yes[..] } else { &no[..] })));
                 params.push(Cell(b));
                 params.push(Cell(a));

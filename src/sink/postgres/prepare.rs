@@ -260,11 +260,6 @@ impl PgEncoder {
                 .filter(|v| !v.is_null())
                 .map(|v| v.to_string())
         };
-        let texts = t
-            .guarded()
-            .iter()
-            .map(|&c| (before.and_then(|b| text(b, c)), text(after, c)))
-            .collect();
         let key = t
             .key
             .iter()
@@ -281,16 +276,26 @@ impl PgEncoder {
             t.source_value(t.key[0], after, idx)
                 .and_then(newest::source_text)
         });
-        Guard {
+        let mut guard = Guard {
             own: self.own,
             before: before.and_then(|b| self.encode(t, idx, 0..t.columns.len(), b).ok()),
-            texts,
+            texts: Vec::new(),
             key,
             sources: t.guarded().iter().map(|&c| source(c)).collect(),
             my_key: my_key.flatten(),
             txn: self.txn.clone(),
             commit_time_us: self.commit_time_us,
+        };
+        // A change written by CAS never needs them: two texts per column of every status
+        // update read back cost more than its whole conditional UPDATE.
+        if !guard.by_cas(t) {
+            guard.texts = t
+                .guarded()
+                .iter()
+                .map(|&c| (before.and_then(|b| text(b, c)), text(after, c)))
+                .collect();
         }
+        guard
     }
 
     /// Cells of one image of a pivot row: `set` with the value, or cleared.

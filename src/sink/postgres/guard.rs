@@ -368,12 +368,12 @@ impl PgSink {
             .map(|c| {
                 let t = &self.plan.tables[c.table];
                 let guard = c.guard.as_ref().expect("a guarded change");
-                let mut params: Vec<Cell<'_>> =
-                    t.key.iter().map(|&k| Cell(c.row.cell(k))).collect();
+                let row = c.row.cell_list();
+                let before = guard.before.as_ref().map(EncodedRow::cell_list);
+                let mut params: Vec<Cell<'_>> = t.key.iter().map(|&k| Cell(row[k])).collect();
                 for &col in t.guarded() {
-                    let before = guard.before.as_ref().and_then(|b| b.cell(col));
-                    params.push(Cell(before));
-                    params.push(Cell(c.row.cell(col)));
+                    params.push(Cell(before.as_ref().and_then(|b| b[col])));
+                    params.push(Cell(row[col]));
                 }
                 let stmt = &stmts[&c.table];
                 let check: Asked<'a, Answer> = Box::pin(async move {
@@ -420,6 +420,8 @@ impl PgSink {
         let guarded = t.guarded();
         let guard = change.guard.take().expect("a guarded change");
         let id = (change.table, change.key.clone());
+        let row = change.row.cell_list();
+        let before = guard.before.as_ref().map(EncodedRow::cell_list);
         if !states.contains_key(&id) {
             match &answer {
                 Some(cols) => {
@@ -430,7 +432,7 @@ impl PgSink {
                 // change inserts it as it is.
                 None if guard.own => return None,
                 None => {
-                    states.insert(id, inserted(guarded, &guard, &change.row));
+                    states.insert(id, inserted(guarded, &guard, &row));
                     for (j, &c) in guarded.iter().enumerate() {
                         if t.columns[c].conflict == Some(Policy::Newest) && !guard.own {
                             let note =
@@ -446,7 +448,8 @@ impl PgSink {
         let mut writes = false;
         for (j, &c) in guarded.iter().enumerate() {
             let asked = answer.as_ref().map(|a| (a[j].0, a[j].1));
-            let decided = decide_column(&t, c, j, &guard, &change.row, &state.cols[j], asked);
+            let cells = (before.as_ref().map(|b| b[c]), row[c]);
+            let decided = decide_column(&t, c, j, &guard, cells, &state.cols[j], asked);
             let Some(take) = decided else {
                 continue; // not changed by this source change: not carried
             };
@@ -466,13 +469,13 @@ impl PgSink {
             if take.write {
                 writes = true;
                 state.cols[j] = Held {
-                    cell: change.row.cell(c).map(<[u8]>::to_vec),
+                    cell: row[c].map(<[u8]>::to_vec),
                     text: guard.texts[j].1.clone(),
                     read: false,
                 };
             }
         }
-        if guard.own && !writes && !mirrors_changed(&t, guarded, &guard, &change.row) {
+        if guard.own && !writes && !mirrors_changed(&t, guarded, before.as_deref(), &row) {
             return None;
         }
         change.row = with_decided(&change.row, guarded, state);
@@ -504,24 +507,25 @@ struct Take {
 }
 
 /// Decides column `c` (the `j`-th guarded one) of a change against `held`, what the row holds
-/// (`asked`: the server's answers while `held` is still as read). `None`: the change did not
-/// change this column.
+/// (`asked`: the server's answers while `held` is still as read); `cells` are the column's
+/// before cell (`None` without a before image) and new cell. `None`: the change did not change
+/// this column.
 fn decide_column(
     t: &TablePlan,
     c: usize,
     j: usize,
     guard: &Guard,
-    row: &EncodedRow,
+    cells: (Option<Option<&[u8]>>, Option<&[u8]>),
     held: &Held,
     asked: Option<(bool, bool)>,
 ) -> Option<Take> {
-    let after = row.cell(c);
-    // An insert's before value is NULL: a row another entry made (a pivot's) has NULL there,
-    // unless the CRM set it.
-    let before = guard.before.as_ref().and_then(|b| b.cell(c));
-    if guard.before.is_some() && before == after {
+    let (before, after) = cells;
+    if before == Some(after) {
         return None;
     }
+    // An insert's before value is NULL: a row another entry made (a pivot's) has NULL there,
+    // unless the CRM set it.
+    let before = before.flatten();
     let (is_before, is_after) = match (asked, held.read) {
         (Some(a), true) => a,
         _ => (
@@ -585,12 +589,12 @@ fn decide_column(
 }
 
 /// A row a change inserts: its `both` columns are the change's.
-fn inserted(guarded: &[usize], guard: &Guard, row: &EncodedRow) -> RowState {
+fn inserted(guarded: &[usize], guard: &Guard, row: &[Option<&[u8]>]) -> RowState {
     let cols = guarded
         .iter()
         .zip(&guard.texts)
         .map(|(&c, (_, after))| Held {
-            cell: row.cell(c).map(<[u8]>::to_vec),
+            cell: row[c].map(<[u8]>::to_vec),
             text: after.clone(),
             read: false,
         })
@@ -599,12 +603,17 @@ fn inserted(guarded: &[usize], guard: &Guard, row: &EncodedRow) -> RowState {
 }
 
 /// Whether duplex's own write read back changed a forward-only column (a mirror): only then is
-/// it worth writing when it takes no `both` column.
-fn mirrors_changed(t: &TablePlan, guarded: &[usize], guard: &Guard, row: &EncodedRow) -> bool {
+/// it worth writing when it takes no `both` column. `before` and `row` are the images' cells.
+fn mirrors_changed(
+    t: &TablePlan,
+    guarded: &[usize],
+    before: Option<&[Option<&[u8]>]>,
+    row: &[Option<&[u8]>],
+) -> bool {
     let mut mirrors = (0..t.columns.len()).filter(|i| !guarded.contains(i) && !t.key.contains(i));
-    match &guard.before {
+    match before {
         None => mirrors.next().is_some(),
-        Some(b) => mirrors.any(|i| b.cell(i) != row.cell(i)),
+        Some(b) => mirrors.any(|i| b[i] != row[i]),
     }
 }
 
